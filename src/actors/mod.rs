@@ -1,0 +1,78 @@
+//! The supervised actors: one module per actor. Each owns its state and a mailbox and delegates
+//! the actual work to the pure modules (`engine`, `auth`, `store`, `api`).
+//!
+//! Actors find each other by their registered names ([`names`]), so a restarted actor is reached
+//! by everyone without handing new references around.
+
+pub mod api_server;
+pub mod oauth_cache;
+pub mod supervisor;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use crate::config::Config;
+use crate::store::Store;
+use crate::telemetry::Telemetry;
+
+/// Registered actor names; `/health`, `/metrics` and fault injection use the same names.
+pub mod names {
+    /// The root supervisor.
+    pub const SUPERVISOR: &str = "supervisor";
+    /// The OAuth cache.
+    pub const OAUTH_CACHE: &str = "oauth_cache";
+    /// The HTTP server.
+    pub const API_SERVER: &str = "api_server";
+}
+
+/// What every actor is started with: configuration and the process-wide handles.
+#[derive(Clone)]
+pub struct Shared {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Durable state.
+    pub store: Store,
+    /// Health and metrics.
+    pub telemetry: Arc<Telemetry>,
+    /// Where the listeners are bound, once they are (reported in the `cockpit ready` line).
+    pub addresses: Arc<Mutex<Addresses>>,
+}
+
+/// The bound listener addresses.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Addresses {
+    /// The HTTP server.
+    pub api: Option<SocketAddr>,
+    /// The SMTP receiver.
+    pub mail: Option<SocketAddr>,
+}
+
+impl Shared {
+    /// Builds the shared handles for a configuration and an open store.
+    pub fn new(config: Config, store: Store) -> Shared {
+        Shared {
+            config: Arc::new(config),
+            store,
+            telemetry: Arc::new(Telemetry::default()),
+            addresses: Arc::new(Mutex::new(Addresses::default())),
+        }
+    }
+
+    /// The bound addresses now.
+    pub fn addresses(&self) -> Addresses {
+        *self
+            .addresses
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records a bound address.
+    pub fn set_address(&self, update: impl FnOnce(&mut Addresses)) {
+        update(
+            &mut self
+                .addresses
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+    }
+}

@@ -1,0 +1,828 @@
+//! The `config.toml` schema: every key of SPEC §2 with its default, and validation that reports
+//! *every* problem with its key path (`[mail].port: expected an integer from 1 to 65535, got 70000`).
+//!
+//! The file is read into a raw [`toml::Table`] first and walked by hand, so that one bad value never
+//! hides the next one and no secret value is ever echoed back in a message.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use toml::{Table, Value};
+
+/// A secret string (client secret, bot token, key material) that never prints its content.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it (an HTTP request, a signature).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The whole configuration of one cockpit process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[oauth]`: ItsYou.online login for Telegram users and the JWT rules of the REST API.
+    pub oauth: OAuthConfig,
+    /// `[api.ays]`: the HTTP server (REST API, OAuth endpoints, health, metrics).
+    pub api: ApiConfig,
+    /// `[bot]`: the Telegram bot.
+    pub bot: BotConfig,
+    /// `[mail]`: the SMTP receiver.
+    pub mail: MailConfig,
+    /// `[storage]`: where durable state lives.
+    pub storage: StorageConfig,
+    /// `[mode]`: production switches.
+    pub mode: ModeConfig,
+    /// `[supervisor]`: restart policy of the actor tree.
+    pub supervisor: SupervisorConfig,
+    /// `[oauth_proxy]` and `[[oauth_provider]]`: the central OAuth2 server; `None` when disabled.
+    pub oauth_proxy: Option<OAuthProxyConfig>,
+    /// `[debug]`: switches for operators testing their deployment; all off by default.
+    pub debug: DebugConfig,
+}
+
+/// `[oauth]`.
+#[derive(Debug, Clone)]
+pub struct OAuthConfig {
+    /// The OAuth client id registered at ItsYou.online.
+    pub client_id: String,
+    /// The OAuth client secret; never logged.
+    pub client_secret: Option<Secret>,
+    /// Where ItsYou.online sends the browser back after login (`.../oauth/callback`).
+    pub redirect_uri: String,
+    /// The organization whose members may use this cockpit.
+    pub organization: String,
+    /// The P-384 public key (SPKI PEM) that verifies REST API JWTs.
+    pub jwt_key: Option<String>,
+    /// Base URL of ItsYou.online (or a compatible server).
+    pub itsyouonlinehost: String,
+    /// The `iss` that every accepted JWT must carry.
+    pub jwt_issuer: String,
+    /// How long a pending login state stays valid, in seconds.
+    pub state_ttl_secs: u64,
+}
+
+/// `[api.ays]`.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Whether the HTTP server runs at all.
+    pub active: bool,
+    /// The address to bind.
+    pub host: String,
+    /// The port to bind; 0 picks a free one (tests use this).
+    pub port: u16,
+}
+
+/// `[bot]`.
+#[derive(Debug, Clone)]
+pub struct BotConfig {
+    /// The Bot API token; never logged.
+    pub token: Option<Secret>,
+    /// Whether the bot runs (default: when a token is set).
+    pub active: bool,
+    /// Base URL of the Bot API (a local Bot API server or a test double).
+    pub api_url: String,
+}
+
+/// `[mail]`.
+#[derive(Debug, Clone)]
+pub struct MailConfig {
+    /// Whether the SMTP receiver runs.
+    pub active: bool,
+    /// The address to bind.
+    pub host: String,
+    /// The port to bind (25 in production).
+    pub port: u16,
+    /// Accepted recipient domains; empty accepts any (never a relay: mail is only ever consumed).
+    pub domains: Vec<String>,
+    /// Mails larger than this get 552.
+    pub max_message_bytes: u64,
+    /// More recipients than this get 452.
+    pub max_recipients: u32,
+    /// Concurrent SMTP connections at most.
+    pub max_connections: u32,
+    /// Seconds of silence after which a client is disconnected.
+    pub idle_timeout_secs: u64,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// The data directory: the database file and the AYS repositories (relative to the working
+    /// directory when not absolute).
+    pub path: PathBuf,
+}
+
+/// `[mode]`.
+#[derive(Debug, Clone)]
+pub struct ModeConfig {
+    /// `false` disables JWT checks on the REST API (development only; logged loudly).
+    pub prod: bool,
+}
+
+/// `[supervisor]`: how failing actors are restarted.
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    /// Restarts of one child allowed inside `window_secs` before the supervisor gives up.
+    pub max_restarts: u32,
+    /// The window over which restarts are counted.
+    pub window_secs: u64,
+    /// First restart delay; doubles with each restart inside the window.
+    pub backoff_initial_ms: u64,
+    /// Upper bound of the restart delay.
+    pub backoff_max_ms: u64,
+}
+
+/// `[oauth_proxy]` with its providers.
+#[derive(Debug, Clone)]
+pub struct OAuthProxyConfig {
+    /// The public base URL of the proxy (`https://host/oauth`).
+    pub url: String,
+    /// Path of the Ed25519 signing key (generated on first start if missing).
+    pub signing_key: PathBuf,
+    /// Redirect URLs apps may ask for, matched exactly.
+    pub allowed_redirects: Vec<String>,
+    /// The upstream login providers.
+    pub providers: Vec<ProviderConfig>,
+}
+
+/// One `[[oauth_provider]]`.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// The provider's name in URLs (`github`).
+    pub name: String,
+    /// Client id at the provider.
+    pub client_id: String,
+    /// Client secret at the provider; never logged.
+    pub client_secret: Secret,
+    /// The provider's authorize endpoint.
+    pub authorize_url: String,
+    /// The provider's token endpoint.
+    pub access_token_url: String,
+    /// The provider's user info endpoint.
+    pub user_info_url: String,
+    /// Scope requested from the provider.
+    pub scope: String,
+    /// Which user info fields are passed on to apps.
+    pub user_info_fields: Vec<String>,
+}
+
+/// `[debug]`.
+#[derive(Debug, Clone, Default)]
+pub struct DebugConfig {
+    /// Enables `POST /debug/crash/{actor}` and the bot's `/crash` so operators (and tests) can see
+    /// the supervisor restart a failing actor. Never enable it on a public server.
+    pub fault_injection: bool,
+}
+
+/// One thing wrong with a config file, with the key path it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where: `[mail].port`, or the file itself.
+    pub path: String,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Why a config could not be loaded: every problem found.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    /// All the problems, in file order as far as possible.
+    pub problems: Vec<Problem>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+            problems: vec![Problem {
+                path: path.display().to_string(),
+                message: format!("cannot read the config file: {err}"),
+            }],
+        })?;
+        Config::parse(&text).map_err(|mut err| {
+            for problem in &mut err.problems {
+                if problem.path.is_empty() {
+                    problem.path = path.display().to_string();
+                }
+            }
+            err
+        })
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let table: Table = text.parse().map_err(|err: toml::de::Error| ConfigError {
+            problems: vec![Problem {
+                path: String::new(),
+                message: format!("not valid TOML: {}", err.message()),
+            }],
+        })?;
+        let mut r = Reader::default();
+        let config = r.config(&table);
+        if r.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError {
+                problems: r.problems,
+            })
+        }
+    }
+
+    /// The database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.storage.path.join("cockpit.db")
+    }
+}
+
+/// Walks a raw table, collecting problems instead of stopping at the first one.
+#[derive(Default)]
+struct Reader {
+    problems: Vec<Problem>,
+}
+
+/// One table being read, with its path for messages.
+struct Section<'a> {
+    name: String,
+    table: Option<&'a Table>,
+}
+
+impl Reader {
+    fn problem(&mut self, path: String, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path,
+            message: message.into(),
+        });
+    }
+
+    fn section<'a>(&mut self, root: &'a Table, name: &str, keys: &[&str]) -> Section<'a> {
+        let mut table = Some(root);
+        for key in name.split('.') {
+            table = match table.and_then(|t| t.get(key)) {
+                None => None,
+                Some(Value::Table(t)) => Some(t),
+                Some(other) => {
+                    self.problem(
+                        format!("[{name}]"),
+                        format!("expected a table, got {}", kind(other)),
+                    );
+                    None
+                }
+            };
+        }
+        if let Some(t) = table {
+            for key in t.keys() {
+                if !keys.contains(&key.as_str()) {
+                    self.problem(
+                        format!("[{name}].{key}"),
+                        format!("unknown key (known keys: {})", keys.join(", ")),
+                    );
+                }
+            }
+        }
+        Section {
+            name: name.to_string(),
+            table,
+        }
+    }
+
+    fn get<'a>(&self, s: &Section<'a>, key: &str) -> Option<&'a Value> {
+        s.table.and_then(|t| t.get(key))
+    }
+
+    fn string(&mut self, s: &Section, key: &str) -> Option<String> {
+        match self.get(s, key) {
+            None => None,
+            Some(Value::String(v)) => Some(v.clone()),
+            Some(other) => {
+                self.problem(
+                    format!("[{}].{key}", s.name),
+                    format!("expected a string, got {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn string_or(&mut self, s: &Section, key: &str, default: &str) -> String {
+        self.string(s, key).unwrap_or_else(|| default.to_string())
+    }
+
+    fn bool(&mut self, s: &Section, key: &str) -> Option<bool> {
+        match self.get(s, key) {
+            None => None,
+            Some(Value::Boolean(v)) => Some(*v),
+            Some(other) => {
+                self.problem(
+                    format!("[{}].{key}", s.name),
+                    format!("expected true or false, got {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn int(&mut self, s: &Section, key: &str, min: i64, max: i64, default: i64) -> i64 {
+        let path = format!("[{}].{key}", s.name);
+        let expected = format!("expected an integer from {min} to {max}");
+        match self.get(s, key) {
+            None => default,
+            Some(Value::Integer(v)) if (min..=max).contains(v) => *v,
+            Some(Value::Integer(v)) => {
+                self.problem(path, format!("{expected}, got {v}"));
+                default
+            }
+            Some(other) => {
+                self.problem(path, format!("{expected}, got {}", kind(other)));
+                default
+            }
+        }
+    }
+
+    fn strings(&mut self, s: &Section, key: &str) -> Vec<String> {
+        let path = format!("[{}].{key}", s.name);
+        match self.get(s, key) {
+            None => Vec::new(),
+            Some(Value::String(v)) => vec![v.clone()],
+            Some(Value::Array(items)) => {
+                let mut out = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Value::String(v) => out.push(v.clone()),
+                        other => self.problem(
+                            format!("{path}[{i}]"),
+                            format!("expected a string, got {}", kind(other)),
+                        ),
+                    }
+                }
+                out
+            }
+            Some(other) => {
+                self.problem(
+                    path,
+                    format!("expected a list of strings, got {}", kind(other)),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn url(&mut self, s: &Section, key: &str, value: String) -> String {
+        if !(value.starts_with("http://") || value.starts_with("https://")) {
+            self.problem(
+                format!("[{}].{key}", s.name),
+                format!("expected an http:// or https:// URL, got {value:?}"),
+            );
+        }
+        value.trim_end_matches('/').to_string()
+    }
+
+    fn config(&mut self, root: &Table) -> Config {
+        const TOP: &[&str] = &[
+            "oauth",
+            "api",
+            "bot",
+            "mail",
+            "storage",
+            "mode",
+            "supervisor",
+            "oauth_proxy",
+            "oauth_provider",
+            "debug",
+        ];
+        for key in root.keys() {
+            if !TOP.contains(&key.as_str()) {
+                self.problem(
+                    format!("[{key}]"),
+                    format!("unknown section (known sections: {})", TOP.join(", ")),
+                );
+            }
+        }
+        let oauth = self.oauth(root);
+        let api = self.api(root);
+        let bot = self.bot(root);
+        let mail = self.mail(root);
+        let s = self.section(root, "storage", &["path"]);
+        let storage = StorageConfig {
+            path: PathBuf::from(self.string_or(&s, "path", "data")),
+        };
+        let s = self.section(root, "mode", &["prod"]);
+        let mode = ModeConfig {
+            prod: self.bool(&s, "prod").unwrap_or(true),
+        };
+        let supervisor = self.supervisor(root);
+        let oauth_proxy = self.oauth_proxy(root);
+        let s = self.section(root, "debug", &["fault_injection"]);
+        let debug = DebugConfig {
+            fault_injection: self.bool(&s, "fault_injection").unwrap_or(false),
+        };
+        if api.active && mode.prod && oauth.jwt_key.is_none() {
+            self.problem(
+                "[oauth].jwt_key".into(),
+                "required while [api.ays] is active and [mode].prod is true \
+                 (the REST API verifies JWTs with it)",
+            );
+        }
+        Config {
+            oauth,
+            api,
+            bot,
+            mail,
+            storage,
+            mode,
+            supervisor,
+            oauth_proxy,
+            debug,
+        }
+    }
+
+    fn oauth(&mut self, root: &Table) -> OAuthConfig {
+        let s = self.section(
+            root,
+            "oauth",
+            &[
+                "client_id",
+                "client_secret",
+                "redirect_uri",
+                "organization",
+                "jwt_key",
+                "itsyouonlinehost",
+                "jwt_issuer",
+                "state_ttl_secs",
+            ],
+        );
+        let host = self.string_or(&s, "itsyouonlinehost", "https://itsyou.online");
+        let jwt_key = self.string(&s, "jwt_key").map(|k| k.replace("\\n", "\n"));
+        if let Some(key) = &jwt_key
+            && !(key.contains("-----BEGIN PUBLIC KEY-----")
+                && key.contains("-----END PUBLIC KEY-----"))
+        {
+            self.problem(
+                "[oauth].jwt_key".into(),
+                "expected a PEM public key (-----BEGIN PUBLIC KEY----- ... -----END PUBLIC KEY-----)",
+            );
+        }
+        OAuthConfig {
+            client_id: self.string_or(&s, "client_id", ""),
+            client_secret: self.string(&s, "client_secret").map(Secret),
+            redirect_uri: self.string_or(&s, "redirect_uri", ""),
+            organization: self.string_or(&s, "organization", ""),
+            jwt_key,
+            itsyouonlinehost: self.url(&s, "itsyouonlinehost", host),
+            jwt_issuer: self.string_or(&s, "jwt_issuer", "itsyouonline"),
+            state_ttl_secs: self.int(&s, "state_ttl_secs", 10, 86_400, 600) as u64,
+        }
+    }
+
+    fn api(&mut self, root: &Table) -> ApiConfig {
+        let s = self.section(root, "api.ays", &["active", "host", "port"]);
+        if let Some(Value::Table(api)) = root.get("api") {
+            for key in api.keys().filter(|k| *k != "ays") {
+                self.problem(format!("[api].{key}"), "unknown key (known keys: ays)");
+            }
+        }
+        ApiConfig {
+            active: self.bool(&s, "active").unwrap_or(true),
+            host: self.string_or(&s, "host", "127.0.0.1"),
+            port: self.int(&s, "port", 0, 65535, 5000) as u16,
+        }
+    }
+
+    fn bot(&mut self, root: &Table) -> BotConfig {
+        let s = self.section(root, "bot", &["token", "active", "api_url"]);
+        let token = self
+            .string(&s, "token")
+            .filter(|t| !t.is_empty())
+            .map(Secret);
+        let active = self.bool(&s, "active").unwrap_or(token.is_some());
+        if active && token.is_none() {
+            self.problem("[bot].token".into(), "required when [bot].active is true");
+        }
+        let api_url = self.string_or(&s, "api_url", "https://api.telegram.org");
+        BotConfig {
+            token,
+            active,
+            api_url: self.url(&s, "api_url", api_url),
+        }
+    }
+
+    fn mail(&mut self, root: &Table) -> MailConfig {
+        let s = self.section(
+            root,
+            "mail",
+            &[
+                "active",
+                "host",
+                "port",
+                "domain",
+                "max_message_bytes",
+                "max_recipients",
+                "max_connections",
+                "idle_timeout_secs",
+            ],
+        );
+        let present = s.table.is_some();
+        MailConfig {
+            active: self.bool(&s, "active").unwrap_or(present),
+            host: self.string_or(&s, "host", "127.0.0.1"),
+            port: self.int(&s, "port", 0, 65535, 2525) as u16,
+            domains: self.strings(&s, "domain"),
+            max_message_bytes: self.int(&s, "max_message_bytes", 1024, 1 << 30, 10 << 20) as u64,
+            max_recipients: self.int(&s, "max_recipients", 1, 10_000, 100) as u32,
+            max_connections: self.int(&s, "max_connections", 1, 100_000, 1024) as u32,
+            idle_timeout_secs: self.int(&s, "idle_timeout_secs", 1, 3600, 60) as u64,
+        }
+    }
+
+    fn supervisor(&mut self, root: &Table) -> SupervisorConfig {
+        let s = self.section(
+            root,
+            "supervisor",
+            &[
+                "max_restarts",
+                "window_secs",
+                "backoff_initial_ms",
+                "backoff_max_ms",
+            ],
+        );
+        SupervisorConfig {
+            max_restarts: self.int(&s, "max_restarts", 0, 1000, 5) as u32,
+            window_secs: self.int(&s, "window_secs", 1, 86_400, 60) as u64,
+            backoff_initial_ms: self.int(&s, "backoff_initial_ms", 1, 60_000, 100) as u64,
+            backoff_max_ms: self.int(&s, "backoff_max_ms", 1, 600_000, 5_000) as u64,
+        }
+    }
+
+    fn oauth_proxy(&mut self, root: &Table) -> Option<OAuthProxyConfig> {
+        let s = self.section(
+            root,
+            "oauth_proxy",
+            &["url", "signing_key", "allowed_redirects"],
+        );
+        let providers = self.providers(root);
+        if s.table.is_none() {
+            if !providers.is_empty() {
+                self.problem(
+                    "[[oauth_provider]]".into(),
+                    "providers are configured but [oauth_proxy] is missing",
+                );
+            }
+            return None;
+        }
+        let url = match self.string(&s, "url") {
+            Some(url) => self.url(&s, "url", url),
+            None => {
+                self.problem("[oauth_proxy].url".into(), "required");
+                String::new()
+            }
+        };
+        let allowed_redirects = self.strings(&s, "allowed_redirects");
+        for (i, redirect) in allowed_redirects.iter().enumerate() {
+            if !(redirect.starts_with("http://") || redirect.starts_with("https://")) {
+                self.problem(
+                    format!("[oauth_proxy].allowed_redirects[{i}]"),
+                    format!("expected an absolute http(s) URL, got {redirect:?}"),
+                );
+            }
+        }
+        Some(OAuthProxyConfig {
+            url,
+            signing_key: PathBuf::from(self.string_or(&s, "signing_key", "data/oauth_proxy.key")),
+            allowed_redirects,
+            providers,
+        })
+    }
+
+    fn providers(&mut self, root: &Table) -> Vec<ProviderConfig> {
+        let items = match root.get("oauth_provider") {
+            None => return Vec::new(),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                self.problem(
+                    "[[oauth_provider]]".into(),
+                    format!("expected an array of tables, got {}", kind(other)),
+                );
+                return Vec::new();
+            }
+        };
+        let keys = [
+            "name",
+            "client_id",
+            "client_secret",
+            "authorize_url",
+            "access_token_url",
+            "user_info_url",
+            "scope",
+            "user_info_fields",
+        ];
+        let mut out: Vec<ProviderConfig> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let name = format!("oauth_provider[{i}]");
+            let Value::Table(table) = item else {
+                self.problem(format!("[{name}]"), "expected a table");
+                continue;
+            };
+            let mut wrapper = Table::new();
+            wrapper.insert(name.clone(), Value::Table(table.clone()));
+            let s = self.section(&wrapper, &name, &keys);
+            let required = |r: &mut Reader, key: &str| {
+                r.string(&s, key).unwrap_or_else(|| {
+                    r.problem(format!("[{name}].{key}"), "required");
+                    String::new()
+                })
+            };
+            let provider_name = required(self, "name");
+            let client_id = required(self, "client_id");
+            let client_secret = Secret(required(self, "client_secret"));
+            let authorize_url = required(self, "authorize_url");
+            let access_token_url = required(self, "access_token_url");
+            let user_info_url = required(self, "user_info_url");
+            if out.iter().any(|p| p.name == provider_name) {
+                self.problem(
+                    format!("[{name}].name"),
+                    format!("duplicate provider name {provider_name:?}"),
+                );
+            }
+            out.push(ProviderConfig {
+                name: provider_name,
+                client_id,
+                client_secret,
+                authorize_url: self.url(&s, "authorize_url", authorize_url),
+                access_token_url: self.url(&s, "access_token_url", access_token_url),
+                user_info_url: self.url(&s, "user_info_url", user_info_url),
+                scope: self.string_or(&s, "scope", ""),
+                user_info_fields: self.strings(&s, "user_info_fields"),
+            });
+        }
+        out
+    }
+}
+
+/// A value's type in words, for messages (never the value itself: it might be a secret).
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::String(_) => "a string",
+        Value::Integer(_) => "an integer",
+        Value::Float(_) => "a float",
+        Value::Boolean(_) => "a boolean",
+        Value::Datetime(_) => "a date",
+        Value::Array(_) => "an array",
+        Value::Table(_) => "a table",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seed's file, exactly as `seeds/cockpit-configuration.md` prints it.
+    pub const SEED: &str = include_str!("../tests/support/seed_config.toml");
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::parse(text) {
+            Ok(_) => Vec::new(),
+            Err(err) => err.problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn the_seed_config_loads_unchanged() {
+        let config = Config::parse(SEED).expect("seed config must load");
+        assert_eq!(config.oauth.organization, "MyID");
+        assert_eq!(config.api.port, 5000);
+        assert!(config.bot.active, "a token turns the bot on");
+        assert_eq!(config.mail.port, 25);
+        assert!(config.mail.active);
+        assert_eq!(config.oauth.jwt_issuer, "itsyouonline");
+        assert!(
+            config
+                .oauth
+                .jwt_key
+                .as_deref()
+                .unwrap_or("")
+                .contains("\nMHYw")
+        );
+        assert_eq!(config.storage.path, PathBuf::from("data"));
+        assert!(config.oauth_proxy.is_none());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key_path() {
+        let text = "[api.ays]\nport = \"5000\"\n[mail]\nport = 70000\n[mode]\nprod = false\n";
+        assert_eq!(
+            problems(text),
+            vec![
+                "[api.ays].port: expected an integer from 0 to 65535, got a string",
+                "[mail].port: expected an integer from 0 to 65535, got 70000",
+            ]
+        );
+    }
+
+    #[test]
+    fn secrets_are_never_echoed() {
+        let text = "[oauth]\nclient_secret = 12345678\n[bot]\ntoken = [\"999:SECRETTOKEN\"]\n[mode]\nprod=false\n";
+        let all = problems(text).join("\n");
+        assert!(all.contains("[oauth].client_secret: expected a string, got an integer"));
+        assert!(all.contains("[bot].token: expected a string, got an array"));
+        assert!(
+            !all.contains("12345678") && !all.contains("SECRETTOKEN"),
+            "{all}"
+        );
+        let config = Config::parse(SEED).expect("seed");
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("okla3Z2PLNmx") && !debug.contains("AAEizYAo"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_sections_are_problems() {
+        let text = "[mail]\nprot = 25\n[mayl]\n[mode]\nprod=false\n";
+        assert_eq!(
+            problems(text),
+            vec![
+                "[mayl]: unknown section (known sections: oauth, api, bot, mail, storage, mode, supervisor, oauth_proxy, oauth_provider, debug)",
+                "[mail].prot: unknown key (known keys: active, host, port, domain, max_message_bytes, max_recipients, max_connections, idle_timeout_secs)",
+            ]
+        );
+    }
+
+    #[test]
+    fn defaults_apply_to_an_almost_empty_file() {
+        let config = Config::parse("[mode]\nprod = false\n").expect("loads");
+        assert!(config.api.active);
+        assert_eq!(
+            (config.api.host.as_str(), config.api.port),
+            ("127.0.0.1", 5000)
+        );
+        assert!(!config.bot.active && !config.mail.active);
+        assert_eq!(config.mail.max_message_bytes, 10 << 20);
+        assert_eq!(config.oauth.state_ttl_secs, 600);
+        assert_eq!(config.supervisor.max_restarts, 5);
+    }
+
+    #[test]
+    fn a_production_api_needs_a_jwt_key() {
+        assert_eq!(
+            problems(""),
+            vec![
+                "[oauth].jwt_key: required while [api.ays] is active and [mode].prod is true (the REST API verifies JWTs with it)"
+            ]
+        );
+    }
+
+    #[test]
+    fn providers_are_read_and_checked() {
+        let text = r#"
+[mode]
+prod = false
+[oauth_proxy]
+url = "https://c.example.com/oauth"
+allowed_redirects = ["https://app.example.com/cb", "app"]
+[[oauth_provider]]
+name = "github"
+client_id = "id"
+client_secret = "providersecret"
+authorize_url = "https://github.com/login/oauth/authorize"
+access_token_url = "https://github.com/login/oauth/access_token"
+user_info_url = "https://api.github.com/user"
+user_info_fields = ["email", "login"]
+[[oauth_provider]]
+name = "google"
+"#;
+        let all = problems(text);
+        assert!(all.contains(&"[oauth_proxy].allowed_redirects[1]: expected an absolute http(s) URL, got \"app\"".to_string()), "{all:?}");
+        assert!(
+            all.contains(&"[oauth_provider[1]].client_secret: required".to_string()),
+            "{all:?}"
+        );
+        assert!(!all.join("\n").contains("providersecret"));
+    }
+}

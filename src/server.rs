@@ -1,0 +1,98 @@
+//! `cockpit start`: opens the store, starts the root supervisor, reports `cockpit ready`, and
+//! shuts down gracefully on SIGINT/SIGTERM.
+
+use std::sync::{Arc, Mutex};
+
+use ractor::{Actor, call};
+use tracing::{error, info, warn};
+
+use crate::actors::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
+use crate::actors::{Shared, names};
+use crate::config::Config;
+use crate::store::Store;
+
+/// Why the server stopped other than by a signal.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The actor tree did not start (a port taken, a key unreadable...).
+    #[error("cockpit did not start: {0}")]
+    Start(String),
+    /// The supervisor gave up on a child that kept failing.
+    #[error("cockpit stopped: {0}")]
+    Escalated(String),
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Runs the server until a signal (Ok) or an escalation (Err).
+pub async fn run(config: Config) -> Result<(), ServerError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigterm = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
+
+    if !config.mode.prod {
+        warn!(
+            "[mode].prod = false: the REST API does NOT check JWTs; never run this way in production"
+        );
+    }
+    for (section, on) in [("[bot]", config.bot.active), ("[mail]", config.mail.active)] {
+        if on {
+            warn!("{section} is enabled but this build does not include it yet; it stays off");
+        }
+    }
+    let store = Store::open(&config.storage.path)?;
+    let shared = Shared::new(config, store);
+    let escalation = Arc::new(Mutex::new(None));
+    let args = SupervisorArgs {
+        shared: shared.clone(),
+        escalation: escalation.clone(),
+    };
+    let (root, handle) = Actor::spawn(Some(names::SUPERVISOR.into()), Supervisor, args)
+        .await
+        .map_err(|err| ServerError::Start(root_cause(&err)))?;
+
+    let addresses = shared.addresses();
+    let show = |a: Option<std::net::SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
+    info!(
+        api = %show(addresses.api),
+        mail = %show(addresses.mail),
+        "cockpit ready"
+    );
+
+    let mut handle = handle;
+    tokio::select! {
+        _ = sigterm.recv() => info!("SIGTERM: shutting down"),
+        _ = sigint.recv() => info!("SIGINT: shutting down"),
+        _ = &mut handle => {}
+    }
+    if !handle.is_finished() {
+        let _ = call!(root, SupervisorMsg::Shutdown);
+        let _ = handle.await;
+    }
+    let why = escalation
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take();
+    match why {
+        Some(why) => {
+            error!("{why}");
+            Err(ServerError::Escalated(why))
+        }
+        None => {
+            info!("cockpit stopped");
+            Ok(())
+        }
+    }
+}
+
+/// The innermost message of a spawn error (the failing child's own words).
+fn root_cause(err: &ractor::SpawnErr) -> String {
+    match err {
+        ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
+        other => other.to_string(),
+    }
+}

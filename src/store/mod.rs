@@ -1,0 +1,178 @@
+//! Durable state: one SQLite file `<storage>/cockpit.db`, with versioned migrations.
+//!
+//! Everything outside this module sees [`Store`] and domain types only, never SQL or rusqlite, so
+//! that a PostgreSQL backend can later serve several cockpit replicas behind the same methods.
+//!
+//! Durability: WAL journal with `synchronous = FULL`, every write in one transaction, so a `kill -9`
+//! at any moment leaves the file consistent and every acknowledged write present.
+
+mod oauth;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+pub use oauth::{AuthorizedUser, CleanReport, PendingState};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// SQLite refused an operation.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored row did not decode (written by a newer version, or damaged).
+    #[error("stored data is not readable: {0}")]
+    Decode(String),
+    /// The database is newer than this binary.
+    #[error(
+        "the database has schema version {found}, newer than this cockpit knows ({known}); upgrade cockpit"
+    )]
+    TooNew {
+        /// The version in the file.
+        found: i64,
+        /// The newest version this binary knows.
+        known: i64,
+    },
+}
+
+/// The schema, one entry per version. Never edit an entry that has shipped: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the OAuth cache.
+    "CREATE TABLE oauth_states (
+        state TEXT PRIMARY KEY,
+        purpose TEXT NOT NULL,
+        data TEXT NOT NULL,
+        expires_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX oauth_states_expiry ON oauth_states (expires_at_ms);
+    CREATE TABLE telegram_users (
+        user_id INTEGER PRIMARY KEY,
+        chat_id INTEGER NOT NULL,
+        username TEXT NOT NULL,
+        current_repo TEXT,
+        token_expires_at INTEGER,
+        authorized_at_ms INTEGER NOT NULL
+    );",
+];
+
+/// The handle to durable state; cheap to clone, safe to share between actors and threads.
+#[derive(Clone)]
+pub struct Store {
+    /// The one connection; SQLite serialises writers anyway, and queries here are short.
+    conn: Arc<Mutex<Connection>>,
+    /// The database file, for messages.
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) `<dir>/cockpit.db` and brings its schema up to date.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join("cockpit.db");
+        let mut conn = Connection::open(&path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .lock()
+            .query_row("PRAGMA user_version", [], |row| row.get(0))?)
+    }
+
+    /// SQLite's own consistency check of the whole file: `ok`, or what is damaged.
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        Ok(self
+            .lock()
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))?)
+    }
+
+    /// The connection; a panic elsewhere while holding it does not make the data unusable
+    /// (every write is a transaction that rolled back), so a poisoned lock is taken over.
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let known = MIGRATIONS.len() as i64;
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if found > known {
+        return Err(StoreError::TooNew { found, known });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_run_once_and_reopen_cleanly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        assert_eq!(
+            store.schema_version().expect("version"),
+            MIGRATIONS.len() as i64
+        );
+        drop(store);
+        let again = Store::open(dir.path()).expect("reopen");
+        assert_eq!(
+            again.schema_version().expect("version"),
+            MIGRATIONS.len() as i64
+        );
+    }
+
+    #[test]
+    fn a_newer_database_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        store
+            .lock()
+            .pragma_update(None, "user_version", 999)
+            .expect("bump");
+        drop(store);
+        let err = Store::open(dir.path()).expect_err("too new");
+        assert!(err.to_string().contains("schema version 999"), "{err}");
+    }
+}

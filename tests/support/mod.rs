@@ -1,0 +1,203 @@
+//! Shared test helpers: start the real `cockpit` binary on free ports and read what it logs.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cockpit")
+}
+
+/// The test P-384 public key as a TOML string value (escaped newlines, as the seed writes it).
+pub fn test_public_key_toml() -> String {
+    let pem = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/keys/test_p384.pub.pem"),
+    )
+    .unwrap_or_default();
+    pem.trim().replace('\n', "\\n")
+}
+
+/// A running cockpit process with its own data directory.
+pub struct Cockpit {
+    /// The process.
+    pub child: Child,
+    /// Data dir and config live here.
+    pub dir: tempfile::TempDir,
+    /// The config file.
+    pub config: PathBuf,
+    /// Everything it wrote to stderr so far.
+    pub logs: Arc<Mutex<Vec<String>>>,
+    /// `http://127.0.0.1:PORT`, once ready.
+    pub api: String,
+}
+
+/// A config for tests: API on a free port, data in `dir`, JWTs verified with the test key.
+pub fn base_config(dir: &Path) -> String {
+    format!(
+        "[oauth]\nclient_id = \"cockpit-test\"\nclient_secret = \"s3cr3t-client-VALUE\"\n\
+         organization = \"myorg\"\nredirect_uri = \"http://127.0.0.1/oauth/callback\"\n\
+         jwt_key = \"{}\"\n\n[api.ays]\nhost = \"127.0.0.1\"\nport = 0\n\n\
+         [storage]\npath = \"{}\"\n\n",
+        test_public_key_toml(),
+        dir.join("data").display()
+    )
+}
+
+impl Cockpit {
+    /// Writes `base_config + extra` and starts the binary; waits for `cockpit ready`.
+    pub fn start(extra: &str) -> Cockpit {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!("{}{}", base_config(dir.path()), extra);
+        Cockpit::start_in(dir, &text)
+    }
+
+    /// Starts the binary with this exact config text in `dir`; waits for `cockpit ready`.
+    pub fn start_in(dir: tempfile::TempDir, text: &str) -> Cockpit {
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, text).expect("write config");
+        let mut cockpit = Cockpit::spawn(dir, config);
+        let line = cockpit
+            .wait_for_log("cockpit ready", Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("no `cockpit ready`; logs:\n{}", cockpit.log_text()));
+        let api = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("api="))
+            .unwrap_or("off")
+            .to_string();
+        cockpit.api = format!("http://{api}");
+        cockpit
+    }
+
+    /// Starts the binary on an existing config without waiting.
+    pub fn spawn(dir: tempfile::TempDir, config: PathBuf) -> Cockpit {
+        let mut child = Command::new(bin())
+            .args(["start", "-c"])
+            .arg(&config)
+            .env(
+                "RUST_LOG",
+                std::env::var("COCKPIT_TEST_LOG").unwrap_or("debug".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cockpit");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().expect("logs").push(line);
+            }
+        });
+        Cockpit {
+            child,
+            dir,
+            config,
+            logs,
+            api: String::new(),
+        }
+    }
+
+    /// Everything logged so far.
+    pub fn log_text(&self) -> String {
+        self.logs.lock().expect("logs").join("\n")
+    }
+
+    /// Waits until a log line contains `needle`; returns it.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(line) = self
+                .logs
+                .lock()
+                .expect("logs")
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return Some(line.clone());
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                return self
+                    .logs
+                    .lock()
+                    .expect("logs")
+                    .iter()
+                    .find(|l| l.contains(needle))
+                    .cloned();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Let the reader thread drain the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+impl Drop for Cockpit {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary with arguments to completion: (exit code, stdout, stderr).
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cockpit");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Polls `probe` until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
