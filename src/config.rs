@@ -733,6 +733,16 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_and_local_configs_load() {
+        let example = Config::parse(include_str!("../config/config.toml")).expect("example");
+        assert_eq!(example.mail.port, 25);
+        let local = Config::parse(include_str!("../config/local.toml")).expect("local");
+        assert_eq!((local.api.host.as_str(), local.api.port), ("127.0.0.1", 5000));
+        assert!(!local.bot.active, "no Telegram token needed locally");
+        assert!(local.mail.port > 1024, "no root needed for mail locally");
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_key_path() {
         let text = "[api.ays]\nport = \"5000\"\n[mail]\nport = 70000\n[mode]\nprod = false\n";
         assert_eq!(
