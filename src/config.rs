@@ -737,7 +737,10 @@ mod tests {
         let example = Config::parse(include_str!("../config/config.toml")).expect("example");
         assert_eq!(example.mail.port, 25);
         let local = Config::parse(include_str!("../config/local.toml")).expect("local");
-        assert_eq!((local.api.host.as_str(), local.api.port), ("127.0.0.1", 5000));
+        assert_eq!(
+            (local.api.host.as_str(), local.api.port),
+            ("127.0.0.1", 5000)
+        );
         assert!(!local.bot.active, "no Telegram token needed locally");
         assert!(local.mail.port > 1024, "no root needed for mail locally");
     }

@@ -6,6 +6,7 @@
 
 pub mod api_server;
 pub mod oauth_cache;
+pub mod restart;
 pub mod supervisor;
 
 use std::net::SocketAddr;

@@ -5,9 +5,10 @@
 //! Children are started in dependency order and stopped in reverse order, so that the HTTP
 //! listener (started last) is the first to stop accepting on shutdown.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use super::restart::{Decision, RestartTracker};
 
 use ractor::{
     Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent,
@@ -98,8 +99,8 @@ struct Child {
     kind: ChildKind,
     /// Its cell while it runs.
     cell: Option<ActorCell>,
-    /// When it failed recently (inside the window).
-    failures: VecDeque<Instant>,
+    /// Its recent failures, for the restart policy.
+    restarts: RestartTracker,
 }
 
 /// The supervisor's state.
@@ -132,7 +133,7 @@ impl Actor for Supervisor {
                     children.push(Child {
                         kind,
                         cell: Some(cell),
-                        failures: VecDeque::new(),
+                        restarts: RestartTracker::default(),
                     });
                 }
                 Err(err) => {
@@ -230,60 +231,44 @@ async fn on_failure(
     kind: ChildKind,
     reason: &str,
 ) {
-    let policy = state.shared.config.supervisor.clone();
-    let window = Duration::from_secs(policy.window_secs);
-    let now = Instant::now();
+    let policy = &state.shared.config.supervisor;
     let Some(child) = state.children.iter_mut().find(|c| c.kind == kind) else {
         return;
     };
-    child.failures.push_back(now);
-    while child
-        .failures
-        .front()
-        .is_some_and(|t| now.duration_since(*t) > window)
-    {
-        child.failures.pop_front();
+    match child.restarts.record(policy, Instant::now()) {
+        Decision::GiveUp(recent) => {
+            let why = format!(
+                "{} failed {recent} times within {}s (limit {}); giving up: {reason}",
+                kind.name(),
+                policy.window_secs,
+                policy.max_restarts
+            );
+            error!(actor = kind.name(), "supervisor escalates: {why}");
+            state
+                .shared
+                .telemetry
+                .actor_failed(kind.name(), reason, ActorStatus::Down);
+            *state
+                .escalation
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(why.clone());
+            state.shutting_down = true;
+            stop_children(state).await;
+            myself.stop(Some(why));
+        }
+        Decision::RestartAfter(delay) => {
+            warn!(
+                actor = kind.name(),
+                restart_in_ms = delay.as_millis() as u64,
+                "actor failed: {reason}"
+            );
+            state
+                .shared
+                .telemetry
+                .actor_failed(kind.name(), reason, ActorStatus::Restarting);
+            myself.send_after(delay, move || SupervisorMsg::Restart(kind));
+        }
     }
-    let recent = child.failures.len() as u32;
-    if recent > policy.max_restarts {
-        let why = format!(
-            "{} failed {recent} times within {}s (limit {}); giving up: {reason}",
-            kind.name(),
-            policy.window_secs,
-            policy.max_restarts
-        );
-        error!(actor = kind.name(), "supervisor escalates: {why}");
-        state
-            .shared
-            .telemetry
-            .actor_failed(kind.name(), reason, ActorStatus::Down);
-        *state
-            .escalation
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(why.clone());
-        state.shutting_down = true;
-        stop_children(state).await;
-        myself.stop(Some(why));
-        return;
-    }
-    let exponent = recent.saturating_sub(1).min(20);
-    let delay = Duration::from_millis(
-        policy
-            .backoff_initial_ms
-            .saturating_mul(1 << exponent)
-            .min(policy.backoff_max_ms),
-    );
-    warn!(
-        actor = kind.name(),
-        restart_in_ms = delay.as_millis() as u64,
-        failures_in_window = recent,
-        "actor failed: {reason}"
-    );
-    state
-        .shared
-        .telemetry
-        .actor_failed(kind.name(), reason, ActorStatus::Restarting);
-    myself.send_after(delay, move || SupervisorMsg::Restart(kind));
 }
 
 /// Stops the children in reverse start order, waiting for each (in-flight work finishes).

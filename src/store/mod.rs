@@ -6,6 +6,7 @@
 //! Durability: WAL journal with `synchronous = FULL`, every write in one transaction, so a `kill -9`
 //! at any moment leaves the file consistent and every acknowledged write present.
 
+mod ays;
 mod oauth;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+pub use ays::{EventRecord, JobRecord, LogRecord, RepoRecord, RunRecord, StepRecord};
 pub use oauth::{AuthorizedUser, CleanReport, PendingState};
 
 /// Why a store operation failed.
@@ -62,6 +64,55 @@ const MIGRATIONS: &[&str] = &[
         current_repo TEXT,
         token_expires_at INTEGER,
         authorized_at_ms INTEGER NOT NULL
+    );",
+    // 2: the AYS engine: repositories, services, runs, jobs, logs; inbound events.
+    "CREATE TABLE repos (
+        name TEXT PRIMARY KEY,
+        git_url TEXT,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE services (
+        repo TEXT NOT NULL,
+        key TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (repo, key)
+    );
+    CREATE TABLE runs (
+        key TEXT PRIMARY KEY,
+        repo TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        ended INTEGER,
+        error TEXT,
+        callback_url TEXT,
+        origin TEXT NOT NULL
+    );
+    CREATE INDEX runs_repo ON runs (repo, created);
+    CREATE TABLE jobs (
+        key TEXT PRIMARY KEY,
+        run_key TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        action_name TEXT NOT NULL,
+        actor_name TEXT NOT NULL,
+        service_name TEXT NOT NULL,
+        service_key TEXT NOT NULL,
+        state TEXT NOT NULL
+    );
+    CREATE INDEX jobs_run ON jobs (run_key, step);
+    CREATE TABLE job_logs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_key TEXT NOT NULL,
+        epoch REAL NOT NULL,
+        level TEXT NOT NULL,
+        log TEXT NOT NULL
+    );
+    CREATE INDEX job_logs_job ON job_logs (job_key, seq);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        processed INTEGER NOT NULL
     );",
 ];
 

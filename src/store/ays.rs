@@ -1,0 +1,550 @@
+//! The AYS tables: repositories, services (as JSON documents), runs with their jobs and job logs,
+//! and inbound events waiting to be processed.
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use super::{Store, StoreError};
+
+/// A repository as the store knows it (its files live under `<storage>/repos/<name>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepoRecord {
+    /// The repository name.
+    pub name: String,
+    /// The git remote it was cloned from, if any.
+    pub git_url: Option<String>,
+    /// When it was created (Unix ms).
+    pub created_ms: i64,
+}
+
+/// One log line of a job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogRecord {
+    /// Unix seconds (fractional) when the line was read.
+    pub epoch: f64,
+    /// `stdout`, `stderr` or `error` (cockpit's own words about the job).
+    pub level: String,
+    /// The line.
+    pub log: String,
+}
+
+/// One job of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRecord {
+    /// Unique job key.
+    pub key: String,
+    /// The action run.
+    pub action_name: String,
+    /// The service's actor (template) name.
+    pub actor_name: String,
+    /// The service's instance name.
+    pub service_name: String,
+    /// The service key (`role!name`).
+    pub service_key: String,
+    /// `new`, `running`, `ok` or `error`.
+    pub state: String,
+    /// What the job printed.
+    pub logs: Vec<LogRecord>,
+}
+
+/// A step of a run: jobs that run in parallel.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepRecord {
+    /// 1-based step number.
+    pub number: u32,
+    /// The step's jobs.
+    pub jobs: Vec<JobRecord>,
+}
+
+/// A run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRecord {
+    /// Unique run key.
+    pub key: String,
+    /// The repository it belongs to.
+    #[serde(skip)]
+    pub repo: String,
+    /// `new`, `running`, `ok` or `error`.
+    pub state: String,
+    /// Creation time, Unix seconds.
+    pub created: i64,
+    /// End time, Unix seconds, once ended.
+    pub ended: Option<i64>,
+    /// Why it failed, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Where to POST the result when it ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    /// Who asked for it (`{"api": true}`, `{"telegram_chat": 42}`, `{"event": "email"}`...).
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub origin: serde_json::Value,
+    /// The steps with their jobs.
+    pub steps: Vec<StepRecord>,
+}
+
+/// An inbound event recorded before it is processed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    /// Its id, in arrival order.
+    pub id: i64,
+    /// The channel (`email`, ...).
+    pub channel: String,
+    /// The payload handed to subscribed actions as their args.
+    pub payload: serde_json::Value,
+}
+
+impl Store {
+    /// Records a new repository; `false` if the name is taken.
+    pub fn insert_repo(&self, repo: &RepoRecord) -> Result<bool, StoreError> {
+        let n = self.lock().execute(
+            "INSERT OR IGNORE INTO repos (name, git_url, created_ms) VALUES (?1, ?2, ?3)",
+            params![repo.name, repo.git_url, repo.created_ms],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Every repository, by name.
+    pub fn repos(&self) -> Result<Vec<RepoRecord>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT name, git_url, created_ms FROM repos ORDER BY name")?;
+        let rows = stmt.query_map([], |row| {
+            Ok(RepoRecord {
+                name: row.get(0)?,
+                git_url: row.get(1)?,
+                created_ms: row.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One repository.
+    pub fn repo(&self, name: &str) -> Result<Option<RepoRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT name, git_url, created_ms FROM repos WHERE name = ?1",
+                params![name],
+                |row| {
+                    Ok(RepoRecord {
+                        name: row.get(0)?,
+                        git_url: row.get(1)?,
+                        created_ms: row.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Deletes a repository and everything recorded about it; `false` if it did not exist.
+    pub fn delete_repo(&self, name: &str) -> Result<bool, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM job_logs WHERE job_key IN
+               (SELECT j.key FROM jobs j JOIN runs r ON j.run_key = r.key WHERE r.repo = ?1)",
+            params![name],
+        )?;
+        tx.execute(
+            "DELETE FROM jobs WHERE run_key IN (SELECT key FROM runs WHERE repo = ?1)",
+            params![name],
+        )?;
+        tx.execute("DELETE FROM runs WHERE repo = ?1", params![name])?;
+        tx.execute("DELETE FROM services WHERE repo = ?1", params![name])?;
+        let n = tx.execute("DELETE FROM repos WHERE name = ?1", params![name])?;
+        tx.commit()?;
+        Ok(n == 1)
+    }
+
+    /// Writes service documents and deletes others, in one transaction.
+    pub fn save_services(
+        &self,
+        repo: &str,
+        upserts: &[(String, String)],
+        deletes: &[String],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut put = tx.prepare_cached(
+                "INSERT INTO services (repo, key, doc) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (repo, key) DO UPDATE SET doc = excluded.doc",
+            )?;
+            for (key, doc) in upserts {
+                put.execute(params![repo, key, doc])?;
+            }
+            let mut del = tx.prepare_cached("DELETE FROM services WHERE repo = ?1 AND key = ?2")?;
+            for key in deletes {
+                del.execute(params![repo, key])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every service document of a repository, as `(key, JSON)`.
+    pub fn services(&self, repo: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare("SELECT key, doc FROM services WHERE repo = ?1 ORDER BY key")?;
+        let rows = stmt.query_map(params![repo], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records a new run with all its steps and jobs (state `new`).
+    pub fn insert_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO runs (key, repo, state, created, ended, error, callback_url, origin)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                run.key,
+                run.repo,
+                run.state,
+                run.created,
+                run.ended,
+                run.error,
+                run.callback_url,
+                run.origin.to_string()
+            ],
+        )?;
+        {
+            let mut put = tx.prepare_cached(
+                "INSERT INTO jobs (key, run_key, step, action_name, actor_name, service_name,
+                                   service_key, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for step in &run.steps {
+                for job in &step.jobs {
+                    put.execute(params![
+                        job.key,
+                        run.key,
+                        step.number,
+                        job.action_name,
+                        job.actor_name,
+                        job.service_name,
+                        job.service_key,
+                        job.state
+                    ])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Sets a run's state (and end time and error when it ends).
+    pub fn set_run_state(
+        &self,
+        key: &str,
+        state: &str,
+        ended: Option<i64>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.lock().execute(
+            "UPDATE runs SET state = ?2, ended = COALESCE(?3, ended), error = COALESCE(?4, error)
+             WHERE key = ?1",
+            params![key, state, ended, error],
+        )?;
+        Ok(())
+    }
+
+    /// Records a job's new state and appends its log lines, in one transaction.
+    pub fn finish_job(
+        &self,
+        job_key: &str,
+        state: &str,
+        logs: &[LogRecord],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE jobs SET state = ?2 WHERE key = ?1",
+            params![job_key, state],
+        )?;
+        {
+            let mut put = tx.prepare_cached(
+                "INSERT INTO job_logs (job_key, epoch, level, log) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for line in logs {
+                put.execute(params![job_key, line.epoch, line.level, line.log])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The runs of a repository, newest first, without steps.
+    pub fn runs(&self, repo: &str) -> Result<Vec<RunRecord>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT key, repo, state, created, ended, error, callback_url, origin
+             FROM runs WHERE repo = ?1 ORDER BY created DESC, rowid DESC",
+        )?;
+        let rows = stmt.query_map(params![repo], run_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One run with its steps, jobs and logs.
+    pub fn run(&self, repo: &str, key: &str) -> Result<Option<RunRecord>, StoreError> {
+        let conn = self.lock();
+        let Some(mut run) = conn
+            .query_row(
+                "SELECT key, repo, state, created, ended, error, callback_url, origin
+                 FROM runs WHERE repo = ?1 AND key = ?2",
+                params![repo, key],
+                run_row,
+            )
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let mut jobs = conn.prepare(
+            "SELECT key, step, action_name, actor_name, service_name, service_key, state
+             FROM jobs WHERE run_key = ?1 ORDER BY step, rowid",
+        )?;
+        let mut logs =
+            conn.prepare("SELECT epoch, level, log FROM job_logs WHERE job_key = ?1 ORDER BY seq")?;
+        let rows = jobs.query_map(params![key], |row| {
+            Ok((
+                row.get::<_, u32>(1)?,
+                JobRecord {
+                    key: row.get(0)?,
+                    action_name: row.get(2)?,
+                    actor_name: row.get(3)?,
+                    service_name: row.get(4)?,
+                    service_key: row.get(5)?,
+                    state: row.get(6)?,
+                    logs: Vec::new(),
+                },
+            ))
+        })?;
+        for row in rows {
+            let (number, mut job) = row?;
+            job.logs = logs
+                .query_map(params![job.key], |row| {
+                    Ok(LogRecord {
+                        epoch: row.get(0)?,
+                        level: row.get(1)?,
+                        log: row.get(2)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            match run.steps.last_mut() {
+                Some(step) if step.number == number => step.jobs.push(job),
+                _ => run.steps.push(StepRecord {
+                    number,
+                    jobs: vec![job],
+                }),
+            }
+        }
+        Ok(Some(run))
+    }
+
+    /// Marks every run of `repo` still `new` or `running` as `error` with `reason`, and its
+    /// unfinished jobs too; returns the `(service_key, action)` of jobs that were cut short.
+    pub fn interrupt_runs(
+        &self,
+        repo: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut cut = Vec::new();
+        {
+            let mut stmt = tx.prepare(
+                "SELECT j.service_key, j.action_name FROM jobs j JOIN runs r ON j.run_key = r.key
+                 WHERE r.repo = ?1 AND r.state IN ('new', 'running') AND j.state = 'running'",
+            )?;
+            let rows = stmt.query_map(params![repo], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            for row in rows {
+                cut.push(row?);
+            }
+        }
+        tx.execute(
+            "UPDATE jobs SET state = 'error' WHERE state IN ('new', 'running') AND run_key IN
+               (SELECT key FROM runs WHERE repo = ?1 AND state IN ('new', 'running'))",
+            params![repo],
+        )?;
+        tx.execute(
+            "UPDATE runs SET state = 'error', error = ?2, ended = ?3
+             WHERE repo = ?1 AND state IN ('new', 'running')",
+            params![repo, reason, now],
+        )?;
+        tx.commit()?;
+        Ok(cut)
+    }
+
+    /// Records an inbound event durably; returns its id.
+    pub fn insert_event(
+        &self,
+        channel: &str,
+        payload: &serde_json::Value,
+        now_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO events (channel, payload, created_ms, processed) VALUES (?1, ?2, ?3, 0)",
+            params![channel, payload.to_string(), now_ms],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Events not yet processed, oldest first.
+    pub fn pending_events(&self) -> Result<Vec<EventRecord>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT id, channel, payload FROM events WHERE processed = 0 ORDER BY id")?;
+        let rows = stmt.query_map([], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, channel, payload) = row?;
+            let payload =
+                serde_json::from_str(&payload).map_err(|e| StoreError::Decode(e.to_string()))?;
+            out.push(EventRecord {
+                id,
+                channel,
+                payload,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Marks an event processed (its jobs were queued).
+    pub fn mark_event_processed(&self, id: i64) -> Result<(), StoreError> {
+        self.lock()
+            .execute("UPDATE events SET processed = 1 WHERE id = ?1", params![id])?;
+        Ok(())
+    }
+}
+
+fn run_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    let origin: String = row.get(7)?;
+    Ok(RunRecord {
+        key: row.get(0)?,
+        repo: row.get(1)?,
+        state: row.get(2)?,
+        created: row.get(3)?,
+        ended: row.get(4)?,
+        error: row.get(5)?,
+        callback_url: row.get(6)?,
+        origin: serde_json::from_str(&origin).unwrap_or(serde_json::Value::Null),
+        steps: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(key: &str) -> RunRecord {
+        let job = |k: &str, service: &str| JobRecord {
+            key: k.into(),
+            action_name: "install".into(),
+            actor_name: "node".into(),
+            service_name: service.into(),
+            service_key: format!("node!{service}"),
+            state: "new".into(),
+            logs: Vec::new(),
+        };
+        RunRecord {
+            key: key.into(),
+            repo: "demo".into(),
+            state: "running".into(),
+            created: 100,
+            ended: None,
+            error: None,
+            callback_url: None,
+            origin: json!({"api": true}),
+            steps: vec![
+                StepRecord {
+                    number: 1,
+                    jobs: vec![job("j1", "a"), job("j2", "b")],
+                },
+                StepRecord {
+                    number: 2,
+                    jobs: vec![job("j3", "c")],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn a_run_round_trips_with_steps_jobs_and_logs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        store.insert_run(&run("r1")).expect("insert");
+        let line = LogRecord {
+            epoch: 1.5,
+            level: "stdout".into(),
+            log: "hello".into(),
+        };
+        store
+            .finish_job("j2", "ok", &[line.clone()])
+            .expect("finish");
+        let got = store.run("demo", "r1").expect("query").expect("found");
+        assert_eq!(got.steps.len(), 2);
+        assert_eq!(got.steps[0].jobs[1].state, "ok");
+        assert_eq!(got.steps[0].jobs[1].logs, vec![line]);
+        assert_eq!(got.steps[1].jobs[0].key, "j3");
+        assert_eq!(store.run("other", "r1").expect("query"), None);
+    }
+
+    #[test]
+    fn interrupted_runs_are_marked_error_never_left_running() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        store.insert_run(&run("r1")).expect("insert");
+        store.finish_job("j1", "running", &[]).expect("running");
+        let cut = store
+            .interrupt_runs("demo", "cockpit stopped", 200)
+            .expect("interrupt");
+        assert_eq!(cut, vec![("node!a".to_string(), "install".to_string())]);
+        let got = store.run("demo", "r1").expect("query").expect("found");
+        assert_eq!(got.state, "error");
+        assert_eq!(got.error.as_deref(), Some("cockpit stopped"));
+        assert!(
+            got.steps
+                .iter()
+                .flat_map(|s| &s.jobs)
+                .all(|j| j.state == "error")
+        );
+    }
+
+    #[test]
+    fn events_wait_until_processed_and_repos_delete_with_their_data() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let id = store
+            .insert_event("email", &json!({"subject": "hi"}), 1)
+            .expect("event");
+        assert_eq!(store.pending_events().expect("pending").len(), 1);
+        store.mark_event_processed(id).expect("mark");
+        assert!(store.pending_events().expect("pending").is_empty());
+
+        let repo = RepoRecord {
+            name: "demo".into(),
+            git_url: None,
+            created_ms: 1,
+        };
+        assert!(store.insert_repo(&repo).expect("insert"));
+        assert!(!store.insert_repo(&repo).expect("again"), "409 material");
+        store
+            .save_services("demo", &[("node!a".into(), "{}".into())], &[])
+            .expect("services");
+        store.insert_run(&run("r1")).expect("run");
+        assert!(store.delete_repo("demo").expect("delete"));
+        assert!(store.services("demo").expect("services").is_empty());
+        assert!(store.runs("demo").expect("runs").is_empty());
+        assert_eq!(store.repo("demo").expect("repo"), None);
+    }
+}
