@@ -8,13 +8,19 @@
 //! - [`server`]: starting and stopping the actor tree.
 //! - [`actors`]: one module per actor.
 //! - [`api`]: warp routes, JSON errors, OpenAPI.
+//! - [`auth`]: JWT claim rules (no IO).
+//! - [`engine`]: the AYS engine (no IO): templates, blueprints, services, run planning.
+//! - [`runner`]: runs one action executable as a job.
 //! - [`store`]: SQLite behind one interface.
 //! - [`telemetry`]: health and metrics figures.
 
 pub mod actors;
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod engine;
+pub mod runner;
 pub mod server;
 pub mod store;
 pub mod telemetry;
