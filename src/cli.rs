@@ -36,6 +36,22 @@ pub enum Command {
         #[arg(short, long, default_value = "config.toml")]
         config: PathBuf,
     },
+    /// Print a short-lived REST API token signed with a local P-384 private key (development:
+    /// the key must be the one whose public half is `[oauth].jwt_key`).
+    Token {
+        /// The configuration file (for the issuer, organization and trusted key).
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+        /// The PKCS#8 P-384 private key PEM.
+        #[arg(long, default_value = "config/dev-jwt.key")]
+        key: PathBuf,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// The user the token speaks for.
+        #[arg(long, default_value = "local-dev")]
+        user: String,
+    },
     /// Validate a configuration file: exit 0, or list every problem and exit 2.
     CheckConfig {
         /// The configuration file.
@@ -75,6 +91,27 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        Command::Token {
+            config,
+            key,
+            ttl,
+            user,
+        } => {
+            let config = match load(&config) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            match token(&config, &key, ttl, &user) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("token: {err}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Start { config } => {
             let config = match load(&config) {
                 Ok(config) => config,
@@ -96,6 +133,40 @@ pub fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Mints a token for `user` valid `ttl` seconds, and checks the config would accept it.
+fn token(config: &Config, key: &Path, ttl: u64, user: &str) -> Result<String, String> {
+    let pem = std::fs::read_to_string(key)
+        .map_err(|err| format!("cannot read the key {}: {err}", key.display()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let oauth = &config.oauth;
+    let claims = serde_json::json!({
+        "iss": oauth.jwt_issuer,
+        "iat": now,
+        "exp": now + ttl,
+        "username": user,
+        "scope": [format!("user:memberof:{}", oauth.organization)],
+    });
+    let token = crate::auth::mint_token(&pem, &claims)
+        .map_err(|err| format!("{}: {err}", key.display()))?;
+    let trusted = oauth
+        .jwt_key
+        .as_deref()
+        .ok_or("the config has no [oauth].jwt_key to check the token against")?;
+    crate::auth::JwtRules::new(trusted, &oauth.jwt_issuer, &oauth.organization)
+        .map_err(|err| format!("[oauth].jwt_key: {err}"))?
+        .verify(&token, now)
+        .map_err(|err| {
+            format!(
+                "the config would refuse this token ({err}): is {} the private half of [oauth].jwt_key?",
+                key.display()
+            )
+        })?;
+    Ok(token)
 }
 
 /// Loads a config, printing every problem and returning exit code 2 when it is bad.

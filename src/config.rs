@@ -56,6 +56,8 @@ pub struct Config {
     pub supervisor: SupervisorConfig,
     /// `[oauth_proxy]` and `[[oauth_provider]]`: the central OAuth2 server; `None` when disabled.
     pub oauth_proxy: Option<OAuthProxyConfig>,
+    /// `[ays]`: the engine's job execution.
+    pub ays: AysConfig,
     /// `[debug]`: switches for operators testing their deployment; all off by default.
     pub debug: DebugConfig,
 }
@@ -184,6 +186,15 @@ pub struct ProviderConfig {
     pub scope: String,
     /// Which user info fields are passed on to apps.
     pub user_info_fields: Vec<String>,
+}
+
+/// `[ays]`.
+#[derive(Debug, Clone)]
+pub struct AysConfig {
+    /// Jobs running at once, across all repositories.
+    pub workers: usize,
+    /// Seconds after which a job's process is killed and the job is `error`.
+    pub job_timeout_secs: u64,
 }
 
 /// `[debug]`.
@@ -414,6 +425,7 @@ impl Reader {
             "supervisor",
             "oauth_proxy",
             "oauth_provider",
+            "ays",
             "debug",
         ];
         for key in root.keys() {
@@ -438,10 +450,22 @@ impl Reader {
         };
         let supervisor = self.supervisor(root);
         let oauth_proxy = self.oauth_proxy(root);
+        let s = self.section(root, "ays", &["workers", "job_timeout_secs"]);
+        let ays = AysConfig {
+            workers: self.int(&s, "workers", 1, 1024, 8) as usize,
+            job_timeout_secs: self.int(&s, "job_timeout_secs", 1, 86_400, 600) as u64,
+        };
         let s = self.section(root, "debug", &["fault_injection"]);
         let debug = DebugConfig {
             fault_injection: self.bool(&s, "fault_injection").unwrap_or(false),
         };
+        if let Some(key) = &oauth.jwt_key
+            && key.contains("-----BEGIN PUBLIC KEY-----")
+            && let Err(err) =
+                crate::auth::JwtRules::new(key, &oauth.jwt_issuer, &oauth.organization)
+        {
+            self.problem("[oauth].jwt_key".into(), err.to_string());
+        }
         if api.active && mode.prod && oauth.jwt_key.is_none() {
             self.problem(
                 "[oauth].jwt_key".into(),
@@ -458,6 +482,7 @@ impl Reader {
             mode,
             supervisor,
             oauth_proxy,
+            ays,
             debug,
         }
     }
@@ -781,7 +806,7 @@ mod tests {
         assert_eq!(
             problems(text),
             vec![
-                "[mayl]: unknown section (known sections: oauth, api, bot, mail, storage, mode, supervisor, oauth_proxy, oauth_provider, debug)",
+                "[mayl]: unknown section (known sections: oauth, api, bot, mail, storage, mode, supervisor, oauth_proxy, oauth_provider, ays, debug)",
                 "[mail].prot: unknown key (known keys: active, host, port, domain, max_message_bytes, max_recipients, max_connections, idle_timeout_secs)",
             ]
         );

@@ -5,9 +5,14 @@
 //! by everyone without handing new references around.
 
 pub mod api_server;
+pub mod ays;
+pub mod chat_session;
+pub mod jwt_auth;
 pub mod oauth_cache;
+pub mod repo;
 pub mod restart;
 pub mod supervisor;
+pub mod telegram;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -24,6 +29,12 @@ pub mod names {
     pub const OAUTH_CACHE: &str = "oauth_cache";
     /// The HTTP server.
     pub const API_SERVER: &str = "api_server";
+    /// The JWT verifier.
+    pub const JWT_AUTH: &str = "jwt_auth";
+    /// The AYS engine (repositories).
+    pub const AYS: &str = "ays";
+    /// The Telegram bot supervisor.
+    pub const TELEGRAM_BOT: &str = "telegram_bot";
 }
 
 /// What every actor is started with: configuration and the process-wide handles.

@@ -33,6 +33,22 @@ pub enum OAuthCacheMsg {
         /// Gets the bound data, or `None`.
         reply: RpcReplyPort<Result<Option<serde_json::Value>, StoreError>>,
     },
+    /// Takes a state out whatever its purpose (the shared OAuth callback: the state decides).
+    TakeAnyState {
+        /// The state from the callback.
+        state: String,
+        /// Gets `(purpose, data)`, or `None`.
+        reply: RpcReplyPort<Result<Option<(String, serde_json::Value)>, StoreError>>,
+    },
+    /// Sets an authorized user's current repository.
+    SetCurrentRepo {
+        /// The Telegram user id.
+        user_id: i64,
+        /// The repository, or none.
+        repo: Option<String>,
+        /// Acknowledges.
+        reply: RpcReplyPort<Result<(), StoreError>>,
+    },
     /// Records an authorized Telegram user.
     Authorize {
         /// The user.
@@ -173,6 +189,16 @@ impl Actor for OAuthCache {
                     .take_state(&key, &purpose, now)
                     .map(|found| found.map(|p| p.data));
                 let _ = reply.send(result);
+            }
+            OAuthCacheMsg::TakeAnyState { state: key, reply } => {
+                let _ = reply.send(state.store.take_any_state(&key, now));
+            }
+            OAuthCacheMsg::SetCurrentRepo {
+                user_id,
+                repo,
+                reply,
+            } => {
+                let _ = reply.send(state.store.set_current_repo(user_id, repo.as_deref()));
             }
             OAuthCacheMsg::Authorize { user, reply } => {
                 let _ = reply.send(state.store.upsert_user(&user, now));

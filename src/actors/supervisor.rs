@@ -16,8 +16,11 @@ use ractor::{
 use tracing::{error, info, warn};
 
 use super::api_server::ApiServer;
+use super::ays::Ays;
+use super::jwt_auth::JwtAuth;
 use super::oauth_cache::{OAuthCache, OAuthCacheArgs};
 use super::{Shared, names};
+use crate::auth::JwtRules;
 use crate::telemetry::ActorStatus;
 
 /// The kinds of children, in start order.
@@ -25,6 +28,10 @@ use crate::telemetry::ActorStatus;
 pub enum ChildKind {
     /// The OAuth cache.
     OAuthCache,
+    /// The JWT verifier (when the API runs in production mode).
+    JwtAuth,
+    /// The AYS engine and its repository actors.
+    Ays,
     /// The HTTP server; last, so that it only accepts once everything behind it runs.
     ApiServer,
 }
@@ -34,6 +41,8 @@ impl ChildKind {
     pub fn name(self) -> &'static str {
         match self {
             ChildKind::OAuthCache => names::OAUTH_CACHE,
+            ChildKind::JwtAuth => names::JWT_AUTH,
+            ChildKind::Ays => names::AYS,
             ChildKind::ApiServer => names::API_SERVER,
         }
     }
@@ -41,6 +50,10 @@ impl ChildKind {
     /// The children a configuration enables, in start order.
     pub fn enabled(shared: &Shared) -> Vec<ChildKind> {
         let mut kinds = vec![ChildKind::OAuthCache];
+        if shared.config.api.active && shared.config.mode.prod {
+            kinds.push(ChildKind::JwtAuth);
+        }
+        kinds.push(ChildKind::Ays);
         if shared.config.api.active {
             kinds.push(ChildKind::ApiServer);
         }
@@ -60,6 +73,20 @@ impl ChildKind {
                     .0
                     .get_cell()
             }
+            ChildKind::JwtAuth => {
+                let oauth = &shared.config.oauth;
+                let key = oauth.jwt_key.as_deref().unwrap_or_default();
+                let rules = JwtRules::new(key, &oauth.jwt_issuer, &oauth.organization)
+                    .map_err(|err| SpawnErr::StartupFailed(err.to_string().into()))?;
+                Actor::spawn_linked(name, JwtAuth, rules, supervisor)
+                    .await?
+                    .0
+                    .get_cell()
+            }
+            ChildKind::Ays => Actor::spawn_linked(name, Ays, shared.clone(), supervisor)
+                .await?
+                .0
+                .get_cell(),
             ChildKind::ApiServer => {
                 Actor::spawn_linked(name, ApiServer, shared.clone(), supervisor)
                     .await?

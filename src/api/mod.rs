@@ -4,6 +4,9 @@
 //! Every error leaves as `{"error": "..."}` with a real status code; handlers reach actors through
 //! their registered names and never hold an actor reference across a restart.
 
+pub mod auth;
+pub mod ays;
+pub mod login;
 pub mod openapi;
 
 use std::convert::Infallible;
@@ -15,6 +18,8 @@ use warp::reply::{Json, WithStatus};
 use warp::{Filter, Rejection, Reply};
 
 use crate::actors::api_server::ApiServerMsg;
+use crate::actors::ays::AysMsg;
+use crate::actors::jwt_auth::JwtAuthMsg;
 use crate::actors::oauth_cache::OAuthCacheMsg;
 use crate::actors::{Shared, names};
 
@@ -57,22 +62,26 @@ pub fn routes(shared: Shared) -> impl Filter<Extract = (impl Reply,), Error = In
         .and(with(shared.clone()))
         .map(crash);
 
-    health
-        .or(metrics)
-        .or(openapi)
-        .or(crash)
-        .recover(recover)
-        .with(warp::log::custom(move |info| {
-            telemetry.request(
-                info.method().as_str(),
-                info.status().as_u16(),
-                info.elapsed(),
-            );
-        }))
+    ays::one_of(vec![
+        health.map(Reply::into_response).boxed(),
+        ays::routes(shared.clone()),
+        login::routes(shared.clone()),
+        metrics.map(Reply::into_response).boxed(),
+        openapi.map(Reply::into_response).boxed(),
+        crash.map(Reply::into_response).boxed(),
+    ])
+    .recover(recover)
+    .with(warp::log::custom(move |info| {
+        telemetry.request(
+            info.method().as_str(),
+            info.status().as_u16(),
+            info.elapsed(),
+        );
+    }))
 }
 
 /// Hands a clone of `value` to each request.
-fn with<T: Clone + Send + Sync + 'static>(
+pub(crate) fn with<T: Clone + Send + Sync + 'static>(
     value: T,
 ) -> impl Filter<Extract = (T,), Error = Infallible> + Clone {
     warp::any().map(move || value.clone())
@@ -103,6 +112,11 @@ fn crash(actor: String, shared: Shared) -> WithStatus<Json> {
     let sent = match actor.as_str() {
         names::OAUTH_CACHE => ActorRef::<OAuthCacheMsg>::where_is(actor.clone())
             .map(|a| a.cast(OAuthCacheMsg::Crash).is_ok()),
+        names::JWT_AUTH => ActorRef::<JwtAuthMsg>::where_is(actor.clone())
+            .map(|a| a.cast(JwtAuthMsg::Crash).is_ok()),
+        names::AYS => {
+            ActorRef::<AysMsg>::where_is(actor.clone()).map(|a| a.cast(AysMsg::Crash).is_ok())
+        }
         names::API_SERVER => ActorRef::<ApiServerMsg>::where_is(actor.clone())
             .map(|a| a.cast(ApiServerMsg::Crash).is_ok()),
         _ => {
@@ -126,7 +140,14 @@ fn crash(actor: String, shared: Shared) -> WithStatus<Json> {
 
 /// Turns warp's rejections into JSON errors with fitting status codes.
 async fn recover(rejection: Rejection) -> Result<WithStatus<Json>, Infallible> {
-    let reply = if rejection.is_not_found() {
+    let reply = if let Some(auth::Unauthorized(err)) = rejection.find() {
+        error(StatusCode::UNAUTHORIZED, err.to_string())
+    } else if rejection.find::<auth::AuthUnavailable>().is_some() {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "authentication is restarting; retry",
+        )
+    } else if rejection.is_not_found() {
         error(StatusCode::NOT_FOUND, "not found")
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")

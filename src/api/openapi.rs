@@ -36,6 +36,138 @@ pub const ROUTES: &[Route] = &[
         auth: false,
     },
     Route {
+        method: "get",
+        path: "/ays/repository",
+        summary: "List repositories",
+        auth: true,
+    },
+    Route {
+        method: "post",
+        path: "/ays/repository",
+        summary: "Create a repository {name, git_url?} (201; 409 if it exists)",
+        auth: true,
+    },
+    Route {
+        method: "get",
+        path: "/ays/repository/{repo}",
+        summary: "Show a repository {name, path, git_url}",
+        auth: true,
+    },
+    Route {
+        method: "delete",
+        path: "/ays/repository/{repo}",
+        summary: "Delete a repository with its services and runs (204)",
+        auth: true,
+    },
+    Route {
+        method: "get",
+        path: "/ays/repository/{repo}/blueprint",
+        summary: "List blueprints [{name, content, hash, archived}] (?archived=true includes archived)",
+        auth: true,
+    },
+    Route {
+        method: "post",
+        path: "/ays/repository/{repo}/blueprint",
+        summary: "Create a blueprint {name, content} (201; 400 invalid YAML; 409 exists)",
+        auth: true,
+    },
+    Route {
+        method: "get",
+        path: "/ays/repository/{repo}/blueprint/{blueprint}",
+        summary: "Show a blueprint",
+        auth: true,
+    },
+    Route {
+        method: "put",
+        path: "/ays/repository/{repo}/blueprint/{blueprint}",
+        summary: "Replace a blueprint's content {content}",
+        auth: true,
+    },
+    Route {
+        method: "delete",
+        path: "/ays/repository/{repo}/blueprint/{blueprint}",
+        summary: "Delete a blueprint (204)",
+        auth: true,
+    },
+    Route {
+        method: "post",
+        path: "/ays/repository/{repo}/blueprint/{blueprint}",
+        summary: "Execute a blueprint (422 with every problem; nothing changed)",
+        auth: true,
+    },
+    Route {
+        method: "put",
+        path: "/ays/repository/{repo}/blueprint/{blueprint}/archive",
+        summary: "Archive a blueprint",
+        auth: true,
+    },
+    Route {
+        method: "put",
+        path: "/ays/repository/{repo}/blueprint/{blueprint}/restore",
+        summary: "Restore an archived blueprint",
+        auth: true,
+    },
+    Route {
+        method: "get",
+        path: "/ays/repository/{repo}/service",
+        summary: "List services [{key, role, name, actor, state}]",
+        auth: true,
+    },
+    Route {
+        method: "get",
+        path: "/ays/repository/{repo}/service/{role}",
+        summary: "List the services of one role",
+        auth: true,
+    },
+    Route {
+        method: "get",
+        path: "/ays/repository/{repo}/service/{role}/{name}",
+        summary: "Show a service (data, actions, parent, producers, consumers)",
+        auth: true,
+    },
+    Route {
+        method: "delete",
+        path: "/ays/repository/{repo}/service/{role}/{name}",
+        summary: "Delete a service and its children (204)",
+        auth: true,
+    },
+    Route {
+        method: "post",
+        path: "/ays/repository/{repo}/service/{role}/{name}/action/{action}",
+        summary: "Schedule one action of a service",
+        auth: true,
+    },
+    Route {
+        method: "get",
+        path: "/ays/repository/{repo}/template",
+        summary: "List actor templates",
+        auth: true,
+    },
+    Route {
+        method: "get",
+        path: "/ays/repository/{repo}/template/{name}",
+        summary: "Show an actor template (schema, actions, config)",
+        auth: true,
+    },
+    Route {
+        method: "get",
+        path: "/ays/repository/{repo}/aysrun",
+        summary: "List runs, newest first",
+        auth: true,
+    },
+    Route {
+        method: "post",
+        path: "/ays/repository/{repo}/aysrun",
+        summary: "Plan and start a run (?simulate=true plans only; ?callback_url=) (201; 409 while a run is in progress; 422 cycle or nothing to do)",
+        auth: true,
+    },
+    Route {
+        method: "get",
+        path: "/ays/repository/{repo}/aysrun/{key}",
+        summary: "Show a run with steps, jobs, states and logs",
+        auth: true,
+    },
+    Route {
         method: "post",
         path: "/debug/crash/{actor}",
         summary: "Fault injection: make an actor panic (404 unless [debug].fault_injection)",
@@ -74,4 +206,22 @@ pub fn document() -> Value {
         "components": {"securitySchemes": {"jwt": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
         "paths": paths,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_in_the_document_with_its_parameters() {
+        let doc = document();
+        for route in ROUTES {
+            let op = &doc["paths"][route.path][route.method];
+            assert!(op.is_object(), "{} {}", route.method, route.path);
+            let braces = route.path.matches('{').count();
+            assert_eq!(op["parameters"].as_array().map(Vec::len), Some(braces));
+            assert_eq!(op["security"].is_array(), route.auth, "{}", route.path);
+        }
+        assert!(ROUTES.len() >= 25);
+    }
 }

@@ -489,7 +489,7 @@ mod tests {
             log: "hello".into(),
         };
         store
-            .finish_job("j2", "ok", &[line.clone()])
+            .finish_job("j2", "ok", std::slice::from_ref(&line))
             .expect("finish");
         let got = store.run("demo", "r1").expect("query").expect("found");
         assert_eq!(got.steps.len(), 2);
