@@ -17,6 +17,7 @@
 pub mod actors;
 pub mod api;
 pub mod auth;
+pub mod bot;
 pub mod cli;
 pub mod config;
 pub mod engine;

@@ -7,6 +7,7 @@
 //! at any moment leaves the file consistent and every acknowledged write present.
 
 mod ays;
+mod chat;
 mod oauth;
 
 use std::path::{Path, PathBuf};
@@ -113,6 +114,15 @@ const MIGRATIONS: &[&str] = &[
         payload TEXT NOT NULL,
         created_ms INTEGER NOT NULL,
         processed INTEGER NOT NULL
+    );",
+    // 3: Telegram chat sessions and small settings (the bot's update offset).
+    "CREATE TABLE chat_sessions (
+        chat_id INTEGER PRIMARY KEY,
+        pending TEXT NOT NULL
+    );
+    CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
     );",
 ];
 

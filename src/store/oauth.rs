@@ -94,6 +94,46 @@ impl Store {
         }))
     }
 
+    /// Takes a state out whatever its purpose (single use): `(purpose, data)` when it exists and
+    /// has not expired at `now_ms`. The shared OAuth callback uses it: the state decides.
+    pub fn take_any_state(
+        &self,
+        state: &str,
+        now_ms: i64,
+    ) -> Result<Option<(String, serde_json::Value)>, StoreError> {
+        let row = self
+            .lock()
+            .query_row(
+                "DELETE FROM oauth_states WHERE state = ?1 RETURNING purpose, data, expires_at_ms",
+                params![state],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ))
+                },
+            )
+            .optional()?;
+        match row {
+            Some((purpose, data, expires_at_ms)) if expires_at_ms > now_ms => {
+                let data =
+                    serde_json::from_str(&data).map_err(|e| StoreError::Decode(e.to_string()))?;
+                Ok(Some((purpose, data)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Sets (or clears) an authorized user's current repository.
+    pub fn set_current_repo(&self, user_id: i64, repo: Option<&str>) -> Result<(), StoreError> {
+        self.lock().execute(
+            "UPDATE telegram_users SET current_repo = ?2 WHERE user_id = ?1",
+            params![user_id, repo],
+        )?;
+        Ok(())
+    }
+
     /// Deletes every state that expired at `now_ms`; returns how many.
     pub fn sweep_states(&self, now_ms: i64) -> Result<usize, StoreError> {
         Ok(self.lock().execute(

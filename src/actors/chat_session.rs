@@ -1,0 +1,668 @@
+//! The `ChatSession` actor: one per Telegram chat. It answers the chat's commands by asking the
+//! OAuth cache and the AYS actors, and keeps what the chat is in the middle of (a prompt such as
+//! "paste your blueprint") in the store, so that a session that crashes or is stopped when idle
+//! comes back exactly where it was. Replies go to the chat's outbox, which sends them in order.
+
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, call_t};
+use serde_json::{Value, json};
+use tracing::warn;
+
+use super::Shared;
+use super::ays::{AysError, AysMsg, ask_ays, ask_repo};
+use super::names;
+use super::oauth_cache::OAuthCacheMsg;
+use super::repo::RepoMsg;
+use crate::bot::commands::{self, BlueprintCmd, Command, RepoCmd, RunCmd, ServiceCmd};
+use crate::bot::render::{escape, escape_code};
+use crate::bot::telegram::{self, Outbox};
+use crate::bot::{Button, Incoming, IncomingKind, Outgoing};
+use crate::store::AuthorizedUser;
+
+/// How long an actor call may take before the chat is told to retry.
+const CALL_MS: u64 = 30_000;
+
+/// The largest blueprint accepted as an uploaded document.
+const MAX_DOCUMENT: u32 = 1024 * 1024;
+
+/// Messages of a chat session.
+pub enum ChatMsg {
+    /// An update from the chat.
+    Incoming(Incoming),
+    /// A document finished downloading (or failed).
+    Downloaded {
+        /// The user who sent it.
+        user_id: i64,
+        /// The file's text, or why it could not be had.
+        content: Result<String, String>,
+    },
+    /// Stops the session when it has been idle long enough (sent to itself).
+    IdleCheck,
+}
+
+/// How a session is started.
+pub struct ChatSessionArgs {
+    /// Config, store, telemetry.
+    pub shared: Shared,
+    /// The chat.
+    pub chat_id: i64,
+    /// Where replies go.
+    pub outbox: Outbox,
+    /// For document downloads.
+    pub client: teloxide::Bot,
+    /// Stop after this long without input.
+    pub idle: Duration,
+}
+
+/// The chat session actor.
+pub struct ChatSession;
+
+/// The session's state; the durable part (`pending`) is mirrored in the store.
+pub struct ChatState {
+    /// Config, store, telemetry.
+    shared: Shared,
+    /// The chat.
+    chat_id: i64,
+    /// Where replies go.
+    outbox: Outbox,
+    /// For document downloads.
+    client: teloxide::Bot,
+    /// The last input.
+    last_active: Instant,
+    /// Idle limit.
+    idle: Duration,
+}
+
+/// What a chat waits for, stored as JSON: `{"blueprint": name, "repo": repo}`.
+fn pending_blueprint(value: &Value) -> Option<(String, String)> {
+    Some((
+        value["repo"].as_str()?.to_string(),
+        value["blueprint"].as_str()?.to_string(),
+    ))
+}
+
+impl Actor for ChatSession {
+    type Msg = ChatMsg;
+    type State = ChatState;
+    type Arguments = ChatSessionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: ChatSessionArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        myself.send_interval(Duration::from_secs(30).min(args.idle), || {
+            ChatMsg::IdleCheck
+        });
+        Ok(ChatState {
+            shared: args.shared,
+            chat_id: args.chat_id,
+            outbox: args.outbox,
+            client: args.client,
+            last_active: Instant::now(),
+            idle: args.idle,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ChatMsg::Incoming(incoming) => {
+                state.last_active = Instant::now();
+                state.incoming(&myself, incoming).await;
+            }
+            ChatMsg::Downloaded { user_id, content } => match content {
+                Ok(text) => state.text(user_id, &text).await,
+                Err(why) => state.say(&format!("I could not read that file: {why}")),
+            },
+            ChatMsg::IdleCheck => {
+                if state.last_active.elapsed() >= state.idle {
+                    myself.stop(Some("idle".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ChatState {
+    fn say(&self, text: &str) {
+        self.outbox.send(Outgoing::text(self.chat_id, text));
+    }
+
+    /// Sends text with a keyboard; buttons whose data exceeds Telegram's 64 bytes are left out
+    /// (cutting them would send another command).
+    fn say_with(&self, text: &str, keyboard: Vec<Vec<Button>>) {
+        let keyboard = keyboard
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .filter(|b| b.data.len() <= 64)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|row| !row.is_empty())
+            .collect();
+        self.outbox.send(Outgoing::Message {
+            chat_id: self.chat_id,
+            text: escape(text),
+            keyboard,
+        });
+    }
+
+    async fn incoming(&mut self, myself: &ActorRef<ChatMsg>, incoming: Incoming) {
+        let Incoming {
+            user_id,
+            username,
+            kind,
+            ..
+        } = incoming;
+        match kind {
+            IncomingKind::Text(text) => match commands::parse(&text) {
+                Command::Text(text) => self.text(user_id, &text).await,
+                command => self.command(user_id, &username, command).await,
+            },
+            IncomingKind::Callback { id, data } => {
+                self.outbox.send(Outgoing::AnswerCallback { id });
+                let command = commands::parse(&data);
+                self.command(user_id, &username, command).await;
+            }
+            IncomingKind::Document {
+                file_id,
+                file_name,
+                size,
+            } => {
+                if self.user(user_id).await.is_none() {
+                    return self.say("I don't know you yet, please use /start");
+                }
+                if !matches!(self.pending(), Some(Some(_))) {
+                    return self.say(
+                        "I was not waiting for a file. Use /blueprint add <name> first, then send the YAML.",
+                    );
+                }
+                if size > MAX_DOCUMENT {
+                    return self.say("That file is too large for a blueprint (1 MiB at most).");
+                }
+                let _ = file_name;
+                // Downloading is network IO: done on a task, the result comes back as a message.
+                let client = self.client.clone();
+                let me = myself.clone();
+                tokio::spawn(async move {
+                    let content = telegram::download(&client, &file_id, MAX_DOCUMENT)
+                        .await
+                        .and_then(|bytes| {
+                            String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_string())
+                        });
+                    let _ = me.cast(ChatMsg::Downloaded { user_id, content });
+                });
+            }
+        }
+    }
+
+    /// What the chat waits for: `None` when the store failed, `Some(None)` when nothing.
+    fn pending(&self) -> Option<Option<(String, String)>> {
+        match self.shared.store.chat_pending(self.chat_id) {
+            Ok(value) => Some(value.as_ref().and_then(pending_blueprint)),
+            Err(err) => {
+                warn!(chat_id = self.chat_id, %err, "cannot read the chat's prompt");
+                None
+            }
+        }
+    }
+
+    async fn user(&self, user_id: i64) -> Option<AuthorizedUser> {
+        let cache = ractor::ActorRef::<OAuthCacheMsg>::where_is(names::OAUTH_CACHE)?;
+        call_t!(
+            cache,
+            |reply| OAuthCacheMsg::User { user_id, reply },
+            CALL_MS
+        )
+        .ok()?
+        .ok()?
+    }
+
+    /// Plain text: the answer to a prompt, or a hint.
+    async fn text(&mut self, user_id: i64, text: &str) {
+        if self.user(user_id).await.is_none() {
+            return self.say("I don't know you yet, please use /start");
+        }
+        let Some(Some((repo, name))) = self.pending() else {
+            return self.say("Send a command; /help lists them.");
+        };
+        let _ = self.shared.store.set_chat_pending(self.chat_id, None);
+        let result = ask_repo(&repo, |reply| RepoMsg::PutBlueprint {
+            name: name.clone(),
+            content: text.to_string(),
+            create: true,
+            reply,
+        })
+        .await;
+        match result {
+            Ok(_) => self.say_with(
+                &format!("Blueprint {name} saved in {repo}."),
+                vec![vec![button(
+                    &format!("Execute {name}"),
+                    &format!("/blueprint execute {name}"),
+                )]],
+            ),
+            Err(err) => self.say(&format!("Blueprint {name} not saved: {err}")),
+        }
+    }
+
+    async fn command(&mut self, user_id: i64, username: &str, command: Command) {
+        match command {
+            Command::Help => self.say(commands::HELP),
+            Command::Start => self.start(user_id, username).await,
+            Command::Unknown(name) => self.say(&format!(
+                "I don't know the command /{name}. /help lists what I can do."
+            )),
+            Command::Usage(usage) => self.say(&format!("Usage: {usage}")),
+            Command::Text(_) => {}
+            Command::Crash if self.shared.config.debug.fault_injection => {
+                panic!(
+                    "fault injection: chat session {} crashed on request",
+                    self.chat_id
+                )
+            }
+            Command::Crash => {
+                self.say("I don't know the command /crash. /help lists what I can do.")
+            }
+            command => {
+                let Some(user) = self.user(user_id).await else {
+                    return self.say("I don't know you yet, please use /start");
+                };
+                let result = match command {
+                    Command::Repo(cmd) => self.repo(&user, cmd).await,
+                    Command::Blueprint(cmd) => self.blueprint(&user, cmd).await,
+                    Command::Service(cmd) => self.service(&user, cmd).await,
+                    Command::Run(cmd) => self.run(&user, cmd).await,
+                    _ => Ok(()),
+                };
+                if let Err(err) = result {
+                    self.say(&err.to_string());
+                }
+            }
+        }
+    }
+
+    async fn start(&mut self, user_id: i64, username: &str) {
+        if let Some(user) = self.user(user_id).await {
+            return self.say(&format!("Welcome back {}!", user.username));
+        }
+        let oauth = &self.shared.config.oauth;
+        let Some(cache) = ractor::ActorRef::<OAuthCacheMsg>::where_is(names::OAUTH_CACHE) else {
+            return self.say("Login is restarting; try /start again in a moment.");
+        };
+        let data = json!({"chat_id": self.chat_id, "user_id": user_id, "username": username});
+        let state = call_t!(
+            cache,
+            |reply| OAuthCacheMsg::NewState {
+                purpose: "telegram".into(),
+                data,
+                reply
+            },
+            CALL_MS
+        );
+        let Ok(Ok(state)) = state else {
+            return self.say("Login is unavailable right now; try /start again in a moment.");
+        };
+        let mut url =
+            match reqwest::Url::parse(&format!("{}/v1/oauth/authorize", oauth.itsyouonlinehost)) {
+                Ok(url) => url,
+                Err(_) => return self.say("Login is misconfigured ([oauth].itsyouonlinehost)."),
+            };
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &oauth.client_id)
+            .append_pair("redirect_uri", &oauth.redirect_uri)
+            .append_pair("state", &state)
+            .append_pair("scope", &format!("user:memberof:{}", oauth.organization));
+        self.say(&format!(
+            "Hello! To use this cockpit, log in with ItsYou.online and allow me to check that you are a member of {}:\n{url}",
+            oauth.organization
+        ));
+    }
+
+    fn current_repo(user: &AuthorizedUser) -> Result<String, AysError> {
+        user.current_repo.clone().ok_or_else(|| {
+            AysError::BadRequest(
+                "No repository selected: use /repo select <name> (or /repo list).".into(),
+            )
+        })
+    }
+
+    async fn repo(&mut self, user: &AuthorizedUser, cmd: RepoCmd) -> Result<(), AysError> {
+        match cmd {
+            RepoCmd::Menu | RepoCmd::List => {
+                let repos = ask_ays(AysMsg::ListRepos).await?;
+                let current = user.current_repo.as_deref().unwrap_or("none");
+                let mut text = format!("Current repository: {current}\nRepositories:");
+                for r in &repos {
+                    text.push_str(&format!("\n- {}", r.name));
+                }
+                if repos.is_empty() {
+                    text.push_str(" none yet; /repo create <name>");
+                }
+                let keyboard = repos
+                    .iter()
+                    .map(|r| {
+                        vec![button(
+                            &format!("Select {}", r.name),
+                            &format!("/repo select {}", r.name),
+                        )]
+                    })
+                    .collect();
+                self.say_with(&text, keyboard);
+            }
+            RepoCmd::Create { name, git_url } => {
+                let view = ask_ays(|reply| AysMsg::CreateRepo {
+                    name: name.clone(),
+                    git_url,
+                    reply,
+                })
+                .await?;
+                self.set_repo(user.user_id, Some(&view.name)).await?;
+                self.say(&format!("Repository {} created and selected.", view.name));
+            }
+            RepoCmd::Select(name) => {
+                ask_ays(|reply| AysMsg::GetRepo {
+                    name: name.clone(),
+                    reply,
+                })
+                .await?;
+                self.set_repo(user.user_id, Some(&name)).await?;
+                self.say(&format!("Repository {name} selected."));
+            }
+            RepoCmd::Delete(name) => {
+                ask_ays(|reply| AysMsg::DeleteRepo {
+                    name: name.clone(),
+                    reply,
+                })
+                .await?;
+                if user.current_repo.as_deref() == Some(name.as_str()) {
+                    self.set_repo(user.user_id, None).await?;
+                }
+                self.say(&format!("Repository {name} deleted."));
+            }
+        }
+        Ok(())
+    }
+
+    async fn set_repo(&self, user_id: i64, repo: Option<&str>) -> Result<(), AysError> {
+        let cache = ractor::ActorRef::<OAuthCacheMsg>::where_is(names::OAUTH_CACHE)
+            .ok_or_else(|| AysError::Internal("the OAuth cache is restarting; retry".into()))?;
+        call_t!(
+            cache,
+            |reply| OAuthCacheMsg::SetCurrentRepo {
+                user_id,
+                repo: repo.map(String::from),
+                reply
+            },
+            CALL_MS
+        )
+        .map_err(|err| AysError::Internal(err.to_string()))?
+        .map_err(AysError::from)
+    }
+
+    async fn blueprint(
+        &mut self,
+        user: &AuthorizedUser,
+        cmd: BlueprintCmd,
+    ) -> Result<(), AysError> {
+        let repo = Self::current_repo(user)?;
+        match cmd {
+            BlueprintCmd::Menu | BlueprintCmd::List => {
+                let list = ask_repo(&repo, |reply| RepoMsg::ListBlueprints {
+                    archived: true,
+                    reply,
+                })
+                .await?;
+                let mut text = format!("Blueprints in {repo}:");
+                for bp in &list {
+                    let mark = if bp.archived { " (archived)" } else { "" };
+                    text.push_str(&format!("\n- {}{mark}", bp.name));
+                }
+                if list.is_empty() {
+                    text.push_str(" none yet; /blueprint add <name>");
+                }
+                let keyboard = list
+                    .iter()
+                    .filter(|bp| !bp.archived)
+                    .map(|bp| {
+                        vec![
+                            button(
+                                &format!("Show {}", bp.name),
+                                &format!("/blueprint get {}", bp.name),
+                            ),
+                            button(
+                                &format!("Execute {}", bp.name),
+                                &format!("/blueprint execute {}", bp.name),
+                            ),
+                        ]
+                    })
+                    .collect();
+                self.say_with(&text, keyboard);
+            }
+            BlueprintCmd::Get(name) => {
+                let bp = ask_repo(&repo, |reply| RepoMsg::GetBlueprint { name, reply }).await?;
+                self.outbox.send(Outgoing::Message {
+                    chat_id: self.chat_id,
+                    text: format!(
+                        "{}\n```\n{}\n```",
+                        escape(&bp.name),
+                        escape_code(&bp.content)
+                    ),
+                    keyboard: Vec::new(),
+                });
+            }
+            BlueprintCmd::Add(name) => {
+                let prompt = json!({"repo": repo, "blueprint": name});
+                self.shared
+                    .store
+                    .set_chat_pending(self.chat_id, Some(&prompt))?;
+                self.say(&format!(
+                    "Send me the YAML of {name} as your next message, or upload it as a file."
+                ));
+            }
+            BlueprintCmd::Execute(name) => {
+                let done =
+                    ask_repo(&repo, |reply| RepoMsg::ExecuteBlueprint { name, reply }).await?;
+                self.say_with(
+                    &format!(
+                        "Blueprint {} executed: {} service(s) created or changed.",
+                        done.blueprint,
+                        done.services.len()
+                    ),
+                    vec![vec![button("List services", "/service list")]],
+                );
+            }
+            BlueprintCmd::Delete(name) => {
+                ask_repo(&repo, |reply| RepoMsg::DeleteBlueprint {
+                    name: name.clone(),
+                    reply,
+                })
+                .await?;
+                self.say(&format!("Blueprint {name} deleted."));
+            }
+            BlueprintCmd::Archive(name) => {
+                ask_repo(&repo, |reply| RepoMsg::ArchiveBlueprint {
+                    name: name.clone(),
+                    archived: true,
+                    reply,
+                })
+                .await?;
+                self.say(&format!("Blueprint {name} archived."));
+            }
+            BlueprintCmd::Restore(name) => {
+                ask_repo(&repo, |reply| RepoMsg::ArchiveBlueprint {
+                    name: name.clone(),
+                    archived: false,
+                    reply,
+                })
+                .await?;
+                self.say(&format!("Blueprint {name} restored."));
+            }
+        }
+        Ok(())
+    }
+
+    async fn service(&mut self, user: &AuthorizedUser, cmd: ServiceCmd) -> Result<(), AysError> {
+        let repo = Self::current_repo(user)?;
+        match cmd {
+            ServiceCmd::Menu | ServiceCmd::List => {
+                let list =
+                    ask_repo(&repo, |reply| RepoMsg::ListServices { role: None, reply }).await?;
+                let mut text = format!("Services in {repo}:");
+                for s in &list {
+                    text.push_str(&format!("\n- {} ({}): {}", s.key, s.actor, s.state));
+                }
+                if list.is_empty() {
+                    text.push_str(" none yet; execute a blueprint");
+                }
+                let keyboard = list
+                    .iter()
+                    .take(50)
+                    .map(|s| {
+                        vec![button(
+                            &format!("Inspect {}", s.key),
+                            &format!("/service inspect {}", s.key),
+                        )]
+                    })
+                    .collect();
+                self.say_with(&text, keyboard);
+            }
+            ServiceCmd::Inspect { role, name } => {
+                let s = ask_repo(&repo, |reply| RepoMsg::GetService { role, name, reply }).await?;
+                let mut text = format!("Service {} ({})\nstate: {}", s.key, s.actor, s.state);
+                if let Some(parent) = &s.parent {
+                    text.push_str(&format!("\nparent: {}!{}", parent.role, parent.name));
+                }
+                for p in &s.producers {
+                    text.push_str(&format!("\nconsumes: {}!{}", p.role, p.name));
+                }
+                text.push_str("\nactions:");
+                for a in &s.actions {
+                    text.push_str(&format!("\n- {}: {}", a.name, a.state));
+                }
+                text.push_str(&format!(
+                    "\ndata: {}",
+                    serde_json::to_string_pretty(&s.data).unwrap_or_default()
+                ));
+                let keyboard = s
+                    .actions
+                    .iter()
+                    .map(|a| {
+                        vec![button(
+                            &format!("Run {}", a.name),
+                            &format!("/service execute {} {}", a.name, s.key),
+                        )]
+                    })
+                    .collect();
+                self.say_with(&text, keyboard);
+            }
+            ServiceCmd::Execute { action, role, name } => {
+                let targets: Vec<String> = match name {
+                    Some(name) => vec![name],
+                    None => ask_repo(&repo, |reply| RepoMsg::ListServices {
+                        role: Some(role.clone()),
+                        reply,
+                    })
+                    .await?
+                    .into_iter()
+                    .map(|s| s.name)
+                    .collect(),
+                };
+                if targets.is_empty() {
+                    return Err(AysError::NotFound(format!("no service of role {role}")));
+                }
+                for name in &targets {
+                    ask_repo(&repo, |reply| RepoMsg::ScheduleAction {
+                        role: role.clone(),
+                        name: name.clone(),
+                        action: action.clone(),
+                        reply,
+                    })
+                    .await?;
+                }
+                let run = ask_repo(&repo, |reply| RepoMsg::CreateRun {
+                    simulate: false,
+                    callback_url: None,
+                    origin: json!({"telegram_chat": self.chat_id}),
+                    reply,
+                })
+                .await?;
+                self.say(&format!(
+                    "Run {} started: {} step(s). I will tell you when it ends.",
+                    run.key,
+                    run.steps.len()
+                ));
+            }
+            ServiceCmd::Delete { role, name } => {
+                let removed =
+                    ask_repo(&repo, |reply| RepoMsg::DeleteService { role, name, reply }).await?;
+                self.say(&format!("Deleted: {}", removed.join(", ")));
+            }
+        }
+        Ok(())
+    }
+
+    async fn run(&mut self, user: &AuthorizedUser, cmd: RunCmd) -> Result<(), AysError> {
+        let repo = Self::current_repo(user)?;
+        match cmd {
+            RunCmd::Menu | RunCmd::List => {
+                let runs = ask_repo(&repo, |reply| RepoMsg::ListRuns { reply }).await?;
+                let mut text = format!("Runs in {repo}:");
+                for r in runs.iter().take(20) {
+                    text.push_str(&format!("\n- {}: {}", r.key, r.state));
+                }
+                if runs.is_empty() {
+                    text.push_str(" none yet");
+                }
+                let keyboard = runs
+                    .iter()
+                    .take(10)
+                    .map(|r| {
+                        vec![button(
+                            &format!("Inspect {}", r.key),
+                            &format!("/run inspect {}", r.key),
+                        )]
+                    })
+                    .collect();
+                self.say_with(&text, keyboard);
+            }
+            RunCmd::Inspect(key) => {
+                let run = ask_repo(&repo, |reply| RepoMsg::GetRun { key, reply }).await?;
+                let mut text = format!("Run {}: {}", run.key, run.state);
+                if let Some(error) = &run.error {
+                    text.push_str(&format!("\nerror: {error}"));
+                }
+                for step in &run.steps {
+                    text.push_str(&format!("\nstep {}:", step.number));
+                    for job in &step.jobs {
+                        text.push_str(&format!(
+                            "\n- {} {}: {}",
+                            job.action_name, job.service_key, job.state
+                        ));
+                        for line in job.logs.iter().rev().take(5).rev() {
+                            text.push_str(&format!("\n    {}", line.log));
+                        }
+                    }
+                }
+                self.say(&text);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A keyboard button that sends `data` back as command text.
+fn button(label: &str, data: &str) -> Button {
+    Button {
+        label: label.to_string(),
+        data: data.to_string(),
+    }
+}

@@ -1,0 +1,353 @@
+//! Bot commands: text (or a keyboard button's callback data, which is command text too) in,
+//! a typed [`Command`] out. No IO, no teloxide.
+
+/// A parsed chat input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `/start`: log in, or welcome back.
+    Start,
+    /// `/help`: the command list.
+    Help,
+    /// `/repo ...`.
+    Repo(RepoCmd),
+    /// `/blueprint ...`.
+    Blueprint(BlueprintCmd),
+    /// `/service ...`.
+    Service(ServiceCmd),
+    /// `/run ...`.
+    Run(RunCmd),
+    /// `/crash`: fault injection (only with `[debug].fault_injection`).
+    Crash,
+    /// A command with the wrong arguments: what is wrong and the usage.
+    Usage(String),
+    /// A `/command` we do not know.
+    Unknown(String),
+    /// Plain text (the answer to a prompt, e.g. a pasted blueprint).
+    Text(String),
+}
+
+/// `/repo` subcommands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoCmd {
+    /// The menu (no arguments).
+    Menu,
+    /// `list`.
+    List,
+    /// `create <name> [git_url]`.
+    Create {
+        /// The repository name.
+        name: String,
+        /// A git remote to clone.
+        git_url: Option<String>,
+    },
+    /// `select <name>`.
+    Select(String),
+    /// `delete <name>`.
+    Delete(String),
+}
+
+/// `/blueprint` subcommands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlueprintCmd {
+    /// The menu.
+    Menu,
+    /// `list`.
+    List,
+    /// `get <name>`.
+    Get(String),
+    /// `add <name>`: the YAML follows as the next message or a document.
+    Add(String),
+    /// `execute <name>`.
+    Execute(String),
+    /// `delete <name>`.
+    Delete(String),
+    /// `archive <name>`.
+    Archive(String),
+    /// `restore <name>`.
+    Restore(String),
+}
+
+/// `/service` subcommands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceCmd {
+    /// The menu.
+    Menu,
+    /// `list`.
+    List,
+    /// `inspect <role>!<name>`.
+    Inspect {
+        /// The role.
+        role: String,
+        /// The instance name.
+        name: String,
+    },
+    /// `execute <action> <role>[!<name>]`.
+    Execute {
+        /// The action.
+        action: String,
+        /// The role.
+        role: String,
+        /// One instance, or every service of the role.
+        name: Option<String>,
+    },
+    /// `delete <role>!<name>`.
+    Delete {
+        /// The role.
+        role: String,
+        /// The instance name.
+        name: String,
+    },
+}
+
+/// `/run` subcommands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunCmd {
+    /// The menu.
+    Menu,
+    /// `list`.
+    List,
+    /// `inspect <key>`.
+    Inspect(String),
+}
+
+/// The commands registered with `setMyCommands`, with their descriptions.
+pub const COMMANDS: &[(&str, &str)] = &[
+    ("start", "Log in with ItsYou.online"),
+    ("repo", "Manage your AYS repositories"),
+    ("blueprint", "Manage your blueprints"),
+    ("service", "Perform actions on your service instances"),
+    ("run", "Look at runs"),
+    ("help", "Show what I can do"),
+];
+
+/// The `/help` text (plain; the renderer escapes it).
+pub const HELP: &str = "I can drive your AYS repositories:\n\
+/start - log in with ItsYou.online\n\
+/repo list | create <name> [git_url] | select <name> | delete <name>\n\
+/blueprint list | get <name> | add <name> | execute <name> | delete <name> | archive <name> | restore <name>\n\
+/service list | inspect <role>!<name> | execute <action> <role>[!<name>] | delete <role>!<name>\n\
+/run list | inspect <key>\n\
+/help - this list\n\
+Every command without arguments shows a menu.";
+
+/// Parses one input.
+pub fn parse(input: &str) -> Command {
+    let input = input.trim();
+    let Some(rest) = input.strip_prefix('/') else {
+        return Command::Text(input.to_string());
+    };
+    let mut words = rest.split_whitespace();
+    let head = words.next().unwrap_or_default();
+    // `/repo@cockpit_bot list` in groups.
+    let name = head
+        .split('@')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let args: Vec<&str> = words.collect();
+    match name.as_str() {
+        "start" => Command::Start,
+        "help" => Command::Help,
+        "crash" => Command::Crash,
+        "repo" => repo(&args),
+        "blueprint" | "bp" => blueprint(&args),
+        "service" => service(&args),
+        "run" => run(&args),
+        _ => Command::Unknown(head.to_string()),
+    }
+}
+
+fn one<'a>(args: &[&'a str], usage: &str) -> Result<&'a str, Command> {
+    match args {
+        [_, value] => Ok(value),
+        _ => Err(Command::Usage(usage.to_string())),
+    }
+}
+
+fn repo(args: &[&str]) -> Command {
+    let cmd = match args.first().map(|s| s.to_ascii_lowercase()).as_deref() {
+        None => Ok(RepoCmd::Menu),
+        Some("list") => Ok(RepoCmd::List),
+        Some("create") => match args {
+            [_, name] => Ok(RepoCmd::Create {
+                name: name.to_string(),
+                git_url: None,
+            }),
+            [_, name, url] => Ok(RepoCmd::Create {
+                name: name.to_string(),
+                git_url: Some(url.to_string()),
+            }),
+            _ => Err(Command::Usage("/repo create <name> [git_url]".into())),
+        },
+        Some("select") => one(args, "/repo select <name>").map(|n| RepoCmd::Select(n.into())),
+        Some("delete") => one(args, "/repo delete <name>").map(|n| RepoCmd::Delete(n.into())),
+        Some(_) => Err(Command::Usage(
+            "/repo list | create <name> [git_url] | select <name> | delete <name>".into(),
+        )),
+    };
+    cmd.map(Command::Repo).unwrap_or_else(|usage| usage)
+}
+
+fn blueprint(args: &[&str]) -> Command {
+    let sub = args.first().map(|s| s.to_ascii_lowercase());
+    let named = |usage: &str, make: fn(String) -> BlueprintCmd| {
+        one(args, usage).map(|n| make(n.to_string()))
+    };
+    let cmd = match sub.as_deref() {
+        None => Ok(BlueprintCmd::Menu),
+        Some("list") => Ok(BlueprintCmd::List),
+        Some("get") => named("/blueprint get <name>", BlueprintCmd::Get),
+        Some("add") => named("/blueprint add <name>", BlueprintCmd::Add),
+        Some("execute") => named("/blueprint execute <name>", BlueprintCmd::Execute),
+        Some("delete") => named("/blueprint delete <name>", BlueprintCmd::Delete),
+        Some("archive") => named("/blueprint archive <name>", BlueprintCmd::Archive),
+        Some("restore") => named("/blueprint restore <name>", BlueprintCmd::Restore),
+        Some(_) => Err(Command::Usage(
+            "/blueprint list | get | add | execute | delete | archive | restore <name>".into(),
+        )),
+    };
+    cmd.map(Command::Blueprint).unwrap_or_else(|usage| usage)
+}
+
+/// Splits `role!name`.
+fn role_name(value: &str) -> Option<(String, String)> {
+    let (role, name) = value.split_once('!')?;
+    (!role.is_empty() && !name.is_empty()).then(|| (role.to_string(), name.to_string()))
+}
+
+fn service(args: &[&str]) -> Command {
+    let sub = args.first().map(|s| s.to_ascii_lowercase());
+    let cmd = match sub.as_deref() {
+        None => Ok(ServiceCmd::Menu),
+        Some("list") => Ok(ServiceCmd::List),
+        Some("inspect") => one(args, "/service inspect <role>!<name>")
+            .and_then(|v| {
+                role_name(v).ok_or(Command::Usage("/service inspect <role>!<name>".into()))
+            })
+            .map(|(role, name)| ServiceCmd::Inspect { role, name }),
+        Some("delete") => one(args, "/service delete <role>!<name>")
+            .and_then(|v| {
+                role_name(v).ok_or(Command::Usage("/service delete <role>!<name>".into()))
+            })
+            .map(|(role, name)| ServiceCmd::Delete { role, name }),
+        Some("execute") => match args {
+            [_, action, target] => {
+                let (role, name) = match role_name(target) {
+                    Some((role, name)) => (role, Some(name)),
+                    None => (target.trim_end_matches('!').to_string(), None),
+                };
+                Ok(ServiceCmd::Execute {
+                    action: action.to_string(),
+                    role,
+                    name,
+                })
+            }
+            _ => Err(Command::Usage(
+                "/service execute <action> <role>[!<name>]".into(),
+            )),
+        },
+        Some(_) => Err(Command::Usage(
+            "/service list | inspect <role>!<name> | execute <action> <role>[!<name>] | delete <role>!<name>".into(),
+        )),
+    };
+    cmd.map(Command::Service).unwrap_or_else(|usage| usage)
+}
+
+fn run(args: &[&str]) -> Command {
+    let cmd = match args.first().map(|s| s.to_ascii_lowercase()).as_deref() {
+        None => Ok(RunCmd::Menu),
+        Some("list") => Ok(RunCmd::List),
+        Some("inspect") => one(args, "/run inspect <key>").map(|k| RunCmd::Inspect(k.into())),
+        Some(_) => Err(Command::Usage("/run list | inspect <key>".into())),
+    };
+    cmd.map(Command::Run).unwrap_or_else(|usage| usage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(input: &str, expected: Command) {
+        assert_eq!(parse(input), expected, "{input}");
+    }
+
+    #[test]
+    fn commands_parse_with_and_without_arguments() {
+        check("/start", Command::Start);
+        check("  /HELP ", Command::Help);
+        check("/repo", Command::Repo(RepoCmd::Menu));
+        check("/repo@cockpit_bot list", Command::Repo(RepoCmd::List));
+        check(
+            "/repo create demo",
+            Command::Repo(RepoCmd::Create {
+                name: "demo".into(),
+                git_url: None,
+            }),
+        );
+        check(
+            "/repo create demo https://git.example.com/x.git",
+            Command::Repo(RepoCmd::Create {
+                name: "demo".into(),
+                git_url: Some("https://git.example.com/x.git".into()),
+            }),
+        );
+        check(
+            "/repo select demo",
+            Command::Repo(RepoCmd::Select("demo".into())),
+        );
+        check(
+            "/blueprint add web.yaml",
+            Command::Blueprint(BlueprintCmd::Add("web.yaml".into())),
+        );
+        check(
+            "/blueprint execute web.yaml",
+            Command::Blueprint(BlueprintCmd::Execute("web.yaml".into())),
+        );
+        check(
+            "/service inspect node!main",
+            Command::Service(ServiceCmd::Inspect {
+                role: "node".into(),
+                name: "main".into(),
+            }),
+        );
+        check(
+            "/service execute install node!main",
+            Command::Service(ServiceCmd::Execute {
+                action: "install".into(),
+                role: "node".into(),
+                name: Some("main".into()),
+            }),
+        );
+        check(
+            "/service execute install node",
+            Command::Service(ServiceCmd::Execute {
+                action: "install".into(),
+                role: "node".into(),
+                name: None,
+            }),
+        );
+        check(
+            "/run inspect abc",
+            Command::Run(RunCmd::Inspect("abc".into())),
+        );
+        check("hello: world", Command::Text("hello: world".into()));
+    }
+
+    #[test]
+    fn wrong_arguments_get_the_usage_and_unknown_commands_are_named() {
+        check(
+            "/repo create",
+            Command::Usage("/repo create <name> [git_url]".into()),
+        );
+        check(
+            "/service inspect nobang",
+            Command::Usage("/service inspect <role>!<name>".into()),
+        );
+        check(
+            "/run fly",
+            Command::Usage("/run list | inspect <key>".into()),
+        );
+        check("/frobnicate now", Command::Unknown("frobnicate".into()));
+        check("/", Command::Unknown(String::new()));
+    }
+}

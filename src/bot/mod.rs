@@ -1,0 +1,86 @@
+//! The Telegram side: command parsing and rendering (pure), and the only module that knows
+//! teloxide ([`telegram`]): long polling, outbound sends with throttling and retries, downloads.
+//!
+//! The actors (`TelegramBot`, `ChatSession`) speak the plain types of this module, never
+//! teloxide's.
+
+pub mod commands;
+pub mod render;
+pub mod telegram;
+
+/// One update from a user, as the chat session sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    /// The Telegram update id (for at-least-once bookkeeping).
+    pub update_id: i64,
+    /// The chat to answer in.
+    pub chat_id: i64,
+    /// The Telegram user id: the identity.
+    pub user_id: i64,
+    /// The Telegram username (or first name), for display only.
+    pub username: String,
+    /// What the user sent.
+    pub kind: IncomingKind,
+}
+
+/// What a user sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IncomingKind {
+    /// A text message (commands included).
+    Text(String),
+    /// An inline keyboard button press; its data is command text.
+    Callback {
+        /// The callback query id, to answer it.
+        id: String,
+        /// The button's data.
+        data: String,
+    },
+    /// An uploaded document.
+    Document {
+        /// Telegram's file id.
+        file_id: String,
+        /// The file name the user gave it.
+        file_name: Option<String>,
+        /// Its size in bytes.
+        size: u32,
+    },
+}
+
+/// A button of an inline keyboard: its label and the command text it sends back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Button {
+    /// What the user sees.
+    pub label: String,
+    /// The command text the press sends (at most 64 bytes, Telegram's limit).
+    pub data: String,
+}
+
+/// Something to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    /// A message (MarkdownV2, already escaped), with an optional keyboard.
+    Message {
+        /// The chat.
+        chat_id: i64,
+        /// The text; split at 4096 characters when sent.
+        text: String,
+        /// Rows of buttons.
+        keyboard: Vec<Vec<Button>>,
+    },
+    /// The answer to a button press (stops the client's spinner).
+    AnswerCallback {
+        /// The callback query id.
+        id: String,
+    },
+}
+
+impl Outgoing {
+    /// A plain text message (escaped here).
+    pub fn text(chat_id: i64, text: &str) -> Outgoing {
+        Outgoing::Message {
+            chat_id,
+            text: render::escape(text),
+            keyboard: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! teloxide: the Bot API client. Long polling that confirms an update only after it was handed
+//! on, per-chat outboxes that keep each chat's messages in order, throttled sends (teloxide's
+//! `Throttle`) that honour `RetryAfter`, and retries with backoff when the Bot API is down.
+
+use std::future::Future;
+use std::time::Duration;
+
+use teloxide::net::Download;
+use teloxide::payloads::{GetUpdatesSetters, SendMessageSetters};
+use teloxide::prelude::Requester;
+use teloxide::types::{
+    AllowedUpdate, BotCommand, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, ParseMode,
+    UpdateKind,
+};
+use teloxide::{ApiError, Bot, RequestError};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::{Incoming, IncomingKind, Outgoing, render};
+use crate::config::Secret;
+
+/// The bot client used for sending: throttled to Telegram's limits.
+pub type Client = teloxide::adaptors::Throttle<Bot>;
+
+/// The two clients: one for long polling, one (throttled) for sending.
+#[derive(Clone)]
+pub struct Clients {
+    /// Long polling and file downloads.
+    pub poll: Bot,
+    /// Sends.
+    pub send: Client,
+}
+
+/// Builds the clients for `api_url` (a path must not end in `/`).
+pub fn clients(token: &Secret, api_url: &str) -> Result<Clients, String> {
+    let url = reqwest::Url::parse(api_url.trim_end_matches('/'))
+        .map_err(|err| format!("[bot].api_url is not a URL: {err}"))?;
+    let poll = Bot::new(token.expose()).set_api_url(url);
+    let send = teloxide::requests::RequesterExt::throttle(
+        poll.clone(),
+        teloxide::adaptors::throttle::Limits::default(),
+    );
+    Ok(Clients { poll, send })
+}
+
+/// Registers the commands for the client's menu.
+pub async fn register_commands(client: &Bot) {
+    let commands = super::commands::COMMANDS
+        .iter()
+        .map(|(name, description)| BotCommand::new(*name, *description));
+    if let Err(err) = with_retries(|| client.set_my_commands(commands.clone())).await {
+        warn!(error = %err, "setMyCommands failed");
+    }
+}
+
+/// Long-polls updates forever, handing each to `deliver` and confirming it (advancing the
+/// offset) only once `deliver` returned. `start` is the first update id not yet handed on.
+/// `delivered` is told each update id after it was handed on.
+pub async fn poll<D, F>(client: Bot, start: i64, mut deliver: D, mut delivered: impl FnMut(i64))
+where
+    D: FnMut(Incoming) -> F,
+    F: Future<Output = ()>,
+{
+    let mut offset = start;
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let request = client
+            .get_updates()
+            .offset(offset.clamp(0, i32::MAX as i64) as i32)
+            .timeout(25)
+            .allowed_updates(vec![AllowedUpdate::Message, AllowedUpdate::CallbackQuery]);
+        match request.await {
+            Ok(updates) => {
+                backoff = Duration::from_millis(500);
+                for update in updates {
+                    let id = update.id.0 as i64;
+                    if id < offset {
+                        continue;
+                    }
+                    if let Some(incoming) = incoming(update) {
+                        deliver(incoming).await;
+                    }
+                    offset = id + 1;
+                    delivered(id);
+                }
+            }
+            Err(RequestError::RetryAfter(wait)) => {
+                tokio::time::sleep(wait.duration()).await;
+            }
+            Err(err) => {
+                warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "getUpdates failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+}
+
+/// Our view of an update; `None` for kinds the bot ignores.
+fn incoming(update: teloxide::types::Update) -> Option<Incoming> {
+    let update_id = update.id.0 as i64;
+    match update.kind {
+        UpdateKind::Message(message) => {
+            let user = message.from.as_ref()?;
+            let kind = if let Some(text) = message.text() {
+                IncomingKind::Text(text.to_string())
+            } else if let Some(doc) = message.document() {
+                IncomingKind::Document {
+                    file_id: doc.file.id.0.clone(),
+                    file_name: doc.file_name.clone(),
+                    size: doc.file.size,
+                }
+            } else {
+                return None;
+            };
+            Some(Incoming {
+                update_id,
+                chat_id: message.chat.id.0,
+                user_id: user.id.0 as i64,
+                username: user
+                    .username
+                    .clone()
+                    .unwrap_or_else(|| user.first_name.clone()),
+                kind,
+            })
+        }
+        UpdateKind::CallbackQuery(query) => {
+            let chat_id = query
+                .message
+                .as_ref()
+                .map(|m| m.chat().id.0)
+                .unwrap_or(query.from.id.0 as i64);
+            Some(Incoming {
+                update_id,
+                chat_id,
+                user_id: query.from.id.0 as i64,
+                username: query
+                    .from
+                    .username
+                    .clone()
+                    .unwrap_or_else(|| query.from.first_name.clone()),
+                kind: IncomingKind::Callback {
+                    id: query.id.0.clone(),
+                    data: query.data.clone().unwrap_or_default(),
+                },
+            })
+        }
+        _ => None,
+    }
+}
+
+/// A chat's outbox: messages queued here are sent in order by one task.
+#[derive(Clone)]
+pub struct Outbox {
+    /// Feeds the sending task.
+    tx: mpsc::UnboundedSender<Outgoing>,
+}
+
+impl Outbox {
+    /// Starts the sending task of one chat.
+    pub fn start(client: Client) -> Outbox {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
+        tokio::spawn(async move {
+            while let Some(out) = rx.recv().await {
+                send(&client, out).await;
+            }
+        });
+        Outbox { tx }
+    }
+
+    /// Queues a message; never blocks.
+    pub fn send(&self, out: Outgoing) {
+        let _ = self.tx.send(out);
+    }
+}
+
+/// Sends one outgoing item, split at Telegram's limit, with retries.
+pub async fn send(client: &Client, out: Outgoing) {
+    match out {
+        Outgoing::Message {
+            chat_id,
+            text,
+            keyboard,
+        } => {
+            let parts = render::split(&text);
+            let last = parts.len().saturating_sub(1);
+            for (i, part) in parts.into_iter().enumerate() {
+                let markup = (i == last && !keyboard.is_empty()).then(|| {
+                    InlineKeyboardMarkup::new(keyboard.iter().map(|row| {
+                        row.iter()
+                            .map(|b| {
+                                InlineKeyboardButton::callback(b.label.clone(), b.data.clone())
+                            })
+                            .collect::<Vec<_>>()
+                    }))
+                });
+                let result = with_retries(|| {
+                    let request = client
+                        .send_message(ChatId(chat_id), part.clone())
+                        .parse_mode(ParseMode::MarkdownV2);
+                    match markup.clone() {
+                        Some(markup) => request.reply_markup(markup),
+                        None => request,
+                    }
+                })
+                .await;
+                if let Err(err) = result {
+                    warn!(chat_id, error = %err, "sendMessage failed");
+                }
+            }
+        }
+        Outgoing::AnswerCallback { id } => {
+            let id = teloxide::types::CallbackQueryId(id);
+            if let Err(err) = with_retries(|| client.answer_callback_query(id.clone())).await {
+                debug!(error = %err, "answerCallbackQuery failed");
+            }
+        }
+    }
+}
+
+/// Downloads a (small) file the user uploaded; refuses files over `max` bytes.
+pub async fn download(client: &Bot, file_id: &str, max: u32) -> Result<Vec<u8>, String> {
+    let file = client
+        .get_file(teloxide::types::FileId(file_id.to_string()))
+        .await
+        .map_err(|err| format!("cannot get the file: {err}"))?;
+    if file.meta.size > max {
+        return Err(format!("the file is larger than {max} bytes"));
+    }
+    let mut buffer = Vec::new();
+    client
+        .download_file(&file.path, &mut buffer)
+        .await
+        .map_err(|err| format!("cannot download the file: {err}"))?;
+    if buffer.len() > max as usize {
+        return Err(format!("the file is larger than {max} bytes"));
+    }
+    Ok(buffer)
+}
+
+/// Runs a request, waiting out `RetryAfter` and retrying network failures with backoff.
+async fn with_retries<R, Req>(mut make: impl FnMut() -> Req) -> Result<R, RequestError>
+where
+    Req: std::future::IntoFuture<Output = Result<R, RequestError>>,
+{
+    let mut backoff = Duration::from_millis(300);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match make().into_future().await {
+            Ok(value) => return Ok(value),
+            Err(RequestError::RetryAfter(wait)) if attempts < 5 => {
+                tokio::time::sleep(wait.duration()).await;
+            }
+            Err(RequestError::Network(_) | RequestError::Io(_)) if attempts < 4 => {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            Err(RequestError::Api(ApiError::Unknown(ref text)))
+                if attempts < 3 && text.contains("Too Many") =>
+            {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
