@@ -466,6 +466,23 @@ impl Reader {
         {
             self.problem("[oauth].jwt_key".into(), err.to_string());
         }
+        if bot.active {
+            // The bot logs users in through ItsYou.online: without these, /start cannot work.
+            let needed = [
+                ("client_id", oauth.client_id.is_empty()),
+                ("redirect_uri", oauth.redirect_uri.is_empty()),
+                ("organization", oauth.organization.is_empty()),
+                ("client_secret", oauth.client_secret.is_none()),
+            ];
+            for (key, missing) in needed {
+                if missing {
+                    self.problem(
+                        format!("[oauth].{key}"),
+                        "required when [bot].active is true (the bot logs users in with it)",
+                    );
+                }
+            }
+        }
         if api.active && mode.prod && oauth.jwt_key.is_none() {
             self.problem(
                 "[oauth].jwt_key".into(),
@@ -832,6 +849,20 @@ mod tests {
             problems(""),
             vec![
                 "[oauth].jwt_key: required while [api.ays] is active and [mode].prod is true (the REST API verifies JWTs with it)"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_active_bot_needs_the_itsyouonline_client() {
+        let text =
+            "[mode]\nprod = false\n[bot]\ntoken = \"1:SECRET\"\n[oauth]\nclient_id = \"x\"\n";
+        assert_eq!(
+            problems(text),
+            vec![
+                "[oauth].redirect_uri: required when [bot].active is true (the bot logs users in with it)",
+                "[oauth].organization: required when [bot].active is true (the bot logs users in with it)",
+                "[oauth].client_secret: required when [bot].active is true (the bot logs users in with it)",
             ]
         );
     }

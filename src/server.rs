@@ -39,7 +39,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             "[mode].prod = false: the REST API does NOT check JWTs; never run this way in production"
         );
     }
-    for (section, on) in [("[bot]", config.bot.active), ("[mail]", config.mail.active)] {
+    for (section, on) in [("[mail]", config.mail.active)] {
         if on {
             warn!("{section} is enabled but this build does not include it yet; it stays off");
         }

@@ -22,6 +22,8 @@ use tracing::{info, warn};
 
 use super::Shared;
 use super::ays::{AysError, now_ms};
+use super::names;
+use super::telegram::TelegramMsg;
 use crate::engine::{self, ActionState, Problem, Service, ServiceState, Template};
 use crate::runner::{self, ActionJob, ActionOutcome};
 use crate::store::{JobRecord, LogRecord, RunRecord, StepRecord};
@@ -331,6 +333,8 @@ struct ActiveRun {
     args: Value,
     /// Where to POST the result.
     callback_url: Option<String>,
+    /// The Telegram chat that started it, told the result.
+    telegram_chat: Option<i64>,
     /// The task executing it.
     _driver: AbortOnDrop,
 }
@@ -1029,6 +1033,7 @@ impl RepoState {
             steps,
             args,
             callback_url: record.callback_url.clone(),
+            telegram_chat: record.origin["telegram_chat"].as_i64(),
             _driver: AbortOnDrop(driver),
         });
         Ok(record)
@@ -1205,6 +1210,21 @@ impl RepoState {
                 body["error"] = json!(error);
             }
             tokio::spawn(post_callback(self.http.clone(), url, body));
+        }
+        if let Some(chat_id) = active.telegram_chat {
+            let mut text = format!("Run {run} in {} ended: {state}.", self.name);
+            if let Some(error) = &error {
+                text.push_str(&format!("\n{error}"));
+            }
+            text.push_str(&format!("\nDetails: /run inspect {run}"));
+            match ActorRef::<TelegramMsg>::where_is(names::TELEGRAM_BOT) {
+                Some(bot) => {
+                    let _ = bot.cast(TelegramMsg::Notify { chat_id, text });
+                }
+                None => {
+                    warn!(repo = %self.name, run = %run, "the bot is not running; run end not told")
+                }
+            }
         }
         if let Some(next) = self.queue.pop_front() {
             self.start(myself, next.record, next.args)?;

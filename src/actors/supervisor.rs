@@ -19,6 +19,7 @@ use super::api_server::ApiServer;
 use super::ays::Ays;
 use super::jwt_auth::JwtAuth;
 use super::oauth_cache::{OAuthCache, OAuthCacheArgs};
+use super::telegram::TelegramBot;
 use super::{Shared, names};
 use crate::auth::JwtRules;
 use crate::telemetry::ActorStatus;
@@ -32,6 +33,8 @@ pub enum ChildKind {
     JwtAuth,
     /// The AYS engine and its repository actors.
     Ays,
+    /// The Telegram bot and its chat sessions (when `[bot].active`).
+    TelegramBot,
     /// The HTTP server; last, so that it only accepts once everything behind it runs.
     ApiServer,
 }
@@ -43,6 +46,7 @@ impl ChildKind {
             ChildKind::OAuthCache => names::OAUTH_CACHE,
             ChildKind::JwtAuth => names::JWT_AUTH,
             ChildKind::Ays => names::AYS,
+            ChildKind::TelegramBot => names::TELEGRAM_BOT,
             ChildKind::ApiServer => names::API_SERVER,
         }
     }
@@ -54,6 +58,9 @@ impl ChildKind {
             kinds.push(ChildKind::JwtAuth);
         }
         kinds.push(ChildKind::Ays);
+        if shared.config.bot.active {
+            kinds.push(ChildKind::TelegramBot);
+        }
         if shared.config.api.active {
             kinds.push(ChildKind::ApiServer);
         }
@@ -87,6 +94,12 @@ impl ChildKind {
                 .await?
                 .0
                 .get_cell(),
+            ChildKind::TelegramBot => {
+                Actor::spawn_linked(name, TelegramBot, shared.clone(), supervisor)
+                    .await?
+                    .0
+                    .get_cell()
+            }
             ChildKind::ApiServer => {
                 Actor::spawn_linked(name, ApiServer, shared.clone(), supervisor)
                     .await?

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent, call};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent, call};
 use tracing::{info, warn};
 
 use super::Shared;
@@ -62,6 +62,8 @@ pub struct TelegramState {
     clients: Clients,
     /// Sessions by chat id.
     sessions: HashMap<i64, Session>,
+    /// Chat ids by session actor id (for supervision events).
+    chats: HashMap<ActorId, i64>,
     /// Recent failures per chat.
     restarts: HashMap<i64, RestartTracker>,
     /// The poller task; aborted with the state.
@@ -92,13 +94,11 @@ impl TelegramState {
                 client: self.clients.poll.clone(),
                 idle: SESSION_IDLE,
             };
-            let (actor, _) = Actor::spawn_linked(
-                Some(format!("chat:{chat_id}")),
-                ChatSession,
-                args,
-                myself.get_cell(),
-            )
-            .await?;
+            // Unnamed: a crashed session's name could still be registered while its successor
+            // starts. Sessions are found through `sessions` and `chats`.
+            let (actor, _) =
+                Actor::spawn_linked(None, ChatSession, args, myself.get_cell()).await?;
+            self.chats.insert(actor.get_id(), chat_id);
             self.sessions.insert(chat_id, Session { actor, outbox });
         }
         self.sessions
@@ -158,6 +158,7 @@ impl Actor for TelegramBot {
             shared,
             clients,
             sessions: HashMap::new(),
+            chats: HashMap::new(),
             restarts: HashMap::new(),
             _poller: AbortOnDrop(poller),
         })
@@ -174,8 +175,14 @@ impl Actor for TelegramBot {
                 state.shared.telemetry.count("telegram_updates", 1);
                 let chat_id = incoming.chat_id;
                 let session = state.session(&myself, chat_id).await?;
-                if session.actor.cast(ChatMsg::Incoming(incoming)).is_err() {
-                    warn!(chat_id, "session gone before the update was handed over");
+                if let Err(err) = session.actor.cast(ChatMsg::Incoming(incoming)) {
+                    // The session died and its supervision event is still on the way: start
+                    // the next one now, so the update is not lost.
+                    state.sessions.remove(&chat_id);
+                    let session = state.session(&myself, chat_id).await?;
+                    if let ractor::MessagingErr::SendErr(ChatMsg::Incoming(incoming)) = err {
+                        let _ = session.actor.cast(ChatMsg::Incoming(incoming));
+                    }
                 }
                 let _ = reply.send(());
             }
@@ -199,18 +206,23 @@ impl Actor for TelegramBot {
             SupervisionEvent::ActorTerminated(cell, _, _) => (cell, None),
             _ => return Ok(()),
         };
-        let Some(chat_id) = state
-            .sessions
-            .iter()
-            .find(|(_, s)| s.actor.get_id() == cell.get_id())
-            .map(|(chat, _)| *chat)
-        else {
+        let Some(chat_id) = state.chats.remove(&cell.get_id()) else {
             return Ok(());
         };
+        if failure.is_some() {
+            state.shared.telemetry.count("chat_session_restarts", 1);
+        }
+        // A newer session may already run (an update arrived first); then there is nothing to do.
+        if state
+            .sessions
+            .get(&chat_id)
+            .is_none_or(|s| s.actor.get_id() != cell.get_id())
+        {
+            return Ok(());
+        }
         // The old outbox drains what it holds and ends; a new session gets a new one.
         state.sessions.remove(&chat_id);
         if let Some(why) = failure {
-            state.shared.telemetry.count("chat_session_restarts", 1);
             let tracker = state.restarts.entry(chat_id).or_default();
             match tracker.record(&state.shared.config.supervisor, Instant::now()) {
                 Decision::RestartAfter(_) => {
