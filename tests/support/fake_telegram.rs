@@ -67,14 +67,15 @@ impl FakeTelegram {
             .and(warp::post())
             .and(warp::header::optional::<String>("content-type"))
             .and(warp::body::bytes())
-            .then(move |bot: String, method: String, ctype: Option<String>, body: bytes::Bytes| {
-                let api = api.clone();
-                async move { api.handle(&bot, &method, ctype.as_deref(), &body).await }
-            });
+            .then(
+                move |bot: String, method: String, ctype: Option<String>, body: bytes::Bytes| {
+                    let api = api.clone();
+                    async move { api.handle(&bot, &method, ctype.as_deref(), &body).await }
+                },
+            );
         let files_api = fake.clone();
-        let files = warp::path!("file" / String / String)
-            .and(warp::get())
-            .map(move |_bot: String, path: String| {
+        let files = warp::path!("file" / String / String).and(warp::get()).map(
+            move |_bot: String, path: String| {
                 let state = files_api.state.lock().expect("state");
                 let body = state
                     .files
@@ -83,7 +84,8 @@ impl FakeTelegram {
                     .map(|(_, b)| b.clone())
                     .unwrap_or_default();
                 warp::reply::with_header(body, "content-type", "application/octet-stream")
-            });
+            },
+        );
         tokio::spawn(warp::serve(files.or(route)).incoming(listener).run());
         fake
     }
@@ -96,7 +98,9 @@ impl FakeTelegram {
         body: &[u8],
     ) -> warp::reply::Json {
         if bot != format!("bot{}", self.token) {
-            return warp::reply::json(&json!({"ok": false, "error_code": 401, "description": "Unauthorized"}));
+            return warp::reply::json(
+                &json!({"ok": false, "error_code": 401, "description": "Unauthorized"}),
+            );
         }
         let params: Value = if content_type.is_some_and(|c| c.contains("json")) {
             serde_json::from_slice(body).unwrap_or(Value::Null)
@@ -121,7 +125,9 @@ impl FakeTelegram {
                     "supports_inline_queries": false, "can_connect_to_business": false,
                     "has_main_web_app": false
                 }),
-                "getwebhookinfo" => json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0}),
+                "getwebhookinfo" => {
+                    json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0})
+                }
                 "sendmessage" | "editmessagetext" => {
                     state.next_message_id += 1;
                     json!({
@@ -183,7 +189,10 @@ impl FakeTelegram {
     /// Queues a text message from `user` in their private chat (chat id = user id).
     pub fn send_text(&self, user: i64, text: &str) -> i64 {
         let entities = if text.starts_with('/') {
-            let len = text.split_whitespace().next().map_or(0, |c| c.encode_utf16().count());
+            let len = text
+                .split_whitespace()
+                .next()
+                .map_or(0, |c| c.encode_utf16().count());
             json!([{"type": "bot_command", "offset": 0, "length": len}])
         } else {
             json!([])
@@ -238,12 +247,20 @@ impl FakeTelegram {
         self.state.lock().expect("state").calls.clone()
     }
 
-    /// Texts sent to `chat` so far, in order.
+    /// Texts sent to `chat` so far, in order, as the user reads them (MarkdownV2 escapes removed,
+    /// as Telegram does when it parses the message).
     pub fn texts_to(&self, chat: i64) -> Vec<String> {
         self.calls()
             .into_iter()
             .filter(|c| c.method == "sendmessage" && c.params["chat_id"].as_i64() == Some(chat))
-            .filter_map(|c| c.params["text"].as_str().map(String::from))
+            .filter_map(|c| {
+                let text = c.params["text"].as_str()?;
+                Some(if c.params["parse_mode"] == "MarkdownV2" {
+                    unescape_markdown_v2(text)
+                } else {
+                    text.to_string()
+                })
+            })
             .collect()
     }
 
@@ -254,9 +271,26 @@ impl FakeTelegram {
 
     /// Waits until a text to `chat` contains `needle`; returns it.
     pub async fn wait_text(&self, chat: i64, needle: &str, timeout: Duration) -> String {
+        self.wait_new_text(chat, 0, needle, timeout).await
+    }
+
+    /// Waits until a text to `chat`, after the first `since` ones, contains `needle`; returns it.
+    /// (`since` is `texts_to(chat).len()` taken before the command was sent.)
+    pub async fn wait_new_text(
+        &self,
+        chat: i64,
+        since: usize,
+        needle: &str,
+        timeout: Duration,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(text) = self.texts_to(chat).into_iter().find(|t| t.contains(needle)) {
+            if let Some(text) = self
+                .texts_to(chat)
+                .into_iter()
+                .skip(since)
+                .find(|t| t.contains(needle))
+            {
                 return text;
             }
             assert!(
@@ -267,4 +301,17 @@ impl FakeTelegram {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Drops MarkdownV2's backslash escapes: `127\.0` reads `127.0`.
+fn unescape_markdown_v2(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
 }

@@ -1,6 +1,9 @@
 //! Shared test helpers: start the real `cockpit` binary on free ports and read what it logs.
 #![allow(dead_code)]
 
+pub mod fake_itsyou;
+pub mod fake_telegram;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -1,0 +1,476 @@
+//! The Telegram bot end to end: the real binary against a fake Bot API and a fake ItsYou.online
+//! token endpoint, both real HTTP servers standing in for the outside world.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::fake_itsyou::FakeItsYou;
+use support::fake_telegram::FakeTelegram;
+use support::{Cockpit, base_config, eventually};
+
+const BOT_TOKEN: &str = "424242:BOT-token-SECRET-never-logged";
+const PRIVATE: &str = include_str!("support/keys/test_p384.pem");
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The doubles and the real binary wired to them.
+struct World {
+    telegram: FakeTelegram,
+    itsyou: FakeItsYou,
+    cockpit: Cockpit,
+    http: reqwest::Client,
+}
+
+impl World {
+    async fn start() -> World {
+        let telegram = FakeTelegram::start(BOT_TOKEN).await;
+        let itsyou = FakeItsYou::start().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        // `base_config` opens with `[oauth]`: ItsYou.online's host goes into that section.
+        let text = base_config(dir.path()).replacen(
+            "[oauth]\n",
+            &format!("[oauth]\nitsyouonlinehost = \"{}\"\n", itsyou.url),
+            1,
+        ) + &format!(
+            "[bot]\ntoken = \"{BOT_TOKEN}\"\napi_url = \"{}\"\n\n[debug]\nfault_injection = true\n",
+            telegram.url
+        );
+        let cockpit = Cockpit::start_in(dir, &text);
+        World {
+            telegram,
+            itsyou,
+            cockpit,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+        }
+    }
+
+    /// Sends `text` as `user` and waits for an answer containing `needle`.
+    async fn say(&self, user: i64, text: &str, needle: &str) -> String {
+        let since = self.telegram.texts_to(user).len();
+        self.telegram.send_text(user, text);
+        self.telegram.wait_new_text(user, since, needle, WAIT).await
+    }
+
+    /// `/start` as `user`: the authorize link's query parameters.
+    async fn start_login(&self, user: i64) -> HashMap<String, String> {
+        let answer = self.say(user, "/start", "/v1/oauth/authorize").await;
+        let link = answer
+            .split_whitespace()
+            .find(|w| w.starts_with("http"))
+            .expect("a link");
+        let url = reqwest::Url::parse(link).expect("link is a URL");
+        assert_eq!(
+            url.as_str().split('?').next(),
+            Some(format!("{}/v1/oauth/authorize", self.itsyou.url).as_str())
+        );
+        url.query_pairs().into_owned().collect()
+    }
+
+    /// The browser coming back to cockpit's `/oauth/callback`: status and page.
+    async fn callback(&self, query: &[(&str, &str)]) -> (u16, String, String) {
+        let response = self
+            .http
+            .get(format!("{}/oauth/callback", self.cockpit.api))
+            .query(query)
+            .send()
+            .await
+            .expect("callback request");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        (status, content_type, response.text().await.expect("page"))
+    }
+
+    /// A full login of `user` as an organization member.
+    async fn log_in(&self, user: i64) {
+        let params = self.start_login(user).await;
+        let since = self.telegram.texts_to(user).len();
+        let code = format!("member:alice{user}");
+        let (status, _, page) = self
+            .callback(&[("code", &code), ("state", &params["state"])])
+            .await;
+        assert_eq!(status, 200, "{page}");
+        self.telegram
+            .wait_new_text(user, since, "You have been authorized", WAIT)
+            .await;
+    }
+
+    /// `GET /ays/repository` over REST with a token signed by the test key.
+    async fn rest_repositories(&self) -> Value {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let claims = json!({"iss": "itsyouonline", "exp": now + 600, "username": "ops",
+                            "scope": ["user:memberof:myorg"]});
+        let token = cockpit::auth::mint_token(PRIVATE, &claims).expect("mint");
+        let response = self
+            .http
+            .get(format!("{}/ays/repository", self.cockpit.api))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("rest");
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("json")
+    }
+
+    /// Neither the bot token nor the client secret was ever logged.
+    fn assert_no_secrets_logged(&self) {
+        let logs = self.cockpit.log_text();
+        assert!(!logs.is_empty());
+        for secret in [BOT_TOKEN, "BOT-token-SECRET", "s3cr3t-client-VALUE"] {
+            assert!(!logs.contains(secret), "{secret} leaked into the logs");
+        }
+    }
+}
+
+#[tokio::test]
+async fn login_link_callback_and_single_use_states() {
+    let world = World::start().await;
+
+    // Before logging in, commands ask for /start.
+    world
+        .say(1, "/repo list", "I don't know you yet, please use /start")
+        .await;
+
+    let params = world.start_login(1).await;
+    assert_eq!(params["response_type"], "code");
+    assert_eq!(params["client_id"], "cockpit-test");
+    assert_eq!(params["redirect_uri"], "http://127.0.0.1/oauth/callback");
+    assert_eq!(params["scope"], "user:memberof:myorg");
+    let state = &params["state"];
+    assert!(state.len() >= 32, "≥128 bits of state: {state}");
+
+    let since = world.telegram.texts_to(1).len();
+    let (status, content_type, page) = world
+        .callback(&[("code", "member:alice"), ("state", state)])
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    assert!(
+        page.contains("<html") && page.contains("authorized"),
+        "{page}"
+    );
+    world
+        .telegram
+        .wait_new_text(1, since, "You have been authorized, alice", WAIT)
+        .await;
+    // The code was exchanged with the client's credentials, for this redirect.
+    let exchange = world.itsyou.requests().pop().expect("a token request");
+    assert_eq!(exchange["code"], "member:alice");
+    assert_eq!(exchange["grant_type"], "authorization_code");
+    assert_eq!(exchange["redirect_uri"], "http://127.0.0.1/oauth/callback");
+    assert!(exchange.contains_key("authorization") || exchange.contains_key("client_secret"));
+
+    // A used state and an unknown one are refused, with a page, without asking ItsYou.online.
+    let asked = world.itsyou.requests().len();
+    for bad in [state.as_str(), "00112233445566778899aabbccddeeff"] {
+        let (status, content_type, page) = world
+            .callback(&[("code", "member:mallory"), ("state", bad)])
+            .await;
+        assert_eq!(status, 400, "{page}");
+        assert!(content_type.starts_with("text/html"));
+        assert!(page.contains("expired"), "{page}");
+    }
+    let (status, _, _) = world.callback(&[("code", "member:mallory")]).await;
+    assert_eq!(status, 400);
+    assert_eq!(world.itsyou.requests().len(), asked);
+
+    // Now logged in: /start welcomes back, commands work.
+    world.say(1, "/start", "Welcome back alice").await;
+    world.say(1, "/repo list", "Repositories:").await;
+
+    // Unknown commands get a helpful answer; every command is registered with setMyCommands.
+    world.say(1, "/frobnicate", "/help").await;
+    let registered = world
+        .telegram
+        .calls()
+        .into_iter()
+        .find(|c| c.method == "setmycommands")
+        .expect("setMyCommands");
+    let names: Vec<&str> = registered.params["commands"]
+        .as_array()
+        .expect("commands")
+        .iter()
+        .filter_map(|c| c["command"].as_str())
+        .collect();
+    for command in ["start", "repo", "blueprint", "service", "run", "help"] {
+        assert!(names.contains(&command), "{command} not in {names:?}");
+    }
+    world.assert_no_secrets_logged();
+}
+
+#[tokio::test]
+async fn a_non_member_is_refused_and_stays_refused() {
+    let world = World::start().await;
+    let params = world.start_login(2).await;
+    let since = world.telegram.texts_to(2).len();
+    // ItsYou.online grants only look-alike scopes (`myorgx`, another organization).
+    let (status, content_type, page) = world
+        .callback(&[("code", "outsider"), ("state", &params["state"])])
+        .await;
+    assert_eq!(status, 403, "{page}");
+    assert!(content_type.starts_with("text/html"));
+    assert!(
+        page.contains("not a member of the organization myorg"),
+        "{page}"
+    );
+    world
+        .telegram
+        .wait_new_text(2, since, "not a member of the organization myorg", WAIT)
+        .await;
+    // Still refused: commands ask for /start, and /start offers a new link, not a welcome.
+    world
+        .say(
+            2,
+            "/repo create sneaky",
+            "I don't know you yet, please use /start",
+        )
+        .await;
+    world.say(2, "/start", "/v1/oauth/authorize").await;
+    assert!(
+        world
+            .rest_repositories()
+            .await
+            .as_array()
+            .is_some_and(|repos| repos.is_empty())
+    );
+
+    // A code ItsYou.online refuses is a failed login, reported in the chat, not a crash.
+    let params = world.start_login(2).await;
+    let since = world.telegram.texts_to(2).len();
+    let (status, _, page) = world
+        .callback(&[("code", "forged"), ("state", &params["state"])])
+        .await;
+    assert_eq!(status, 502, "{page}");
+    world
+        .telegram
+        .wait_new_text(2, since, "The login failed", WAIT)
+        .await;
+    world.assert_no_secrets_logged();
+}
+
+/// A template whose `install` records the job JSON it was given.
+fn web_template(repo: &std::path::Path) {
+    let dir = repo.join("actorTemplates/web");
+    std::fs::create_dir_all(dir.join("actions")).expect("template dir");
+    std::fs::write(
+        dir.join("schema.yaml"),
+        "port:\n  type: int\n  default: 80\n",
+    )
+    .expect("schema");
+    let action = dir.join("actions/install");
+    std::fs::write(
+        &action,
+        "#!/bin/sh\ncat > input.json\necho installed $COCKPIT_SERVICE\n",
+    )
+    .expect("action");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&action, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+#[tokio::test]
+async fn an_authorized_user_drives_repos_blueprints_services_and_runs() {
+    let world = World::start().await;
+    world.log_in(3).await;
+
+    world
+        .say(
+            3,
+            "/repo create demo",
+            "Repository demo created and selected",
+        )
+        .await;
+    let repos = world.rest_repositories().await;
+    assert_eq!(repos[0]["name"], "demo", "{repos}");
+    let path = std::path::PathBuf::from(repos[0]["path"].as_str().expect("path"));
+    web_template(&path);
+
+    // A blueprint pasted as the next message after /blueprint add is saved...
+    world
+        .say(
+            3,
+            "/blueprint add site.yaml",
+            "Send me the YAML of site.yaml",
+        )
+        .await;
+    world
+        .say(
+            3,
+            "web__site:\n  port: 8080\n",
+            "Blueprint site.yaml saved in demo",
+        )
+        .await;
+    assert_eq!(
+        std::fs::read_to_string(path.join("blueprints/site.yaml"))
+            .expect("saved")
+            .trim_end(),
+        "web__site:\n  port: 8080"
+    );
+    // ...YAML that does not parse is refused and nothing is saved...
+    world
+        .say(3, "/blueprint add bad.yaml", "Send me the YAML")
+        .await;
+    world
+        .say(3, "web__x: [unclosed\n", "Blueprint bad.yaml not saved")
+        .await;
+    assert!(!path.join("blueprints/bad.yaml").exists());
+    // ...one naming an unknown actor is saved but refuses to execute, naming the problem...
+    world
+        .say(3, "/blueprint add ghost.yaml", "Send me the YAML")
+        .await;
+    world
+        .say(3, "nosuchactor__x:\n", "Blueprint ghost.yaml saved")
+        .await;
+    world
+        .say(3, "/blueprint execute ghost.yaml", "nosuchactor")
+        .await;
+    world.say(3, "/service list", "none yet").await;
+    // ...one uploaded as a document is saved too, and listed from the inline menu.
+    world
+        .say(3, "/blueprint add other.yaml", "Send me the YAML")
+        .await;
+    let since = world.telegram.texts_to(3).len();
+    world
+        .telegram
+        .send_document(3, "other.yaml", b"web__other:\n");
+    world
+        .telegram
+        .wait_new_text(3, since, "Blueprint other.yaml saved", WAIT)
+        .await;
+    let since = world.telegram.texts_to(3).len();
+    world.telegram.press(3, "/blueprint list");
+    let listed = world
+        .telegram
+        .wait_new_text(3, since, "other.yaml", WAIT)
+        .await;
+    assert!(listed.contains("site.yaml"), "{listed}");
+    eventually(WAIT, "the button press to be answered", || async {
+        world
+            .telegram
+            .calls()
+            .iter()
+            .any(|c| c.method == "answercallbackquery")
+            .then_some(())
+    })
+    .await;
+
+    // Executing it creates the service; /service execute runs install and reports the end.
+    world
+        .say(
+            3,
+            "/blueprint execute site.yaml",
+            "Blueprint site.yaml executed",
+        )
+        .await;
+    world.say(3, "/service list", "web!site").await;
+    let started = world
+        .say(3, "/service execute install web!site", "started")
+        .await;
+    let key = started
+        .split_whitespace()
+        .nth(1)
+        .expect("run key")
+        .to_string();
+    let ended = world
+        .telegram
+        .wait_text(3, &format!("Run {key} in demo ended: ok"), WAIT)
+        .await;
+    assert!(ended.contains(&format!("/run inspect {key}")), "{ended}");
+    let input: Value = serde_json::from_str(
+        &std::fs::read_to_string(path.join("services/web/site/input.json")).expect("job input"),
+    )
+    .expect("job json");
+    assert_eq!(input["service"]["data"]["port"], 8080, "{input}");
+    world.say(3, &format!("/run inspect {key}"), "ok").await;
+    world.assert_no_secrets_logged();
+}
+
+#[tokio::test]
+async fn authorization_survives_a_restart_and_clean_cache_ends_it_at_once() {
+    let mut world = World::start().await;
+    world.log_in(4).await;
+    world.say(4, "/repo create keep", "created").await;
+
+    // Restart the binary on the same data: still authorized, current repo kept.
+    world.cockpit.signal(libc::SIGTERM);
+    assert_eq!(
+        world
+            .cockpit
+            .wait_exit(WAIT)
+            .and_then(|status| status.code()),
+        Some(0)
+    );
+    let dir = std::mem::replace(&mut world.cockpit.dir, tempfile::tempdir().expect("tmp"));
+    let text = std::fs::read_to_string(&world.cockpit.config).expect("config");
+    world.cockpit = Cockpit::start_in(dir, &text);
+    world.say(4, "/start", "Welcome back alice4").await;
+    world.say(4, "/repo list", "Current repository: keep").await;
+
+    // `cockpit clean_cache` while the server runs: the next command asks for /start.
+    let config = world.cockpit.config.to_string_lossy().to_string();
+    let (code, out, err) = support::run(&["clean_cache", "-c", &config]);
+    assert_eq!(code, 0, "{out}{err}");
+    world
+        .say(4, "/repo list", "I don't know you yet, please use /start")
+        .await;
+    world.say(4, "/start", "/v1/oauth/authorize").await;
+    world.assert_no_secrets_logged();
+}
+
+#[tokio::test]
+async fn a_panicking_session_restarts_alone_while_fifty_chats_are_answered() {
+    let world = World::start().await;
+    let crashed = 999;
+    let others: Vec<i64> = (100..150).collect();
+
+    // Every chat has a session before the crash, so that all of them are live when it happens.
+    world.say(crashed, "/help", "I can drive").await;
+    for user in &others {
+        world.telegram.send_text(*user, "/help");
+    }
+    world.telegram.send_text(crashed, "/crash");
+    for user in &others {
+        world.telegram.send_text(*user, "/repo list");
+    }
+    for user in &others {
+        world.telegram.wait_text(*user, "I can drive", WAIT).await;
+        world
+            .telegram
+            .wait_text(*user, "I don't know you yet", WAIT)
+            .await;
+    }
+    // The crashed chat's next command works.
+    world.say(crashed, "/help", "I can drive").await;
+    world
+        .say(crashed, "/repo list", "I don't know you yet")
+        .await;
+
+    let metrics = reqwest::get(format!("{}/metrics", world.cockpit.api))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let restarts = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cockpit_chat_session_restarts_total "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert_eq!(restarts, Some(1), "{metrics}");
+    // Every update was confirmed, none was lost or answered twice.
+    for user in &others {
+        assert_eq!(world.telegram.texts_to(*user).len(), 2, "chat {user}");
+    }
+    assert!(world.cockpit.log_text().contains("panic"));
+    world.assert_no_secrets_logged();
+}
