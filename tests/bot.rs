@@ -474,3 +474,26 @@ async fn a_panicking_session_restarts_alone_while_fifty_chats_are_answered() {
     assert!(world.cockpit.log_text().contains("panic"));
     world.assert_no_secrets_logged();
 }
+
+#[tokio::test]
+async fn bot_api_failures_are_retried_and_never_take_the_server_down() {
+    let world = World::start().await;
+    world.say(5, "/help", "I can drive").await;
+
+    // The Bot API answers 502 to the next poll and the next send: the update still arrives and
+    // its answer is sent once, and the HTTP side never noticed.
+    world.telegram.fail_next("getUpdates", 1);
+    world.telegram.fail_next("sendMessage", 1);
+    let since = world.telegram.texts_to(5).len();
+    world.telegram.send_text(5, "/repo list");
+    world
+        .telegram
+        .wait_new_text(5, since, "I don't know you yet", Duration::from_secs(60))
+        .await;
+    assert_eq!(world.telegram.texts_to(5).len(), since + 1);
+    let health = reqwest::get(format!("{}/health", world.cockpit.api))
+        .await
+        .expect("health");
+    assert_eq!(health.status(), 200);
+    world.assert_no_secrets_logged();
+}

@@ -238,7 +238,26 @@ pub async fn download(client: &Bot, file_id: &str, max: u32) -> Result<Vec<u8>, 
     Ok(buffer)
 }
 
-/// Runs a request, waiting out `RetryAfter` and retrying network failures with backoff.
+/// Whether a failed Bot API call is worth retrying: the network, a timeout, a 5xx (Telegram's
+/// JSON ones come as `Unknown` with the status text; a proxy's HTML error page does not parse),
+/// or a rate limit without `retry_after`. A refused request (bad chat, bad markup) is not.
+fn transient(err: &RequestError) -> bool {
+    match err {
+        RequestError::Network(_) | RequestError::Io(_) | RequestError::InvalidJson { .. } => true,
+        RequestError::Api(ApiError::Unknown(text)) => [
+            "Too Many",
+            "Internal Server Error",
+            "Bad Gateway",
+            "Service Unavailable",
+            "Gateway Timeout",
+        ]
+        .iter()
+        .any(|needle| text.contains(needle)),
+        _ => false,
+    }
+}
+
+/// Runs a request, waiting out `RetryAfter` and retrying transient failures with backoff.
 async fn with_retries<R, Req>(mut make: impl FnMut() -> Req) -> Result<R, RequestError>
 where
     Req: std::future::IntoFuture<Output = Result<R, RequestError>>,
@@ -252,13 +271,8 @@ where
             Err(RequestError::RetryAfter(wait)) if attempts < 5 => {
                 tokio::time::sleep(wait.duration()).await;
             }
-            Err(RequestError::Network(_) | RequestError::Io(_)) if attempts < 4 => {
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
-            }
-            Err(RequestError::Api(ApiError::Unknown(ref text)))
-                if attempts < 3 && text.contains("Too Many") =>
-            {
+            Err(err) if attempts < 5 && transient(&err) => {
+                debug!(error = %err, retry_in_ms = backoff.as_millis() as u64, "Bot API call failed");
                 tokio::time::sleep(backoff).await;
                 backoff *= 2;
             }

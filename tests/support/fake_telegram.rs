@@ -30,6 +30,8 @@ struct State {
     calls: Vec<Call>,
     confirmed_offset: i64,
     files: Vec<(String, Vec<u8>)>,
+    /// Lowercased method → how many of its next calls fail with a 502.
+    failures: std::collections::HashMap<String, u32>,
 }
 
 /// The fake server; clone freely.
@@ -96,11 +98,30 @@ impl FakeTelegram {
         method: &str,
         content_type: Option<&str>,
         body: &[u8],
-    ) -> warp::reply::Json {
+    ) -> warp::reply::Response {
+        use warp::Reply;
         if bot != format!("bot{}", self.token) {
             return warp::reply::json(
                 &json!({"ok": false, "error_code": 401, "description": "Unauthorized"}),
-            );
+            )
+            .into_response();
+        }
+        let lowered = method.to_ascii_lowercase();
+        if let Some(left) = self.state.lock().expect("state").failures.get_mut(&lowered)
+            && *left > 0
+        {
+            *left -= 1;
+            // A proxy's HTML page for getUpdates, Telegram's own JSON error for the others.
+            let reply = if lowered == "getupdates" {
+                warp::reply::html("<html><body>502 Bad Gateway</body></html>").into_response()
+            } else {
+                warp::reply::json(
+                    &json!({"ok": false, "error_code": 502, "description": "Bad Gateway"}),
+                )
+                .into_response()
+            };
+            return warp::reply::with_status(reply, warp::http::StatusCode::BAD_GATEWAY)
+                .into_response();
         }
         let params: Value = if content_type.is_some_and(|c| c.contains("json")) {
             serde_json::from_slice(body).unwrap_or(Value::Null)
@@ -110,7 +131,8 @@ impl FakeTelegram {
         };
         let method = method.to_ascii_lowercase();
         if method == "getupdates" {
-            return warp::reply::json(&json!({"ok": true, "result": self.updates(&params).await}));
+            return warp::reply::json(&json!({"ok": true, "result": self.updates(&params).await}))
+                .into_response();
         }
         let result = {
             let mut state = self.state.lock().expect("state");
@@ -144,7 +166,16 @@ impl FakeTelegram {
                 _ => json!(true),
             }
         };
-        warp::reply::json(&json!({"ok": true, "result": result}))
+        warp::reply::json(&json!({"ok": true, "result": result})).into_response()
+    }
+
+    /// Makes the next `n` calls of `method` fail with a 502, as an overloaded Bot API does.
+    pub fn fail_next(&self, method: &str, n: u32) {
+        self.state
+            .lock()
+            .expect("state")
+            .failures
+            .insert(method.to_ascii_lowercase(), n);
     }
 
     async fn updates(&self, params: &Value) -> Value {
