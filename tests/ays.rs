@@ -330,6 +330,25 @@ async fn resources_answer_with_the_right_status_codes() {
     let api = Api::new(&cockpit);
     assert_eq!(api.get("/nope").await.0, 404);
     assert_eq!(api.get("/nope/blueprint").await.0, 404);
+
+    // A JSON body is read as JSON whatever its Content-Type (`curl -d` says form); a body that is
+    // not JSON is a 400 that says so, not a 405.
+    for (body, status, needle) in [
+        (r#"{"name": "curled"}"#, 201, "curled"),
+        ("name=curled2", 400, "invalid JSON body"),
+    ] {
+        let response = api
+            .http
+            .post(&api.base)
+            .bearer_auth(&api.token)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status().as_u16(), status);
+        assert!(response.text().await.expect("body").contains(needle));
+    }
     let (_, repo) = api.post("", json!({"name": "r1"})).await;
     template(
         &repo_path(&repo),

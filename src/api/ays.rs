@@ -315,10 +315,16 @@ pub(crate) fn one_of(routes: Vec<BoxedFilter<(Response,)>>) -> BoxedFilter<(Resp
     routes.fold(first, |acc, next| acc.or(next).unify().boxed())
 }
 
-/// A JSON body of at most [`MAX_BODY`] bytes.
+/// A JSON body of at most [`MAX_BODY`] bytes, whatever its `Content-Type` says (`curl -d` sends
+/// form encoding by default; the body is still JSON, and saying so is friendlier than a 415).
 fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone
 {
-    warp::body::content_length_limit(MAX_BODY).and(warp::body::json())
+    warp::body::content_length_limit(MAX_BODY)
+        .and(warp::body::bytes())
+        .and_then(|body: bytes::Bytes| async move {
+            serde_json::from_slice(&body)
+                .map_err(|err| warp::reject::custom(super::BadJson(err.to_string())))
+        })
 }
 
 /// The status code of an error.

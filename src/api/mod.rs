@@ -138,6 +138,12 @@ fn crash(actor: String, shared: Shared) -> WithStatus<Json> {
     }
 }
 
+/// A request body that is not the JSON the route wants.
+#[derive(Debug)]
+pub(crate) struct BadJson(pub String);
+
+impl warp::reject::Reject for BadJson {}
+
 /// Turns warp's rejections into JSON errors with fitting status codes.
 async fn recover(rejection: Rejection) -> Result<WithStatus<Json>, Infallible> {
     let reply = if let Some(auth::Unauthorized(err)) = rejection.find() {
@@ -149,8 +155,8 @@ async fn recover(rejection: Rejection) -> Result<WithStatus<Json>, Infallible> {
         )
     } else if rejection.is_not_found() {
         error(StatusCode::NOT_FOUND, "not found")
-    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+    } else if let Some(BadJson(err)) = rejection.find() {
+        error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {err}"))
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
     } else if let Some(err) = rejection.find::<warp::filters::body::BodyDeserializeError>() {
@@ -160,6 +166,10 @@ async fn recover(rejection: Rejection) -> Result<WithStatus<Json>, Infallible> {
         .is_some()
     {
         error(StatusCode::BAD_REQUEST, "expected a JSON body")
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        // Last of the body checks: warp reports the other routes' methods alongside the real
+        // problem of the route that matched.
+        error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
     } else if let Some(err) = rejection.find::<warp::reject::InvalidQuery>() {
         error(StatusCode::BAD_REQUEST, format!("invalid query: {err}"))
     } else if let Some(err) = rejection.find::<warp::reject::InvalidHeader>() {
