@@ -22,7 +22,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use oauth2::url::Url;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use warp::filters::BoxedFilter;
@@ -546,6 +545,7 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
 mod tests {
     use super::*;
     use crate::oauth::token::{LoginClaims, SigningKey};
+    use oauth2::url::Url;
 
     const PROXY: &str = "https://proxy.example.com/oauth";
     const CALLBACK: &str = "https://app.example.com/test/callback";
