@@ -609,7 +609,8 @@ async fn the_app_refuses_foreign_expired_forged_and_replayed_tokens() {
         format!("{}.{}.{}", parts[0], payload, parts[2])
     };
     let wrong_nonce = |_state: &str| key.sign(&claims_for("not-the-state")).expect("sign");
-    let cases: Vec<(&str, Box<dyn Fn(&str) -> String + '_>)> = vec![
+    type MakeToken<'a> = Box<dyn Fn(&str) -> String + 'a>;
+    let cases: Vec<(&str, MakeToken)> = vec![
         ("expired", Box::new(expired)),
         ("signed by another key", Box::new(other_key)),
         ("a changed field", Box::new(changed_field)),

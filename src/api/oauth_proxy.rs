@@ -36,7 +36,7 @@ use super::{error, with};
 use crate::actors::oauth_cache::OAuthCacheMsg;
 use crate::actors::{Shared, names};
 use crate::config::{OAuthProxyConfig, ProviderConfig};
-use crate::oauth::token::{LoginClaims, filter_fields, redirect_allowed};
+use crate::oauth::token::{LoginClaims, SigningKey, filter_fields, redirect_allowed};
 
 /// The purpose of the proxy's pending logins in the OAuth cache.
 pub const PURPOSE: &str = "proxy";
@@ -60,7 +60,7 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
                 let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
                 warp::reply::json(&names).into_response()
             }
-            Err(off) => off,
+            Err(off) => *off,
         })
         .boxed();
     let key = warp::path!("oauth" / "key")
@@ -68,7 +68,7 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         .and(with(shared.clone()))
         .map(|shared: Shared| match proxy(&shared) {
             Ok((_, key)) => key.public_hex().into_response(),
-            Err(off) => off,
+            Err(off) => *off,
         })
         .boxed();
     let jwks = warp::path!("oauth" / "jwks.json")
@@ -76,7 +76,7 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         .and(with(shared.clone()))
         .map(|shared: Shared| match proxy(&shared) {
             Ok((_, key)) => warp::reply::json(&key.jwks()).into_response(),
-            Err(off) => off,
+            Err(off) => *off,
         })
         .boxed();
     let authorize = warp::path!("oauth" / "authorize")
@@ -93,16 +93,16 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
 }
 
 /// The proxy's config and key, or the 404 that says it is off.
-fn proxy(
-    shared: &Shared,
-) -> Result<(&OAuthProxyConfig, &crate::oauth::token::SigningKey), Response> {
+fn proxy(shared: &Shared) -> Result<(&OAuthProxyConfig, &SigningKey), Box<Response>> {
     match (&shared.config.oauth_proxy, &shared.proxy_key) {
         (Some(config), Some(key)) => Ok((config, key)),
-        _ => Err(error(
-            StatusCode::NOT_FOUND,
-            "the central OAuth server is not enabled ([oauth_proxy] is not configured)",
-        )
-        .into_response()),
+        _ => Err(Box::new(
+            error(
+                StatusCode::NOT_FOUND,
+                "the central OAuth server is not enabled ([oauth_proxy] is not configured)",
+            )
+            .into_response(),
+        )),
     }
 }
 
@@ -140,7 +140,7 @@ fn http() -> Result<&'static oauth2::reqwest::Client, String> {
 async fn authorize(query: HashMap<String, String>, shared: Shared) -> Response {
     let (config, _) = match proxy(&shared) {
         Ok(found) => found,
-        Err(off) => return off,
+        Err(off) => return *off,
     };
     let redirect_url = query
         .get("redirect_url")
@@ -256,7 +256,7 @@ fn back_to_app(redirect_url: &str, params: &[(&str, &str)]) -> Response {
 pub async fn callback(query: HashMap<String, String>, data: Value, shared: Shared) -> Response {
     let (config, key) = match proxy(&shared) {
         Ok(found) => found,
-        Err(off) => return off,
+        Err(off) => return *off,
     };
     let field = |name: &str| data[name].as_str().unwrap_or_default().to_string();
     let (redirect_url, app_state, name, verifier) = (

@@ -115,11 +115,11 @@ mod tests {
         let path = dir.path().join("k");
         load_or_generate(&path).expect("generate");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        let err = load_or_generate(&path).err().expect("refused").to_string();
+        let err = load_or_generate(&path).expect_err("refused").to_string();
         assert!(err.contains("chmod 600"), "{err}");
         std::fs::write(&path, "SECRET-GARBAGE").expect("write");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        let err = load_or_generate(&path).err().expect("refused").to_string();
+        let err = load_or_generate(&path).expect_err("refused").to_string();
         assert!(err.contains("remove it"), "{err}");
         assert!(!err.contains("SECRET-GARBAGE"), "{err}");
     }
