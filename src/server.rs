@@ -45,7 +45,22 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         }
     }
     let store = Store::open(&config.storage.path)?;
-    let shared = Shared::new(config, store);
+    let proxy_key = match &config.oauth_proxy {
+        Some(proxy) => {
+            let (key, origin) = crate::oauth::key::load_or_generate(&proxy.signing_key)
+                .map_err(|err| ServerError::Start(err.to_string()))?;
+            info!(
+                path = %proxy.signing_key.display(),
+                public_key = %key.public_hex(),
+                generated = origin == crate::oauth::key::Origin::Generated,
+                "oauth proxy signing key ready"
+            );
+            Some(Arc::new(key))
+        }
+        None => None,
+    };
+    let mut shared = Shared::new(config, store);
+    shared.proxy_key = proxy_key;
     let escalation = Arc::new(Mutex::new(None));
     let args = SupervisorArgs {
         shared: shared.clone(),

@@ -48,6 +48,9 @@ pub struct Shared {
     pub telemetry: Arc<Telemetry>,
     /// Where the listeners are bound, once they are (reported in the `cockpit ready` line).
     pub addresses: Arc<Mutex<Addresses>>,
+    /// The central OAuth2 server's signing key, when `[oauth_proxy]` is configured (read or
+    /// generated once at start; read-only after).
+    pub proxy_key: Option<Arc<crate::oauth::token::SigningKey>>,
 }
 
 /// The bound listener addresses.
@@ -67,6 +70,7 @@ impl Shared {
             store,
             telemetry: Arc::new(Telemetry::default()),
             addresses: Arc::new(Mutex::new(Addresses::default())),
+            proxy_key: None,
         }
     }
 

@@ -200,11 +200,12 @@ async fn callback(query: HashMap<String, String>, shared: Shared) -> Response {
         return page(
             StatusCode::BAD_REQUEST,
             "Login link expired",
-            "This login link is unknown, already used or expired. Send /start to the bot for a new one.",
+            "This login link is unknown, already used or expired. Start the login again (for Telegram: send /start to the bot).",
         );
     };
     match purpose.as_str() {
         "telegram" => telegram(query, data, shared, &cache).await,
+        super::oauth_proxy::PURPOSE => super::oauth_proxy::callback(query, data, shared).await,
         _ => page(
             StatusCode::BAD_REQUEST,
             "Login failed",

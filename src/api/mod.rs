@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod ays;
 pub mod login;
+pub mod oauth_proxy;
 pub mod openapi;
 
 use std::convert::Infallible;
@@ -66,6 +67,7 @@ pub fn routes(shared: Shared) -> impl Filter<Extract = (impl Reply,), Error = In
         health.map(Reply::into_response).boxed(),
         ays::routes(shared.clone()),
         login::routes(shared.clone()),
+        oauth_proxy::routes(shared.clone()),
         metrics.map(Reply::into_response).boxed(),
         openapi.map(Reply::into_response).boxed(),
         crash.map(Reply::into_response).boxed(),

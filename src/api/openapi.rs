@@ -168,6 +168,36 @@ pub const ROUTES: &[Route] = &[
         auth: true,
     },
     Route {
+        method: "get",
+        path: "/oauth/callback",
+        summary: "OAuth redirect target of providers: Telegram login, or the central OAuth server (the state decides); 302 back to the app with jwt and state",
+        auth: false,
+    },
+    Route {
+        method: "get",
+        path: "/oauth/providers",
+        summary: "Central OAuth server: the provider names [\"github\", ...] (404 when [oauth_proxy] is off)",
+        auth: false,
+    },
+    Route {
+        method: "get",
+        path: "/oauth/key",
+        summary: "Central OAuth server: the Ed25519 verify key as 64 hex characters",
+        auth: false,
+    },
+    Route {
+        method: "get",
+        path: "/oauth/jwks.json",
+        summary: "Central OAuth server: the verify key as a JWKS (OKP, Ed25519)",
+        auth: false,
+    },
+    Route {
+        method: "get",
+        path: "/oauth/authorize",
+        summary: "Central OAuth server: ?provider&redirect_url&state; 302 to the provider (400 without redirect when redirect_url is not exactly allowed or the provider is unknown)",
+        auth: false,
+    },
+    Route {
         method: "post",
         path: "/debug/crash/{actor}",
         summary: "Fault injection: make an actor panic (404 unless [debug].fault_injection)",

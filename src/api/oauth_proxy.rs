@@ -1,0 +1,383 @@
+//! The central OAuth2 server's endpoints (SPEC §8): `/oauth/providers`, `/oauth/key`,
+//! `/oauth/jwks.json`, `/oauth/authorize`, and the `proxy` half of the shared `/oauth/callback`.
+//!
+//! ```text
+//! app ──► /oauth/authorize?provider&redirect_url&state
+//!           redirect_url exactly in allowed_redirects, else 400 (no redirect)
+//!           OAuthCache.NewState("proxy", {redirect_url, app_state, provider, pkce_verifier})
+//!       ◄── 302 provider authorize URL (client_id, redirect_uri=<url>/callback, our state, S256)
+//! provider ──► /oauth/callback?code&state       (login.rs takes the state: purpose "proxy")
+//!           code + PKCE verifier → token (oauth2 crate); GET user_info_url; keep user_info_fields
+//!       ◄── 302 redirect_url?jwt=<EdDSA token>&state=<app_state>
+//!           or  redirect_url?error=access_denied&state=<app_state> when the provider said no
+//! ```
+//!
+//! Nothing here logs a code, a token, the client secret or the signing key.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use oauth2::basic::BasicClient;
+use oauth2::url::Url;
+use oauth2::{
+    AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse, TokenUrl,
+};
+use ractor::{ActorRef, call_t};
+use serde_json::{Value, json};
+use tracing::{info, warn};
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use super::{error, with};
+use crate::actors::oauth_cache::OAuthCacheMsg;
+use crate::actors::{Shared, names};
+use crate::config::{OAuthProxyConfig, ProviderConfig};
+use crate::oauth::token::{LoginClaims, SigningKey, filter_fields, redirect_allowed};
+
+/// The purpose of the proxy's pending logins in the OAuth cache.
+pub const PURPOSE: &str = "proxy";
+
+/// The longest app `state` accepted (it travels in URLs and the token).
+const MAX_APP_STATE: usize = 512;
+
+/// The largest user info document read from a provider.
+const MAX_USER_INFO_BYTES: usize = 256 * 1024;
+
+type ProviderClient =
+    BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
+
+/// The proxy's routes other than the shared callback.
+pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
+    let providers = warp::path!("oauth" / "providers")
+        .and(warp::get())
+        .and(with(shared.clone()))
+        .map(|shared: Shared| match proxy(&shared) {
+            Ok((config, _)) => {
+                let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
+                warp::reply::json(&names).into_response()
+            }
+            Err(off) => *off,
+        })
+        .boxed();
+    let key = warp::path!("oauth" / "key")
+        .and(warp::get())
+        .and(with(shared.clone()))
+        .map(|shared: Shared| match proxy(&shared) {
+            Ok((_, key)) => key.public_hex().into_response(),
+            Err(off) => *off,
+        })
+        .boxed();
+    let jwks = warp::path!("oauth" / "jwks.json")
+        .and(warp::get())
+        .and(with(shared.clone()))
+        .map(|shared: Shared| match proxy(&shared) {
+            Ok((_, key)) => warp::reply::json(&key.jwks()).into_response(),
+            Err(off) => *off,
+        })
+        .boxed();
+    let authorize = warp::path!("oauth" / "authorize")
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with(shared))
+        .then(
+            |query: HashMap<String, String>, shared: Shared| async move {
+                authorize(query, shared).await
+            },
+        )
+        .boxed();
+    super::ays::one_of(vec![providers, key, jwks, authorize])
+}
+
+/// The proxy's config and key, or the 404 that says it is off.
+fn proxy(shared: &Shared) -> Result<(&OAuthProxyConfig, &SigningKey), Box<Response>> {
+    match (&shared.config.oauth_proxy, &shared.proxy_key) {
+        (Some(config), Some(key)) => Ok((config, key)),
+        _ => Err(Box::new(
+            error(
+                StatusCode::NOT_FOUND,
+                "the central OAuth server is not enabled ([oauth_proxy] is not configured)",
+            )
+            .into_response(),
+        )),
+    }
+}
+
+/// The URL providers send the browser back to.
+fn callback_url(config: &OAuthProxyConfig) -> String {
+    format!("{}/callback", config.url.trim_end_matches('/'))
+}
+
+fn client(config: &OAuthProxyConfig, provider: &ProviderConfig) -> Result<ProviderClient, String> {
+    Ok(BasicClient::new(ClientId::new(provider.client_id.clone()))
+        .set_client_secret(ClientSecret::new(
+            provider.client_secret.expose().to_string(),
+        ))
+        .set_auth_uri(AuthUrl::new(provider.authorize_url.clone()).map_err(|e| e.to_string())?)
+        .set_token_uri(TokenUrl::new(provider.access_token_url.clone()).map_err(|e| e.to_string())?)
+        .set_redirect_uri(RedirectUrl::new(callback_url(config)).map_err(|e| e.to_string())?))
+}
+
+/// One HTTP client for all provider calls: no redirects followed, bounded time.
+fn http() -> Result<&'static oauth2::reqwest::Client, String> {
+    static HTTP: OnceLock<oauth2::reqwest::Client> = OnceLock::new();
+    if let Some(client) = HTTP.get() {
+        return Ok(client);
+    }
+    let client = oauth2::reqwest::ClientBuilder::new()
+        .redirect(oauth2::reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(15))
+        .user_agent(concat!("cockpit-oauth-proxy/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    Ok(HTTP.get_or_init(|| client))
+}
+
+/// `GET /oauth/authorize?provider&redirect_url&state`.
+async fn authorize(query: HashMap<String, String>, shared: Shared) -> Response {
+    let (config, _) = match proxy(&shared) {
+        Ok(found) => found,
+        Err(off) => return *off,
+    };
+    let redirect_url = query
+        .get("redirect_url")
+        .map(String::as_str)
+        .unwrap_or_default();
+    if !redirect_allowed(&config.allowed_redirects, redirect_url) {
+        info!(
+            redirect_url,
+            "oauth proxy: redirect_url not in the allowlist"
+        );
+        return error(
+            StatusCode::BAD_REQUEST,
+            "redirect_url is not one of [oauth_proxy].allowed_redirects",
+        )
+        .into_response();
+    }
+    let name = query
+        .get("provider")
+        .map(String::as_str)
+        .unwrap_or_default();
+    let Some(provider) = config.providers.iter().find(|p| p.name == name) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown provider {name:?}"),
+        )
+        .into_response();
+    };
+    let app_state = query.get("state").map(String::as_str).unwrap_or_default();
+    if app_state.is_empty() || app_state.len() > MAX_APP_STATE {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("state is required (1 to {MAX_APP_STATE} characters)"),
+        )
+        .into_response();
+    }
+    let client = match client(config, provider) {
+        Ok(client) => client,
+        Err(why) => {
+            warn!(provider = name, "oauth proxy: bad provider URLs: {why}");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the provider is misconfigured",
+            )
+            .into_response();
+        }
+    };
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let Some(cache) = ActorRef::<OAuthCacheMsg>::where_is(names::OAUTH_CACHE) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "login is restarting; retry",
+        )
+        .into_response();
+    };
+    let data = json!({
+        "redirect_url": redirect_url,
+        "app_state": app_state,
+        "provider": name,
+        "pkce_verifier": verifier.secret(),
+    });
+    let created = call_t!(
+        cache,
+        |reply| OAuthCacheMsg::NewState {
+            purpose: PURPOSE.to_string(),
+            data,
+            reply
+        },
+        10_000
+    );
+    let Ok(Ok(state)) = created else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cannot record the login; retry",
+        )
+        .into_response();
+    };
+    let mut request = client
+        .authorize_url(|| CsrfToken::new(state))
+        .set_pkce_challenge(challenge);
+    for scope in provider.scope.split([' ', ',']).filter(|s| !s.is_empty()) {
+        request = request.add_scope(Scope::new(scope.to_string()));
+    }
+    let (url, _) = request.url();
+    info!(provider = name, redirect_url, "oauth proxy: login started");
+    found(url.as_str())
+}
+
+/// A 302 to `location`.
+fn found(location: &str) -> Response {
+    let mut reply = warp::reply::with_status(warp::reply(), StatusCode::FOUND).into_response();
+    if let Ok(value) = warp::http::HeaderValue::from_str(location) {
+        reply
+            .headers_mut()
+            .insert(warp::http::header::LOCATION, value);
+    }
+    reply
+}
+
+/// A 302 back to the app with these query parameters added.
+fn back_to_app(redirect_url: &str, params: &[(&str, &str)]) -> Response {
+    match Url::parse(redirect_url) {
+        Ok(mut url) => {
+            url.query_pairs_mut().extend_pairs(params);
+            found(url.as_str())
+        }
+        Err(_) => {
+            error(StatusCode::BAD_REQUEST, "the app's redirect URL is invalid").into_response()
+        }
+    }
+}
+
+/// The `proxy` arm of `GET /oauth/callback`, after its state was taken from the cache.
+pub async fn callback(query: HashMap<String, String>, data: Value, shared: Shared) -> Response {
+    let (config, key) = match proxy(&shared) {
+        Ok(found) => found,
+        Err(off) => return *off,
+    };
+    let field = |name: &str| data[name].as_str().unwrap_or_default().to_string();
+    let (redirect_url, app_state, name, verifier) = (
+        field("redirect_url"),
+        field("app_state"),
+        field("provider"),
+        field("pkce_verifier"),
+    );
+    // Checked again: the allowlist may have changed since the login started (a restart).
+    if !redirect_allowed(&config.allowed_redirects, &redirect_url) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the app's redirect URL is no longer allowed",
+        )
+        .into_response();
+    }
+    if let Some(err) = query.get("error") {
+        let err: String = err
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(64)
+            .collect();
+        info!(provider = %name, redirect_url = %redirect_url, error = %err, "oauth proxy: provider refused the login");
+        return back_to_app(&redirect_url, &[("error", &err), ("state", &app_state)]);
+    }
+    let fail = |why: &str| {
+        warn!(provider = %name, redirect_url = %redirect_url, "oauth proxy: login failed: {why}");
+        back_to_app(
+            &redirect_url,
+            &[("error", "server_error"), ("state", &app_state)],
+        )
+    };
+    let Some(provider) = config.providers.iter().find(|p| p.name == name) else {
+        return fail("the provider is no longer configured");
+    };
+    let Some(code) = query.get("code").filter(|c| !c.is_empty()) else {
+        return fail("the provider sent no code");
+    };
+    let client = match client(config, provider) {
+        Ok(client) => client,
+        Err(why) => return fail(&why),
+    };
+    let http = match http() {
+        Ok(http) => http,
+        Err(why) => return fail(&why),
+    };
+    let token = match client
+        .exchange_code(AuthorizationCode::new(code.clone()))
+        .set_pkce_verifier(PkceCodeVerifier::new(verifier))
+        .request_async(http)
+        .await
+    {
+        Ok(token) => token,
+        Err(oauth2::RequestTokenError::ServerResponse(resp)) => {
+            return fail(&format!("the provider refused the code: {}", resp.error()));
+        }
+        Err(oauth2::RequestTokenError::Request(_)) => {
+            return fail("the provider's token endpoint is unreachable");
+        }
+        Err(_) => return fail("unexpected answer from the provider's token endpoint"),
+    };
+    let info = match user_info(http, provider, token.access_token().secret()).await {
+        Ok(info) => info,
+        Err(why) => return fail(&why),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let claims = LoginClaims::new(
+        config.url.trim_end_matches('/'),
+        &redirect_url,
+        &app_state,
+        &name,
+        filter_fields(&info, &provider.user_info_fields),
+        now,
+    );
+    let jwt = match key.sign(&claims) {
+        Ok(jwt) => jwt,
+        Err(_) => return fail("cannot sign the login token"),
+    };
+    info!(provider = %name, redirect_url = %redirect_url, jti = %claims.jti, "oauth proxy: login token issued");
+    back_to_app(&redirect_url, &[("jwt", &jwt), ("state", &app_state)])
+}
+
+/// Fetches the provider's user info with the access token.
+async fn user_info(
+    http: &oauth2::reqwest::Client,
+    provider: &ProviderConfig,
+    access_token: &str,
+) -> Result<Value, String> {
+    let resp = http
+        .get(&provider.user_info_url)
+        .bearer_auth(access_token)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .map_err(|_| "the provider's user info endpoint is unreachable".to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!(
+            "the provider's user info endpoint answered {}",
+            resp.status()
+        ));
+    }
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_USER_INFO_BYTES as u64)
+    {
+        return Err("the provider's user info is too large".into());
+    }
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|_| "the provider's user info could not be read".to_string())?;
+    if body.len() > MAX_USER_INFO_BYTES {
+        return Err("the provider's user info is too large".into());
+    }
+    let info: Value = serde_json::from_slice(&body)
+        .map_err(|_| "the provider's user info is not JSON".to_string())?;
+    if !info.is_object() {
+        return Err("the provider's user info is not a JSON object".into());
+    }
+    Ok(info)
+}
