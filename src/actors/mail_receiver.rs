@@ -76,7 +76,7 @@ impl Deliver for Recorder {
             .await
             .map_err(|err| DeliverError::Record(format!("recording task failed: {err}")))??;
             // Durable from here on. If Ays is restarting it finds the event pending when it starts.
-            match ActorRef::<AysMsg>::where_is(names::AYS.to_string()) {
+            match ActorRef::<AysMsg>::where_is(names::AYS) {
                 Some(ays) => {
                     let _ = ays.cast(AysMsg::Event {
                         id: Some(id),

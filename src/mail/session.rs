@@ -73,7 +73,7 @@ impl Rules {
             return false;
         };
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-        self.domains.iter().any(|d| *d == domain)
+        self.domains.contains(&domain)
     }
 }
 
