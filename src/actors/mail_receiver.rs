@@ -128,6 +128,9 @@ impl Actor for MailReceiver {
         let max = mail.max_connections as usize;
         let task = tokio::spawn(listener::run(listener, door, max, rx));
         info!(%addr, domains = ?mail.domains, "mail receiver listening");
+        if mail.domains.is_empty() {
+            warn!("[mail].domain is not set: mail for any domain is accepted (never relayed)");
+        }
         Ok(ReceiverGuard {
             shutdown: Some(tx),
             task: Some(task),
