@@ -714,6 +714,57 @@ mod tests {
     }
 
     #[test]
+    fn the_engine_answers_random_bytes_in_every_state_without_panicking() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let rules = rules();
+        let telemetry = Telemetry::default();
+        let envelope = Mutex::new(Envelope::default());
+        let checks = Checks {
+            rules: &rules,
+            envelope: &envelope,
+            telemetry: &telemetry,
+        };
+        let mut session = SessionBuilder::new("cockpit.test").build([192, 0, 2, 7].into(), checks);
+        let prefixes: [&[u8]; 8] = [
+            b"",
+            b"HELO ",
+            b"EHLO ",
+            b"MAIL FROM:<",
+            b"RCPT TO:<",
+            b"AUTH PLAIN ",
+            b"AUTH ",
+            b"VRFY ",
+        ];
+        let states: [&[&[u8]]; 3] = [
+            &[],
+            &[b"EHLO client.example\r\n"],
+            &[
+                b"EHLO client.example\r\n",
+                b"MAIL FROM:<a@example.org>\r\n",
+                b"RCPT TO:<ops@cockpit.test>\r\n",
+            ],
+        ];
+        for round in 0..3000 {
+            for line in states[round % states.len()] {
+                session.process(line);
+            }
+            let mut line = prefixes[rng.random_range(0..prefixes.len())].to_vec();
+            for _ in 0..rng.random_range(0..40) {
+                line.push(rng.random());
+            }
+            line.extend_from_slice(b"\r\n");
+            let response = session.process(&line);
+            assert!(
+                (200..600).contains(&response.code),
+                "{line:?} got {}",
+                response.code
+            );
+            session.process(b"RSET\r\n");
+        }
+    }
+
+    #[test]
     fn domains_match_case_insensitively_and_need_an_at() {
         let rules = rules();
         assert!(rules.accepts("ops@cockpit.test"));
