@@ -10,6 +10,7 @@
 //! - [`api`]: warp routes, JSON errors, OpenAPI.
 //! - [`auth`]: JWT claim rules (no IO).
 //! - [`engine`]: the AYS engine (no IO): templates, blueprints, services, run planning.
+//! - [`mail`]: the SMTP door: sessions, the accept loop, MIME into `email` events.
 //! - [`oauth`]: the central OAuth2 server's token and key, and the client side for warp apps.
 //! - [`runner`]: runs one action executable as a job.
 //! - [`store`]: SQLite behind one interface.
@@ -22,6 +23,7 @@ pub mod bot;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod mail;
 pub mod oauth;
 pub mod runner;
 pub mod server;

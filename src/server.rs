@@ -39,11 +39,6 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             "[mode].prod = false: the REST API does NOT check JWTs; never run this way in production"
         );
     }
-    for (section, on) in [("[mail]", config.mail.active)] {
-        if on {
-            warn!("{section} is enabled but this build does not include it yet; it stays off");
-        }
-    }
     let store = Store::open(&config.storage.path)?;
     let proxy_key = match &config.oauth_proxy {
         Some(proxy) => {

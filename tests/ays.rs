@@ -3,81 +3,12 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Cockpit, eventually};
+use support::Cockpit;
+use support::api::{Api, repo_path, template};
 use warp::Filter;
-
-const PRIVATE: &str = include_str!("support/keys/test_p384.pem");
-
-/// A REST client that signs its requests with the test key.
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Api {
-    fn new(cockpit: &Cockpit) -> Api {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let claims = json!({"iss": "itsyouonline", "exp": now + 3600, "username": "ops",
-                            "scope": ["user:memberof:myorg"]});
-        Api {
-            http: reqwest::Client::new(),
-            base: format!("{}/ays/repository", cockpit.api),
-            token: cockpit::auth::mint_token(PRIVATE, &claims).expect("mint"),
-        }
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.call(reqwest::Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.call(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    /// Waits until the run ends; returns it.
-    async fn finished_run(&self, repo: &str, key: &str) -> Value {
-        eventually(Duration::from_secs(60), "the run to end", || async {
-            let (_, run) = self.get(&format!("/{repo}/aysrun/{key}")).await;
-            (run["state"] == "ok" || run["state"] == "error").then_some(run)
-        })
-        .await
-    }
-}
-
-/// Writes an actor template with a schema and shell actions.
-fn template(repo: &Path, actor: &str, schema: &str, actions: &[(&str, &str)]) {
-    let dir = repo.join("actorTemplates").join(actor);
-    std::fs::create_dir_all(dir.join("actions")).expect("template dir");
-    std::fs::write(dir.join("schema.yaml"), schema).expect("schema");
-    for (name, script) in actions {
-        let path = dir.join("actions").join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).expect("action");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
-}
 
 /// An action that records the order it ran in, keeps its input, logs to both streams, and
 /// returns data.
@@ -86,10 +17,6 @@ echo "$COCKPIT_SERVICE $COCKPIT_ACTION" >> ../../../order.log
 echo "hello from $COCKPIT_SERVICE"
 echo "a warning" >&2
 echo '{"data": {"installed": true}}'"#;
-
-fn repo_path(view: &Value) -> PathBuf {
-    PathBuf::from(view["path"].as_str().expect("path"))
-}
 
 #[tokio::test]
 async fn a_blueprint_runs_in_dependency_order_and_survives_a_restart() {

@@ -47,7 +47,7 @@ impl Drop for ServerGuard {
 /// How long a restarted server retries binding while the failed one releases the port.
 const REBIND_FOR: Duration = Duration::from_secs(2);
 
-async fn bind(addr: &str, retry: bool) -> std::io::Result<TcpListener> {
+pub(crate) async fn bind(addr: &str, retry: bool) -> std::io::Result<TcpListener> {
     let deadline = tokio::time::Instant::now() + REBIND_FOR;
     loop {
         match TcpListener::bind(addr).await {

@@ -240,6 +240,13 @@ impl AysState {
     }
 
     async fn event(&mut self, id: Option<i64>, channel: String, payload: serde_json::Value) {
+        // A recorded event can arrive twice: cast by its door while this actor (re)started and
+        // found it pending in the store. Run its actions once.
+        if let Some(id) = id
+            && matches!(self.shared.store.event_pending(id), Ok(false))
+        {
+            return;
+        }
         let mut delivered = true;
         for (name, child) in &self.repos {
             let Some(actor) = &child.actor else {

@@ -8,6 +8,7 @@ pub mod api_server;
 pub mod ays;
 pub mod chat_session;
 pub mod jwt_auth;
+pub mod mail_receiver;
 pub mod oauth_cache;
 pub mod repo;
 pub mod restart;
@@ -35,6 +36,8 @@ pub mod names {
     pub const AYS: &str = "ays";
     /// The Telegram bot supervisor.
     pub const TELEGRAM_BOT: &str = "telegram_bot";
+    /// The SMTP receiver.
+    pub const MAIL_RECEIVER: &str = "mail_receiver";
 }
 
 /// What every actor is started with: configuration and the process-wide handles.

@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 use super::api_server::ApiServer;
 use super::ays::Ays;
 use super::jwt_auth::JwtAuth;
+use super::mail_receiver::MailReceiver;
 use super::oauth_cache::{OAuthCache, OAuthCacheArgs};
 use super::telegram::TelegramBot;
 use super::{Shared, names};
@@ -35,6 +36,8 @@ pub enum ChildKind {
     Ays,
     /// The Telegram bot and its chat sessions (when `[bot].active`).
     TelegramBot,
+    /// The SMTP receiver (when `[mail].active`).
+    MailReceiver,
     /// The HTTP server; last, so that it only accepts once everything behind it runs.
     ApiServer,
 }
@@ -47,6 +50,7 @@ impl ChildKind {
             ChildKind::JwtAuth => names::JWT_AUTH,
             ChildKind::Ays => names::AYS,
             ChildKind::TelegramBot => names::TELEGRAM_BOT,
+            ChildKind::MailReceiver => names::MAIL_RECEIVER,
             ChildKind::ApiServer => names::API_SERVER,
         }
     }
@@ -60,6 +64,9 @@ impl ChildKind {
         kinds.push(ChildKind::Ays);
         if shared.config.bot.active {
             kinds.push(ChildKind::TelegramBot);
+        }
+        if shared.config.mail.active {
+            kinds.push(ChildKind::MailReceiver);
         }
         if shared.config.api.active {
             kinds.push(ChildKind::ApiServer);
@@ -96,6 +103,12 @@ impl ChildKind {
                 .get_cell(),
             ChildKind::TelegramBot => {
                 Actor::spawn_linked(name, TelegramBot, shared.clone(), supervisor)
+                    .await?
+                    .0
+                    .get_cell()
+            }
+            ChildKind::MailReceiver => {
+                Actor::spawn_linked(name, MailReceiver, shared.clone(), supervisor)
                     .await?
                     .0
                     .get_cell()

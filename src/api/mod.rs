@@ -21,6 +21,7 @@ use warp::{Filter, Rejection, Reply};
 use crate::actors::api_server::ApiServerMsg;
 use crate::actors::ays::AysMsg;
 use crate::actors::jwt_auth::JwtAuthMsg;
+use crate::actors::mail_receiver::MailReceiverMsg;
 use crate::actors::oauth_cache::OAuthCacheMsg;
 use crate::actors::{Shared, names};
 
@@ -121,6 +122,8 @@ fn crash(actor: String, shared: Shared) -> WithStatus<Json> {
         }
         names::API_SERVER => ActorRef::<ApiServerMsg>::where_is(actor.clone())
             .map(|a| a.cast(ApiServerMsg::Crash).is_ok()),
+        names::MAIL_RECEIVER => ActorRef::<MailReceiverMsg>::where_is(actor.clone())
+            .map(|a| a.cast(MailReceiverMsg::Crash).is_ok()),
         _ => {
             return error(
                 StatusCode::NOT_FOUND,

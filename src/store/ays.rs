@@ -418,6 +418,19 @@ impl Store {
         Ok(out)
     }
 
+    /// True while an event is recorded and not yet processed.
+    pub fn event_pending(&self, id: i64) -> Result<bool, StoreError> {
+        let conn = self.lock();
+        let pending = conn
+            .query_row(
+                "SELECT processed FROM events WHERE id = ?1",
+                params![id],
+                |row| row.get::<_, i64>(0),
+            )
+            .optional()?;
+        Ok(pending == Some(0))
+    }
+
     /// Marks an event processed (its jobs were queued).
     pub fn mark_event_processed(&self, id: i64) -> Result<(), StoreError> {
         self.lock()
@@ -528,8 +541,11 @@ mod tests {
             .insert_event("email", &json!({"subject": "hi"}), 1)
             .expect("event");
         assert_eq!(store.pending_events().expect("pending").len(), 1);
+        assert!(store.event_pending(id).expect("pending"));
         store.mark_event_processed(id).expect("mark");
         assert!(store.pending_events().expect("pending").is_empty());
+        assert!(!store.event_pending(id).expect("processed"));
+        assert!(!store.event_pending(id + 100).expect("unknown"));
 
         let repo = RepoRecord {
             name: "demo".into(),

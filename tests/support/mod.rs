@@ -1,6 +1,7 @@
 //! Shared test helpers: start the real `cockpit` binary on free ports and read what it logs.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod fake_itsyou;
 pub mod fake_telegram;
 
@@ -36,6 +37,8 @@ pub struct Cockpit {
     pub logs: Arc<Mutex<Vec<String>>>,
     /// `http://127.0.0.1:PORT`, once ready.
     pub api: String,
+    /// The SMTP receiver's `127.0.0.1:PORT` once ready (`off` when `[mail]` is off).
+    pub mail: String,
 }
 
 /// A config for tests: API on a free port, data in `dir`, JWTs verified with the test key.
@@ -72,6 +75,11 @@ impl Cockpit {
             .unwrap_or("off")
             .to_string();
         cockpit.api = format!("http://{api}");
+        cockpit.mail = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("mail="))
+            .unwrap_or("off")
+            .to_string();
         cockpit
     }
 
@@ -104,6 +112,7 @@ impl Cockpit {
             config,
             logs,
             api: String::new(),
+            mail: String::new(),
         }
     }
 

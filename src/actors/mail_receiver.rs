@@ -1,0 +1,166 @@
+//! The `MailReceiver` actor: binds `[mail] host:port` itself (a taken port is a clear startup
+//! error, never a panic) and runs the SMTP accept loop ([`crate::mail::listener`]) on a task it
+//! owns.
+//!
+//! Each accepted mail is recorded (files under `<storage>/mail/`, an `email` event in the store)
+//! before the client gets its `250`; then the event is cast to the `Ays` actor, which runs every
+//! subscribed action and marks the event processed. If `Ays` is not there (restarting) or the
+//! process dies first, the event stays pending and `Ays` processes it when it starts.
+//!
+//! As with the API server, the accept loop is tied to the actor's state: stopping the actor
+//! stops accepting and ends the sessions; a failure (whose state is dropped without
+//! `post_stop`) closes the listener through [`ReceiverGuard`]'s `Drop`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use super::api_server::bind;
+use super::ays::{AysMsg, now_ms};
+use super::{Shared, names};
+use crate::mail::session::{Door, Rules};
+use crate::mail::{Deliver, DeliverError, ReceivedMail, listener, message};
+use crate::store::Store;
+
+/// Messages of the mail receiver.
+pub enum MailReceiverMsg {
+    /// Fault injection: panics inside the handler.
+    Crash,
+}
+
+/// The mail receiver actor.
+pub struct MailReceiver;
+
+/// Stops the accept loop when dropped, whichever way the actor ends.
+pub struct ReceiverGuard {
+    /// Turning it true (or dropping it) stops the loop and its sessions.
+    shutdown: Option<watch::Sender<bool>>,
+    /// The accept loop.
+    task: Option<JoinHandle<()>>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Drop for ReceiverGuard {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(true);
+        }
+    }
+}
+
+/// Records mails in the store and hands them to the `Ays` actor.
+struct Recorder {
+    /// Where events are recorded.
+    store: Store,
+    /// `<storage>/mail`.
+    root: PathBuf,
+}
+
+impl Deliver for Recorder {
+    fn deliver(&self, mail: ReceivedMail) -> BoxFuture<'static, Result<i64, DeliverError>> {
+        let store = self.store.clone();
+        let root = self.root.clone();
+        Box::pin(async move {
+            // Parsing, file writes and the synchronous SQLite commit block: off the runtime.
+            let (id, payload) = tokio::task::spawn_blocking(move || {
+                message::record(&store, &root, &mail, now_ms())
+            })
+            .await
+            .map_err(|err| DeliverError::Record(format!("recording task failed: {err}")))??;
+            // Durable from here on. If Ays is restarting it finds the event pending when it starts.
+            match ActorRef::<AysMsg>::where_is(names::AYS) {
+                Some(ays) => {
+                    let _ = ays.cast(AysMsg::Event {
+                        id: Some(id),
+                        channel: message::CHANNEL.into(),
+                        payload,
+                    });
+                }
+                None => warn!(
+                    event = id,
+                    "ays not running; the mail event waits in the store"
+                ),
+            }
+            Ok(id)
+        })
+    }
+}
+
+impl Actor for MailReceiver {
+    type Msg = MailReceiverMsg;
+    type State = ReceiverGuard;
+    type Arguments = Shared;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        shared: Shared,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let mail = &shared.config.mail;
+        let previous = shared.addresses().mail;
+        // After a restart the port is ours: retry while the old listener closes.
+        let wanted = match previous {
+            Some(previous) if mail.port == 0 => previous.to_string(),
+            _ => format!("{}:{}", mail.host, mail.port),
+        };
+        let listener = bind(&wanted, previous.is_some())
+            .await
+            .map_err(|err| format!("[mail] cannot listen on {wanted}: {err}"))?;
+        let addr = listener.local_addr()?;
+        shared.set_address(|a| a.mail = Some(addr));
+        let door = Arc::new(Door {
+            rules: Rules::from_config(mail),
+            deliver: Arc::new(Recorder {
+                store: shared.store.clone(),
+                root: message::mail_root(&shared.config.storage.path),
+            }),
+            telemetry: shared.telemetry.clone(),
+        });
+        let (tx, rx) = watch::channel(false);
+        let max = mail.max_connections as usize;
+        let task = tokio::spawn(listener::run(listener, door, max, rx));
+        info!(%addr, domains = ?mail.domains, "mail receiver listening");
+        if mail.domains.is_empty() {
+            warn!("[mail].domain is not set: mail for any domain is accepted (never relayed)");
+        }
+        Ok(ReceiverGuard {
+            shutdown: Some(tx),
+            task: Some(task),
+            addr,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(tx) = state.shutdown.take() {
+            let _ = tx.send(true);
+        }
+        if let Some(task) = state.task.take() {
+            // Sessions recording a mail finish; a stuck one cannot hold shutdown forever.
+            let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            MailReceiverMsg::Crash => panic!("fault injection: mail_receiver crashed on request"),
+        }
+    }
+}

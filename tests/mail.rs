@@ -1,0 +1,385 @@
+//! The SMTP receiver end to end: the real binary, a real SMTP client (lettre) or raw bytes over
+//! TCP, and real shell actions subscribed to the `email` channel.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use lettre::message::header::ContentType;
+use lettre::message::{Attachment, MultiPart, SinglePart};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::{Message, SmtpTransport, Transport};
+use serde_json::{Value, json};
+use support::api::{Api, repo_path, template};
+use support::{Cockpit, eventually};
+
+/// `[mail]` on a free port for `cockpit.test`, plus `extra` keys.
+fn mail_config(extra: &str) -> String {
+    format!(
+        "[mail]\nactive = true\nhost = \"127.0.0.1\"\nport = 0\ndomain = [\"cockpit.test\"]\n{extra}\n"
+    )
+}
+
+/// A lettre client for the cockpit's SMTP port (plain SMTP: the receiver offers no TLS).
+fn smtp(cockpit: &Cockpit) -> SmtpTransport {
+    let (host, port) = cockpit.mail.rsplit_once(':').expect("mail address");
+    SmtpTransport::builder_dangerous(host)
+        .port(port.parse().expect("port"))
+        .hello_name(ClientId::Domain("client.test".into()))
+        .timeout(Some(Duration::from_secs(10)))
+        .build()
+}
+
+/// Sends with lettre off the async runtime; the SMTP code of the answer to DATA, or the error.
+async fn send(transport: SmtpTransport, message: Message) -> Result<u16, String> {
+    tokio::task::spawn_blocking(move || {
+        transport
+            .send(&message)
+            .map(|response| u16::from(response.code()))
+            .map_err(|err| err.to_string())
+    })
+    .await
+    .expect("send task")
+}
+
+/// A simple mail to `ops@cockpit.test`.
+fn simple(subject: &str) -> Message {
+    Message::builder()
+        .from("Alice <alice@example.org>".parse().expect("from"))
+        .to("ops@cockpit.test".parse().expect("to"))
+        .subject(subject)
+        .body(String::from("hello"))
+        .expect("message")
+}
+
+/// `(id, processed)` of every recorded event, read straight from the database file.
+fn events(data_dir: &Path) -> Vec<(i64, bool)> {
+    let Ok(conn) = rusqlite::Connection::open_with_flags(
+        data_dir.join("cockpit.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    ) else {
+        return Vec::new();
+    };
+    let mut stmt = conn
+        .prepare("SELECT id, processed FROM events ORDER BY id")
+        .expect("query");
+    stmt.query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? != 0)))
+        .expect("rows")
+        .map(|row| row.expect("row"))
+        .collect()
+}
+
+/// Creates repository `inbox` with a `mailer__ops` service whose `onmail` action, subscribed
+/// to `email`, writes its job JSON (stdin) to `job_file`.
+async fn subscribe(api: &Api, job_file: &Path) {
+    let (status, repo) = api.post("", json!({"name": "inbox"})).await;
+    assert_eq!(status, 201, "{repo}");
+    let script = format!("cat > '{0}.tmp' && mv '{0}.tmp' '{0}'", job_file.display());
+    template(&repo_path(&repo), "mailer", "", &[("onmail", &script)]);
+    let blueprint = "mailer__ops:\neventfilters:\n  - {channel: email, action: onmail}\n";
+    let (status, body) = api
+        .post(
+            "/inbox/blueprint",
+            json!({"name": "mail.yaml", "content": blueprint}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = api.post("/inbox/blueprint/mail.yaml", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Waits for the action's job file; returns the job JSON.
+async fn job(job_file: &Path) -> Value {
+    eventually(Duration::from_secs(30), "the subscribed action", || async {
+        let text = std::fs::read_to_string(job_file).ok()?;
+        serde_json::from_str(&text).ok()
+    })
+    .await
+}
+
+/// A raw SMTP client over TCP, for what a well-behaved client library would not send.
+struct Raw {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Raw {
+    fn connect(addr: &str) -> Raw {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let writer = stream.try_clone().expect("clone");
+        Raw {
+            reader: BufReader::new(stream),
+            writer,
+        }
+    }
+
+    /// Sends raw bytes.
+    fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("send");
+    }
+
+    /// Sends a line and checks the last line of the reply starts with `expected`.
+    fn cmd(&mut self, line: &str, expected: &str) {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.expect(expected);
+    }
+
+    /// Reads one (possibly multi-line) reply and checks its last line.
+    fn expect(&mut self, expected: &str) {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            let n = self.reader.read_line(&mut line).expect("reply");
+            all.push_str(&line);
+            if n == 0 || line.as_bytes().get(3) != Some(&b'-') {
+                break;
+            }
+        }
+        let last = all.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with(expected),
+            "expected {expected:?}, got {all:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_mail_with_an_attachment_runs_the_subscribed_action_with_the_mail_as_args() {
+    let cockpit = Cockpit::start(&mail_config(""));
+    let api = Api::new(&cockpit);
+    let job_file = cockpit.dir.path().join("job.json");
+    subscribe(&api, &job_file).await;
+
+    // The envelope names only our recipient, as a sending MTA does for the cc'd domain's MX.
+    let envelope = lettre::address::Envelope::new(
+        Some("alice@example.org".parse().expect("from")),
+        vec!["ops@cockpit.test".parse().expect("to")],
+    )
+    .expect("envelope");
+    let message = Message::builder()
+        .envelope(envelope)
+        .from("Alice <alice@example.org>".parse().expect("from"))
+        .to("ops@cockpit.test".parse().expect("to"))
+        .cc("boss@example.org".parse().expect("cc"))
+        .subject("disk full on node-3")
+        .multipart(
+            MultiPart::mixed()
+                .singlepart(SinglePart::plain(String::from("Node 3 is full.")))
+                .singlepart(
+                    Attachment::new("../df.txt".into())
+                        .body(String::from("/dev/sda1 100%"), ContentType::TEXT_PLAIN),
+                ),
+        )
+        .expect("message");
+    assert_eq!(send(smtp(&cockpit), message).await, Ok(250));
+
+    let job = job(&job_file).await;
+    assert_eq!(job["action"], "onmail");
+    assert_eq!(job["service"]["key"], "mailer!ops");
+    let args = &job["args"];
+    assert_eq!(args["subject"], "disk full on node-3");
+    assert_eq!(args["sender"], "alice@example.org");
+    assert_eq!(args["sender_name"], "Alice");
+    assert_eq!(args["to"], json!(["ops@cockpit.test"]));
+    assert_eq!(args["cc"], json!(["boss@example.org"]));
+    assert!(
+        args["date"].as_i64().is_some_and(|d| d > 1_600_000_000),
+        "{args}"
+    );
+    assert_eq!(
+        args["text"].as_str().map(str::trim),
+        Some("Node 3 is full.")
+    );
+    assert_eq!(args["envelope"]["from"], "alice@example.org");
+    let attachment = &args["attachments"][0];
+    assert_eq!(attachment["name"], "../df.txt");
+    assert_eq!(attachment["content_type"], "text/plain");
+    let path = PathBuf::from(attachment["path"].as_str().expect("path"));
+    assert!(
+        path.starts_with(cockpit.data_dir().join("mail")),
+        "{path:?} stays under the data dir"
+    );
+    assert_eq!(path.file_name().and_then(|n| n.to_str()), Some("1-df.txt"));
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("attachment"),
+        "/dev/sda1 100%"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the event marked processed",
+        || async { (events(&cockpit.data_dir()) == [(1, true)]).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn refused_recipients_sizes_and_garbage_get_their_codes_and_nothing_is_recorded() {
+    let cockpit = Cockpit::start(&mail_config("max_message_bytes = 2048\nmax_recipients = 2"));
+    let mut raw = Raw::connect(&cockpit.mail);
+    raw.expect("220");
+    raw.cmd("EHLO client.test", "250");
+    raw.cmd("MAIL FROM:<alice@example.org>", "250");
+    raw.cmd("RCPT TO:<someone@relay-me.example>", "550");
+    raw.cmd("RCPT TO:<a@cockpit.test>", "250");
+    raw.cmd("RCPT TO:<b@cockpit.test>", "250");
+    raw.cmd("RCPT TO:<c@cockpit.test>", "452");
+    raw.cmd("DATA", "354");
+    raw.send(b"Subject: too big\r\n\r\n");
+    for _ in 0..100 {
+        raw.send(b"0123456789012345678901234567890123456789\r\n");
+    }
+    raw.cmd(".", "552");
+    raw.send(b"\x00\xff\xfe\x16\x03\x01 not smtp at all\r\n");
+    raw.expect("500");
+    raw.cmd("NOOP", "250");
+
+    assert_eq!(events(&cockpit.data_dir()), [], "nothing recorded");
+    assert!(!cockpit.data_dir().join("mail").exists());
+
+    // The receiver keeps serving, on that connection and to a new client.
+    raw.cmd("MAIL FROM:<alice@example.org>", "250");
+    raw.cmd("QUIT", "221");
+    assert_eq!(send(smtp(&cockpit), simple("still here")).await, Ok(250));
+    assert_eq!(events(&cockpit.data_dir()).len(), 1);
+
+    let metrics = reqwest::get(format!("{}/metrics", cockpit.api))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    for counter in [
+        "cockpit_mail_accepted_total 1",
+        "cockpit_mail_refused_recipient_total 1",
+        "cockpit_mail_refused_too_many_recipients_total 1",
+        "cockpit_mail_refused_too_large_total 1",
+        "cockpit_mail_refused_syntax_total 1",
+    ] {
+        assert!(metrics.contains(counter), "{counter} in\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn hundreds_of_idle_connections_never_stop_a_new_sender() {
+    let cockpit = Cockpit::start(&mail_config("max_connections = 400"));
+    let connect = |n: usize| -> Vec<Raw> {
+        (0..n)
+            .map(|_| {
+                let mut raw = Raw::connect(&cockpit.mail);
+                raw.expect("220");
+                raw
+            })
+            .collect()
+    };
+
+    // Below the limit: 300 silent clients each hold a session, and a sender is served at once.
+    let mut idle = connect(300);
+    let started = Instant::now();
+    assert_eq!(send(smtp(&cockpit), simple("first")).await, Ok(250));
+    let first = started.elapsed();
+
+    // Beyond the limit: the clients idle the longest are cut to make room.
+    idle.extend(connect(200));
+    idle[0].expect("421 4.7.0");
+    let started = Instant::now();
+    assert_eq!(send(smtp(&cockpit), simple("second")).await, Ok(250));
+    let second = started.elapsed();
+
+    assert!(
+        first < Duration::from_secs(3) && second < Duration::from_secs(3),
+        "delivered in {first:?} and {second:?}"
+    );
+    assert_eq!(events(&cockpit.data_dir()).len(), 2);
+    // The most recent idle client is still connected and served.
+    idle.last_mut().expect("client").cmd("NOOP", "250");
+}
+
+#[tokio::test]
+async fn a_mail_acknowledged_just_before_kill_dash_9_runs_its_action_after_restart() {
+    let mut cockpit = Cockpit::start(&mail_config(""));
+    let api = Api::new(&cockpit);
+    let job_file = cockpit.dir.path().join("job.json");
+    subscribe(&api, &job_file).await;
+
+    // Keep the Ays actor busy so that the event cannot be processed before the kill: it clones
+    // a git repository (inside its handler) from a server that accepts and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/repo.git", silent.local_addr().expect("addr"));
+    let busy_api = Api::new(&cockpit);
+    let clone = tokio::spawn(async move {
+        busy_api
+            .post("", json!({"name": "blocker", "git_url": url}))
+            .await
+    });
+    let (_git, _) = tokio::time::timeout(Duration::from_secs(20), silent.accept())
+        .await
+        .expect("git connects")
+        .expect("accept");
+
+    assert_eq!(
+        send(smtp(&cockpit), simple("survives kill -9")).await,
+        Ok(250)
+    );
+    assert_eq!(
+        events(&cockpit.data_dir()),
+        [(1, false)],
+        "recorded, not yet processed"
+    );
+    clone.abort();
+    cockpit.signal(libc::SIGKILL);
+    assert!(cockpit.wait_exit(Duration::from_secs(10)).is_some());
+    assert!(!job_file.exists());
+
+    let dir = std::mem::replace(&mut cockpit.dir, tempfile::tempdir().expect("tmp"));
+    let text = std::fs::read_to_string(&cockpit.config).expect("config");
+    let again = Cockpit::start_in(dir, &text);
+    let job_file = again.dir.path().join("job.json");
+    let job = job(&job_file).await;
+    assert_eq!(job["args"]["subject"], "survives kill -9");
+    eventually(
+        Duration::from_secs(10),
+        "the event marked processed",
+        || async { (events(&again.data_dir()) == [(1, true)]).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_receiver_is_restarted_after_a_crash_and_closes_sessions_on_shutdown() {
+    let mut cockpit = Cockpit::start(&mail_config("[debug]\nfault_injection = true"));
+    let crashed = reqwest::Client::new()
+        .post(format!("{}/debug/crash/mail_receiver", cockpit.api))
+        .send()
+        .await
+        .expect("crash");
+    assert_eq!(crashed.status().as_u16(), 202);
+    cockpit
+        .wait_for_log("actor restarted", Duration::from_secs(10))
+        .expect("restarted");
+    // Same address after the restart.
+    let code = eventually(Duration::from_secs(10), "mail served again", || {
+        let transport = smtp(&cockpit);
+        async move { send(transport, simple("after the crash")).await.ok() }
+    })
+    .await;
+    assert_eq!(code, 250);
+
+    let mut waiting = Raw::connect(&cockpit.mail);
+    waiting.expect("220");
+    waiting.cmd("EHLO client.test", "250");
+    cockpit.signal(libc::SIGTERM);
+    waiting.expect("421 4.3.2");
+    let mut rest = Vec::new();
+    let _ = waiting.reader.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "closed after the 421");
+    let status = cockpit.wait_exit(Duration::from_secs(20)).expect("exits");
+    assert_eq!(status.code(), Some(0));
+}
