@@ -6,13 +6,13 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
+use support::api::Api;
 use support::fake_itsyou::FakeItsYou;
 use support::fake_telegram::FakeTelegram;
 use support::{Cockpit, base_config, eventually};
 
 const BOT_TOKEN: &str = "424242:BOT-token-SECRET-never-logged";
-const PRIVATE: &str = include_str!("support/keys/test_p384.pem");
 const WAIT: Duration = Duration::from_secs(30);
 
 /// The doubles and the real binary wired to them.
@@ -106,22 +106,9 @@ impl World {
 
     /// `GET /ays/repository` over REST with a token signed by the test key.
     async fn rest_repositories(&self) -> Value {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let claims = json!({"iss": "itsyouonline", "exp": now + 600, "username": "ops",
-                            "scope": ["user:memberof:myorg"]});
-        let token = cockpit::auth::mint_token(PRIVATE, &claims).expect("mint");
-        let response = self
-            .http
-            .get(format!("{}/ays/repository", self.cockpit.api))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("rest");
-        assert_eq!(response.status(), 200);
-        response.json().await.expect("json")
+        let (status, repos) = Api::new(&self.cockpit).get("").await;
+        assert_eq!(status, 200, "{repos}");
+        repos
     }
 
     /// Neither the bot token nor the client secret was ever logged.

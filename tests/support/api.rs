@@ -14,11 +14,11 @@ pub const PRIVATE: &str = include_str!("keys/test_p384.pem");
 /// A REST client that signs its requests with the test key.
 pub struct Api {
     /// The HTTP client.
-    http: reqwest::Client,
+    pub http: reqwest::Client,
     /// `<api>/ays/repository`.
     pub base: String,
     /// A valid JWT for the test key.
-    token: String,
+    pub token: String,
 }
 
 impl Api {
