@@ -407,3 +407,80 @@ async fn a_cycle_is_refused_naming_the_services() {
     );
     assert_eq!(api.get("/loop/aysrun").await.1, json!([]));
 }
+
+#[tokio::test]
+async fn a_slow_clone_blocks_nothing_and_a_real_one_creates_the_repository() {
+    let cockpit = Cockpit::start("");
+    let api = Api::new(&cockpit);
+
+    // A remote that accepts and never answers: the clone hangs, everything else goes on.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/repo.git", silent.local_addr().expect("addr"));
+    let hanging = Api::new(&cockpit);
+    let clone = tokio::spawn(async move {
+        hanging
+            .post("", json!({"name": "slow", "git_url": url}))
+            .await
+    });
+    let (_git, _) = tokio::time::timeout(Duration::from_secs(20), silent.accept())
+        .await
+        .expect("git connects")
+        .expect("accept");
+    let answered = tokio::time::timeout(Duration::from_secs(5), async {
+        let (status, _) = api.post("", json!({"name": "quick"})).await;
+        assert_eq!(status, 201);
+        let (status, repos) = api.get("").await;
+        assert_eq!(status, 200);
+        repos
+    })
+    .await
+    .expect("the engine answers while a clone hangs");
+    let names: Vec<&str> = answered
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["quick"],
+        "a repository being cloned is not listed yet"
+    );
+    assert_eq!(
+        api.post("", json!({"name": "slow"})).await.0,
+        409,
+        "its name is taken"
+    );
+    clone.abort();
+
+    // A real clone from a local repository.
+    let origin = cockpit.dir.path().join("origin");
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&origin)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.org")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.org")
+            .output()
+            .expect("git");
+        assert!(out.status.success(), "{out:?}");
+    };
+    std::fs::create_dir_all(origin.join("blueprints")).expect("origin");
+    std::fs::write(origin.join("blueprints/app.yaml"), "x__y:\n").expect("blueprint");
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "blueprint"]);
+    let url = format!("file://{}", origin.display());
+    let (status, repo) = api
+        .post("", json!({"name": "cloned", "git_url": url}))
+        .await;
+    assert_eq!(status, 201, "{repo}");
+    assert_eq!(repo["git_url"], url.as_str());
+    assert!(repo_path(&repo).join("blueprints/app.yaml").exists());
+    let (_, listed) = api.get("/cloned/blueprint").await;
+    assert_eq!(listed[0]["name"], "app.yaml", "{listed}");
+}

@@ -302,27 +302,23 @@ async fn hundreds_of_idle_connections_never_stop_a_new_sender() {
 
 #[tokio::test]
 async fn a_mail_acknowledged_just_before_kill_dash_9_runs_its_action_after_restart() {
-    let mut cockpit = Cockpit::start(&mail_config(""));
+    // The subscribed repository's actor is crashed and restarts only after a minute, so the
+    // event is recorded and acknowledged but cannot be processed before the kill.
+    let mut cockpit = Cockpit::start(&mail_config(
+        "[debug]\nfault_injection = true\n[supervisor]\nbackoff_initial_ms = 60000\nbackoff_max_ms = 60000",
+    ));
     let api = Api::new(&cockpit);
     let job_file = cockpit.dir.path().join("job.json");
     subscribe(&api, &job_file).await;
-
-    // Keep the Ays actor busy so that the event cannot be processed before the kill: it clones
-    // a git repository (inside its handler) from a server that accepts and never answers.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let crashed = reqwest::Client::new()
+        .post(format!("{}/debug/crash/repo:inbox", cockpit.api))
+        .send()
         .await
-        .expect("bind");
-    let url = format!("http://{}/repo.git", silent.local_addr().expect("addr"));
-    let busy_api = Api::new(&cockpit);
-    let clone = tokio::spawn(async move {
-        busy_api
-            .post("", json!({"name": "blocker", "git_url": url}))
-            .await
-    });
-    let (_git, _) = tokio::time::timeout(Duration::from_secs(20), silent.accept())
-        .await
-        .expect("git connects")
-        .expect("accept");
+        .expect("crash");
+    assert_eq!(crashed.status().as_u16(), 202);
+    cockpit
+        .wait_for_log("repository actor failed", Duration::from_secs(10))
+        .expect("the repository actor is down");
 
     assert_eq!(
         send(smtp(&cockpit), simple("survives kill -9")).await,
@@ -333,7 +329,6 @@ async fn a_mail_acknowledged_just_before_kill_dash_9_runs_its_action_after_resta
         [(1, false)],
         "recorded, not yet processed"
     );
-    clone.abort();
     cockpit.signal(libc::SIGKILL);
     assert!(cockpit.wait_exit(Duration::from_secs(10)).is_some());
     assert!(!job_file.exists());

@@ -103,6 +103,17 @@ pub enum AysMsg {
         /// The payload: the jobs' args.
         payload: serde_json::Value,
     },
+    /// A clone for `CreateRepo` ended (sent to itself by the clone task).
+    Cloned {
+        /// The repository being created.
+        name: String,
+        /// The remote it was cloned from.
+        git_url: String,
+        /// Whether the clone worked.
+        result: Result<(), AysError>,
+        /// The creator's reply port.
+        reply: RpcReplyPort<Result<RepoView, AysError>>,
+    },
     /// Restarts a failed repository actor (sent to itself after backoff).
     Restart(String),
     /// Fault injection: panics inside the handler.
@@ -128,6 +139,8 @@ pub struct AysState {
     workers: Arc<Semaphore>,
     /// Repository actors by repository name.
     repos: BTreeMap<String, RepoChild>,
+    /// Repositories whose clone is under way (their names are taken).
+    cloning: std::collections::BTreeSet<String>,
 }
 
 /// True for a valid repository name.
@@ -184,24 +197,65 @@ impl AysState {
             .ok_or_else(|| AysError::NotFound(format!("repository {name:?} not found")))
     }
 
+    /// Starts creating a repository. Without a remote it is created now; with one, the clone
+    /// runs on a task (it can take minutes, and this actor serves everyone meanwhile) and
+    /// [`AysMsg::Cloned`] finishes the creation.
     async fn create(
         &mut self,
         myself: &ActorRef<AysMsg>,
         name: String,
         git_url: Option<String>,
-    ) -> Result<RepoView, AysError> {
+        reply: RpcReplyPort<Result<RepoView, AysError>>,
+    ) {
         if !valid_repo_name(&name) {
-            return Err(AysError::BadRequest(format!(
+            let _ = reply.send(Err(AysError::BadRequest(format!(
                 "invalid repository name {name:?}: use 1 to 64 of A-Z a-z 0-9 _ -"
-            )));
+            ))));
+            return;
         }
-        if self.shared.store.repo(&name)?.is_some() {
-            return Err(AysError::Conflict(format!("repository {name:?} exists")));
+        match self.shared.store.repo(&name) {
+            Ok(None) if !self.cloning.contains(&name) => {}
+            Ok(_) => {
+                let _ = reply.send(Err(AysError::Conflict(format!(
+                    "repository {name:?} exists"
+                ))));
+                return;
+            }
+            Err(err) => {
+                let _ = reply.send(Err(err.into()));
+                return;
+            }
         }
+        let Some(url) = git_url else {
+            let _ = reply.send(self.finish_create(myself, name, None).await);
+            return;
+        };
+        self.cloning.insert(name.clone());
         let dir = repo_dir(&self.shared, &name);
-        if let Some(url) = &git_url {
-            clone(url, &dir).await?;
-        }
+        let me = myself.clone();
+        tokio::spawn(async move {
+            let result = clone(&url, &dir).await;
+            let cloned = AysMsg::Cloned {
+                name,
+                git_url: url,
+                result,
+                reply,
+            };
+            if me.cast(cloned).is_err() {
+                // This actor died meanwhile: its successor knows nothing of this clone.
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        });
+    }
+
+    /// Creates the repository's directories, records it and starts its actor.
+    async fn finish_create(
+        &mut self,
+        myself: &ActorRef<AysMsg>,
+        name: String,
+        git_url: Option<String>,
+    ) -> Result<RepoView, AysError> {
+        let dir = repo_dir(&self.shared, &name);
         for sub in ["blueprints", "actorTemplates"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(|err| {
                 AysError::Internal(format!("cannot create {}: {err}", dir.display()))
@@ -322,6 +376,7 @@ impl Actor for Ays {
             shared: shared.clone(),
             workers,
             repos: BTreeMap::new(),
+            cloning: Default::default(),
         };
         for record in shared.store.repos()? {
             state
@@ -360,8 +415,19 @@ impl Actor for Ays {
                 name,
                 git_url,
                 reply,
+            } => state.create(&myself, name, git_url, reply).await,
+            AysMsg::Cloned {
+                name,
+                git_url,
+                result,
+                reply,
             } => {
-                let _ = reply.send(state.create(&myself, name, git_url).await);
+                state.cloning.remove(&name);
+                let created = match result {
+                    Ok(()) => state.finish_create(&myself, name, Some(git_url)).await,
+                    Err(err) => Err(err),
+                };
+                let _ = reply.send(created);
             }
             AysMsg::GetRepo { name, reply } => {
                 let result = match state.shared.store.repo(&name) {

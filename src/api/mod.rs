@@ -23,6 +23,7 @@ use crate::actors::ays::AysMsg;
 use crate::actors::jwt_auth::JwtAuthMsg;
 use crate::actors::mail_receiver::MailReceiverMsg;
 use crate::actors::oauth_cache::OAuthCacheMsg;
+use crate::actors::repo::RepoMsg;
 use crate::actors::{Shared, names};
 
 /// A JSON error reply.
@@ -124,6 +125,10 @@ fn crash(actor: String, shared: Shared) -> WithStatus<Json> {
             .map(|a| a.cast(ApiServerMsg::Crash).is_ok()),
         names::MAIL_RECEIVER => ActorRef::<MailReceiverMsg>::where_is(actor.clone())
             .map(|a| a.cast(MailReceiverMsg::Crash).is_ok()),
+        // A repository's actor: `repo:<name>`.
+        repo if repo.starts_with("repo:") => {
+            ActorRef::<RepoMsg>::where_is(actor.clone()).map(|a| a.cast(RepoMsg::Crash).is_ok())
+        }
         _ => {
             return error(
                 StatusCode::NOT_FOUND,
