@@ -103,6 +103,9 @@ pub struct BotConfig {
     pub active: bool,
     /// Base URL of the Bot API (a local Bot API server or a test double).
     pub api_url: String,
+    /// Whether sends are held to Telegram's rate limits (30 messages/s, 1/s per chat). Only a
+    /// Bot API without those limits (a test double, a benchmark) is a reason to turn it off.
+    pub throttle: bool,
 }
 
 /// `[mail]`.
@@ -557,7 +560,7 @@ impl Reader {
     }
 
     fn bot(&mut self, root: &Table) -> BotConfig {
-        let s = self.section(root, "bot", &["token", "active", "api_url"]);
+        let s = self.section(root, "bot", &["token", "active", "api_url", "throttle"]);
         let token = self
             .string(&s, "token")
             .filter(|t| !t.is_empty())
@@ -571,6 +574,7 @@ impl Reader {
             token,
             active,
             api_url: self.url(&s, "api_url", api_url),
+            throttle: self.bool(&s, "throttle").unwrap_or(true),
         }
     }
 
@@ -838,6 +842,10 @@ mod tests {
             ("127.0.0.1", 5000)
         );
         assert!(!config.bot.active && !config.mail.active);
+        assert!(
+            config.bot.throttle,
+            "sends keep to Telegram's limits unless told"
+        );
         assert_eq!(config.mail.max_message_bytes, 10 << 20);
         assert_eq!(config.oauth.state_ttl_secs, 600);
         assert_eq!(config.supervisor.max_restarts, 5);

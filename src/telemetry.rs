@@ -38,6 +38,9 @@ const BUCKETS: [f64; 10] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
 ];
 
+/// How many recent observations a summary keeps per name.
+const MAX_SAMPLES: usize = 10_000;
+
 /// Request counters and the latency histogram.
 #[derive(Default)]
 struct Requests {
@@ -58,6 +61,8 @@ pub struct Telemetry {
     actors: Mutex<BTreeMap<String, ActorHealth>>,
     /// HTTP request figures, written by the API server.
     requests: Mutex<Requests>,
+    /// Named durations (the latest [`MAX_SAMPLES`] of each), shown as summaries with quantiles.
+    samples: Mutex<BTreeMap<String, std::collections::VecDeque<f64>>>,
     /// Named counters other components bump (mail accepted, bot updates, runs...).
     counters: Mutex<BTreeMap<String, u64>>,
 }
@@ -133,6 +138,17 @@ impl Telemetry {
         *lock(&self.counters).entry(name.to_string()).or_default() += n;
     }
 
+    /// Records one duration of a named summary (`cockpit_<name>_seconds` in `/metrics`, with
+    /// the 0.5 and 0.99 quantiles of the latest observations).
+    pub fn observe(&self, name: &str, elapsed: Duration) {
+        let mut samples = lock(&self.samples);
+        let list = samples.entry(name.to_string()).or_default();
+        if list.len() == MAX_SAMPLES {
+            list.pop_front();
+        }
+        list.push_back(elapsed.as_secs_f64());
+    }
+
     /// The Prometheus text exposition of everything.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -189,6 +205,25 @@ impl Telemetry {
             let _ = writeln!(out, "# TYPE cockpit_{name}_total counter");
             let _ = writeln!(out, "cockpit_{name}_total {n}");
         }
+        for (name, list) in lock(&self.samples).iter() {
+            let mut sorted: Vec<f64> = list.iter().copied().collect();
+            sorted.sort_by(f64::total_cmp);
+            let _ = writeln!(out, "# TYPE cockpit_{name}_seconds summary");
+            for q in [0.5, 0.99] {
+                let at = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+                let _ = writeln!(
+                    out,
+                    "cockpit_{name}_seconds{{quantile=\"{q}\"}} {}",
+                    sorted[at]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "cockpit_{name}_seconds_sum {}",
+                sorted.iter().sum::<f64>()
+            );
+            let _ = writeln!(out, "cockpit_{name}_seconds_count {}", sorted.len());
+        }
         out
     }
 }
@@ -213,6 +248,9 @@ mod tests {
         t.request("GET", 200, Duration::from_micros(700));
         t.request("GET", 200, Duration::from_secs(3));
         t.count("mail_accepted", 2);
+        for ms in [1, 2, 3, 4, 100] {
+            t.observe("chat_session_restart", Duration::from_millis(ms));
+        }
         let text = t.render();
         assert!(
             text.contains("cockpit_actor_restarts_total{actor=\"oauth_cache\"} 1"),
@@ -222,5 +260,8 @@ mod tests {
         assert!(text.contains("cockpit_http_request_duration_seconds_bucket{le=\"0.001\"} 1"));
         assert!(text.contains("cockpit_http_request_duration_seconds_bucket{le=\"+Inf\"} 2"));
         assert!(text.contains("cockpit_mail_accepted_total 2"));
+        assert!(text.contains("cockpit_chat_session_restart_seconds{quantile=\"0.5\"} 0.003"));
+        assert!(text.contains("cockpit_chat_session_restart_seconds{quantile=\"0.99\"} 0.1"));
+        assert!(text.contains("cockpit_chat_session_restart_seconds_count 5"));
     }
 }

@@ -454,6 +454,10 @@ async fn a_panicking_session_restarts_alone_while_fifty_chats_are_answered() {
         .find_map(|l| l.strip_prefix("cockpit_chat_session_restarts_total "))
         .and_then(|n| n.trim().parse::<u64>().ok());
     assert_eq!(restarts, Some(1), "{metrics}");
+    assert!(
+        metrics.contains("cockpit_chat_session_restart_seconds_count 1"),
+        "the restart's latency is measured: {metrics}"
+    );
     // Every update was confirmed, none was lost or answered twice.
     for user in &others {
         assert_eq!(world.telegram.texts_to(*user).len(), 2, "chat {user}");

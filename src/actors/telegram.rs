@@ -123,7 +123,11 @@ impl Actor for TelegramBot {
             .token
             .clone()
             .ok_or("[bot].token is required")?;
-        let clients = telegram::clients(&token, &shared.config.bot.api_url)?;
+        let clients = telegram::clients(
+            &token,
+            &shared.config.bot.api_url,
+            shared.config.bot.throttle,
+        )?;
         let start: i64 = shared
             .store
             .setting(OFFSET_KEY)?
@@ -228,7 +232,12 @@ impl Actor for TelegramBot {
                 Decision::RestartAfter(_) => {
                     warn!(chat_id, "chat session failed, restarting it: {why}");
                     // Restarted at once, alone; its state comes back from the store.
+                    let restarting = Instant::now();
                     state.session(&myself, chat_id).await?;
+                    state
+                        .shared
+                        .telemetry
+                        .observe("chat_session_restart", restarting.elapsed());
                 }
                 Decision::GiveUp(n) => {
                     warn!(

@@ -19,7 +19,8 @@ use tracing::{debug, warn};
 use super::{Incoming, IncomingKind, Outgoing, render};
 use crate::config::Secret;
 
-/// The bot client used for sending: throttled to Telegram's limits.
+/// The bot client used for sending: throttled to Telegram's limits (unless `[bot].throttle` is
+/// off, for a Bot API without them).
 pub type Client = teloxide::adaptors::Throttle<Bot>;
 
 /// The two clients: one for long polling, one (throttled) for sending.
@@ -31,15 +32,24 @@ pub struct Clients {
     pub send: Client,
 }
 
-/// Builds the clients for `api_url` (a path must not end in `/`).
-pub fn clients(token: &Secret, api_url: &str) -> Result<Clients, String> {
+/// Builds the clients for `api_url` (a path must not end in `/`); `throttle` holds sends to
+/// Telegram's limits, otherwise the limits are set out of reach.
+pub fn clients(token: &Secret, api_url: &str, throttle: bool) -> Result<Clients, String> {
     let url = reqwest::Url::parse(api_url.trim_end_matches('/'))
         .map_err(|err| format!("[bot].api_url is not a URL: {err}"))?;
     let poll = Bot::new(token.expose()).set_api_url(url);
-    let send = teloxide::requests::RequesterExt::throttle(
-        poll.clone(),
-        teloxide::adaptors::throttle::Limits::default(),
-    );
+    let limits = if throttle {
+        teloxide::adaptors::throttle::Limits::default()
+    } else {
+        // Out of reach, not unlimited: teloxide sizes its queue by `messages_per_sec_overall`.
+        teloxide::adaptors::throttle::Limits {
+            messages_per_sec_chat: 10_000,
+            messages_per_min_chat: 600_000,
+            messages_per_min_channel_or_supergroup: 600_000,
+            messages_per_sec_overall: 10_000,
+        }
+    };
+    let send = teloxide::requests::RequesterExt::throttle(poll.clone(), limits);
     Ok(Clients { poll, send })
 }
 

@@ -32,6 +32,9 @@ struct State {
     files: Vec<(String, Vec<u8>)>,
     /// Lowercased method → how many of its next calls fail with a 502.
     failures: std::collections::HashMap<String, u32>,
+    /// Benchmarks: when a `getUpdates` first returned updates, and when the last call came.
+    first_served: Option<Instant>,
+    last_call: Option<Instant>,
 }
 
 /// The fake server; clone freely.
@@ -136,6 +139,7 @@ impl FakeTelegram {
         }
         let result = {
             let mut state = self.state.lock().expect("state");
+            state.last_call = Some(Instant::now());
             state.calls.push(Call {
                 method: method.clone(),
                 params: params.clone(),
@@ -169,6 +173,30 @@ impl FakeTelegram {
         warp::reply::json(&json!({"ok": true, "result": result})).into_response()
     }
 
+    /// Benchmarks: how many `sendMessage` calls came, and the seconds from the first served
+    /// batch of updates to the last call (`None` before any).
+    pub fn throughput(&self) -> (usize, Option<f64>) {
+        let state = self.state.lock().expect("state");
+        let sent = state
+            .calls
+            .iter()
+            .filter(|c| c.method == "sendmessage")
+            .count();
+        let span = state
+            .first_served
+            .zip(state.last_call)
+            .map(|(first, last)| last.saturating_duration_since(first).as_secs_f64());
+        (sent, span)
+    }
+
+    /// Benchmarks: forgets recorded calls and timings (queued updates stay).
+    pub fn reset(&self) {
+        let mut state = self.state.lock().expect("state");
+        state.calls.clear();
+        state.first_served = None;
+        state.last_call = None;
+    }
+
     /// Makes the next `n` calls of `method` fail with a 502, as an overloaded Bot API does.
     pub fn fail_next(&self, method: &str, n: u32) {
         self.state
@@ -195,6 +223,7 @@ impl FakeTelegram {
                     .updates
                     .retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
                 if !state.updates.is_empty() {
+                    state.first_served.get_or_insert_with(Instant::now);
                     return Value::Array(state.updates.iter().take(limit).cloned().collect());
                 }
             }
