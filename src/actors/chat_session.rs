@@ -3,8 +3,6 @@
 //! "paste your blueprint") in the store, so that a session that crashes or is stopped when idle
 //! comes back exactly where it was. Replies go to the chat's outbox, which sends them in order.
 
-use std::time::{Duration, Instant};
-
 use ractor::{Actor, ActorProcessingErr, ActorRef, call_t};
 use serde_json::{Value, json};
 use tracing::warn;
@@ -37,8 +35,6 @@ pub enum ChatMsg {
         /// The file's text, or why it could not be had.
         content: Result<String, String>,
     },
-    /// Stops the session when it has been idle long enough (sent to itself).
-    IdleCheck,
 }
 
 /// How a session is started.
@@ -51,8 +47,6 @@ pub struct ChatSessionArgs {
     pub outbox: Outbox,
     /// For document downloads.
     pub client: teloxide::Bot,
-    /// Stop after this long without input.
-    pub idle: Duration,
 }
 
 /// The chat session actor.
@@ -68,10 +62,6 @@ pub struct ChatState {
     outbox: Outbox,
     /// For document downloads.
     client: teloxide::Bot,
-    /// The last input.
-    last_active: Instant,
-    /// Idle limit.
-    idle: Duration,
 }
 
 /// What a chat waits for, stored as JSON: `{"blueprint": name, "repo": repo}`.
@@ -89,19 +79,14 @@ impl Actor for ChatSession {
 
     async fn pre_start(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _myself: ActorRef<Self::Msg>,
         args: ChatSessionArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        myself.send_interval(Duration::from_secs(30).min(args.idle), || {
-            ChatMsg::IdleCheck
-        });
         Ok(ChatState {
             shared: args.shared,
             chat_id: args.chat_id,
             outbox: args.outbox,
             client: args.client,
-            last_active: Instant::now(),
-            idle: args.idle,
         })
     }
 
@@ -111,20 +96,14 @@ impl Actor for ChatSession {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        // The work is boxed: the actor's task keeps this future for the session's whole life,
+        // and unboxed it would embed the largest command's state machine in every idle chat.
         match message {
-            ChatMsg::Incoming(incoming) => {
-                state.last_active = Instant::now();
-                state.incoming(&myself, incoming).await;
-            }
+            ChatMsg::Incoming(incoming) => Box::pin(state.incoming(&myself, incoming)).await,
             ChatMsg::Downloaded { user_id, content } => match content {
-                Ok(text) => state.text(user_id, &text).await,
+                Ok(text) => Box::pin(state.text(user_id, &text)).await,
                 Err(why) => state.say(&format!("I could not read that file: {why}")),
             },
-            ChatMsg::IdleCheck => {
-                if state.last_active.elapsed() >= state.idle {
-                    myself.stop(Some("idle".into()));
-                }
-            }
         }
         Ok(())
     }

@@ -39,6 +39,8 @@ pub enum TelegramMsg {
         /// The text (plain; escaped when sent).
         text: String,
     },
+    /// Stops the sessions idle for longer than [`SESSION_IDLE`] (sent to itself every 30 s).
+    Sweep,
     /// Fault injection: panics inside the handler.
     Crash,
 }
@@ -52,6 +54,8 @@ struct Session {
     actor: ActorRef<ChatMsg>,
     /// Its outbox (kept here too, so notifications stay in order with replies).
     outbox: Outbox,
+    /// When the chat last sent something; idle sessions are stopped by [`TelegramMsg::Sweep`].
+    last_active: Instant,
 }
 
 /// The bot supervisor's state.
@@ -86,20 +90,26 @@ impl TelegramState {
         chat_id: i64,
     ) -> Result<&Session, ActorProcessingErr> {
         if !self.sessions.contains_key(&chat_id) {
-            let outbox = Outbox::start(self.clients.send.clone());
+            let outbox = Outbox::start(&self.clients);
             let args = ChatSessionArgs {
                 shared: self.shared.clone(),
                 chat_id,
                 outbox: outbox.clone(),
                 client: self.clients.poll.clone(),
-                idle: SESSION_IDLE,
             };
             // Unnamed: a crashed session's name could still be registered while its successor
             // starts. Sessions are found through `sessions` and `chats`.
             let (actor, _) =
                 Actor::spawn_linked(None, ChatSession, args, myself.get_cell()).await?;
             self.chats.insert(actor.get_id(), chat_id);
-            self.sessions.insert(chat_id, Session { actor, outbox });
+            self.sessions.insert(
+                chat_id,
+                Session {
+                    actor,
+                    outbox,
+                    last_active: Instant::now(),
+                },
+            );
         }
         self.sessions
             .get(&chat_id)
@@ -157,6 +167,7 @@ impl Actor for TelegramBot {
             )
             .await;
         });
+        myself.send_interval(Duration::from_secs(30), || TelegramMsg::Sweep);
         info!("telegram bot polling");
         Ok(TelegramState {
             shared,
@@ -188,7 +199,20 @@ impl Actor for TelegramBot {
                         let _ = session.actor.cast(ChatMsg::Incoming(incoming));
                     }
                 }
+                if let Some(session) = state.sessions.get_mut(&chat_id) {
+                    session.last_active = Instant::now();
+                }
                 let _ = reply.send(());
+            }
+            TelegramMsg::Sweep => {
+                // Stopped sessions come back on the chat's next message, from the store.
+                state.sessions.retain(|_, session| {
+                    let idle = session.last_active.elapsed() >= SESSION_IDLE;
+                    if idle {
+                        session.actor.stop(Some("idle".into()));
+                    }
+                    !idle
+                });
             }
             TelegramMsg::Notify { chat_id, text } => {
                 let session = state.session(&myself, chat_id).await?;

@@ -2,7 +2,9 @@
 //! on, per-chat outboxes that keep each chat's messages in order, throttled sends (teloxide's
 //! `Throttle`) that honour `RetryAfter`, and retries with backoff when the Bot API is down.
 
+use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use teloxide::net::Download;
@@ -13,15 +15,32 @@ use teloxide::types::{
     UpdateKind,
 };
 use teloxide::{ApiError, Bot, RequestError};
-use tokio::sync::mpsc;
+
 use tracing::{debug, warn};
 
 use super::{Incoming, IncomingKind, Outgoing, render};
 use crate::config::Secret;
 
-/// The bot client used for sending: throttled to Telegram's limits (unless `[bot].throttle` is
-/// off, for a Bot API without them).
-pub type Client = teloxide::adaptors::Throttle<Bot>;
+/// The bot client used for sending: throttled to Telegram's limits, or direct when
+/// `[bot].throttle` is off (a Bot API without them). Direct matters: teloxide's throttle admits
+/// queued requests on 250 ms ticks, which caps a bot far below any Bot API that has no limits.
+#[derive(Clone)]
+pub enum Client {
+    /// Held to Telegram's limits.
+    Throttled(teloxide::adaptors::Throttle<Bot>),
+    /// Unthrottled.
+    Direct(Bot),
+}
+
+/// Runs `$body` with `$c` bound to whichever client `$client` holds.
+macro_rules! with_client {
+    ($client:expr, $c:ident => $body:expr) => {
+        match $client {
+            Client::Throttled($c) => $body,
+            Client::Direct($c) => $body,
+        }
+    };
+}
 
 /// The two clients: one for long polling, one (throttled) for sending.
 #[derive(Clone)]
@@ -30,27 +49,38 @@ pub struct Clients {
     pub poll: Bot,
     /// Sends.
     pub send: Client,
+    /// Bounds the sends in flight across all chats (and so the connections to the Bot API).
+    pub sending: Arc<tokio::sync::Semaphore>,
 }
+
+/// Sends in flight at most, across all chats: enough to keep the Bot API busy, few enough that a
+/// burst to thousands of chats does not open thousands of connections.
+const MAX_SENDS_IN_FLIGHT: usize = 64;
 
 /// Builds the clients for `api_url` (a path must not end in `/`); `throttle` holds sends to
 /// Telegram's limits, otherwise the limits are set out of reach.
 pub fn clients(token: &Secret, api_url: &str, throttle: bool) -> Result<Clients, String> {
     let url = reqwest::Url::parse(api_url.trim_end_matches('/'))
         .map_err(|err| format!("[bot].api_url is not a URL: {err}"))?;
-    let poll = Bot::new(token.expose()).set_api_url(url);
-    let limits = if throttle {
-        teloxide::adaptors::throttle::Limits::default()
+    let poll = Bot::new(token.expose()).set_api_url(url.clone());
+    let http = teloxide::net::default_reqwest_settings()
+        .pool_max_idle_per_host(MAX_SENDS_IN_FLIGHT)
+        .build()
+        .map_err(|err| format!("cannot build the Bot API client: {err}"))?;
+    let sender = Bot::with_client(token.expose(), http).set_api_url(url);
+    let send = if throttle {
+        Client::Throttled(teloxide::requests::RequesterExt::throttle(
+            sender,
+            teloxide::adaptors::throttle::Limits::default(),
+        ))
     } else {
-        // Out of reach, not unlimited: teloxide sizes its queue by `messages_per_sec_overall`.
-        teloxide::adaptors::throttle::Limits {
-            messages_per_sec_chat: 10_000,
-            messages_per_min_chat: 600_000,
-            messages_per_min_channel_or_supergroup: 600_000,
-            messages_per_sec_overall: 10_000,
-        }
+        Client::Direct(sender)
     };
-    let send = teloxide::requests::RequesterExt::throttle(poll.clone(), limits);
-    Ok(Clients { poll, send })
+    Ok(Clients {
+        poll,
+        send,
+        sending: Arc::new(tokio::sync::Semaphore::new(MAX_SENDS_IN_FLIGHT)),
+    })
 }
 
 /// Registers the commands for the client's menu.
@@ -65,7 +95,7 @@ pub async fn register_commands(client: &Bot) {
 
 /// Long-polls updates forever, handing each to `deliver` and confirming it (advancing the
 /// offset) only once `deliver` returned. `start` is the first update id not yet handed on.
-/// `delivered` is told each update id after it was handed on.
+/// `delivered` is told the last update id of each batch once all of it was handed on.
 pub async fn poll<D, F>(client: Bot, start: i64, mut deliver: D, mut delivered: impl FnMut(i64))
 where
     D: FnMut(Incoming) -> F,
@@ -82,6 +112,7 @@ where
         match request.await {
             Ok(updates) => {
                 backoff = Duration::from_millis(500);
+                let before = offset;
                 for update in updates {
                     let id = update.id.0 as i64;
                     if id < offset {
@@ -91,7 +122,11 @@ where
                         deliver(incoming).await;
                     }
                     offset = id + 1;
-                    delivered(id);
+                }
+                // Recorded once per batch, as Telegram itself confirms a whole batch with the next
+                // `getUpdates`: a crash mid-batch re-delivers that batch, whichever side restarts.
+                if offset > before {
+                    delivered(offset - 1);
                 }
             }
             Err(RequestError::RetryAfter(wait)) => {
@@ -159,29 +194,60 @@ fn incoming(update: teloxide::types::Update) -> Option<Incoming> {
     }
 }
 
-/// A chat's outbox: messages queued here are sent in order by one task.
+/// A chat's outbox: messages queued here are sent in order. A sending task runs only while the
+/// chat has messages to send, so the thousands of chats that are quiet cost no task here.
 #[derive(Clone)]
 pub struct Outbox {
-    /// Feeds the sending task.
-    tx: mpsc::UnboundedSender<Outgoing>,
+    /// The (throttled) client the sending task uses.
+    client: Client,
+    /// The permits shared by every chat's sends.
+    sending: Arc<tokio::sync::Semaphore>,
+    /// What waits behind the message being sent; `None` while no sending task runs.
+    queue: Arc<Mutex<Option<VecDeque<Outgoing>>>>,
 }
 
 impl Outbox {
-    /// Starts the sending task of one chat.
-    pub fn start(client: Client) -> Outbox {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
-        tokio::spawn(async move {
-            while let Some(out) = rx.recv().await {
-                send(&client, out).await;
-            }
-        });
-        Outbox { tx }
+    /// An empty outbox of one chat.
+    pub fn start(clients: &Clients) -> Outbox {
+        Outbox {
+            client: clients.send.clone(),
+            sending: clients.sending.clone(),
+            queue: Arc::default(),
+        }
     }
 
     /// Queues a message; never blocks.
     pub fn send(&self, out: Outgoing) {
-        let _ = self.tx.send(out);
+        let mut queue = lock(&self.queue);
+        if let Some(waiting) = queue.as_mut() {
+            // The running task takes it after what it is sending.
+            waiting.push_back(out);
+            return;
+        }
+        *queue = Some(VecDeque::new());
+        drop(queue);
+        let client = self.client.clone();
+        let sending = self.sending.clone();
+        let shared = self.queue.clone();
+        tokio::spawn(async move {
+            let mut next = Some(out);
+            while let Some(out) = next {
+                let permit = sending.acquire().await;
+                send(&client, out).await;
+                drop(permit);
+                let mut queue = lock(&shared);
+                next = queue.as_mut().and_then(VecDeque::pop_front);
+                if next.is_none() {
+                    *queue = None;
+                }
+            }
+        });
     }
+}
+
+/// Takes a lock; the queue stays usable after a panic elsewhere.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Sends one outgoing item, split at Telegram's limit, with retries.
@@ -204,8 +270,8 @@ pub async fn send(client: &Client, out: Outgoing) {
                             .collect::<Vec<_>>()
                     }))
                 });
-                let result = with_retries(|| {
-                    let request = client
+                let result = with_client!(client, c => with_retries(|| {
+                    let request = c
                         .send_message(ChatId(chat_id), part.clone())
                         .parse_mode(ParseMode::MarkdownV2);
                     match markup.clone() {
@@ -213,7 +279,8 @@ pub async fn send(client: &Client, out: Outgoing) {
                         None => request,
                     }
                 })
-                .await;
+                .await)
+                .map(|_| ());
                 if let Err(err) = result {
                     warn!(chat_id, error = %err, "sendMessage failed");
                 }
@@ -221,7 +288,8 @@ pub async fn send(client: &Client, out: Outgoing) {
         }
         Outgoing::AnswerCallback { id } => {
             let id = teloxide::types::CallbackQueryId(id);
-            if let Err(err) = with_retries(|| client.answer_callback_query(id.clone())).await {
+            let result = with_client!(client, c => with_retries(|| c.answer_callback_query(id.clone())).await.map(|_| ()));
+            if let Err(err) = result {
                 debug!(error = %err, "answerCallbackQuery failed");
             }
         }
