@@ -114,6 +114,8 @@ pub enum AysMsg {
         /// The creator's reply port.
         reply: RpcReplyPort<Result<RepoView, AysError>>,
     },
+    /// Records the processed marks gathered since the last flush (sent to itself).
+    FlushProcessed,
     /// Restarts a failed repository actor (sent to itself after backoff).
     Restart(String),
     /// Fault injection: panics inside the handler.
@@ -141,7 +143,17 @@ pub struct AysState {
     repos: BTreeMap<String, RepoChild>,
     /// Repositories whose clone is under way (their names are taken).
     cloning: std::collections::BTreeSet<String>,
+    /// Events delivered whose processed mark is not yet written: marks are written together,
+    /// within [`FLUSH_PROCESSED`], so a stream of mails costs one commit per batch, not per mail.
+    /// A crash before the flush re-delivers those events on the next start (at least once).
+    processed: Vec<i64>,
 }
+
+/// How long a processed mark may wait to be written with others.
+const FLUSH_PROCESSED: Duration = Duration::from_millis(50);
+
+/// How many processed marks are written at once at most.
+const MAX_PROCESSED: usize = 64;
 
 /// True for a valid repository name.
 pub fn valid_repo_name(name: &str) -> bool {
@@ -293,11 +305,18 @@ impl AysState {
         Ok(())
     }
 
-    async fn event(&mut self, id: Option<i64>, channel: String, payload: serde_json::Value) {
+    async fn event(
+        &mut self,
+        myself: &ActorRef<AysMsg>,
+        id: Option<i64>,
+        channel: String,
+        payload: serde_json::Value,
+    ) {
         // A recorded event can arrive twice: cast by its door while this actor (re)started and
         // found it pending in the store. Run its actions once.
         if let Some(id) = id
-            && matches!(self.shared.store.event_pending(id), Ok(false))
+            && (self.processed.contains(&id)
+                || matches!(self.shared.store.event_pending(id), Ok(false)))
         {
             return;
         }
@@ -317,11 +336,26 @@ impl AysState {
                 delivered = false;
             }
         }
-        if let (Some(id), true) = (id, delivered)
-            && let Err(err) = self.shared.store.mark_event_processed(id)
-        {
-            warn!(%err, "cannot mark event processed");
+        if let (Some(id), true) = (id, delivered) {
+            self.processed.push(id);
+            if self.processed.len() >= MAX_PROCESSED {
+                self.flush_processed();
+            } else if self.processed.len() == 1 {
+                myself.send_after(FLUSH_PROCESSED, || AysMsg::FlushProcessed);
+            }
         }
+    }
+
+    /// Writes the gathered processed marks; on failure they stay pending in the store and are
+    /// delivered again on the next start.
+    fn flush_processed(&mut self) {
+        if self.processed.is_empty() {
+            return;
+        }
+        if let Err(err) = self.shared.store.mark_events_processed(&self.processed) {
+            warn!(%err, "cannot mark events processed");
+        }
+        self.processed.clear();
     }
 }
 
@@ -377,6 +411,7 @@ impl Actor for Ays {
             workers,
             repos: BTreeMap::new(),
             cloning: Default::default(),
+            processed: Vec::new(),
         };
         for record in shared.store.repos()? {
             state
@@ -447,7 +482,8 @@ impl Actor for Ays {
                 id,
                 channel,
                 payload,
-            } => state.event(id, channel, payload).await,
+            } => state.event(&myself, id, channel, payload).await,
+            AysMsg::FlushProcessed => state.flush_processed(),
             AysMsg::Restart(name) => {
                 if state.shared.store.repo(&name)?.is_some()
                     && state.repos.get(&name).is_some_and(|c| c.actor.is_none())
@@ -494,6 +530,7 @@ impl Actor for Ays {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        state.flush_processed();
         for child in state.repos.values_mut() {
             if let Some(actor) = child.actor.take() {
                 let _ = actor

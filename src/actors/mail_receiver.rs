@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -56,25 +56,58 @@ impl Drop for ReceiverGuard {
     }
 }
 
+/// A mail waiting to be recorded, with where its outcome goes.
+type Pending = (
+    ReceivedMail,
+    oneshot::Sender<Result<(i64, serde_json::Value), DeliverError>>,
+);
+
 /// Records mails in the store and hands them to the `Ays` actor.
+///
+/// Recording is group commit: one thread takes every mail waiting at that moment and records them
+/// together ([`message::record_batch`]: one filesystem sync and one transaction for all), so ten
+/// senders cost about one sync, not ten. Each sender still gets its `250` only after its own mail
+/// is durable. The thread ends when the receiver (and so this) is dropped.
 struct Recorder {
-    /// Where events are recorded.
-    store: Store,
-    /// `<storage>/mail`.
-    root: PathBuf,
+    /// Feeds the recording thread.
+    queue: std::sync::mpsc::Sender<Pending>,
+}
+
+/// At most this many mails share one commit.
+const MAX_BATCH: usize = 64;
+
+impl Recorder {
+    fn start(store: Store, root: PathBuf) -> Recorder {
+        let (queue, waiting) = std::sync::mpsc::channel::<Pending>();
+        std::thread::spawn(move || {
+            while let Ok(first) = waiting.recv() {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match waiting.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let mails: Vec<&ReceivedMail> = batch.iter().map(|(mail, _)| mail).collect();
+                let outcomes = message::record_batch(&store, &root, &mails, now_ms());
+                for ((_, done), outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = done.send(outcome);
+                }
+            }
+        });
+        Recorder { queue }
+    }
 }
 
 impl Deliver for Recorder {
     fn deliver(&self, mail: ReceivedMail) -> BoxFuture<'static, Result<i64, DeliverError>> {
-        let store = self.store.clone();
-        let root = self.root.clone();
+        let (done, outcome) = oneshot::channel();
+        let queued = self.queue.send((mail, done));
         Box::pin(async move {
-            // Parsing, file writes and the synchronous SQLite commit block: off the runtime.
-            let (id, payload) = tokio::task::spawn_blocking(move || {
-                message::record(&store, &root, &mail, now_ms())
-            })
-            .await
-            .map_err(|err| DeliverError::Record(format!("recording task failed: {err}")))??;
+            queued.map_err(|_| DeliverError::Record("the recorder has stopped".into()))?;
+            let (id, payload) = outcome
+                .await
+                .map_err(|_| DeliverError::Record("the recorder has stopped".into()))??;
             // Durable from here on. If Ays is restarting it finds the event pending when it starts.
             match ActorRef::<AysMsg>::where_is(names::AYS) {
                 Some(ays) => {
@@ -118,10 +151,10 @@ impl Actor for MailReceiver {
         shared.set_address(|a| a.mail = Some(addr));
         let door = Arc::new(Door {
             rules: Rules::from_config(mail),
-            deliver: Arc::new(Recorder {
-                store: shared.store.clone(),
-                root: message::mail_root(&shared.config.storage.path),
-            }),
+            deliver: Arc::new(Recorder::start(
+                shared.store.clone(),
+                message::mail_root(&shared.config.storage.path),
+            )),
             telemetry: shared.telemetry.clone(),
         });
         let (tx, rx) = watch::channel(false);

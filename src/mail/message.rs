@@ -58,11 +58,22 @@ pub fn safe_name(name: &str) -> String {
     }
 }
 
-/// Writes `bytes` to a new file at `path` and flushes it to disk.
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = File::create_new(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+/// Writes `bytes` to a new file at `path` (made durable by [`sync_filesystem`] afterwards).
+fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    File::create_new(path)?.write_all(bytes)
+}
+
+/// Flushes everything written to the filesystem holding `dir` (files, directories, their
+/// entries) with one `syncfs`: a batch of mails costs one sync, not one per file.
+fn sync_filesystem(dir: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let handle = File::open(dir)?;
+    // SAFETY: `syncfs` only reads the descriptor, which `handle` keeps open for the call.
+    if unsafe { libc::syncfs(handle.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn addresses(address: Option<&Address<'_>>) -> Vec<String> {
@@ -86,20 +97,20 @@ fn content_type(part: &mail_parser::MessagePart<'_>) -> String {
     }
 }
 
-/// Parses `mail`, writes `message.eml` and its attachments into `dir` (created), and returns the
-/// event payload. A message `mail-parser` cannot make sense of still gets a payload (envelope
+/// Parses `mail`, writes `message.eml` and its attachments into `dir` (created; not yet synced),
+/// and returns the event payload. A message `mail-parser` cannot make sense of still gets a payload (envelope
 /// and raw file only).
 pub fn save(mail: &ReceivedMail, dir: &Path) -> io::Result<Value> {
     std::fs::create_dir_all(dir)?;
     let raw = dir.join("message.eml");
-    write_synced(&raw, &mail.data)?;
+    write_new(&raw, &mail.data)?;
     let parsed = MessageParser::default().parse(&mail.data[..]);
     let mut attachments = Vec::new();
     if let Some(message) = &parsed {
         for (i, part) in message.attachments().enumerate() {
             let original = part.attachment_name().unwrap_or_default();
             let path = dir.join(format!("{}-{}", i + 1, safe_name(original)));
-            write_synced(&path, part.contents())?;
+            write_new(&path, part.contents())?;
             attachments.push(json!({
                 "name": original,
                 "path": path,
@@ -108,7 +119,6 @@ pub fn save(mail: &ReceivedMail, dir: &Path) -> io::Result<Value> {
             }));
         }
     }
-    File::open(dir)?.sync_all()?;
     let header = |f: fn(&Message<'_>) -> Value| parsed.as_ref().map_or(Value::Null, f);
     let sender_addr = parsed
         .as_ref()
@@ -140,28 +150,74 @@ pub fn save(mail: &ReceivedMail, dir: &Path) -> io::Result<Value> {
     }))
 }
 
-/// Records a mail durably: files under `<mail_root>/<now_ms>-<random>/`, then the `email` event
-/// in the store (one SQLite transaction, synchronous). Returns the event id and payload. On
-/// failure nothing is left behind and the sender is told to retry.
+/// Records a mail durably: see [`record_batch`].
 pub fn record(
     store: &Store,
     mail_root: &Path,
     mail: &ReceivedMail,
     now_ms: i64,
 ) -> Result<(i64, Value), DeliverError> {
-    let dir = mail_root.join(format!("{now_ms}-{:016x}", rand::random::<u64>()));
-    let saved = save(mail, &dir)
-        .map_err(|err| DeliverError::Record(format!("{}: {err}", dir.display())))
-        .and_then(|payload| {
-            store
-                .insert_event(CHANNEL, &payload, now_ms)
-                .map(|id| (id, payload))
-                .map_err(|err| DeliverError::Record(err.to_string()))
+    record_batch(store, mail_root, &[mail], now_ms)
+        .pop()
+        .unwrap_or_else(|| Err(DeliverError::Record("nothing recorded".into())))
+}
+
+/// Records mails durably, together: each one's files under `<mail_root>/<now_ms>-<random>/`, one
+/// filesystem sync for all, then all their `email` events in one SQLite transaction. Returns, per
+/// mail and in order, its event id and payload, or why it was not recorded (then nothing of it is
+/// left behind, and its sender is told to retry).
+pub fn record_batch(
+    store: &Store,
+    mail_root: &Path,
+    mails: &[&ReceivedMail],
+    now_ms: i64,
+) -> Vec<Result<(i64, Value), DeliverError>> {
+    let mut saved = Vec::with_capacity(mails.len());
+    for mail in mails {
+        let dir = mail_root.join(format!("{now_ms}-{:016x}", rand::random::<u64>()));
+        let payload = save(mail, &dir).map_err(|err| {
+            let _ = std::fs::remove_dir_all(&dir);
+            DeliverError::Record(format!("{}: {err}", dir.display()))
         });
-    if saved.is_err() {
-        let _ = std::fs::remove_dir_all(&dir);
+        saved.push((dir, payload));
     }
+    let written: Vec<(&str, &Value)> = saved
+        .iter()
+        .filter_map(|(_, payload)| payload.as_ref().ok().map(|p| (CHANNEL, p)))
+        .collect();
+    let committed = if written.is_empty() {
+        Ok(Vec::new())
+    } else {
+        sync_filesystem(mail_root)
+            .map_err(|err| DeliverError::Record(format!("{}: {err}", mail_root.display())))
+            .and_then(|()| {
+                store
+                    .insert_events(&written, now_ms)
+                    .map_err(|err| DeliverError::Record(err.to_string()))
+            })
+    };
+    let mut ids = match committed {
+        Ok(ids) => ids.into_iter(),
+        Err(DeliverError::Record(why)) => {
+            return saved
+                .into_iter()
+                .map(|(dir, payload)| {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    payload.and(Err(DeliverError::Record(why.clone())))
+                })
+                .collect();
+        }
+    };
     saved
+        .into_iter()
+        .map(|(_, payload)| {
+            let payload = payload?;
+            let id = ids
+                .next()
+                .ok_or_else(|| DeliverError::Record("an event id is missing".into()))?;
+            Ok((id, payload))
+        })
+        .collect()
 }
 
 /// `<storage>/mail`: where mails are kept.
@@ -296,6 +352,33 @@ AAECAw==
         std::fs::write(&blocked, "").expect("file");
         assert!(record(&store, &blocked, &mail(MIXED), 6).is_err());
         assert_eq!(store.pending_events().expect("pending").len(), 1);
+    }
+
+    #[test]
+    fn a_batch_is_recorded_together_each_mail_with_its_own_event_and_files() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = Store::open(tmp.path()).expect("store");
+        let root = mail_root(tmp.path());
+        let mails = [mail(MIXED), mail(MIXED), mail(MIXED)];
+        let outcomes = record_batch(&store, &root, &mails.iter().collect::<Vec<_>>(), 7);
+        let ids: Vec<i64> = outcomes
+            .into_iter()
+            .map(|outcome| {
+                let (id, payload) = outcome.expect("recorded");
+                let raw = payload["raw"].as_str().expect("raw path");
+                assert!(std::path::Path::new(raw).exists(), "{raw}");
+                id
+            })
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        let pending: Vec<i64> = store
+            .pending_events()
+            .expect("pending")
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(pending, ids);
+        assert_eq!(std::fs::read_dir(&root).expect("root").count(), 3);
     }
 
     #[test]

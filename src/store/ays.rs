@@ -392,6 +392,26 @@ impl Store {
         Ok(conn.last_insert_rowid())
     }
 
+    /// Records several events in one transaction (one sync for all); their ids in order.
+    pub fn insert_events(
+        &self,
+        events: &[(&str, &serde_json::Value)],
+        now_ms: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut ids = Vec::with_capacity(events.len());
+        for (channel, payload) in events {
+            tx.execute(
+                "INSERT INTO events (channel, payload, created_ms, processed) VALUES (?1, ?2, ?3, 0)",
+                params![channel, payload.to_string(), now_ms],
+            )?;
+            ids.push(tx.last_insert_rowid());
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
     /// Events not yet processed, oldest first.
     pub fn pending_events(&self) -> Result<Vec<EventRecord>, StoreError> {
         let conn = self.lock();
@@ -433,8 +453,17 @@ impl Store {
 
     /// Marks an event processed (its jobs were queued).
     pub fn mark_event_processed(&self, id: i64) -> Result<(), StoreError> {
-        self.lock()
-            .execute("UPDATE events SET processed = 1 WHERE id = ?1", params![id])?;
+        self.mark_events_processed(&[id])
+    }
+
+    /// Marks several events processed in one transaction.
+    pub fn mark_events_processed(&self, ids: &[i64]) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        for id in ids {
+            tx.execute("UPDATE events SET processed = 1 WHERE id = ?1", params![id])?;
+        }
+        tx.commit()?;
         Ok(())
     }
 }
