@@ -520,13 +520,16 @@ def report(r):
 
 def main():
     only = set(sys.argv[1:])
-    results = {}
+    # A partial run (`run.py rest`) keeps the other rows of the last run; each row's figures
+    # always come from one run, side by side.
+    stored = ROOT / "bench/results.json"
+    results = json.loads(stored.read_text()) if only and stored.exists() else {}
     for name, bench in [("rest", bench_rest), ("smtp", bench_smtp), ("telegram", bench_telegram),
                         ("engine", bench_engine), ("start", bench_start)]:
         if not only or name in only:
             bench(results)
             log(name, json.dumps(results[name]))
-    (ROOT / "bench/results.json").write_text(json.dumps(results, indent=2))
+    stored.write_text(json.dumps(results, indent=2))
     notes = ROOT / "bench/NOTES.md"
     text = report(results) + ("\n" + notes.read_text() if notes.exists() else "")
     (ROOT / "BENCHMARKS.md").write_text(text)

@@ -127,6 +127,9 @@ pub struct Ays;
 
 /// One supervised repository actor.
 struct RepoChild {
+    /// The repository as the store holds it (this actor is its only writer, so the copy is
+    /// exact): listing repositories needs no query.
+    record: RepoRecord,
     /// Its actor while it runs.
     actor: Option<ActorRef<RepoMsg>>,
     /// Its recent failures.
@@ -180,8 +183,9 @@ impl AysState {
     async fn spawn_repo(
         &mut self,
         myself: &ActorRef<AysMsg>,
-        name: &str,
+        record: &RepoRecord,
     ) -> Result<ActorRef<RepoMsg>, AysError> {
+        let name = record.name.as_str();
         let args = RepoArgs {
             shared: self.shared.clone(),
             name: name.to_string(),
@@ -195,6 +199,7 @@ impl AysState {
                     AysError::Internal(format!("repository {name} did not start: {err}"))
                 })?;
         let child = self.repos.entry(name.to_string()).or_insert(RepoChild {
+            record: record.clone(),
             actor: None,
             restarts: RestartTracker::default(),
         });
@@ -281,7 +286,7 @@ impl AysState {
         if !self.shared.store.insert_repo(&record)? {
             return Err(AysError::Conflict(format!("repository {name:?} exists")));
         }
-        self.spawn_repo(myself, &name).await?;
+        self.spawn_repo(myself, &record).await?;
         info!(repo = %name, "repository created");
         Ok(view(&self.shared, &record))
     }
@@ -415,7 +420,7 @@ impl Actor for Ays {
         };
         for record in shared.store.repos()? {
             state
-                .spawn_repo(&myself, &record.name)
+                .spawn_repo(&myself, &record)
                 .await
                 .map_err(|err| err.to_string())?;
         }
@@ -438,13 +443,8 @@ impl Actor for Ays {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             AysMsg::ListRepos(reply) => {
-                let result = state
-                    .shared
-                    .store
-                    .repos()
-                    .map(|all| all.iter().map(|r| view(&state.shared, r)).collect())
-                    .map_err(AysError::from);
-                let _ = reply.send(result);
+                let all = state.repos.values();
+                let _ = reply.send(Ok(all.map(|c| view(&state.shared, &c.record)).collect()));
             }
             AysMsg::CreateRepo {
                 name,
@@ -465,10 +465,9 @@ impl Actor for Ays {
                 let _ = reply.send(created);
             }
             AysMsg::GetRepo { name, reply } => {
-                let result = match state.shared.store.repo(&name) {
-                    Ok(Some(record)) => Ok(view(&state.shared, &record)),
-                    Ok(None) => Err(AysError::NotFound(format!("repository {name:?} not found"))),
-                    Err(err) => Err(err.into()),
+                let result = match state.repos.get(&name) {
+                    Some(child) => Ok(view(&state.shared, &child.record)),
+                    None => Err(AysError::NotFound(format!("repository {name:?} not found"))),
                 };
                 let _ = reply.send(result);
             }
@@ -485,9 +484,9 @@ impl Actor for Ays {
             } => state.event(&myself, id, channel, payload).await,
             AysMsg::FlushProcessed => state.flush_processed(),
             AysMsg::Restart(name) => {
-                if state.shared.store.repo(&name)?.is_some()
-                    && state.repos.get(&name).is_some_and(|c| c.actor.is_none())
-                    && let Err(err) = state.spawn_repo(&myself, &name).await
+                let down = state.repos.get(&name).filter(|c| c.actor.is_none());
+                if let Some(record) = down.map(|c| c.record.clone())
+                    && let Err(err) = state.spawn_repo(&myself, &record).await
                 {
                     warn!(repo = %name, %err, "repository actor restart failed");
                     on_repo_failure(&myself, state, &name, &err.to_string())?;

@@ -1,8 +1,12 @@
 //! The `JwtAuth` actor: verifies REST API tokens with the rules of `auth::jwt` (ES384 pinned) and
 //! caches accepted tokens until their `exp`. A refused token is never cached, so a token that was
 //! invalid once can never be served from the cache as valid.
+//!
+//! The cache ([`TokenCache`]) is shared: the HTTP filter reads it directly, so a request with a
+//! known token costs a hash lookup, not a message to this actor; only this actor writes it.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
@@ -27,16 +31,49 @@ pub struct JwtAuth;
 /// How many accepted tokens are remembered at most.
 const CACHE_CAPACITY: usize = 10_000;
 
+/// Accepted tokens until their `exp`: read by anyone, written by the `JwtAuth` actor only.
+#[derive(Default)]
+pub struct TokenCache {
+    tokens: RwLock<HashMap<String, Verified>>,
+}
+
+impl TokenCache {
+    /// The cached verification of `token`, if it is still valid at `now`.
+    pub fn fresh(&self, token: &str, now: u64) -> Option<Verified> {
+        let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
+        tokens.get(token).filter(|hit| now < hit.exp).cloned()
+    }
+
+    fn get(&self, token: &str) -> Option<Verified> {
+        let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
+        tokens.get(token).cloned()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Verified>> {
+        self.tokens.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many tokens are cached.
+    pub fn len(&self) -> usize {
+        self.tokens.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The verifier's state.
 pub struct JwtAuthState {
     /// The rules from `[oauth]`.
     rules: JwtRules,
-    /// Accepted tokens until their `exp`.
-    cache: HashMap<String, Verified>,
+    /// Accepted tokens until their `exp` (shared with the HTTP filter).
+    cache: Arc<TokenCache>,
 }
 
 /// Seconds since the Unix epoch now.
-fn now_secs() -> u64 {
+pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -48,19 +85,20 @@ impl JwtAuthState {
     fn verify(&mut self, token: &str, now: u64) -> Result<Verified, AuthError> {
         if let Some(hit) = self.cache.get(token) {
             if now < hit.exp {
-                return Ok(hit.clone());
+                return Ok(hit);
             }
-            self.cache.remove(token);
+            self.cache.write().remove(token);
             return Err(AuthError::Expired);
         }
         let verified = self.rules.verify(token, now)?;
-        if self.cache.len() >= CACHE_CAPACITY {
-            self.cache.retain(|_, v| now < v.exp);
-            if self.cache.len() >= CACHE_CAPACITY {
-                self.cache.clear();
+        let mut cache = self.cache.write();
+        if cache.len() >= CACHE_CAPACITY {
+            cache.retain(|_, v| now < v.exp);
+            if cache.len() >= CACHE_CAPACITY {
+                cache.clear();
             }
         }
-        self.cache.insert(token.to_string(), verified.clone());
+        cache.insert(token.to_string(), verified.clone());
         Ok(verified)
     }
 }
@@ -68,17 +106,14 @@ impl JwtAuthState {
 impl Actor for JwtAuth {
     type Msg = JwtAuthMsg;
     type State = JwtAuthState;
-    type Arguments = JwtRules;
+    type Arguments = (JwtRules, Arc<TokenCache>);
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        rules: JwtRules,
+        (rules, cache): (JwtRules, Arc<TokenCache>),
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(JwtAuthState {
-            rules,
-            cache: HashMap::new(),
-        })
+        Ok(JwtAuthState { rules, cache })
     }
 
     async fn handle(
@@ -108,7 +143,7 @@ mod tests {
     fn state() -> JwtAuthState {
         JwtAuthState {
             rules: JwtRules::new(PUBLIC, "itsyouonline", "org").expect("rules"),
-            cache: HashMap::new(),
+            cache: Arc::default(),
         }
     }
 

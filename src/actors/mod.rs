@@ -51,6 +51,8 @@ pub struct Shared {
     pub telemetry: Arc<Telemetry>,
     /// Where the listeners are bound, once they are (reported in the `cockpit ready` line).
     pub addresses: Arc<Mutex<Addresses>>,
+    /// REST tokens the `JwtAuth` actor accepted, read by the HTTP filter directly.
+    pub tokens: Arc<jwt_auth::TokenCache>,
     /// The central OAuth2 server's signing key, when `[oauth_proxy]` is configured (read or
     /// generated once at start; read-only after).
     pub proxy_key: Option<Arc<crate::oauth::token::SigningKey>>,
@@ -73,6 +75,7 @@ impl Shared {
             store,
             telemetry: Arc::new(Telemetry::default()),
             addresses: Arc::new(Mutex::new(Addresses::default())),
+            tokens: Arc::default(),
             proxy_key: None,
         }
     }

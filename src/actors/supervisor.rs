@@ -92,7 +92,7 @@ impl ChildKind {
                 let key = oauth.jwt_key.as_deref().unwrap_or_default();
                 let rules = JwtRules::new(key, &oauth.jwt_issuer, &oauth.organization)
                     .map_err(|err| SpawnErr::StartupFailed(err.to_string().into()))?;
-                Actor::spawn_linked(name, JwtAuth, rules, supervisor)
+                Actor::spawn_linked(name, JwtAuth, (rules, shared.tokens.clone()), supervisor)
                     .await?
                     .0
                     .get_cell()

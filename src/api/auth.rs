@@ -4,7 +4,7 @@
 use ractor::{ActorRef, call_t};
 use warp::{Filter, Rejection};
 
-use crate::actors::jwt_auth::JwtAuthMsg;
+use crate::actors::jwt_auth::{JwtAuthMsg, now_secs};
 use crate::actors::{Shared, names};
 use crate::auth::{AuthError, token_from_parts};
 
@@ -23,16 +23,22 @@ impl warp::reject::Reject for AuthUnavailable {}
 /// Passes requests with an accepted token (every request when `[mode].prod = false`).
 pub fn authenticated(shared: Shared) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     let prod = shared.config.mode.prod;
+    let tokens = shared.tokens.clone();
     warp::header::optional::<String>("authorization")
         .and(warp::cookie::optional::<String>("jwt"))
-        .and_then(
-            move |header: Option<String>, cookie: Option<String>| async move {
+        .and_then(move |header: Option<String>, cookie: Option<String>| {
+            let tokens = tokens.clone();
+            async move {
                 if !prod {
                     return Ok(());
                 }
                 let token = token_from_parts(header.as_deref(), cookie.as_deref())
-                    .map_err(|err| warp::reject::custom(Unauthorized(err)))?
-                    .to_string();
+                    .map_err(|err| warp::reject::custom(Unauthorized(err)))?;
+                // A token the actor already accepted, still before its `exp`: no message needed.
+                if tokens.fresh(token, now_secs()).is_some() {
+                    return Ok(());
+                }
+                let token = token.to_string();
                 let actor = ActorRef::<JwtAuthMsg>::where_is(names::JWT_AUTH)
                     .ok_or_else(|| warp::reject::custom(AuthUnavailable))?;
                 match call_t!(actor, |reply| JwtAuthMsg::Verify { token, reply }, 10_000) {
@@ -40,7 +46,7 @@ pub fn authenticated(shared: Shared) -> impl Filter<Extract = (), Error = Reject
                     Ok(Err(err)) => Err(warp::reject::custom(Unauthorized(err))),
                     Err(_) => Err(warp::reject::custom(AuthUnavailable)),
                 }
-            },
-        )
+            }
+        })
         .untuple_one()
 }
