@@ -788,7 +788,10 @@ mod tests {
             ("127.0.0.1", 5000)
         );
         assert!(!local.bot.active, "no Telegram token needed locally");
-        assert!(local.mail.port > 1024, "no root needed for mail locally");
+        assert!(
+            local.mail.active && local.mail.port > 1024,
+            "mail listens locally, no root needed"
+        );
     }
 
     #[test]
