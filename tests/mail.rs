@@ -267,7 +267,11 @@ async fn refused_recipients_sizes_and_garbage_get_their_codes_and_nothing_is_rec
 
 #[tokio::test]
 async fn hundreds_of_idle_connections_never_stop_a_new_sender() {
-    let cockpit = Cockpit::start(&mail_config("max_connections = 400"));
+    // Blocked senders would wait for idle clients to time out (60 s here); a prompt delivery is
+    // one well under that, however noisy the machine.
+    let cockpit = Cockpit::start(&mail_config(
+        "max_connections = 400\nidle_timeout_secs = 60",
+    ));
     let connect = |n: usize| -> Vec<Raw> {
         (0..n)
             .map(|_| {
@@ -292,7 +296,7 @@ async fn hundreds_of_idle_connections_never_stop_a_new_sender() {
     let second = started.elapsed();
 
     assert!(
-        first < Duration::from_secs(3) && second < Duration::from_secs(3),
+        first < Duration::from_secs(15) && second < Duration::from_secs(15),
         "delivered in {first:?} and {second:?}"
     );
     assert_eq!(events(&cockpit.data_dir()).len(), 2);

@@ -671,7 +671,7 @@ mod tests {
 
     #[test]
     fn ovc_cockpit_fixture_links_everything() {
-        let text = include_str!("../../../shared/fixtures/blueprints/ovc_cockpit.yaml");
+        let text = include_str!("../../tests/fixtures/blueprints/ovc_cockpit.yaml");
         let outcome = check(
             &BTreeMap::new(),
             text,
@@ -701,7 +701,7 @@ vdc!cockpit vdc new {"account":"MyAccount","description":"cockpit vdc","g8client
     fn defaults_parent_and_coercions() {
         check(
             &BTreeMap::new(),
-            include_str!("../../../shared/fixtures/blueprints/datacenter_rack.yaml"),
+            include_str!("../../tests/fixtures/blueprints/datacenter_rack.yaml"),
             &format!(
                 r#"
 datacenter!eu datacenter new {{"description":"Main datacenter in Europe","location":"Europe"}} [{LIFE_NEW}]
@@ -844,7 +844,7 @@ vdc!v vdc new {{"g8client":"g"}} producers=g8client!g consumers=node!a,node!b [i
     fn actions_block_filters() {
         check(
             &BTreeMap::new(),
-            include_str!("../../../shared/fixtures/blueprints/run_filters.yaml"),
+            include_str!("../../tests/fixtures/blueprints/run_filters.yaml"),
             "test_run_filter1!main test_run_filter1 new {} [install:scheduled test:scheduled]\n\
              test_run_filters!main test_run_filters new {} [install:scheduled]",
         );

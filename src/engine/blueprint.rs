@@ -370,7 +370,7 @@ mod tests {
     fn fixtures_parse() {
         check_parse(
             "ovc_cockpit.yaml",
-            include_str!("../../../shared/fixtures/blueprints/ovc_cockpit.yaml"),
+            include_str!("../../tests/fixtures/blueprints/ovc_cockpit.yaml"),
             &[
                 r#"g8client uk {"login":"myLogin","password":"myPassword","url":"du-conv-3.demo.greenitglobe.com"}"#,
                 "uservdc myLogin {}",
@@ -382,7 +382,7 @@ mod tests {
         );
         check_parse(
             "autosnapshotting.yaml",
-            include_str!("../../../shared/fixtures/blueprints/autosnapshotting.yaml"),
+            include_str!("../../tests/fixtures/blueprints/autosnapshotting.yaml"),
             &[
                 r#"autosnapshotting mysnapshotting {"cleanupInterval":"1d","retention":"3d","snapshotInterval":"1h","vdc":"myvdc"}"#,
                 "action install actor=- service=- recurring=None",
@@ -390,7 +390,7 @@ mod tests {
         );
         check_parse(
             "datacenter_rack.yaml",
-            include_str!("../../../shared/fixtures/blueprints/datacenter_rack.yaml"),
+            include_str!("../../tests/fixtures/blueprints/datacenter_rack.yaml"),
             &[
                 r#"datacenter eu {"description":"Main datacenter in Europe","location":"Europe"}"#,
                 r#"rack storage1 {"datacenter":"eu","description":"rack for storage node","location":"room1"}"#,
@@ -398,7 +398,7 @@ mod tests {
         );
         check_parse(
             "run_filters.yaml",
-            include_str!("../../../shared/fixtures/blueprints/run_filters.yaml"),
+            include_str!("../../tests/fixtures/blueprints/run_filters.yaml"),
             &[
                 "test_run_filter1 main {}",
                 "test_run_filters main {}",
@@ -408,7 +408,7 @@ mod tests {
         );
         check_parse(
             "vdc.yaml",
-            include_str!("../../../shared/fixtures/blueprints/vdc.yaml"),
+            include_str!("../../tests/fixtures/blueprints/vdc.yaml"),
             &[
                 r#"g8client cl {"account":"***","login":"***","password":"***","url":"uk-g8-1.demo.greenitglobe.com"}"#,
                 r#"vdc myvdc {"account":"***","g8client":"cl","location":"uk-g8-1"}"#,
