@@ -382,3 +382,75 @@ async fn the_receiver_is_restarted_after_a_crash_and_closes_sessions_on_shutdown
     let status = cockpit.wait_exit(Duration::from_secs(20)).expect("exits");
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn a_repository_that_was_down_gets_the_mail_when_back_and_nobody_runs_it_twice() {
+    // `inbox`'s actor is crashed and comes back after a second; `other` is up all along.
+    let mut cockpit = Cockpit::start(&mail_config(
+        "[debug]\nfault_injection = true\n[supervisor]\nbackoff_initial_ms = 1000\nbackoff_max_ms = 1000",
+    ));
+    let api = Api::new(&cockpit);
+    let log = cockpit.dir.path().join("runs.log");
+    for repo in ["inbox", "other"] {
+        let (status, view) = api.post("", json!({"name": repo})).await;
+        assert_eq!(status, 201, "{view}");
+        let script = format!("echo {repo} >> '{}'", log.display());
+        template(&repo_path(&view), "mailer", "", &[("onmail", &script)]);
+        let blueprint = "mailer__ops:\neventfilters:\n  - {channel: email, action: onmail}\n";
+        let path = format!("/{repo}/blueprint");
+        let (status, body) = api
+            .post(&path, json!({"name": "mail.yaml", "content": blueprint}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = api.post(&format!("{path}/mail.yaml"), json!({})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let crashed = reqwest::Client::new()
+        .post(format!("{}/debug/crash/repo:inbox", cockpit.api))
+        .send()
+        .await
+        .expect("crash");
+    assert_eq!(crashed.status().as_u16(), 202);
+    cockpit
+        .wait_for_log("repository actor failed", Duration::from_secs(10))
+        .expect("the repository actor is down");
+
+    assert_eq!(send(smtp(&cockpit), simple("while down")).await, Ok(250));
+    let runs = || {
+        let mut lines: Vec<String> = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect();
+        lines.sort();
+        lines
+    };
+    eventually(
+        Duration::from_secs(30),
+        "both repositories ran it",
+        || async { (runs() == ["inbox", "other"]).then_some(()) },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the event marked processed",
+        || async { (events(&cockpit.data_dir()) == [(1, true)]).then_some(()) },
+    )
+    .await;
+
+    // After a restart nothing is delivered again.
+    cockpit.signal(libc::SIGTERM);
+    assert_eq!(
+        cockpit
+            .wait_exit(Duration::from_secs(20))
+            .and_then(|s| s.code()),
+        Some(0)
+    );
+    let dir = std::mem::replace(&mut cockpit.dir, tempfile::tempdir().expect("tmp"));
+    let text = std::fs::read_to_string(&cockpit.config).expect("config");
+    let again = Cockpit::start_in(dir, &text);
+    let log = again.dir.path().join("runs.log");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lines = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+}

@@ -134,6 +134,19 @@ struct RepoChild {
     actor: Option<ActorRef<RepoMsg>>,
     /// Its recent failures.
     restarts: RestartTracker,
+    /// Events that arrived while its actor was down: delivered when it is back.
+    waiting: Vec<Event>,
+}
+
+/// An event on its way to the repositories.
+#[derive(Clone)]
+struct Event {
+    /// The stored event id (events from the API have none).
+    id: Option<i64>,
+    /// The channel.
+    channel: String,
+    /// The jobs' args.
+    payload: serde_json::Value,
 }
 
 /// The Ays actor's state.
@@ -150,6 +163,8 @@ pub struct AysState {
     /// within [`FLUSH_PROCESSED`], so a stream of mails costs one commit per batch, not per mail.
     /// A crash before the flush re-delivers those events on the next start (at least once).
     processed: Vec<i64>,
+    /// Stored events some repositories (whose actors are down) still owe: how many.
+    owed: BTreeMap<i64, usize>,
 }
 
 /// How long a processed mark may wait to be written with others.
@@ -202,6 +217,7 @@ impl AysState {
             record: record.clone(),
             actor: None,
             restarts: RestartTracker::default(),
+            waiting: Vec::new(),
         });
         child.actor = Some(actor.clone());
         Ok(actor)
@@ -291,10 +307,13 @@ impl AysState {
         Ok(view(&self.shared, &record))
     }
 
-    async fn delete(&mut self, name: &str) -> Result<(), AysError> {
+    async fn delete(&mut self, myself: &ActorRef<AysMsg>, name: &str) -> Result<(), AysError> {
         let actor = self.repo(name)?;
-        if let Some(mut child) = self.repos.remove(name) {
-            child.actor = None;
+        if let Some(child) = self.repos.remove(name) {
+            // A deleted repository owes nothing.
+            for id in child.waiting.iter().filter_map(|e| e.id) {
+                self.settle(myself, id);
+            }
         }
         let _ = actor
             .stop_and_wait(Some("deleted".into()), Some(Duration::from_secs(30)))
@@ -321,33 +340,69 @@ impl AysState {
         // found it pending in the store. Run its actions once.
         if let Some(id) = id
             && (self.processed.contains(&id)
+                || self.owed.contains_key(&id)
                 || matches!(self.shared.store.event_pending(id), Ok(false)))
         {
             return;
         }
-        let mut delivered = true;
-        for (name, child) in &self.repos {
-            let Some(actor) = &child.actor else {
-                delivered = false;
-                continue;
-            };
-            let result = call!(actor, |reply| RepoMsg::Event {
-                channel: channel.clone(),
-                payload: payload.clone(),
-                reply
-            });
-            if let Err(err) = result {
-                warn!(repo = %name, %err, channel = %channel, "event not delivered");
-                delivered = false;
+        let event = Event {
+            id,
+            channel,
+            payload,
+        };
+        let mut owed = 0;
+        for (name, child) in self.repos.iter_mut() {
+            if !deliver(name, child.actor.as_ref(), &event).await {
+                // Delivered when the repository's actor is back, not to every repository again.
+                child.waiting.push(event.clone());
+                owed += 1;
             }
         }
-        if let (Some(id), true) = (id, delivered) {
-            self.processed.push(id);
-            if self.processed.len() >= MAX_PROCESSED {
-                self.flush_processed();
-            } else if self.processed.len() == 1 {
-                myself.send_after(FLUSH_PROCESSED, || AysMsg::FlushProcessed);
+        match id {
+            Some(id) if owed > 0 => {
+                self.owed.insert(id, owed);
             }
+            Some(id) => self.processed(myself, id),
+            None => {}
+        }
+    }
+
+    /// Delivers what a repository missed while its actor was down.
+    async fn deliver_waiting(&mut self, myself: &ActorRef<AysMsg>, name: &str) {
+        let Some(child) = self.repos.get_mut(name) else {
+            return;
+        };
+        let mut settled = Vec::new();
+        for event in std::mem::take(&mut child.waiting) {
+            if deliver(name, child.actor.as_ref(), &event).await {
+                settled.extend(event.id);
+            } else {
+                child.waiting.push(event);
+            }
+        }
+        for id in settled {
+            self.settle(myself, id);
+        }
+    }
+
+    /// One repository no longer owes event `id`; the last one marks it processed.
+    fn settle(&mut self, myself: &ActorRef<AysMsg>, id: i64) {
+        if let Some(owed) = self.owed.get_mut(&id) {
+            *owed -= 1;
+            if *owed == 0 {
+                self.owed.remove(&id);
+                self.processed(myself, id);
+            }
+        }
+    }
+
+    /// Queues the processed mark of event `id`.
+    fn processed(&mut self, myself: &ActorRef<AysMsg>, id: i64) {
+        self.processed.push(id);
+        if self.processed.len() >= MAX_PROCESSED {
+            self.flush_processed();
+        } else if self.processed.len() == 1 {
+            myself.send_after(FLUSH_PROCESSED, || AysMsg::FlushProcessed);
         }
     }
 
@@ -362,6 +417,22 @@ impl AysState {
         }
         self.processed.clear();
     }
+}
+
+/// Hands `event` to a repository's actor; false when it is down or did not take it.
+async fn deliver(name: &str, actor: Option<&ActorRef<RepoMsg>>, event: &Event) -> bool {
+    let Some(actor) = actor else {
+        return false;
+    };
+    let result = call!(actor, |reply| RepoMsg::Event {
+        channel: event.channel.clone(),
+        payload: event.payload.clone(),
+        reply
+    });
+    if let Err(err) = &result {
+        warn!(repo = %name, %err, channel = %event.channel, "event not delivered");
+    }
+    result.is_ok()
 }
 
 /// Clones `url` into `dir` with the git CLI (bounded in time); nothing is left behind on failure.
@@ -417,6 +488,7 @@ impl Actor for Ays {
             repos: BTreeMap::new(),
             cloning: Default::default(),
             processed: Vec::new(),
+            owed: BTreeMap::new(),
         };
         for record in shared.store.repos()? {
             state
@@ -472,7 +544,7 @@ impl Actor for Ays {
                 let _ = reply.send(result);
             }
             AysMsg::DeleteRepo { name, reply } => {
-                let _ = reply.send(state.delete(&name).await);
+                let _ = reply.send(state.delete(&myself, &name).await);
             }
             AysMsg::Repo { name, reply } => {
                 let _ = reply.send(state.repo(&name));
@@ -485,11 +557,14 @@ impl Actor for Ays {
             AysMsg::FlushProcessed => state.flush_processed(),
             AysMsg::Restart(name) => {
                 let down = state.repos.get(&name).filter(|c| c.actor.is_none());
-                if let Some(record) = down.map(|c| c.record.clone())
-                    && let Err(err) = state.spawn_repo(&myself, &record).await
-                {
-                    warn!(repo = %name, %err, "repository actor restart failed");
-                    on_repo_failure(&myself, state, &name, &err.to_string())?;
+                if let Some(record) = down.map(|c| c.record.clone()) {
+                    match state.spawn_repo(&myself, &record).await {
+                        Ok(_) => state.deliver_waiting(&myself, &name).await,
+                        Err(err) => {
+                            warn!(repo = %name, %err, "repository actor restart failed");
+                            on_repo_failure(&myself, state, &name, &err.to_string())?;
+                        }
+                    }
                 }
             }
             AysMsg::Crash => panic!("fault injection: ays crashed on request"),
