@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use super::api_server::bind;
 use super::ays::{AysMsg, now_ms};
 use super::{Shared, names};
-use crate::mail::session::{Door, Rules};
+use crate::mail::session::{self, Door, Rules};
 use crate::mail::{Deliver, DeliverError, ReceivedMail, listener, message};
 use crate::store::Store;
 
@@ -149,8 +149,10 @@ impl Actor for MailReceiver {
             .map_err(|err| format!("[mail] cannot listen on {wanted}: {err}"))?;
         let addr = listener.local_addr()?;
         shared.set_address(|a| a.mail = Some(addr));
+        let rules = Rules::from_config(mail);
         let door = Arc::new(Door {
-            rules: Rules::from_config(mail),
+            buffered: session::buffer_budget(&rules),
+            rules,
             deliver: Arc::new(Recorder::start(
                 shared.store.clone(),
                 message::mail_root(&shared.config.storage.path),

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use mailin::{Action, Handler, Response, SessionBuilder};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -77,10 +77,27 @@ impl Rules {
     }
 }
 
+/// Bytes of messages held in memory at once, across all sessions, at the least: with 1 024
+/// sessions of 10 MiB each a receiver could otherwise be made to hold 10 GiB.
+const MIN_BUFFER_BUDGET: u64 = 256 << 20;
+
+/// The memory budget of a receiver with these rules: at least two messages of the largest size.
+pub fn buffer_budget(rules: &Rules) -> Arc<Semaphore> {
+    let bytes = MIN_BUFFER_BUDGET.max(rules.max_message_bytes.saturating_mul(2));
+    Arc::new(Semaphore::new(
+        usize::try_from(bytes)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS),
+    ))
+}
+
 /// What every session of one receiver shares.
 pub struct Door {
     /// The limits.
     pub rules: Rules,
+    /// Bytes of messages in memory (being received or recorded), across all sessions; a message
+    /// that does not fit gets `452` and is discarded.
+    pub buffered: Arc<Semaphore>,
     /// Where accepted mails go (the store, then the Ays actor).
     pub deliver: Arc<dyn Deliver>,
     /// Counters for `/metrics`.
@@ -155,10 +172,13 @@ enum Input {
 
 /// How a `DATA` transfer ended.
 enum Data {
-    /// The message, dot-unstuffed.
-    Complete(Vec<u8>),
+    /// The message, dot-unstuffed, with its share of the receiver's memory budget.
+    Complete(Vec<u8>, Option<OwnedSemaphorePermit>),
     /// Larger than the limit; it was read to its end and discarded.
     TooBig,
+    /// The messages being received or recorded already fill the memory budget; this one was
+    /// read to its end and discarded, the client may retry later.
+    Busy,
     /// The client closed the connection.
     Eof,
     /// The wait ended.
@@ -266,9 +286,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<'_, R, W> {
         outcome
     }
 
-    /// Reads a message up to its `.` line: dot-unstuffed, at most `max` bytes kept.
-    async fn read_data(&mut self, max: u64) -> io::Result<Data> {
+    /// Reads a message up to its `.` line: dot-unstuffed, at most `max` bytes kept, each kept
+    /// byte taken from `budget` first.
+    async fn read_data(&mut self, max: u64, budget: &Arc<Semaphore>) -> io::Result<Data> {
         let mut body = Vec::new();
+        let mut held: Option<OwnedSemaphorePermit> = None;
+        let mut over_budget = false;
         let mut size: u64 = 0;
         let mut at_line_start = true;
         let mut piece = Vec::new();
@@ -289,16 +312,32 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<'_, R, W> {
             }
             at_line_start = piece.ends_with(b"\n");
             size += bytes.len() as u64;
-            if size > max {
+            if size > max || over_budget {
                 body = Vec::new();
-            } else {
-                body.extend_from_slice(bytes);
+                held = None;
+                continue;
             }
+            let share = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+            match budget.clone().try_acquire_many_owned(share) {
+                Ok(permit) => match held.as_mut() {
+                    Some(held) => held.merge(permit),
+                    None => held = Some(permit),
+                },
+                Err(_) => {
+                    over_budget = true;
+                    body = Vec::new();
+                    held = None;
+                    continue;
+                }
+            }
+            body.extend_from_slice(bytes);
         }
         Ok(if size > max {
             Data::TooBig
+        } else if over_budget {
+            Data::Busy
         } else {
-            Data::Complete(body)
+            Data::Complete(body, held)
         })
     }
 
@@ -362,14 +401,24 @@ where
         let response = session.process(&line);
         if response.code == 354 {
             conn.reply(&response).await?;
-            let data = conn.read_data(door.rules.max_message_bytes).await?;
+            let data = conn
+                .read_data(door.rules.max_message_bytes, &door.buffered)
+                .await?;
             // Brings the engine back to "after HELO"; the reply to the message is ours.
             let _ = session.process(b".\r\n");
             match data {
-                Data::Complete(data) => {
+                Data::Complete(data, held) => {
                     let mail = take_mail(&envelope, peer, data);
                     let reply = accept(door, mail).await;
+                    // Recorded (or refused): its memory is free again.
+                    drop(held);
                     conn.say(reply.as_bytes()).await?;
+                }
+                Data::Busy => {
+                    door.telemetry.count("mail_refused_busy", 1);
+                    warn!(%peer, "mail deferred: the receiver's memory budget is full");
+                    conn.say(b"452 4.3.1 Insufficient system storage, try again later\r\n")
+                        .await?;
                 }
                 Data::TooBig => {
                     door.telemetry.count("mail_refused_too_large", 1);
@@ -492,9 +541,15 @@ mod tests {
     impl Client {
         /// Starts a session with these rules; the greeting is checked.
         async fn connect(rules: Rules, recorder: Recorder) -> Client {
+            Client::connect_with_budget(rules, recorder, 1 << 20).await
+        }
+
+        /// Starts a session whose receiver may hold `budget` bytes of messages at once.
+        async fn connect_with_budget(rules: Rules, recorder: Recorder, budget: usize) -> Client {
             let (ours, theirs) = tokio::io::duplex(1 << 20);
             let recorder = Arc::new(recorder);
             let door = Door {
+                buffered: Arc::new(Semaphore::new(budget)),
                 rules,
                 deliver: recorder.clone(),
                 telemetry: Arc::new(Telemetry::default()),
@@ -619,6 +674,31 @@ mod tests {
         c.cmd("DATA", "354").await;
         c.cmd("small\r\n.", "250").await;
         assert_eq!(c.mails().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_mail_beyond_the_memory_budget_gets_452_and_the_next_one_fits_again() {
+        // The receiver may hold 300 bytes of messages; this one is 420 (its limit is 1 024).
+        let mut c = Client::connect_with_budget(rules(), Recorder::default(), 300).await;
+        c.cmd("EHLO client.example", "250").await;
+        c.cmd("MAIL FROM:<alice@example.org>", "250").await;
+        c.cmd("RCPT TO:<ops@cockpit.test>", "250").await;
+        c.cmd("DATA", "354").await;
+        for _ in 0..10 {
+            c.send(b"0123456789012345678901234567890123456789\r\n")
+                .await;
+        }
+        c.cmd(".", "452 4.3.1").await;
+        assert!(c.mails().is_empty());
+
+        // Nothing stays taken: a small one, twice, is accepted.
+        for _ in 0..2 {
+            c.cmd("MAIL FROM:<alice@example.org>", "250").await;
+            c.cmd("RCPT TO:<ops@cockpit.test>", "250").await;
+            c.cmd("DATA", "354").await;
+            c.cmd("small enough\r\n.", "250").await;
+        }
+        assert_eq!(c.mails().len(), 2);
     }
 
     #[tokio::test]
