@@ -75,20 +75,37 @@ fn events(data_dir: &Path) -> Vec<(i64, bool)> {
 /// Creates repository `inbox` with a `mailer__ops` service whose `onmail` action, subscribed
 /// to `email`, writes its job JSON (stdin) to `job_file`.
 async fn subscribe(api: &Api, job_file: &Path) {
-    let (status, repo) = api.post("", json!({"name": "inbox"})).await;
-    assert_eq!(status, 201, "{repo}");
     let script = format!("cat > '{0}.tmp' && mv '{0}.tmp' '{0}'", job_file.display());
-    template(&repo_path(&repo), "mailer", "", &[("onmail", &script)]);
+    subscribe_repo(api, "inbox", &script).await;
+}
+
+/// Creates repository `repo` with a `mailer__ops` service whose `onmail` action (`script`) is
+/// subscribed to `email`.
+async fn subscribe_repo(api: &Api, repo: &str, script: &str) {
+    let (status, view) = api.post("", json!({"name": repo})).await;
+    assert_eq!(status, 201, "{view}");
+    template(&repo_path(&view), "mailer", "", &[("onmail", script)]);
     let blueprint = "mailer__ops:\neventfilters:\n  - {channel: email, action: onmail}\n";
+    let path = format!("/{repo}/blueprint");
     let (status, body) = api
-        .post(
-            "/inbox/blueprint",
-            json!({"name": "mail.yaml", "content": blueprint}),
-        )
+        .post(&path, json!({"name": "mail.yaml", "content": blueprint}))
         .await;
     assert_eq!(status, 201, "{body}");
-    let (status, body) = api.post("/inbox/blueprint/mail.yaml", json!({})).await;
+    let (status, body) = api.post(&format!("{path}/mail.yaml"), json!({})).await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// Crashes repository `repo`'s actor (fault injection) and waits until it is down.
+async fn crash_repository(cockpit: &mut Cockpit, repo: &str) {
+    let crashed = reqwest::Client::new()
+        .post(format!("{}/debug/crash/repo:{repo}", cockpit.api))
+        .send()
+        .await
+        .expect("crash");
+    assert_eq!(crashed.status().as_u16(), 202);
+    cockpit
+        .wait_for_log("repository actor failed", Duration::from_secs(10))
+        .expect("the repository actor is down");
 }
 
 /// Waits for the action's job file; returns the job JSON.
@@ -314,15 +331,7 @@ async fn a_mail_acknowledged_just_before_kill_dash_9_runs_its_action_after_resta
     let api = Api::new(&cockpit);
     let job_file = cockpit.dir.path().join("job.json");
     subscribe(&api, &job_file).await;
-    let crashed = reqwest::Client::new()
-        .post(format!("{}/debug/crash/repo:inbox", cockpit.api))
-        .send()
-        .await
-        .expect("crash");
-    assert_eq!(crashed.status().as_u16(), 202);
-    cockpit
-        .wait_for_log("repository actor failed", Duration::from_secs(10))
-        .expect("the repository actor is down");
+    crash_repository(&mut cockpit, "inbox").await;
 
     assert_eq!(
         send(smtp(&cockpit), simple("survives kill -9")).await,
@@ -392,28 +401,9 @@ async fn a_repository_that_was_down_gets_the_mail_when_back_and_nobody_runs_it_t
     let api = Api::new(&cockpit);
     let log = cockpit.dir.path().join("runs.log");
     for repo in ["inbox", "other"] {
-        let (status, view) = api.post("", json!({"name": repo})).await;
-        assert_eq!(status, 201, "{view}");
-        let script = format!("echo {repo} >> '{}'", log.display());
-        template(&repo_path(&view), "mailer", "", &[("onmail", &script)]);
-        let blueprint = "mailer__ops:\neventfilters:\n  - {channel: email, action: onmail}\n";
-        let path = format!("/{repo}/blueprint");
-        let (status, body) = api
-            .post(&path, json!({"name": "mail.yaml", "content": blueprint}))
-            .await;
-        assert_eq!(status, 201, "{body}");
-        let (status, body) = api.post(&format!("{path}/mail.yaml"), json!({})).await;
-        assert_eq!(status, 200, "{body}");
+        subscribe_repo(&api, repo, &format!("echo {repo} >> '{}'", log.display())).await;
     }
-    let crashed = reqwest::Client::new()
-        .post(format!("{}/debug/crash/repo:inbox", cockpit.api))
-        .send()
-        .await
-        .expect("crash");
-    assert_eq!(crashed.status().as_u16(), 202);
-    cockpit
-        .wait_for_log("repository actor failed", Duration::from_secs(10))
-        .expect("the repository actor is down");
+    crash_repository(&mut cockpit, "inbox").await;
 
     assert_eq!(send(smtp(&cockpit), simple("while down")).await, Ok(250));
     let runs = || {

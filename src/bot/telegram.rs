@@ -42,7 +42,8 @@ macro_rules! with_client {
     };
 }
 
-/// The two clients: one for long polling, one (throttled) for sending.
+/// The Bot API clients: one for long polling and downloads, one for sending (throttled unless
+/// `[bot].throttle` is off), and the bound on sends in flight.
 #[derive(Clone)]
 pub struct Clients {
     /// Long polling and file downloads.

@@ -150,18 +150,6 @@ pub fn save(mail: &ReceivedMail, dir: &Path) -> io::Result<Value> {
     }))
 }
 
-/// Records a mail durably: see [`record_batch`].
-pub fn record(
-    store: &Store,
-    mail_root: &Path,
-    mail: &ReceivedMail,
-    now_ms: i64,
-) -> Result<(i64, Value), DeliverError> {
-    record_batch(store, mail_root, &[mail], now_ms)
-        .pop()
-        .unwrap_or_else(|| Err(DeliverError::Record("nothing recorded".into())))
-}
-
 /// Records mails durably, together: each one's files under `<mail_root>/<now_ms>-<random>/`, one
 /// filesystem sync for all, then all their `email` events in one SQLite transaction. Returns, per
 /// mail and in order, its event id and payload, or why it was not recorded (then nothing of it is
@@ -340,7 +328,10 @@ AAECAw==
         let tmp = tempfile::tempdir().expect("tmp");
         let store = Store::open(tmp.path()).expect("store");
         let root = mail_root(tmp.path());
-        let (id, payload) = record(&store, &root, &mail(MIXED), 5).expect("record");
+        let (id, payload) = record_batch(&store, &root, &[&mail(MIXED)], 5)
+            .pop()
+            .expect("one outcome")
+            .expect("record");
         let pending = store.pending_events().expect("pending");
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].id, id);
@@ -350,7 +341,8 @@ AAECAw==
         // A mail root that cannot be created (a file is in the way): nothing is recorded.
         let blocked = tmp.path().join("blocked");
         std::fs::write(&blocked, "").expect("file");
-        assert!(record(&store, &blocked, &mail(MIXED), 6).is_err());
+        let outcomes = record_batch(&store, &blocked, &[&mail(MIXED)], 6);
+        assert!(matches!(outcomes.as_slice(), [Err(_)]), "nothing recorded");
         assert_eq!(store.pending_events().expect("pending").len(), 1);
     }
 

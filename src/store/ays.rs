@@ -377,21 +377,6 @@ impl Store {
         Ok(cut)
     }
 
-    /// Records an inbound event durably; returns its id.
-    pub fn insert_event(
-        &self,
-        channel: &str,
-        payload: &serde_json::Value,
-        now_ms: i64,
-    ) -> Result<i64, StoreError> {
-        let conn = self.lock();
-        conn.execute(
-            "INSERT INTO events (channel, payload, created_ms, processed) VALUES (?1, ?2, ?3, 0)",
-            params![channel, payload.to_string(), now_ms],
-        )?;
-        Ok(conn.last_insert_rowid())
-    }
-
     /// Records several events in one transaction (one sync for all); their ids in order.
     pub fn insert_events(
         &self,
@@ -449,11 +434,6 @@ impl Store {
             )
             .optional()?;
         Ok(pending == Some(0))
-    }
-
-    /// Marks an event processed (its jobs were queued).
-    pub fn mark_event_processed(&self, id: i64) -> Result<(), StoreError> {
-        self.mark_events_processed(&[id])
     }
 
     /// Marks several events processed in one transaction.
@@ -566,12 +546,13 @@ mod tests {
     fn events_wait_until_processed_and_repos_delete_with_their_data() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
+        let payload = json!({"subject": "hi"});
         let id = store
-            .insert_event("email", &json!({"subject": "hi"}), 1)
-            .expect("event");
+            .insert_events(&[("email", &payload)], 1)
+            .expect("event")[0];
         assert_eq!(store.pending_events().expect("pending").len(), 1);
         assert!(store.event_pending(id).expect("pending"));
-        store.mark_event_processed(id).expect("mark");
+        store.mark_events_processed(&[id]).expect("mark");
         assert!(store.pending_events().expect("pending").is_empty());
         assert!(!store.event_pending(id).expect("processed"));
         assert!(!store.event_pending(id + 100).expect("unknown"));
