@@ -28,7 +28,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -464,9 +464,7 @@ fn data_line(line: &str) -> Option<Map<String, Value>> {
 
 /// Seconds since the Unix epoch, with sub-second precision.
 fn now_epoch() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |elapsed| elapsed.as_secs_f64())
+    crate::clock::now_secs_f64()
 }
 
 /// Keeps the first and last lines of a job's output within a line budget.
@@ -567,11 +565,11 @@ impl GroupGuard {
     fn kill(&mut self) {
         #[cfg(unix)]
         if let Some(pgid) = self.pgid.filter(|pgid| *pgid > 1) {
-            // SAFETY: `kill(2)` has no memory-safety preconditions; a negative pid addresses the
-            // process group that our still-unreaped child leads, so no unrelated group is hit.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
+            // The group that our still-unreaped child leads, so no unrelated group is hit.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         // Once killed, a later `kill` (e.g. from `Drop`) has nothing left to do.
         self.pgid = None;

@@ -4,7 +4,9 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use teloxide::net::Download;
@@ -247,8 +249,8 @@ impl Outbox {
 }
 
 /// Takes a lock; the queue stays usable after a panic elsewhere.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+fn lock<T>(m: &Mutex<T>) -> parking_lot::MutexGuard<'_, T> {
+    m.lock()
 }
 
 /// Sends one outgoing item, split at Telegram's limit, with retries.

@@ -1,10 +1,153 @@
 //! The AYS tables: repositories, services (as JSON documents), runs with their jobs and job logs,
 //! and inbound events waiting to be processed.
 
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
+use serde_json::{Value, json};
 
 use super::{Store, StoreError};
+
+/// The state of a run: `new` (recorded, waiting) → `running` → `ok` or `error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// Recorded, not started (queued behind the run in progress).
+    New,
+    /// Its jobs are being executed.
+    Running,
+    /// Every job ended ok.
+    Ok,
+    /// A job failed, or the run was interrupted.
+    Error,
+}
+
+/// The state of a job: `new` → `running` → `ok` or `error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Not started.
+    New,
+    /// Its process runs.
+    Running,
+    /// It exited 0.
+    Ok,
+    /// It failed, timed out, or was cut short.
+    Error,
+}
+
+/// A state stored as its lowercase name.
+macro_rules! stored_state {
+    ($type:ident) => {
+        impl $type {
+            /// Its stored and shown name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $type::New => "new",
+                    $type::Running => "running",
+                    $type::Ok => "ok",
+                    $type::Error => "error",
+                }
+            }
+
+            /// Parses a stored name.
+            pub fn parse(name: &str) -> Option<$type> {
+                Some(match name {
+                    "new" => $type::New,
+                    "running" => $type::Running,
+                    "ok" => $type::Ok,
+                    "error" => $type::Error,
+                    _ => return None,
+                })
+            }
+
+            /// True once it can change no more.
+            pub fn is_final(self) -> bool {
+                matches!(self, $type::Ok | $type::Error)
+            }
+        }
+
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ToSql for $type {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.as_str()))
+            }
+        }
+
+        impl FromSql for $type {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+                let name = value.as_str()?;
+                $type::parse(name).ok_or_else(|| {
+                    FromSqlError::Other(format!("unknown {} {name:?}", stringify!($type)).into())
+                })
+            }
+        }
+    };
+}
+
+stored_state!(RunState);
+stored_state!(JobState);
+
+/// Who asked for a run. Stored with the run as JSON (`{"api": true}`, `{"chat": 42}`,
+/// `{"event": "email"}`, `{"recurring": true}`); the core keeps it and hands it back in notices,
+/// and only the door that owns a kind of origin knows what to do with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The REST API.
+    Api,
+    /// A chat of a chat door (the Telegram bot): it is told how the run ended.
+    Chat {
+        /// The chat id.
+        chat_id: i64,
+    },
+    /// An inbound event on a channel (`email`).
+    Event {
+        /// The channel.
+        channel: String,
+    },
+    /// A recurring action became due.
+    Schedule,
+    /// Not recorded (runs older than origins).
+    Unknown,
+}
+
+impl Origin {
+    /// The stored JSON.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Origin::Api => json!({"api": true}),
+            Origin::Chat { chat_id } => json!({"chat": chat_id}),
+            Origin::Event { channel } => json!({"event": channel}),
+            Origin::Schedule => json!({"recurring": true}),
+            Origin::Unknown => Value::Null,
+        }
+    }
+
+    /// Reads the stored JSON (`telegram_chat` is how chats were recorded before).
+    pub fn from_json(value: &Value) -> Origin {
+        if let Some(chat_id) = value["chat"]
+            .as_i64()
+            .or_else(|| value["telegram_chat"].as_i64())
+        {
+            Origin::Chat { chat_id }
+        } else if let Some(channel) = value["event"].as_str() {
+            Origin::Event {
+                channel: channel.to_string(),
+            }
+        } else if value["api"] == json!(true) {
+            Origin::Api
+        } else if value["recurring"] == json!(true) {
+            Origin::Schedule
+        } else {
+            Origin::Unknown
+        }
+    }
+}
 
 /// A repository as the store knows it (its files live under `<storage>/repos/<name>`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -41,8 +184,8 @@ pub struct JobRecord {
     pub service_name: String,
     /// The service key (`role!name`).
     pub service_key: String,
-    /// `new`, `running`, `ok` or `error`.
-    pub state: String,
+    /// Where it is.
+    pub state: JobState,
     /// What the job printed.
     pub logs: Vec<LogRecord>,
 }
@@ -64,8 +207,8 @@ pub struct RunRecord {
     /// The repository it belongs to.
     #[serde(skip)]
     pub repo: String,
-    /// `new`, `running`, `ok` or `error`.
-    pub state: String,
+    /// Where it is.
+    pub state: RunState,
     /// Creation time, Unix seconds.
     pub created: i64,
     /// End time, Unix seconds, once ended.
@@ -76,9 +219,9 @@ pub struct RunRecord {
     /// Where to POST the result when it ends.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
-    /// Who asked for it (`{"api": true}`, `{"telegram_chat": 42}`, `{"event": "email"}`...).
-    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
-    pub origin: serde_json::Value,
+    /// Who asked for it.
+    #[serde(skip)]
+    pub origin: Origin,
     /// The steps with their jobs.
     pub steps: Vec<StepRecord>,
 }
@@ -206,7 +349,7 @@ impl Store {
                 run.ended,
                 run.error,
                 run.callback_url,
-                run.origin.to_string()
+                run.origin.to_json().to_string()
             ],
         )?;
         {
@@ -238,7 +381,7 @@ impl Store {
     pub fn set_run_state(
         &self,
         key: &str,
-        state: &str,
+        state: RunState,
         ended: Option<i64>,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
@@ -254,7 +397,7 @@ impl Store {
     pub fn finish_job(
         &self,
         job_key: &str,
-        state: &str,
+        state: JobState,
         logs: &[LogRecord],
     ) -> Result<(), StoreError> {
         let mut conn = self.lock();
@@ -458,7 +601,7 @@ fn run_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         ended: row.get(4)?,
         error: row.get(5)?,
         callback_url: row.get(6)?,
-        origin: serde_json::from_str(&origin).unwrap_or(serde_json::Value::Null),
+        origin: Origin::from_json(&serde_json::from_str(&origin).unwrap_or(Value::Null)),
         steps: Vec::new(),
     })
 }
@@ -475,18 +618,18 @@ mod tests {
             actor_name: "node".into(),
             service_name: service.into(),
             service_key: format!("node!{service}"),
-            state: "new".into(),
+            state: JobState::New,
             logs: Vec::new(),
         };
         RunRecord {
             key: key.into(),
             repo: "demo".into(),
-            state: "running".into(),
+            state: RunState::Running,
             created: 100,
             ended: None,
             error: None,
             callback_url: None,
-            origin: json!({"api": true}),
+            origin: Origin::Api,
             steps: vec![
                 StepRecord {
                     number: 1,
@@ -501,6 +644,25 @@ mod tests {
     }
 
     #[test]
+    fn origins_round_trip_and_old_chat_origins_read() {
+        for origin in [
+            Origin::Api,
+            Origin::Chat { chat_id: -42 },
+            Origin::Event {
+                channel: "email".into(),
+            },
+            Origin::Schedule,
+            Origin::Unknown,
+        ] {
+            assert_eq!(Origin::from_json(&origin.to_json()), origin);
+        }
+        assert_eq!(
+            Origin::from_json(&json!({"telegram_chat": 7})),
+            Origin::Chat { chat_id: 7 }
+        );
+    }
+
+    #[test]
     fn a_run_round_trips_with_steps_jobs_and_logs() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
@@ -511,11 +673,11 @@ mod tests {
             log: "hello".into(),
         };
         store
-            .finish_job("j2", "ok", std::slice::from_ref(&line))
+            .finish_job("j2", JobState::Ok, std::slice::from_ref(&line))
             .expect("finish");
         let got = store.run("demo", "r1").expect("query").expect("found");
         assert_eq!(got.steps.len(), 2);
-        assert_eq!(got.steps[0].jobs[1].state, "ok");
+        assert_eq!(got.steps[0].jobs[1].state, JobState::Ok);
         assert_eq!(got.steps[0].jobs[1].logs, vec![line]);
         assert_eq!(got.steps[1].jobs[0].key, "j3");
         assert_eq!(store.run("other", "r1").expect("query"), None);
@@ -526,19 +688,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
         store.insert_run(&run("r1")).expect("insert");
-        store.finish_job("j1", "running", &[]).expect("running");
+        store
+            .finish_job("j1", JobState::Running, &[])
+            .expect("running");
         let cut = store
             .interrupt_runs("demo", "cockpit stopped", 200)
             .expect("interrupt");
         assert_eq!(cut, vec![("node!a".to_string(), "install".to_string())]);
         let got = store.run("demo", "r1").expect("query").expect("found");
-        assert_eq!(got.state, "error");
+        assert_eq!(got.state, RunState::Error);
         assert_eq!(got.error.as_deref(), Some("cockpit stopped"));
         assert!(
             got.steps
                 .iter()
                 .flat_map(|s| &s.jobs)
-                .all(|j| j.state == "error")
+                .all(|j| j.state == JobState::Error)
         );
     }
 

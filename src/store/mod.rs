@@ -11,12 +11,17 @@ mod chat;
 mod oauth;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::Connection;
 
-pub use ays::{EventRecord, JobRecord, LogRecord, RepoRecord, RunRecord, StepRecord};
+pub use ays::{
+    EventRecord, JobRecord, JobState, LogRecord, Origin, RepoRecord, RunRecord, RunState,
+    StepRecord,
+};
 pub use oauth::{AuthorizedUser, CleanReport, PendingState};
 
 /// Why a store operation failed.
@@ -180,12 +185,10 @@ impl Store {
             .query_row("PRAGMA integrity_check", [], |row| row.get(0))?)
     }
 
-    /// The connection; a panic elsewhere while holding it does not make the data unusable
-    /// (every write is a transaction that rolled back), so a poisoned lock is taken over.
+    /// The connection (a panic elsewhere while holding it does not make the data unusable:
+    /// every write is a transaction that rolled back, and `parking_lot` locks do not poison).
     fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.conn.lock()
     }
 }
 

@@ -7,16 +7,14 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, call_t};
 use serde_json::{Value, json};
 use tracing::warn;
 
-use super::Shared;
-use super::ays::{AysError, AysMsg, ask_ays, ask_repo};
-use super::names;
-use super::oauth_cache::OAuthCacheMsg;
-use super::repo::RepoMsg;
-use crate::bot::commands::{self, BlueprintCmd, Command, RepoCmd, RunCmd, ServiceCmd};
-use crate::bot::render::{escape, escape_code};
-use crate::bot::telegram::{self, Outbox};
-use crate::bot::{Button, Incoming, IncomingKind, Outgoing};
-use crate::store::AuthorizedUser;
+use super::commands::{self, BlueprintCmd, Command, RepoCmd, RunCmd, ServiceCmd};
+use super::render::{escape, escape_code};
+use super::telegram::{self, Outbox};
+use super::{Button, Incoming, IncomingKind, Outgoing};
+use crate::actors::oauth_cache::OAuthCacheMsg;
+use crate::actors::{Shared, names};
+use crate::client::{AysClient, AysError, RunRequest};
+use crate::store::{AuthorizedUser, Origin};
 
 /// How long an actor call may take before the chat is told to retry.
 const CALL_MS: u64 = 30_000;
@@ -213,13 +211,9 @@ impl ChatState {
             return self.say("Send a command; /help lists them.");
         };
         let _ = self.shared.store.set_chat_pending(self.chat_id, None);
-        let result = ask_repo(&repo, |reply| RepoMsg::PutBlueprint {
-            name: name.clone(),
-            content: text.to_string(),
-            create: true,
-            reply,
-        })
-        .await;
+        let result = AysClient
+            .put_blueprint(&repo, name.clone(), text.to_string(), true)
+            .await;
         match result {
             Ok(_) => self.say_with(
                 &format!("Blueprint {name} saved in {repo}."),
@@ -317,7 +311,7 @@ impl ChatState {
     async fn repo(&mut self, user: &AuthorizedUser, cmd: RepoCmd) -> Result<(), AysError> {
         match cmd {
             RepoCmd::Menu | RepoCmd::List => {
-                let repos = ask_ays(AysMsg::ListRepos).await?;
+                let repos = AysClient.list_repos().await?;
                 let current = user.current_repo.as_deref().unwrap_or("none");
                 let mut text = format!("Current repository: {current}\nRepositories:");
                 for r in &repos {
@@ -338,30 +332,17 @@ impl ChatState {
                 self.say_with(&text, keyboard);
             }
             RepoCmd::Create { name, git_url } => {
-                let view = ask_ays(|reply| AysMsg::CreateRepo {
-                    name: name.clone(),
-                    git_url,
-                    reply,
-                })
-                .await?;
+                let view = AysClient.create_repo(name.clone(), git_url).await?;
                 self.set_repo(user.user_id, Some(&view.name)).await?;
                 self.say(&format!("Repository {} created and selected.", view.name));
             }
             RepoCmd::Select(name) => {
-                ask_ays(|reply| AysMsg::GetRepo {
-                    name: name.clone(),
-                    reply,
-                })
-                .await?;
+                AysClient.get_repo(name.clone()).await?;
                 self.set_repo(user.user_id, Some(&name)).await?;
                 self.say(&format!("Repository {name} selected."));
             }
             RepoCmd::Delete(name) => {
-                ask_ays(|reply| AysMsg::DeleteRepo {
-                    name: name.clone(),
-                    reply,
-                })
-                .await?;
+                AysClient.delete_repo(name.clone()).await?;
                 if user.current_repo.as_deref() == Some(name.as_str()) {
                     self.set_repo(user.user_id, None).await?;
                 }
@@ -395,11 +376,7 @@ impl ChatState {
         let repo = Self::current_repo(user)?;
         match cmd {
             BlueprintCmd::Menu | BlueprintCmd::List => {
-                let list = ask_repo(&repo, |reply| RepoMsg::ListBlueprints {
-                    archived: true,
-                    reply,
-                })
-                .await?;
+                let list = AysClient.list_blueprints(&repo, true).await?;
                 let mut text = format!("Blueprints in {repo}:");
                 for bp in &list {
                     let mark = if bp.archived { " (archived)" } else { "" };
@@ -427,7 +404,7 @@ impl ChatState {
                 self.say_with(&text, keyboard);
             }
             BlueprintCmd::Get(name) => {
-                let bp = ask_repo(&repo, |reply| RepoMsg::GetBlueprint { name, reply }).await?;
+                let bp = AysClient.get_blueprint(&repo, name).await?;
                 self.outbox.send(Outgoing::Message {
                     chat_id: self.chat_id,
                     text: format!(
@@ -448,8 +425,7 @@ impl ChatState {
                 ));
             }
             BlueprintCmd::Execute(name) => {
-                let done =
-                    ask_repo(&repo, |reply| RepoMsg::ExecuteBlueprint { name, reply }).await?;
+                let done = AysClient.execute_blueprint(&repo, name).await?;
                 self.say_with(
                     &format!(
                         "Blueprint {} executed: {} service(s) created or changed.",
@@ -460,29 +436,19 @@ impl ChatState {
                 );
             }
             BlueprintCmd::Delete(name) => {
-                ask_repo(&repo, |reply| RepoMsg::DeleteBlueprint {
-                    name: name.clone(),
-                    reply,
-                })
-                .await?;
+                AysClient.delete_blueprint(&repo, name.clone()).await?;
                 self.say(&format!("Blueprint {name} deleted."));
             }
             BlueprintCmd::Archive(name) => {
-                ask_repo(&repo, |reply| RepoMsg::ArchiveBlueprint {
-                    name: name.clone(),
-                    archived: true,
-                    reply,
-                })
-                .await?;
+                AysClient
+                    .archive_blueprint(&repo, name.clone(), true)
+                    .await?;
                 self.say(&format!("Blueprint {name} archived."));
             }
             BlueprintCmd::Restore(name) => {
-                ask_repo(&repo, |reply| RepoMsg::ArchiveBlueprint {
-                    name: name.clone(),
-                    archived: false,
-                    reply,
-                })
-                .await?;
+                AysClient
+                    .archive_blueprint(&repo, name.clone(), false)
+                    .await?;
                 self.say(&format!("Blueprint {name} restored."));
             }
         }
@@ -493,8 +459,7 @@ impl ChatState {
         let repo = Self::current_repo(user)?;
         match cmd {
             ServiceCmd::Menu | ServiceCmd::List => {
-                let list =
-                    ask_repo(&repo, |reply| RepoMsg::ListServices { role: None, reply }).await?;
+                let list = AysClient.list_services(&repo, None).await?;
                 let mut text = format!("Services in {repo}:");
                 for s in &list {
                     text.push_str(&format!("\n- {} ({}): {}", s.key, s.actor, s.state));
@@ -515,7 +480,7 @@ impl ChatState {
                 self.say_with(&text, keyboard);
             }
             ServiceCmd::Inspect { role, name } => {
-                let s = ask_repo(&repo, |reply| RepoMsg::GetService { role, name, reply }).await?;
+                let s = AysClient.get_service(&repo, role, name).await?;
                 let mut text = format!("Service {} ({})\nstate: {}", s.key, s.actor, s.state);
                 if let Some(parent) = &s.parent {
                     text.push_str(&format!("\nparent: {}!{}", parent.role, parent.name));
@@ -546,34 +511,29 @@ impl ChatState {
             ServiceCmd::Execute { action, role, name } => {
                 let targets: Vec<String> = match name {
                     Some(name) => vec![name],
-                    None => ask_repo(&repo, |reply| RepoMsg::ListServices {
-                        role: Some(role.clone()),
-                        reply,
-                    })
-                    .await?
-                    .into_iter()
-                    .map(|s| s.name)
-                    .collect(),
+                    None => AysClient
+                        .list_services(&repo, Some(role.clone()))
+                        .await?
+                        .into_iter()
+                        .map(|s| s.name)
+                        .collect(),
                 };
                 if targets.is_empty() {
                     return Err(AysError::NotFound(format!("no service of role {role}")));
                 }
                 for name in &targets {
-                    ask_repo(&repo, |reply| RepoMsg::ScheduleAction {
-                        role: role.clone(),
-                        name: name.clone(),
-                        action: action.clone(),
-                        reply,
-                    })
-                    .await?;
+                    AysClient
+                        .schedule_action(&repo, role.clone(), name.clone(), action.clone())
+                        .await?;
                 }
-                let run = ask_repo(&repo, |reply| RepoMsg::CreateRun {
+                let request = RunRequest {
                     simulate: false,
                     callback_url: None,
-                    origin: json!({"telegram_chat": self.chat_id}),
-                    reply,
-                })
-                .await?;
+                    origin: Origin::Chat {
+                        chat_id: self.chat_id,
+                    },
+                };
+                let run = AysClient.create_run(&repo, request).await?;
                 self.say(&format!(
                     "Run {} started: {} step(s). I will tell you when it ends.",
                     run.key,
@@ -581,8 +541,7 @@ impl ChatState {
                 ));
             }
             ServiceCmd::Delete { role, name } => {
-                let removed =
-                    ask_repo(&repo, |reply| RepoMsg::DeleteService { role, name, reply }).await?;
+                let removed = AysClient.delete_service(&repo, role, name).await?;
                 self.say(&format!("Deleted: {}", removed.join(", ")));
             }
         }
@@ -593,7 +552,7 @@ impl ChatState {
         let repo = Self::current_repo(user)?;
         match cmd {
             RunCmd::Menu | RunCmd::List => {
-                let runs = ask_repo(&repo, |reply| RepoMsg::ListRuns { reply }).await?;
+                let runs = AysClient.list_runs(&repo).await?;
                 let mut text = format!("Runs in {repo}:");
                 for r in runs.iter().take(20) {
                     text.push_str(&format!("\n- {}: {}", r.key, r.state));
@@ -614,7 +573,7 @@ impl ChatState {
                 self.say_with(&text, keyboard);
             }
             RunCmd::Inspect(key) => {
-                let run = ask_repo(&repo, |reply| RepoMsg::GetRun { key, reply }).await?;
+                let run = AysClient.get_run(&repo, key).await?;
                 let mut text = format!("Run {}: {}", run.key, run.state);
                 if let Some(error) = &run.error {
                     text.push_str(&format!("\nerror: {error}"));
