@@ -4,6 +4,7 @@
 pub mod api;
 pub mod fake_itsyou;
 pub mod fake_telegram;
+pub mod inprocess;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
