@@ -236,10 +236,28 @@ impl AysState {
             return;
         };
         self.cloning.insert(name.clone());
+        // Cloned beside its place and moved in only once complete: a crash mid-clone leaves a
+        // `.clone-*` directory (removed at the next start), never a half repository.
         let dir = repo_dir(&self.shared, &name);
+        let staging = self
+            .shared
+            .config
+            .storage
+            .path
+            .join("repos")
+            .join(format!(".clone-{name}-{:08x}", rand::random::<u32>()));
         let me = myself.clone();
         tokio::spawn(async move {
-            let result = clone(&url, &dir).await;
+            let mut result = clone(&url, &staging).await;
+            if result.is_ok()
+                && let Err(err) = std::fs::rename(&staging, &dir)
+            {
+                let _ = std::fs::remove_dir_all(&staging);
+                result = Err(AysError::Internal(format!(
+                    "cannot move the clone into {}: {err}",
+                    dir.display()
+                )));
+            }
             let cloned = AysMsg::Cloned {
                 name,
                 git_url: url,
@@ -413,6 +431,22 @@ async fn deliver(name: &str, actor: Option<&ActorRef<RepoMsg>>, event: &Event) -
     result.is_ok()
 }
 
+/// How long a `git clone` may take.
+pub const CLONE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Removes the `.clone-*` directories a crash left in the middle of a clone.
+fn remove_unfinished_clones(shared: &Shared) {
+    let Ok(entries) = std::fs::read_dir(shared.config.storage.path.join("repos")) else {
+        return;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        if entry.file_name().to_string_lossy().starts_with(".clone-") {
+            warn!(path = %entry.path().display(), "removing an unfinished clone");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Clones `url` into `dir` with the git CLI (bounded in time); nothing is left behind on failure.
 async fn clone(url: &str, dir: &std::path::Path) -> Result<(), AysError> {
     if url.starts_with('-') {
@@ -428,12 +462,12 @@ async fn clone(url: &str, dir: &std::path::Path) -> Result<(), AysError> {
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(300), run).await;
+    let out = tokio::time::timeout(CLONE_TIMEOUT, run).await;
     let failed = match out {
         Ok(Ok(out)) if out.status.success() => return Ok(()),
         Ok(Ok(out)) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
         Ok(Err(err)) => format!("cannot run git: {err}"),
-        Err(_) => "git clone timed out after 300s".to_string(),
+        Err(_) => format!("git clone timed out after {}s", CLONE_TIMEOUT.as_secs()),
     };
     let _ = std::fs::remove_dir_all(dir);
     Err(AysError::BadRequest(format!(
@@ -452,6 +486,7 @@ impl Actor for Ays {
         shared: Shared,
     ) -> Result<Self::State, ActorProcessingErr> {
         let workers = Arc::new(Semaphore::new(shared.config.ays.workers));
+        remove_unfinished_clones(&shared);
         shared
             .faults
             .join(super::names::AYS, myself.clone(), || AysMsg::Crash);

@@ -226,7 +226,7 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
             respond(AysClient.get_run(&repo, key).await, StatusCode::OK)
         });
 
-    let routes = one_of(vec![
+    let mut all = vec![
         list_repos.boxed(),
         create_repo.boxed(),
         get_repo.boxed(),
@@ -248,7 +248,9 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         list_runs.boxed(),
         create_run.boxed(),
         get_run.boxed(),
-    ]);
+    ];
+    all.extend(super::runs::routes());
+    let routes = one_of(all);
     warp::path("ays")
         .and(warp::path("repository"))
         .and(authenticated(shared))
@@ -289,7 +291,10 @@ fn status_of(err: &AysError) -> StatusCode {
 
 /// A result as JSON: the value with `ok`, or the error with its status. Validation errors also
 /// list every problem under `problems`.
-fn respond<T: serde::Serialize>(result: Result<T, AysError>, ok: StatusCode) -> Response {
+pub(crate) fn respond<T: serde::Serialize>(
+    result: Result<T, AysError>,
+    ok: StatusCode,
+) -> Response {
     match result {
         Ok(value) => warp::reply::with_status(warp::reply::json(&value), ok).into_response(),
         Err(AysError::Invalid(problems)) => warp::reply::with_status(

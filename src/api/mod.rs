@@ -9,6 +9,7 @@ pub mod ays;
 pub mod login;
 pub mod oauth_proxy;
 pub mod openapi;
+pub mod runs;
 pub mod server;
 
 use std::convert::Infallible;

@@ -40,13 +40,25 @@ pub struct RunRequest {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AysClient;
 
+/// How long a caller waits for a repository created from a git remote: longer than the clone
+/// may take ([`crate::actors::ays::CLONE_TIMEOUT`]), so the caller learns the real outcome.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(330);
+
 /// Asks the Ays actor.
 async fn ask_ays<T: Send + 'static>(
     msg: impl FnOnce(RpcReplyPort<Result<T, AysError>>) -> AysMsg,
 ) -> Result<T, AysError> {
+    ask_ays_within(CALL_TIMEOUT, msg).await
+}
+
+/// Asks the Ays actor, waiting at most `timeout` for the answer.
+async fn ask_ays_within<T: Send + 'static>(
+    timeout: Duration,
+    msg: impl FnOnce(RpcReplyPort<Result<T, AysError>>) -> AysMsg,
+) -> Result<T, AysError> {
     let ays = ActorRef::<AysMsg>::where_is(names::AYS)
         .ok_or_else(|| AysError::Internal("the AYS engine is restarting; retry".into()))?;
-    ractor::call_t!(ays, msg, CALL_TIMEOUT.as_millis() as u64)
+    ractor::call_t!(ays, msg, timeout.as_millis() as u64)
         .map_err(|err| AysError::Internal(format!("the AYS engine did not answer: {err}")))?
 }
 
@@ -78,7 +90,11 @@ impl AysClient {
         name: String,
         git_url: Option<String>,
     ) -> Result<RepoView, AysError> {
-        ask_ays(|reply| AysMsg::CreateRepo {
+        let timeout = match git_url {
+            Some(_) => CREATE_TIMEOUT,
+            None => CALL_TIMEOUT,
+        };
+        ask_ays_within(timeout, |reply| AysMsg::CreateRepo {
             name,
             git_url,
             reply,
@@ -261,6 +277,19 @@ impl AysClient {
         })
         .await
         .map(Into::into)
+    }
+
+    /// Cancels a running or queued run; `who` is recorded with it.
+    pub async fn cancel_run(
+        &self,
+        repo: &str,
+        key: String,
+        who: &str,
+    ) -> Result<RunView, AysError> {
+        let who = who.to_string();
+        ask_repo(repo, |reply| RepoMsg::CancelRun { key, who, reply })
+            .await
+            .map(Into::into)
     }
 
     /// Hands an inbound event to every repository; `id` is its stored id when the door recorded

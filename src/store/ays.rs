@@ -20,6 +20,8 @@ pub enum RunState {
     Ok,
     /// A job failed, or the run was interrupted.
     Error,
+    /// Someone cancelled it.
+    Cancelled,
 }
 
 /// The state of a job: `new` → `running` → `ok` or `error`.
@@ -34,6 +36,8 @@ pub enum JobState {
     Ok,
     /// It failed, timed out, or was cut short.
     Error,
+    /// Its run was cancelled while it ran or waited.
+    Cancelled,
 }
 
 /// A state stored as its lowercase name.
@@ -47,6 +51,7 @@ macro_rules! stored_state {
                     $type::Running => "running",
                     $type::Ok => "ok",
                     $type::Error => "error",
+                    $type::Cancelled => "cancelled",
                 }
             }
 
@@ -57,13 +62,14 @@ macro_rules! stored_state {
                     "running" => $type::Running,
                     "ok" => $type::Ok,
                     "error" => $type::Error,
+                    "cancelled" => $type::Cancelled,
                     _ => return None,
                 })
             }
 
             /// True once it can change no more.
             pub fn is_final(self) -> bool {
-                matches!(self, $type::Ok | $type::Error)
+                matches!(self, $type::Ok | $type::Error | $type::Cancelled)
             }
         }
 
@@ -226,6 +232,10 @@ pub struct RunRecord {
     pub steps: Vec<StepRecord>,
 }
 
+/// What [`Store::interrupt_runs`] cut short: the `(service_key, action)` of the jobs that were
+/// running, and the keys of the runs.
+pub type Interrupted = (Vec<(String, String)>, Vec<String>);
+
 /// An inbound event recorded before it is processed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRecord {
@@ -293,6 +303,7 @@ impl Store {
             params![name],
         )?;
         tx.execute("DELETE FROM runs WHERE repo = ?1", params![name])?;
+        tx.execute("DELETE FROM recurring WHERE repo = ?1", params![name])?;
         tx.execute("DELETE FROM services WHERE repo = ?1", params![name])?;
         let n = tx.execute("DELETE FROM repos WHERE name = ?1", params![name])?;
         tx.commit()?;
@@ -334,13 +345,14 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Records a new run with all its steps and jobs (state `new`).
-    pub fn insert_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+    /// Records a new run with all its steps and jobs, and the args its jobs get (an event's
+    /// payload), so that a queued run survives a restart.
+    pub fn insert_run(&self, run: &RunRecord, args: &Value) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO runs (key, repo, state, created, ended, error, callback_url, origin)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO runs (key, repo, state, created, ended, error, callback_url, origin, args)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 run.key,
                 run.repo,
@@ -349,7 +361,8 @@ impl Store {
                 run.ended,
                 run.error,
                 run.callback_url,
-                run.origin.to_json().to_string()
+                run.origin.to_json().to_string(),
+                args.to_string()
             ],
         )?;
         {
@@ -485,39 +498,155 @@ impl Store {
         Ok(Some(run))
     }
 
-    /// Marks every run of `repo` still `new` or `running` as `error` with `reason`, and its
-    /// unfinished jobs too; returns the `(service_key, action)` of jobs that were cut short.
+    /// Marks every run of `repo` still `running` as `error` with `reason`, and its unfinished
+    /// jobs too (queued `new` runs stay queued). Returns the `(service_key, action)` of jobs that
+    /// were cut short, and the keys of the runs.
     pub fn interrupt_runs(
         &self,
         repo: &str,
         reason: &str,
         now: i64,
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    ) -> Result<Interrupted, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let mut cut = Vec::new();
+        let mut runs = Vec::new();
         {
             let mut stmt = tx.prepare(
                 "SELECT j.service_key, j.action_name FROM jobs j JOIN runs r ON j.run_key = r.key
-                 WHERE r.repo = ?1 AND r.state IN ('new', 'running') AND j.state = 'running'",
+                 WHERE r.repo = ?1 AND r.state = 'running' AND j.state = 'running'",
             )?;
             let rows = stmt.query_map(params![repo], |row| Ok((row.get(0)?, row.get(1)?)))?;
             for row in rows {
                 cut.push(row?);
             }
+            let mut stmt =
+                tx.prepare("SELECT key FROM runs WHERE repo = ?1 AND state = 'running'")?;
+            let rows = stmt.query_map(params![repo], |row| row.get(0))?;
+            for row in rows {
+                runs.push(row?);
+            }
         }
         tx.execute(
             "UPDATE jobs SET state = 'error' WHERE state IN ('new', 'running') AND run_key IN
-               (SELECT key FROM runs WHERE repo = ?1 AND state IN ('new', 'running'))",
+               (SELECT key FROM runs WHERE repo = ?1 AND state = 'running')",
             params![repo],
         )?;
         tx.execute(
             "UPDATE runs SET state = 'error', error = ?2, ended = ?3
-             WHERE repo = ?1 AND state IN ('new', 'running')",
+             WHERE repo = ?1 AND state = 'running'",
             params![repo, reason, now],
         )?;
         tx.commit()?;
-        Ok(cut)
+        Ok((cut, runs))
+    }
+
+    /// The runs of `repo` waiting to start (`new`), oldest first.
+    pub fn queued_runs(&self, repo: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT key FROM runs WHERE repo = ?1 AND state = 'new' ORDER BY created, rowid",
+        )?;
+        let rows = stmt.query_map(params![repo], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// How many runs wait to start, across all repositories.
+    pub fn queued_run_count(&self) -> Result<u64, StoreError> {
+        let n: i64 =
+            self.lock()
+                .query_row("SELECT COUNT(*) FROM runs WHERE state = 'new'", [], |row| {
+                    row.get(0)
+                })?;
+        Ok(n as u64)
+    }
+
+    /// The args recorded with a run (`{}` when none were).
+    pub fn run_args(&self, key: &str) -> Result<Value, StoreError> {
+        let args: Option<String> = self
+            .lock()
+            .query_row(
+                "SELECT args FROM runs WHERE key = ?1",
+                params![key],
+                |row| row.get(0),
+            )
+            .optional()?
+            .flatten();
+        Ok(args
+            .and_then(|a| serde_json::from_str(&a).ok())
+            .unwrap_or_else(|| json!({})))
+    }
+
+    /// Records the process group of a running job.
+    pub fn set_job_group(&self, job_key: &str, pgid: i32) -> Result<(), StoreError> {
+        self.lock().execute(
+            "UPDATE jobs SET pgid = ?2 WHERE key = ?1",
+            params![job_key, pgid],
+        )?;
+        Ok(())
+    }
+
+    /// The process groups of the jobs of `repo` recorded as running, with their run keys.
+    pub fn running_groups(&self, repo: &str) -> Result<Vec<(i32, String)>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT j.pgid, j.run_key FROM jobs j JOIN runs r ON j.run_key = r.key
+             WHERE r.repo = ?1 AND j.state = 'running' AND j.pgid IS NOT NULL",
+        )?;
+        let rows = stmt.query_map(params![repo], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Ends a run as cancelled: the run and every unfinished job.
+    pub fn cancel_run(&self, key: &str, now: i64, reason: &str) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE jobs SET state = 'cancelled' WHERE run_key = ?1 AND state IN ('new', 'running')",
+            params![key],
+        )?;
+        tx.execute(
+            "UPDATE runs SET state = 'cancelled', ended = ?2, error = ?3 WHERE key = ?1",
+            params![key, now, reason],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// When each recurring `(service, action)` of `repo` was last due (Unix ms).
+    pub fn recurring(
+        &self,
+        repo: &str,
+    ) -> Result<std::collections::HashMap<(String, String), i64>, StoreError> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare("SELECT service, action, last_due_ms FROM recurring WHERE repo = ?1")?;
+        let rows = stmt.query_map(params![repo], |row| {
+            Ok(((row.get(0)?, row.get(1)?), row.get(2)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records when recurring actions of `repo` were due.
+    pub fn set_recurring(
+        &self,
+        repo: &str,
+        due: &[(String, String)],
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut put = tx.prepare_cached(
+                "INSERT INTO recurring (repo, service, action, last_due_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (repo, service, action) DO UPDATE SET last_due_ms = excluded.last_due_ms",
+            )?;
+            for (service, action) in due {
+                put.execute(params![repo, service, action, at_ms])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Records several events in one transaction (one sync for all); their ids in order.
@@ -666,7 +795,7 @@ mod tests {
     fn a_run_round_trips_with_steps_jobs_and_logs() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
-        store.insert_run(&run("r1")).expect("insert");
+        store.insert_run(&run("r1"), &json!({})).expect("insert");
         let line = LogRecord {
             epoch: 1.5,
             level: "stdout".into(),
@@ -687,14 +816,15 @@ mod tests {
     fn interrupted_runs_are_marked_error_never_left_running() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
-        store.insert_run(&run("r1")).expect("insert");
+        store.insert_run(&run("r1"), &json!({})).expect("insert");
         store
             .finish_job("j1", JobState::Running, &[])
             .expect("running");
         let cut = store
             .interrupt_runs("demo", "cockpit stopped", 200)
             .expect("interrupt");
-        assert_eq!(cut, vec![("node!a".to_string(), "install".to_string())]);
+        assert_eq!(cut.0, vec![("node!a".to_string(), "install".to_string())]);
+        assert_eq!(cut.1, vec!["r1".to_string()]);
         let got = store.run("demo", "r1").expect("query").expect("found");
         assert_eq!(got.state, RunState::Error);
         assert_eq!(got.error.as_deref(), Some("cockpit stopped"));
@@ -731,7 +861,7 @@ mod tests {
         store
             .save_services("demo", &[("node!a".into(), "{}".into())], &[])
             .expect("services");
-        store.insert_run(&run("r1")).expect("run");
+        store.insert_run(&run("r1"), &json!({})).expect("run");
         assert!(store.delete_repo("demo").expect("delete"));
         assert!(store.services("demo").expect("services").is_empty());
         assert!(store.runs("demo").expect("runs").is_empty());

@@ -129,6 +129,18 @@ const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );",
+    // 4: durable run queue and run control: the args a queued run's jobs get, the process group
+    // of a running job (killed if it outlives a crash), and when each recurring action was due.
+    "ALTER TABLE runs ADD COLUMN args TEXT;
+    ALTER TABLE jobs ADD COLUMN pgid INTEGER;
+    CREATE INDEX runs_state ON runs (repo, state);
+    CREATE TABLE recurring (
+        repo TEXT NOT NULL,
+        service TEXT NOT NULL,
+        action TEXT NOT NULL,
+        last_due_ms INTEGER NOT NULL,
+        PRIMARY KEY (repo, service, action)
+    );",
 ];
 
 /// The handle to durable state; cheap to clone, safe to share between actors and threads.

@@ -69,6 +69,10 @@ impl Api {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
+    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+
     /// Waits until the run ends; returns it.
     pub async fn finished_run(&self, repo: &str, key: &str) -> Value {
         eventually(Duration::from_secs(60), "the run to end", || async {

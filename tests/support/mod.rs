@@ -172,6 +172,15 @@ impl Cockpit {
         None
     }
 
+    /// `kill -9`s the process and starts a new one on the same config and data.
+    pub fn kill_and_restart(mut self) -> Cockpit {
+        self.signal(libc::SIGKILL);
+        assert!(self.wait_exit(Duration::from_secs(10)).is_some(), "killed");
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tmp"));
+        let text = std::fs::read_to_string(&self.config).expect("config");
+        Cockpit::start_in(dir, &text)
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")

@@ -47,9 +47,22 @@ pub async fn drive(repo: ActorRef<RepoMsg>, run: String, steps: usize, workers: 
         };
         let outcomes = futures::future::join_all(jobs.into_iter().map(|job| {
             let workers = workers.clone();
+            let repo = repo.clone();
+            let run = run.clone();
             async move {
                 let _permit = workers.acquire_owned().await;
-                (job.key, runner::run_action(job.job).await)
+                let key = job.key.clone();
+                let started = move |pgid| {
+                    let _ = repo.cast(RepoMsg::JobStarted {
+                        run,
+                        job: key,
+                        pgid,
+                    });
+                };
+                (
+                    job.key,
+                    runner::run_action_reporting(job.job, started).await,
+                )
             }
         }))
         .await;

@@ -176,6 +176,24 @@ pub enum RepoMsg {
         /// Gets the prepared jobs.
         reply: RpcReplyPort<Vec<PreparedJob>>,
     },
+    /// From the driver: a job's process runs, in this process group.
+    JobStarted {
+        /// The run.
+        run: String,
+        /// The job.
+        job: String,
+        /// Its process group id.
+        pgid: i32,
+    },
+    /// Cancels a running or queued run.
+    CancelRun {
+        /// The run key.
+        key: String,
+        /// Who cancels (for the log and the run's error).
+        who: String,
+        /// Gets the run as it ended.
+        reply: Reply<RunRecord>,
+    },
     /// From the driver: a job ended.
     JobDone {
         /// The run.
@@ -223,6 +241,8 @@ pub struct RepoState {
     name: String,
     /// Its blueprint and template files.
     files: Files,
+    /// The data directory, absolute (`COCKPIT_DATA` for actions).
+    data_dir: PathBuf,
     /// The shared bound on jobs running at once.
     workers: Arc<Semaphore>,
     /// The services by key (the store holds the durable copy of each).
@@ -260,10 +280,13 @@ impl Actor for Repo {
             .join(format!("repo:{}", args.name), myself.clone(), || {
                 RepoMsg::Crash
             });
+        let data_dir = std::path::absolute(&args.shared.config.storage.path)
+            .unwrap_or_else(|_| args.shared.config.storage.path.clone());
         let mut state = RepoState {
             shared: args.shared,
             name: args.name,
             files: Files::new(args.dir),
+            data_dir,
             workers: args.workers,
             services,
             runs: Runs::default(),
@@ -271,9 +294,10 @@ impl Actor for Repo {
                 .timeout(Duration::from_secs(10))
                 .build()?,
         };
-        state.interrupt(
+        state.recover(
             "interrupted: cockpit stopped (or this repository's actor restarted) while the run was in progress",
         )?;
+        state.start_next(&myself)?;
         myself.send_interval(Duration::from_secs(1), || RepoMsg::Tick);
         Ok(state)
     }
@@ -283,8 +307,9 @@ impl Actor for Repo {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        // Dropping the driver kills the jobs' process groups.
         state.runs.active = None;
-        state.interrupt("interrupted: cockpit was shut down while the run was in progress")?;
+        state.cut_short("interrupted: cockpit was shut down while the run was in progress")?;
         Ok(())
     }
 
@@ -386,6 +411,10 @@ impl Actor for Repo {
             } => {
                 state.job_done(&run, &job, outcome)?;
                 let _ = reply.send(());
+            }
+            RepoMsg::JobStarted { run, job, pgid } => state.job_started(&run, &job, pgid)?,
+            RepoMsg::CancelRun { key, who, reply } => {
+                let _ = reply.send(state.cancel(&myself, &key, &who));
             }
             RepoMsg::RunDone { run, error } => state.run_done(&myself, &run, error)?,
             RepoMsg::Tick => state.tick(&myself)?,

@@ -1,15 +1,20 @@
 //! The run lifecycle of a repository: plan, record, start, step, job done, run done, queue, and
 //! the recurring actions that start runs by themselves.
 //!
-//! States: a run is recorded `new`, becomes `running` when its driver starts, and ends `ok` or
-//! `error`; one run at a time per repository, the others wait `new` in the queue. Every change
-//! is written to the store before it is acted on, and every start and end is published as a
-//! [`Notice`] for the doors.
+//! States: a run is recorded `new` (with the args its jobs get), becomes `running` when its
+//! driver starts, and ends `ok`, `error` or `cancelled`; one run at a time per repository, the
+//! others wait `new` in the queue. The queue is the store's: the actor holds only run keys, and
+//! after a restart the `new` runs resume in order. Every change is written to the store before it
+//! is acted on, and every start and end is published as a [`Notice`] for the doors.
+//!
+//! After a crash, a run left `running` is marked `error` (interrupted) and the process groups of
+//! its jobs that are still alive are killed first; when it was started by an event, a new run of
+//! the same jobs is queued, so every acknowledged event runs its actions at least once.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::collections::HashMap;
 
 use ractor::ActorRef;
 use serde_json::{Value, json};
@@ -36,16 +41,10 @@ pub(super) struct ActiveRun {
     pub callback_url: Option<String>,
     /// Who asked for it (handed back in the end notice).
     pub origin: Origin,
+    /// The process groups of its running jobs, by job key (for cancel).
+    pub groups: HashMap<String, i32>,
     /// The task executing it.
-    pub _driver: AbortOnDrop,
-}
-
-/// A run recorded and waiting for the one in progress.
-pub(super) struct QueuedRun {
-    /// The record (state `new`).
-    pub record: RunRecord,
-    /// The args its jobs get.
-    pub args: Value,
+    pub driver: AbortOnDrop,
 }
 
 /// The runs of a repository: the one in progress, those waiting, and the recurring clock.
@@ -53,21 +52,94 @@ pub(super) struct QueuedRun {
 pub(super) struct Runs {
     /// The run in progress.
     pub active: Option<ActiveRun>,
-    /// Runs waiting for it.
-    pub queue: VecDeque<QueuedRun>,
+    /// The keys of the runs waiting for it, oldest first (their records and args are in the
+    /// store: a waiting 2 MB mail costs its key here, not its payload).
+    pub queue: VecDeque<String>,
     /// A recurring action became due while a run was in progress: plan again after it.
     pub replan: bool,
-    /// When each recurring (service, action) last became due.
-    pub recurring: std::collections::HashMap<(String, String), Instant>,
+    /// When each recurring (service, action) last became due (Unix ms; the store has them too,
+    /// so a restart neither resets a period nor fires it twice).
+    pub recurring: HashMap<(String, String), i64>,
 }
 
+/// How long a cancelled job has between `SIGTERM` and `SIGKILL`.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(5);
+
 impl RepoState {
-    /// Marks runs left `new`/`running` as `error` and the actions they had running as `error`.
-    pub(super) fn interrupt(&mut self, reason: &str) -> Result<(), AysError> {
-        let cut = self
+    /// What a start finds: kills the leftover process groups of runs a crash cut short, marks
+    /// those runs `error`, queues again the ones that events started, and reloads the queue and
+    /// the recurring clock.
+    pub(super) fn recover(&mut self, reason: &str) -> Result<(), AysError> {
+        self.cut_short(reason)?;
+        self.runs.queue = self.shared.store.queued_runs(&self.name)?.into();
+        self.runs.recurring = self
             .shared
             .store
-            .interrupt_runs(&self.name, reason, clock::now_secs())?;
+            .recurring(&self.name)?
+            .into_iter()
+            .collect();
+        Ok(())
+    }
+
+    /// Ends the runs left `running` (after a crash, or at shutdown): kills what is left of their
+    /// jobs' process groups, marks them `error` with `reason`, and queues a new run of the same
+    /// jobs for those that events started (at least once).
+    pub(super) fn cut_short(&mut self, reason: &str) -> Result<(), AysError> {
+        for (pgid, run) in self.shared.store.running_groups(&self.name)? {
+            if crate::runner::kill_leftover_group(pgid, &run) {
+                warn!(repo = %self.name, %run, pgid, "killed an action left running by a crash");
+            }
+        }
+        let interrupted = self.interrupt(reason)?;
+        for key in interrupted {
+            let Some(run) = self.shared.store.run(&self.name, &key)? else {
+                continue;
+            };
+            if let Origin::Event { .. } = run.origin {
+                let args = self.shared.store.run_args(&key)?;
+                let steps = run
+                    .steps
+                    .iter()
+                    .map(|s| {
+                        s.jobs
+                            .iter()
+                            .map(|j| (j.service_key.clone(), j.action_name.clone()))
+                            .collect()
+                    })
+                    .collect();
+                let again = self.record(steps, run.callback_url.clone(), run.origin.clone());
+                self.shared.store.insert_run(&again, &args)?;
+                info!(repo = %self.name, run = %key, again = %again.key, "event run queued again");
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the oldest queued run, if none is running.
+    pub(super) fn start_next(&mut self, myself: &ActorRef<RepoMsg>) -> Result<(), AysError> {
+        while self.runs.active.is_none() {
+            let Some(key) = self.runs.queue.pop_front() else {
+                return Ok(());
+            };
+            let Some(record) = self.shared.store.run(&self.name, &key)? else {
+                continue; // deleted meanwhile
+            };
+            if record.state != RunState::New {
+                continue; // cancelled while it waited
+            }
+            let args = self.shared.store.run_args(&key)?;
+            self.start(myself, record, args)?;
+        }
+        Ok(())
+    }
+
+    /// Marks runs left `running` as `error` and the actions they had running as `error`; the
+    /// keys of those runs.
+    pub(super) fn interrupt(&mut self, reason: &str) -> Result<Vec<String>, AysError> {
+        let (cut, runs) =
+            self.shared
+                .store
+                .interrupt_runs(&self.name, reason, clock::now_secs())?;
         let mut touched = Vec::new();
         for (key, action) in cut {
             if let Some(service) = self.services.get_mut(&key) {
@@ -88,7 +160,8 @@ impl RepoState {
         if !touched.is_empty() {
             warn!(repo = %self.name, services = touched.len(), "{reason}");
         }
-        self.save(touched.iter(), &[])
+        self.save(touched.iter(), &[])?;
+        Ok(runs)
     }
 
     /// A new run record from planned steps of (service key, action).
@@ -142,8 +215,12 @@ impl RepoState {
         callback_url: Option<String>,
         origin: Origin,
     ) -> Result<RunRecord, AysError> {
-        let plan = engine::plan_run(&self.services)
-            .map_err(|err| AysError::Invalid(vec![err.to_string()]))?;
+        let plan = if origin == Origin::Schedule {
+            engine::plan_scheduled(&self.services)
+        } else {
+            engine::plan_run(&self.services)
+        };
+        let plan = plan.map_err(|err| AysError::Invalid(vec![err.to_string()]))?;
         if plan.steps.is_empty() {
             return Err(AysError::Invalid(vec![
                 "nothing to run: no action is scheduled, changed or in error".into(),
@@ -169,8 +246,9 @@ impl RepoState {
                 self.name
             )));
         }
-        self.shared.store.insert_run(&record)?;
-        self.start(myself, record, json!({}))
+        let args = json!({});
+        self.shared.store.insert_run(&record, &args)?;
+        self.start(myself, record, args)
     }
 
     /// Starts a recorded run: marks it running and spawns its driver.
@@ -200,6 +278,7 @@ impl RepoState {
             steps.len(),
             self.workers.clone(),
         ));
+        let driver = AbortOnDrop(driver);
         info!(repo = %self.name, run = %record.key, steps = steps.len(), "run started");
         self.shared.telemetry.count("runs_started", 1);
         self.shared.notices.publish(Notice::RunStarted {
@@ -213,7 +292,8 @@ impl RepoState {
             args,
             callback_url: record.callback_url.clone(),
             origin: record.origin.clone(),
-            _driver: AbortOnDrop(driver),
+            groups: HashMap::new(),
+            driver,
         });
         Ok(record)
     }
@@ -235,12 +315,9 @@ impl RepoState {
             channel: channel.to_string(),
         };
         let record = self.record(vec![jobs], None, origin);
-        self.shared.store.insert_run(&record)?;
+        self.shared.store.insert_run(&record, &payload)?;
         if self.runs.active.is_some() {
-            self.runs.queue.push_back(QueuedRun {
-                record,
-                args: payload,
-            });
+            self.runs.queue.push_back(record.key);
         } else {
             self.start(myself, record, payload)?;
         }
@@ -307,6 +384,7 @@ impl RepoState {
                     cwd,
                     stdin_json: stdin,
                     env: vec![
+                        ("COCKPIT_DATA".into(), self.data_dir.display().to_string()),
                         ("COCKPIT_REPO".into(), self.name.clone()),
                         ("COCKPIT_RUN".into(), run.to_string()),
                         ("COCKPIT_ACTION".into(), action.clone()),
@@ -431,12 +509,89 @@ impl RepoState {
             error,
             origin: active.origin,
         });
-        if let Some(next) = self.runs.queue.pop_front() {
-            self.start(myself, next.record, next.args)?;
-        } else if std::mem::take(&mut self.runs.replan) {
+        self.after_run(myself)
+    }
+
+    /// What follows the end of a run: the next queued one, or a recurring plan that waited.
+    fn after_run(&mut self, myself: &ActorRef<RepoMsg>) -> Result<(), AysError> {
+        self.start_next(myself)?;
+        if self.runs.active.is_none() && std::mem::take(&mut self.runs.replan) {
             self.start_planned(myself)?;
         }
         Ok(())
+    }
+
+    /// A job's process runs: its group is recorded (killed after a crash, signalled on cancel).
+    pub(super) fn job_started(&mut self, run: &str, job: &str, pgid: i32) -> Result<(), AysError> {
+        let Some(active) = self.runs.active.as_mut().filter(|a| a.key == run) else {
+            return Ok(());
+        };
+        active.groups.insert(job.to_string(), pgid);
+        self.shared.store.set_job_group(job, pgid)?;
+        Ok(())
+    }
+
+    /// Cancels run `key`: a running one gets `SIGTERM` on every job's process group, then
+    /// `SIGKILL` after [`CANCEL_GRACE`]; a queued one never starts. The run ends `cancelled` at
+    /// once and the repository is free for the next run.
+    pub(super) fn cancel(
+        &mut self,
+        myself: &ActorRef<RepoMsg>,
+        key: &str,
+        who: &str,
+    ) -> Result<RunRecord, AysError> {
+        let reason = format!("cancelled by {who}");
+        if let Some(active) = self.runs.active.take_if(|a| a.key == key) {
+            for pgid in active.groups.values() {
+                crate::runner::terminate_group(*pgid);
+            }
+            let driver = active.driver;
+            tokio::spawn(async move {
+                tokio::time::sleep(CANCEL_GRACE).await;
+                drop(driver); // aborts the driver: the runner kills what is left of each group
+            });
+            // The actions it was running are to be run again.
+            let mut touched = Vec::new();
+            for (_, service_key, action) in active.steps.iter().flatten() {
+                if let Some(service) = self.services.get_mut(service_key)
+                    && service.actions.get(action) == Some(&ActionState::Running)
+                {
+                    service.actions.insert(action.clone(), ActionState::Error);
+                    touched.push(service_key.clone());
+                }
+            }
+            self.save(touched.iter(), &[])?;
+            self.shared
+                .store
+                .cancel_run(key, clock::now_secs(), &reason)?;
+            info!(repo = %self.name, run = %key, %who, "run cancelled");
+            self.shared.notices.publish(Notice::RunEnded {
+                repo: self.name.clone(),
+                run: key.to_string(),
+                state: RunState::Cancelled,
+                error: Some(reason),
+                origin: active.origin,
+            });
+            self.after_run(myself)?;
+        } else if let Some(at) = self.runs.queue.iter().position(|k| k == key) {
+            self.runs.queue.remove(at);
+            self.shared
+                .store
+                .cancel_run(key, clock::now_secs(), &reason)?;
+            info!(repo = %self.name, run = %key, %who, "queued run cancelled");
+        } else {
+            return match self.shared.store.run(&self.name, key)? {
+                Some(run) => Err(AysError::Conflict(format!(
+                    "run {key} has ended ({}); nothing to cancel",
+                    run.state
+                ))),
+                None => Err(AysError::NotFound(format!("run {key:?} not found"))),
+            };
+        }
+        self.shared
+            .store
+            .run(&self.name, key)?
+            .ok_or_else(|| AysError::NotFound(format!("run {key:?} not found")))
     }
 
     /// Plans and starts a run when there is anything to do (recurring actions).
@@ -453,20 +608,36 @@ impl RepoState {
 
     /// Schedules the recurring actions that are due, and runs them unless a run is in progress.
     pub(super) fn tick(&mut self, myself: &ActorRef<RepoMsg>) -> Result<(), AysError> {
-        let now = Instant::now();
+        let now = clock::now_ms();
         let mut due = Vec::new();
+        let mut first_seen = Vec::new();
         for service in self.services.values() {
             for (action, period) in &service.recurring {
                 let id = (service.key.clone(), action.clone());
-                let last = *self.runs.recurring.entry(id.clone()).or_insert(now);
-                if now.duration_since(last) >= Duration::from_secs((*period).max(1)) {
+                let Some(last) = self.runs.recurring.get(&id) else {
+                    // A new recurring action is first due one period from now.
+                    first_seen.push(id);
+                    continue;
+                };
+                let period_ms = (*period).max(1).saturating_mul(1000) as i64;
+                if now.saturating_sub(*last) >= period_ms {
                     due.push(id);
                 }
+            }
+        }
+        if !first_seen.is_empty() {
+            self.shared
+                .store
+                .set_recurring(&self.name, &first_seen, now)?;
+            for id in first_seen {
+                self.runs.recurring.insert(id, now);
             }
         }
         if due.is_empty() {
             return Ok(());
         }
+        // Recorded before anything runs: a crash from here on does not fire them again.
+        self.shared.store.set_recurring(&self.name, &due, now)?;
         for (key, action) in &due {
             self.runs
                 .recurring

@@ -27,6 +27,12 @@ impl RepoState {
                     return Err(AysError::Invalid(problems(found)));
                 }
             };
+        if let Some(cycle) = engine::consumer_cycle(&outcome.services) {
+            return Err(AysError::Invalid(vec![format!(
+                "{name}: services consume each other in a loop, which can never run: {}",
+                cycle.join(" -> ")
+            )]));
+        }
         let changed: Vec<String> = outcome.changed.clone();
         let previous = std::mem::replace(&mut self.services, outcome.services);
         if let Err(err) = self.save(changed.iter(), &[]) {
