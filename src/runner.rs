@@ -146,8 +146,20 @@ pub async fn run_action_reporting(
     job: ActionJob,
     started: impl FnOnce(i32) + Send,
 ) -> ActionOutcome {
+    run_action_live(job, started, None).await
+}
+
+/// [`run_action_reporting`], also sending the output lines to `live` as they are read, for
+/// as long as they are the first lines kept (the head of [`ActionOutcome::logs`]): the
+/// outcome's first `n` lines are then exactly the `n` lines sent. The send waits when `live`
+/// is full, so a slow reader slows the job's output, never loses lines.
+pub async fn run_action_live(
+    job: ActionJob,
+    started: impl FnOnce(i32) + Send,
+    live: Option<mpsc::Sender<LogLine>>,
+) -> ActionOutcome {
     let mut logs = LogBuffer::new(job.max_log_lines);
-    let result = run(&job, &mut logs, started).await;
+    let result = run(&job, &mut logs, started, live).await;
     let (state, data, error) = match result {
         Ok(data) => (ActionState::Ok, data, None),
         Err(message) => (ActionState::Error, None, Some(message)),
@@ -211,6 +223,7 @@ async fn run(
     job: &ActionJob,
     logs: &mut LogBuffer,
     started: impl FnOnce(i32),
+    mut live: Option<mpsc::Sender<LogLine>>,
 ) -> Result<Option<Map<String, Value>>, String> {
     let program = std::path::absolute(&job.program)
         .map_err(|err| format!("bad action path {}: {err}", job.program.display()))?;
@@ -248,7 +261,18 @@ async fn run(
     let ending = loop {
         tokio::select! {
             line = rx.recv(), if output_open => match line {
-                Some(line) => logs.push(line),
+                Some(line) => {
+                    if let Some(tx) = &live {
+                        if logs.head_has_room() {
+                            if tx.send(line.clone()).await.is_err() {
+                                live = None;
+                            }
+                        } else {
+                            live = None;
+                        }
+                    }
+                    logs.push(line)
+                }
                 None => output_open = false,
             },
             status = child.wait() => match status {
@@ -539,6 +563,11 @@ impl LogBuffer {
             dropped: 0,
             runner: Vec::new(),
         }
+    }
+
+    /// Whether the next output line is kept in the head.
+    fn head_has_room(&self) -> bool {
+        self.head.len() < self.max.div_ceil(2)
     }
 
     /// Adds an output line, dropping the oldest non-head line when over budget.

@@ -258,3 +258,109 @@ async fn actions_get_the_data_directory_and_links_out_of_a_repository_are_not_fo
         "node__x:\n  port: 9\n"
     );
 }
+
+/// Reads SSE events (`(id, event, data)`) from a response until `stop` says so.
+async fn sse_until(
+    response: reqwest::Response,
+    mut stop: impl FnMut(&(String, String, String)) -> bool,
+) -> Vec<(String, String, String)> {
+    use futures::StreamExt;
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    loop {
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let (mut id, mut event, mut data) = (String::new(), String::new(), String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = v.trim().to_string();
+                }
+            }
+            if event.is_empty() {
+                continue; // a keep-alive comment
+            }
+            let item = (id, event, data);
+            let done = stop(&item);
+            events.push(item);
+            if done {
+                return events;
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(30), body.next()).await {
+            Ok(Some(Ok(chunk))) => buffer.push_str(&String::from_utf8_lossy(&chunk)),
+            other => panic!("the stream ended early: {other:?}; got {events:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn live_logs_arrive_while_the_job_runs_and_resume_after_a_reconnect() {
+    let cockpit = Cockpit::start("");
+    let api = Api::new(&cockpit);
+    let gate = cockpit.dir.path().join("gate");
+    // Prints a line, then waits for the test to have seen it before it goes on.
+    let script = format!(
+        "echo first line; while [ ! -e '{0}' ]; do sleep 0.05; done; echo second line",
+        gate.display()
+    );
+    repository(&api, "demo", &[("install", &script)]).await;
+    let (_, run) = api.post("/demo/aysrun", json!({})).await;
+    let key = run["key"].as_str().expect("key").to_string();
+    let url = format!("{}/demo/aysrun/{key}/logs?follow=true", api.base);
+    let response = api
+        .http
+        .get(&url)
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .expect("sse");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("text/event-stream")
+    );
+    let first = sse_until(response, |(_, event, _)| event == "log").await;
+    let (first_id, _, data) = first.last().expect("a line").clone();
+    assert!(data.contains("first line"), "{first:?}");
+    // The job cannot have ended: it waits for this file.
+    assert_eq!(
+        api.get(&format!("/demo/aysrun/{key}")).await.1["state"],
+        "running"
+    );
+    std::fs::write(&gate, "").expect("gate");
+
+    // A client that reconnects after the first line gets the rest, then the end.
+    let response = api
+        .http
+        .get(&url)
+        .bearer_auth(&api.token)
+        .header("Last-Event-ID", &first_id)
+        .send()
+        .await
+        .expect("sse again");
+    let rest = sse_until(response, |(_, event, _)| event == "end").await;
+    let lines: Vec<&str> = rest
+        .iter()
+        .filter(|(_, e, _)| e == "log")
+        .map(|(_, _, d)| d.as_str())
+        .collect();
+    assert_eq!(lines.len(), 1, "{rest:?}");
+    assert!(lines[0].contains("second line"), "{rest:?}");
+    assert_eq!(rest.last().expect("end").2, r#"{"state":"ok"}"#);
+    // The stored log is the same as before: every line once.
+    let run = ended(&api, "demo", &key).await;
+    let logs: Vec<&str> = run["steps"][0]["jobs"][0]["logs"]
+        .as_array()
+        .expect("logs")
+        .iter()
+        .filter_map(|l| l["log"].as_str())
+        .collect();
+    assert_eq!(logs, ["first line", "second line"], "{run}");
+}

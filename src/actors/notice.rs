@@ -28,6 +28,19 @@ pub enum Notice {
         /// Who asked for it.
         origin: Origin,
     },
+    /// A job printed a line (stored first: `seq` is its place in the run's log).
+    JobLog {
+        /// Its repository.
+        repo: String,
+        /// Its run.
+        run: String,
+        /// The job.
+        job: String,
+        /// The line's sequence number (increasing within the run).
+        seq: i64,
+        /// The line.
+        line: crate::store::LogRecord,
+    },
     /// A job of a run ended.
     JobEnded {
         /// Its repository.

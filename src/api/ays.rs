@@ -249,7 +249,7 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         create_run.boxed(),
         get_run.boxed(),
     ];
-    all.extend(super::runs::routes());
+    all.extend(super::runs::routes(shared.clone()));
     let routes = one_of(all);
     warp::path("ays")
         .and(warp::path("repository"))

@@ -168,6 +168,12 @@ pub const ROUTES: &[Route] = &[
         auth: true,
     },
     Route {
+        method: "get",
+        path: "/ays/repository/{repo}/aysrun/{key}/logs",
+        summary: "A run's log as Server-Sent Events (event `log`, id = the line's place in the log; then `end` with the run's state); ?follow=true streams lines as jobs print them until the run ends; Last-Event-ID resumes",
+        auth: true,
+    },
+    Route {
         method: "post",
         path: "/ays/repository/{repo}/aysrun/{key}/cancel",
         summary: "Cancel a running or queued run: its jobs get SIGTERM, then SIGKILL after 5 s; the run ends cancelled and the repository is free at once (409 when it has ended)",

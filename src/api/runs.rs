@@ -1,16 +1,31 @@
 //! Run control under `/ays/repository/{repo}/aysrun/{key}/...` (behind the same JWT guard as the
-//! rest of `/ays`): `POST .../cancel`.
+//! rest of `/ays`): `POST .../cancel`, and `GET .../logs`, the run's log as Server-Sent Events:
+//! the lines stored so far, then (with `?follow=true`) each line as the job prints it, until the
+//! run ends. Each line's event id is its place in the run's log, so a client that reconnects
+//! with `Last-Event-ID` gets exactly the lines it missed.
 
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use futures::Stream;
+use serde_json::json;
+use tokio::sync::broadcast::{self, error::RecvError};
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
+use warp::sse::Event;
 use warp::{Filter, Reply};
 
 use super::ays::respond;
+use crate::actors::Shared;
+use crate::actors::notice::Notice;
 use crate::client::AysClient;
+use crate::client::views::LogLineView;
+use crate::store::RunState;
 
 /// The run-control routes, relative to `/ays/repository`.
-pub fn routes() -> Vec<BoxedFilter<(Response,)>> {
+pub fn routes(shared: Shared) -> Vec<BoxedFilter<(Response,)>> {
     let cancel = warp::path!(String / "aysrun" / String / "cancel")
         .and(warp::post())
         .then(|repo: String, key: String| async move {
@@ -21,5 +36,155 @@ pub fn routes() -> Vec<BoxedFilter<(Response,)>> {
         })
         .map(Reply::into_response)
         .boxed();
-    vec![cancel]
+    let logs = warp::path!(String / "aysrun" / String / "logs")
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(warp::header::optional::<i64>("last-event-id"))
+        .and(super::with(shared))
+        .then(
+            |repo: String,
+             key: String,
+             query: HashMap<String, String>,
+             last: Option<i64>,
+             shared: Shared| async move {
+                let follow = query.get("follow").is_some_and(|v| v == "true" || v == "1");
+                // Subscribed before the first read: no line falls between the two.
+                let notices = shared.notices.subscribe();
+                let after = last.unwrap_or(0);
+                match AysClient.run_logs(&repo, key.clone(), after).await {
+                    Ok((lines, state)) => {
+                        let following = Follow {
+                            repo,
+                            key,
+                            last: after,
+                            pending: VecDeque::new(),
+                            notices,
+                            ended: false,
+                        };
+                        let stream = following.start(lines, state, follow);
+                        warp::sse::reply(warp::sse::keep_alive().stream(stream)).into_response()
+                    }
+                    Err(err) => respond::<()>(Err(err), StatusCode::OK),
+                }
+            },
+        )
+        .boxed();
+    vec![cancel, logs]
+}
+
+/// A client following a run's log.
+struct Follow {
+    /// The repository.
+    repo: String,
+    /// The run.
+    key: String,
+    /// The last sequence number sent.
+    last: i64,
+    /// Events ready to send.
+    pending: VecDeque<Event>,
+    /// The core's notices.
+    notices: broadcast::Receiver<Arc<Notice>>,
+    /// The end event is queued: nothing follows it.
+    ended: bool,
+}
+
+impl Follow {
+    /// The stream: `lines` (already read), then what follows until the run ends (or at once,
+    /// when the run has ended or the client does not follow).
+    fn start(
+        mut self,
+        lines: Vec<LogLineView>,
+        state: RunState,
+        follow: bool,
+    ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+        self.push_lines(lines);
+        if state.is_final() || !follow {
+            self.push_end(state);
+        }
+        futures::stream::unfold(self, |mut me| async move {
+            loop {
+                if let Some(event) = me.pending.pop_front() {
+                    return Some((Ok(event), me));
+                }
+                if me.ended {
+                    return None;
+                }
+                me.wait().await;
+            }
+        })
+    }
+
+    fn push_lines(&mut self, lines: Vec<LogLineView>) {
+        for line in lines {
+            if line.seq <= self.last {
+                continue;
+            }
+            self.last = line.seq;
+            let event = Event::default()
+                .id(line.seq.to_string())
+                .event("log")
+                .json_data(&line);
+            if let Ok(event) = event {
+                self.pending.push_back(event);
+            }
+        }
+    }
+
+    fn push_end(&mut self, state: RunState) {
+        let event = Event::default()
+            .event("end")
+            .json_data(json!({"state": state}));
+        if let Ok(event) = event {
+            self.pending.push_back(event);
+        }
+        self.ended = true;
+    }
+
+    /// Reads what was stored after the last line sent (after a gap, and at the end).
+    async fn catch_up(&mut self) -> Option<RunState> {
+        match AysClient
+            .run_logs(&self.repo, self.key.clone(), self.last)
+            .await
+        {
+            Ok((lines, state)) => {
+                self.push_lines(lines);
+                Some(state)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Waits for the next notice about this run and queues what it means.
+    async fn wait(&mut self) {
+        match self.notices.recv().await {
+            Ok(notice) => match &*notice {
+                Notice::JobLog {
+                    run,
+                    job,
+                    seq,
+                    line,
+                    ..
+                } if *run == self.key => {
+                    self.push_lines(vec![LogLineView::new(*seq, job.clone(), line.clone())]);
+                }
+                Notice::RunEnded { run, state, .. } if *run == self.key => {
+                    let state = *state;
+                    self.catch_up().await;
+                    self.push_end(state);
+                }
+                _ => {}
+            },
+            Err(RecvError::Lagged(_)) => {
+                if let Some(state) = self.catch_up().await
+                    && state.is_final()
+                {
+                    self.push_end(state);
+                }
+            }
+            Err(RecvError::Closed) => {
+                let state = self.catch_up().await.unwrap_or(RunState::Error);
+                self.push_end(state);
+            }
+        }
+    }
 }

@@ -279,6 +279,21 @@ impl AysClient {
         .map(Into::into)
     }
 
+    /// The log lines of a run after sequence number `after` (at most 10,000), and its state.
+    pub async fn run_logs(
+        &self,
+        repo: &str,
+        key: String,
+        after: i64,
+    ) -> Result<(Vec<views::LogLineView>, crate::store::RunState), AysError> {
+        let (lines, state) = ask_repo(repo, |reply| RepoMsg::RunLogs { key, after, reply }).await?;
+        let lines = lines
+            .into_iter()
+            .map(|(seq, job, line)| views::LogLineView::new(seq, job, line))
+            .collect();
+        Ok((lines, state))
+    }
+
     /// Cancels a running or queued run; `who` is recorded with it.
     pub async fn cancel_run(
         &self,

@@ -297,3 +297,32 @@ impl From<RunRecord> for RunView {
         }
     }
 }
+
+/// One line of a run's log, with its place in it (the SSE event id).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogLineView {
+    /// Its sequence number in the run's log.
+    #[serde(skip)]
+    pub seq: i64,
+    /// The job that printed it.
+    pub job: String,
+    /// Unix seconds (fractional) when the line was read.
+    pub epoch: f64,
+    /// `stdout`, `stderr` or `error`.
+    pub level: String,
+    /// The line.
+    pub log: String,
+}
+
+impl LogLineView {
+    /// A stored line of `job`.
+    pub fn new(seq: i64, job: String, line: LogRecord) -> LogLineView {
+        LogLineView {
+            seq,
+            job,
+            epoch: line.epoch,
+            level: line.level,
+            log: line.log,
+        }
+    }
+}

@@ -232,6 +232,23 @@ pub struct RunRecord {
     pub steps: Vec<StepRecord>,
 }
 
+/// Appends log lines inside a transaction; their sequence numbers.
+fn append(
+    tx: &rusqlite::Transaction<'_>,
+    job_key: &str,
+    logs: &[LogRecord],
+) -> Result<Vec<i64>, StoreError> {
+    let mut put = tx.prepare_cached(
+        "INSERT INTO job_logs (job_key, epoch, level, log) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    let mut seqs = Vec::with_capacity(logs.len());
+    for line in logs {
+        put.execute(params![job_key, line.epoch, line.level, line.log])?;
+        seqs.push(tx.last_insert_rowid());
+    }
+    Ok(seqs)
+}
+
 /// What [`Store::interrupt_runs`] cut short: the `(service_key, action)` of the jobs that were
 /// running, and the keys of the runs.
 pub type Interrupted = (Vec<(String, String)>, Vec<String>);
@@ -406,29 +423,60 @@ impl Store {
         Ok(())
     }
 
-    /// Records a job's new state and appends its log lines, in one transaction.
+    /// Records a job's new state and appends its log lines, in one transaction; the lines'
+    /// sequence numbers.
     pub fn finish_job(
         &self,
         job_key: &str,
         state: JobState,
         logs: &[LogRecord],
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<i64>, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute(
             "UPDATE jobs SET state = ?2 WHERE key = ?1",
             params![job_key, state],
         )?;
-        {
-            let mut put = tx.prepare_cached(
-                "INSERT INTO job_logs (job_key, epoch, level, log) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for line in logs {
-                put.execute(params![job_key, line.epoch, line.level, line.log])?;
-            }
-        }
+        let seqs = append(&tx, job_key, logs)?;
         tx.commit()?;
-        Ok(())
+        Ok(seqs)
+    }
+
+    /// Appends log lines of a running job (live logs); their sequence numbers.
+    pub fn append_logs(&self, job_key: &str, logs: &[LogRecord]) -> Result<Vec<i64>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let seqs = append(&tx, job_key, logs)?;
+        tx.commit()?;
+        Ok(seqs)
+    }
+
+    /// The log lines of run `key` after sequence number `after`, in order, with their job keys:
+    /// `(seq, job, line)`, at most `limit`.
+    pub fn run_logs(
+        &self,
+        key: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String, LogRecord)>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT l.seq, l.job_key, l.epoch, l.level, l.log FROM job_logs l
+             JOIN jobs j ON l.job_key = j.key
+             WHERE j.run_key = ?1 AND l.seq > ?2 ORDER BY l.seq LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![key, after, limit as i64], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                LogRecord {
+                    epoch: row.get(2)?,
+                    level: row.get(3)?,
+                    log: row.get(4)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The runs of a repository, newest first, without steps.

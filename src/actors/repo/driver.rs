@@ -10,12 +10,12 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use ractor::{ActorRef, call};
 use serde_json::Value;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tracing::warn;
 
 use super::RepoMsg;
-use crate::runner::{self, ActionJob};
+use crate::runner::{self, ActionJob, LogLine};
 
 /// A job ready to execute.
 pub struct PreparedJob {
@@ -52,6 +52,9 @@ pub async fn drive(repo: ActorRef<RepoMsg>, run: String, steps: usize, workers: 
             async move {
                 let _permit = workers.acquire_owned().await;
                 let key = job.key.clone();
+                let (live, lines) = mpsc::channel(LIVE_LINES);
+                let forwarder =
+                    tokio::spawn(forward_lines(repo.clone(), run.clone(), key.clone(), lines));
                 let started = move |pgid| {
                     let _ = repo.cast(RepoMsg::JobStarted {
                         run,
@@ -59,10 +62,10 @@ pub async fn drive(repo: ActorRef<RepoMsg>, run: String, steps: usize, workers: 
                         pgid,
                     });
                 };
-                (
-                    job.key,
-                    runner::run_action_reporting(job.job, started).await,
-                )
+                let outcome = runner::run_action_live(job.job, started, Some(live)).await;
+                // Every live line is with the actor before the job's end is.
+                let _ = forwarder.await;
+                (job.key, outcome)
             }
         }))
         .await;
@@ -87,6 +90,30 @@ pub async fn drive(repo: ActorRef<RepoMsg>, run: String, steps: usize, workers: 
         }
     }
     let _ = repo.cast(RepoMsg::RunDone { run, error });
+}
+
+/// How many live lines of one job may wait for the actor (the job's output waits beyond).
+const LIVE_LINES: usize = 1024;
+
+/// Hands a job's live lines to the actor in batches (whatever has arrived, up to 256 at once),
+/// until the job's output ends.
+async fn forward_lines(
+    repo: ActorRef<RepoMsg>,
+    run: String,
+    job: String,
+    mut lines: mpsc::Receiver<LogLine>,
+) {
+    let mut batch = Vec::new();
+    while lines.recv_many(&mut batch, 256).await > 0 {
+        let message = RepoMsg::JobLines {
+            run: run.clone(),
+            job: job.clone(),
+            lines: std::mem::take(&mut batch),
+        };
+        if repo.cast(message).is_err() {
+            return;
+        }
+    }
 }
 
 /// How a run callback is retried: 1 s, 2 s, 4 s between the attempts.

@@ -39,6 +39,12 @@ use driver::PreparedJob;
 use files::{Blueprint, Files, TemplateFiles};
 use runs::Runs;
 
+/// A run's log lines after some sequence number, `(seq, job, line)`, and the run's state.
+pub type RunLog = (
+    Vec<(i64, String, crate::store::LogRecord)>,
+    crate::store::RunState,
+);
+
 /// A reply port carrying a result or an AYS error.
 type Reply<T> = RpcReplyPort<Result<T, AysError>>;
 
@@ -184,6 +190,24 @@ pub enum RepoMsg {
         job: String,
         /// Its process group id.
         pgid: i32,
+    },
+    /// From the driver: lines a running job printed, in order.
+    JobLines {
+        /// The run.
+        run: String,
+        /// The job.
+        job: String,
+        /// The lines.
+        lines: Vec<crate::runner::LogLine>,
+    },
+    /// The log lines of a run after a sequence number: `(seq, job, line)`.
+    RunLogs {
+        /// The run key.
+        key: String,
+        /// Lines after this sequence number.
+        after: i64,
+        /// Gets them, and the run's state.
+        reply: Reply<RunLog>,
     },
     /// Cancels a running or queued run.
     CancelRun {
@@ -413,6 +437,20 @@ impl Actor for Repo {
                 let _ = reply.send(());
             }
             RepoMsg::JobStarted { run, job, pgid } => state.job_started(&run, &job, pgid)?,
+            RepoMsg::JobLines { run, job, lines } => state.job_lines(&run, &job, lines)?,
+            RepoMsg::RunLogs { key, after, reply } => {
+                let result = match state.shared.store.run(&state.name, &key) {
+                    Ok(Some(run)) => state
+                        .shared
+                        .store
+                        .run_logs(&key, after, 10_000)
+                        .map(|lines| (lines, run.state))
+                        .map_err(Into::into),
+                    Ok(None) => Err(AysError::NotFound(format!("run {key:?} not found"))),
+                    Err(err) => Err(err.into()),
+                };
+                let _ = reply.send(result);
+            }
             RepoMsg::CancelRun { key, who, reply } => {
                 let _ = reply.send(state.cancel(&myself, &key, &who));
             }

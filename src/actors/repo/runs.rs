@@ -43,6 +43,8 @@ pub(super) struct ActiveRun {
     pub origin: Origin,
     /// The process groups of its running jobs, by job key (for cancel).
     pub groups: HashMap<String, i32>,
+    /// How many lines of each job were stored live (the first lines of its outcome).
+    pub streamed: HashMap<String, usize>,
     /// The task executing it.
     pub driver: AbortOnDrop,
 }
@@ -293,6 +295,7 @@ impl RepoState {
             callback_url: record.callback_url.clone(),
             origin: record.origin.clone(),
             groups: HashMap::new(),
+            streamed: HashMap::new(),
             driver,
         });
         Ok(record)
@@ -422,15 +425,10 @@ impl RepoState {
             return Ok(());
         };
         let ok = outcome.state == runner::ActionState::Ok;
-        let mut logs: Vec<LogRecord> = outcome
-            .logs
-            .iter()
-            .map(|l| LogRecord {
-                epoch: l.epoch,
-                level: l.level.as_str().to_string(),
-                log: l.log.clone(),
-            })
-            .collect();
+        // The first lines were stored as they came; the rest (the tail of a long output, the
+        // runner's own words) now.
+        let streamed = active.streamed.get(job).copied().unwrap_or(0);
+        let mut logs: Vec<LogRecord> = outcome.logs.iter().skip(streamed).map(log_record).collect();
         if let Some(error) = &outcome.error {
             logs.push(LogRecord {
                 epoch: clock::now_secs_f64(),
@@ -455,7 +453,8 @@ impl RepoState {
             }
         }
         let state = if ok { JobState::Ok } else { JobState::Error };
-        self.shared.store.finish_job(job, state, &logs)?;
+        let seqs = self.shared.store.finish_job(job, state, &logs)?;
+        self.tell_lines(run, job, seqs, logs);
         self.save(std::iter::once(&service_key), &[])?;
         if !ok {
             let error = outcome.error.as_deref().unwrap_or("failed");
@@ -519,6 +518,36 @@ impl RepoState {
             self.start_planned(myself)?;
         }
         Ok(())
+    }
+
+    /// Lines a running job printed: stored, then told as notices.
+    pub(super) fn job_lines(
+        &mut self,
+        run: &str,
+        job: &str,
+        lines: Vec<crate::runner::LogLine>,
+    ) -> Result<(), AysError> {
+        let Some(active) = self.runs.active.as_mut().filter(|a| a.key == run) else {
+            return Ok(());
+        };
+        *active.streamed.entry(job.to_string()).or_default() += lines.len();
+        let records: Vec<LogRecord> = lines.iter().map(log_record).collect();
+        let seqs = self.shared.store.append_logs(job, &records)?;
+        self.tell_lines(run, job, seqs, records);
+        Ok(())
+    }
+
+    /// Publishes stored lines as notices.
+    fn tell_lines(&self, run: &str, job: &str, seqs: Vec<i64>, lines: Vec<LogRecord>) {
+        for (seq, line) in seqs.into_iter().zip(lines) {
+            self.shared.notices.publish(Notice::JobLog {
+                repo: self.name.clone(),
+                run: run.to_string(),
+                job: job.to_string(),
+                seq,
+                line,
+            });
+        }
     }
 
     /// A job's process runs: its group is recorded (killed after a crash, signalled on cancel).
@@ -653,5 +682,14 @@ impl RepoState {
         } else {
             self.start_planned(myself)
         }
+    }
+}
+
+/// A runner's line as the store keeps it.
+fn log_record(line: &crate::runner::LogLine) -> LogRecord {
+    LogRecord {
+        epoch: line.epoch,
+        level: line.level.as_str().to_string(),
+        log: line.log.clone(),
     }
 }
