@@ -97,11 +97,23 @@ pub async fn register_commands(client: &Bot) {
 /// Long-polls updates forever, handing each to `deliver` and confirming it (advancing the
 /// offset) only once `deliver` returned. `start` is the first update id not yet handed on.
 /// `delivered` is told the last update id of each batch once all of it was handed on.
-pub async fn poll<D, F>(client: Bot, start: i64, mut deliver: D, mut delivered: impl FnMut(i64))
-where
+/// `reachable` is told after each poll whether the Bot API answered (`Err` names the host and
+/// the cause, never the token).
+pub async fn poll<D, F>(
+    client: Bot,
+    start: i64,
+    mut deliver: D,
+    mut delivered: impl FnMut(i64),
+    mut reachable: impl FnMut(Result<(), String>),
+) where
     D: FnMut(Incoming) -> F,
     F: Future<Output = ()>,
 {
+    let host = client
+        .api_url()
+        .host_str()
+        .unwrap_or("the Bot API")
+        .to_string();
     let mut offset = start;
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -112,6 +124,7 @@ where
             .allowed_updates(vec![AllowedUpdate::Message, AllowedUpdate::CallbackQuery]);
         match request.await {
             Ok(updates) => {
+                reachable(Ok(()));
                 backoff = Duration::from_millis(500);
                 let before = offset;
                 for update in updates {
@@ -134,12 +147,30 @@ where
                 tokio::time::sleep(wait.duration()).await;
             }
             Err(err) => {
-                warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "getUpdates failed");
+                let error = format!("getUpdates at {host} failed: {}", cause(&err));
+                warn!(%host, error = %cause(&err), retry_in_ms = backoff.as_millis() as u64, "getUpdates failed");
+                reachable(Err(error));
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(60));
             }
         }
     }
+}
+
+/// An error with its chain of causes (`network error: ...: connection refused`). teloxide
+/// strips the URL (which holds the token) from network errors, and so does this.
+fn cause(err: &RequestError) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(inner) = source {
+        let more = inner.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = inner.source();
+    }
+    text
 }
 
 /// Our view of an update; `None` for kinds the bot ignores.
