@@ -1027,7 +1027,9 @@ impl RepoState {
             self.workers.clone(),
         ));
         info!(repo = %self.name, run = %record.key, steps = steps.len(), "run started");
-        self.shared.telemetry.count("runs_started", 1);
+        self.shared
+            .telemetry
+            .count(crate::telemetry::Count::RunsStarted, 1);
         self.active = Some(ActiveRun {
             key: record.key.clone(),
             steps,
@@ -1150,6 +1152,18 @@ impl RepoState {
             return Ok(());
         };
         let ok = outcome.state == runner::ActionState::Ok;
+        if !ok {
+            // The reason: the runner's own (timeout, not executable...) or the job's last words.
+            let why = outcome
+                .error
+                .clone()
+                .or_else(|| outcome.logs.last().map(|l| l.log.clone()))
+                .unwrap_or_else(|| "failed".into());
+            warn!(
+                repo = %self.name, run = %run, job = %job, service = %service_key, action = %action,
+                error = %why, "job failed"
+            );
+        }
         let mut logs: Vec<LogRecord> = outcome
             .logs
             .iter()
@@ -1202,8 +1216,18 @@ impl RepoState {
         self.shared
             .store
             .set_run_state(run, state, Some(now_ms() / 1000), error.as_deref())?;
-        info!(repo = %self.name, run = %run, state, "run ended");
-        self.shared.telemetry.count(&format!("runs_{state}"), 1);
+        match &error {
+            Some(error) => warn!(repo = %self.name, run = %run, state, %error, "run ended"),
+            None => info!(repo = %self.name, run = %run, state, "run ended"),
+        }
+        self.shared.telemetry.count(
+            if error.is_some() {
+                crate::telemetry::Count::RunsError
+            } else {
+                crate::telemetry::Count::RunsOk
+            },
+            1,
+        );
         if let Some(url) = active.callback_url {
             let mut body = json!({"key": run, "state": state});
             if let Some(error) = &error {
