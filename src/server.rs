@@ -89,9 +89,12 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
 
     let addresses = shared.addresses();
     let show = |a: Option<std::net::SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
+    let data = std::path::absolute(&shared.config.storage.path)
+        .unwrap_or_else(|_| shared.config.storage.path.clone());
     info!(
         api = %show(addresses.api),
         mail = %show(addresses.mail),
+        data = %data.display(),
         "cockpit ready"
     );
 

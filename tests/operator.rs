@@ -40,6 +40,12 @@ fn a_second_start_on_a_locked_data_dir_exits_naming_the_holder() {
         "{logs}"
     );
     assert!(logs.contains("cockpit.lock"), "{logs}");
+    assert!(
+        first
+            .log_text()
+            .contains(&format!("data={}", first.data_dir().display())),
+        "the ready line names the data directory"
+    );
     assert!(!logs.contains("cockpit ready"), "{logs}");
 }
 
@@ -474,9 +480,9 @@ async fn odd_and_huge_method_names_do_not_grow_the_metrics() {
     for batch in 0..40 {
         let sends = (0..50).map(|i| {
             let n = batch * 50 + i;
-            // Distinct names, some of them 10 KB long.
+            // Distinct names, one in ten of them 100 KB long.
             let tail = if n % 10 == 0 {
-                "X".repeat(10_000)
+                "X".repeat(100_000)
             } else {
                 String::new()
             };
