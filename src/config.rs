@@ -457,9 +457,14 @@ impl Reader {
     fn name_or(&mut self, s: &Section, key: &str, default: &str) -> String {
         match self.string(s, key) {
             Some(v) if v.trim().is_empty() => {
+                let hint = if default.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (leave the key out for the default {default:?})")
+                };
                 self.problem(
                     format!("[{}].{key}", s.name),
-                    "must not be empty (leave the key out for the default)",
+                    format!("must not be empty{hint}"),
                 );
                 default.to_string()
             }
