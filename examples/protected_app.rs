@@ -128,46 +128,68 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+async fn main() -> std::process::ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("protected_app: {message}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+/// Fetches `url` as text, with a message that says what to do when cockpit is not there.
+async fn fetch(http: &reqwest::Client, url: &str) -> Result<String, String> {
+    let answer = async { http.get(url).send().await?.error_for_status()?.text().await };
+    answer.await.map_err(|err| {
+        format!(
+            "cannot fetch {url}: {err}\n  Is cockpit running with an [oauth_proxy] section? \
+             Start it first (see README, \"Central OAuth2 login server\"), or pass --verify-key \
+             and --provider."
+        )
+    })
+}
+
+async fn run(args: Args) -> Result<(), String> {
     let proxy = args.proxy.trim_end_matches('/').to_string();
     let http = reqwest::Client::new();
     let verify_key = match args.verify_key {
         Some(key) => key,
         None => {
             eprintln!("fetching the verify key from {proxy}/key (pass --verify-key in production)");
-            http.get(format!("{proxy}/key"))
-                .send()
-                .await?
-                .error_for_status()?
-                .text()
-                .await?
+            fetch(&http, &format!("{proxy}/key")).await?
         }
     };
-    let providers = if args.providers.is_empty() {
-        http.get(format!("{proxy}/providers"))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?
+    let providers: Vec<String> = if args.providers.is_empty() {
+        let url = format!("{proxy}/providers");
+        let text = fetch(&http, &url).await?;
+        serde_json::from_str(&text)
+            .map_err(|err| format!("{url} did not answer a JSON list of providers: {err}"))?
     } else {
         args.providers
     };
     let app = OAuthApp::new(
         ProxyClientConfig {
-            url: proxy,
-            verify_key,
+            url: proxy.clone(),
+            verify_key: verify_key.trim().to_string(),
             providers,
         },
         "/test/login",
-    )?;
+    )
+    .map_err(|err| {
+        format!(
+            "the verify key is not usable: {err}\n  It must be the 64 hex characters that \
+             {proxy}/key answers (an empty value means cockpit was not running when it was fetched)."
+        )
+    })?;
     let callback_url = format!("{}/test/callback", args.public_url.trim_end_matches('/'));
-    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
-    eprintln!(
-        "protected app on http://{}/test (callback {callback_url})",
-        listener.local_addr()?
-    );
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|err| format!("cannot listen on {}: {err}", args.listen))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|err| format!("cannot read the listening address: {err}"))?;
+    eprintln!("protected app on http://{addr}/test (callback {callback_url})");
     warp::serve(routes(app, callback_url))
         .incoming(listener)
         .graceful(async {

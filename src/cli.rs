@@ -1,6 +1,7 @@
 //! The command line: `start`, `clean_cache` (alias `clean-cache`), `check-config`.
 //!
-//! Exit codes: 0 success, 1 a runtime failure (port taken, supervisor gave up), 2 a bad config.
+//! Exit codes: 0 success, 1 a runtime failure (port taken, data directory locked, no data,
+//! supervisor gave up), 2 a bad config.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::store::Store;
 
 /// Cockpit: an ops control plane (REST API, Telegram bot, mail) over the AYS engine.
@@ -25,23 +26,24 @@ pub struct Cli {
 pub enum Command {
     /// Start the cockpit server.
     Start {
-        /// The configuration file.
-        #[arg(short, long, default_value = "config.toml")]
-        config: PathBuf,
+        /// The configuration file [default: config.toml].
+        #[arg(short, long)]
+        config: Option<PathBuf>,
     },
     /// Empty the OAuth cache for the Telegram bot: every user must /start again.
     #[command(name = "clean_cache", alias = "clean-cache")]
     CleanCache {
-        /// The configuration file.
-        #[arg(short, long, default_value = "config.toml")]
-        config: PathBuf,
+        /// The configuration file [default: config.toml].
+        #[arg(short, long)]
+        config: Option<PathBuf>,
     },
     /// Print a short-lived REST API token signed with a local P-384 private key (development:
     /// the key must be the one whose public half is `[oauth].jwt_key`).
     Token {
-        /// The configuration file (for the issuer, organization and trusted key).
-        #[arg(short, long, default_value = "config.toml")]
-        config: PathBuf,
+        /// The configuration file (for the issuer, organization and trusted key) [default:
+        /// config.toml].
+        #[arg(short, long)]
+        config: Option<PathBuf>,
         /// The PKCS#8 P-384 private key PEM.
         #[arg(long, default_value = "config/dev-jwt.key")]
         key: PathBuf,
@@ -54,30 +56,37 @@ pub enum Command {
     },
     /// Validate a configuration file: exit 0, or list every problem and exit 2.
     CheckConfig {
-        /// The configuration file.
-        #[arg(short, long, default_value = "config.toml")]
-        config: PathBuf,
+        /// The configuration file [default: config.toml].
+        #[arg(short, long)]
+        config: Option<PathBuf>,
     },
 }
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    if !matches!(cli.command, Command::Start { .. }) {
+        init_logging(LogFormat::Text);
+    }
     match cli.command {
-        Command::CheckConfig { config } => match load(&config) {
-            Ok(_) => {
-                println!("{}: OK", config.display());
-                ExitCode::SUCCESS
+        Command::CheckConfig { config } => {
+            let path = config_path(config.as_deref());
+            match load(&path) {
+                Ok(_) => {
+                    println!("{}: OK", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
             }
-            Err(code) => code,
-        },
+        }
         Command::CleanCache { config } => {
-            let config = match load(&config) {
+            let config = match load(&config_path(config.as_deref())) {
                 Ok(config) => config,
                 Err(code) => return code,
             };
-            match Store::open(&config.storage.path).and_then(|s| s.clean_oauth_cache()) {
+            let data = absolute(&config.storage.path);
+            println!("data directory: {}", data.display());
+            match Store::open_existing(&config.storage.path).and_then(|s| s.clean_oauth_cache()) {
                 Ok(report) => {
                     println!(
                         "removed {} authorized user(s) and {} pending login state(s)",
@@ -97,7 +106,7 @@ pub fn main() -> ExitCode {
             ttl,
             user,
         } => {
-            let config = match load(&config) {
+            let config = match load(&config_path(config.as_deref())) {
                 Ok(config) => config,
                 Err(code) => return code,
             };
@@ -113,10 +122,11 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Start { config } => {
-            let config = match load(&config) {
+            let config = match load(&config_path(config.as_deref())) {
                 Ok(config) => config,
                 Err(code) => return code,
             };
+            init_logging(config.log.format);
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(runtime) => runtime,
                 Err(err) => {
@@ -166,8 +176,29 @@ fn token(config: &Config, key: &Path, ttl: u64, user: &str) -> Result<String, St
     Ok(token)
 }
 
+/// The file given with `-c`, else `config.toml` in the working directory.
+fn config_path(given: Option<&Path>) -> PathBuf {
+    given.map_or_else(|| PathBuf::from(DEFAULT_CONFIG), Path::to_path_buf)
+}
+
+/// The config file looked for without `-c`.
+const DEFAULT_CONFIG: &str = "config.toml";
+
+/// `path` as an absolute path, for messages (relative paths start from the working directory).
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 /// Loads a config, printing every problem and returning exit code 2 when it is bad.
 fn load(path: &Path) -> Result<Config, ExitCode> {
+    if path == Path::new(DEFAULT_CONFIG) && !path.exists() {
+        eprintln!(
+            "no config file: looked for {} (the default without -c); \
+             to run locally: cockpit start -c config/local.toml (config/config.toml lists every key)",
+            absolute(path).display()
+        );
+        return Err(ExitCode::from(2));
+    }
     Config::load(path).map_err(|err| {
         eprintln!("{}: {} problem(s):", path.display(), err.problems.len());
         for problem in &err.problems {
@@ -177,13 +208,75 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
     })
 }
 
-/// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default `info`).
-fn init_logging() {
+/// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default `info`), as text or as one
+/// JSON object per line (`[log] format`).
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+    let debug = filter
+        .max_level_hint()
+        .is_some_and(|level| level >= tracing::level_filters::LevelFilter::DEBUG);
+    let mistakes = ClientMistakes { show: debug };
+    let layer = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_filter(mistakes)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_filter(mistakes)
+            .boxed(),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(layer)
         .try_init();
+}
+
+/// Keeps the HTTP library's reports of a client's malformed request (a bad URI, a NUL byte in a
+/// header) out of the log unless debug logging is on: they are the client's mistakes, logged by
+/// warp at ERROR, and an ERROR line must mean something went wrong here.
+struct ClientMistakes {
+    /// Whether debug logging is on (then they are shown).
+    show: bool,
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for ClientMistakes {
+    fn enabled(
+        &self,
+        _meta: &tracing::Metadata<'_>,
+        _cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        true
+    }
+
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        _cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        let meta = event.metadata();
+        if self.show
+            || *meta.level() != tracing::Level::ERROR
+            || !meta.target().starts_with("warp::server")
+        {
+            return true;
+        }
+        struct Message(bool);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}").starts_with("server connection error");
+                }
+            }
+        }
+        let mut message = Message(false);
+        event.record(&mut message);
+        !message.0
+    }
 }

@@ -60,6 +60,25 @@ pub struct Config {
     pub ays: AysConfig,
     /// `[debug]`: switches for operators testing their deployment; all off by default.
     pub debug: DebugConfig,
+    /// `[log]`: how log lines are written.
+    pub log: LogConfig,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Default)]
+pub struct LogConfig {
+    /// Human-readable lines (the default) or one JSON object per line for log shippers.
+    pub format: LogFormat,
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `2026-01-01T00:00:00Z  INFO cockpit::http: request method=GET ...`.
+    #[default]
+    Text,
+    /// `{"timestamp":"...","level":"INFO","fields":{...},"target":"..."}`.
+    Json,
 }
 
 /// `[oauth]`.
@@ -232,7 +251,7 @@ pub struct ConfigError {
 }
 
 impl Config {
-    /// Reads and validates a config file.
+    /// Reads and validates a config file, including the files and directories it names.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
             problems: vec![Problem {
@@ -240,38 +259,124 @@ impl Config {
                 message: format!("cannot read the config file: {err}"),
             }],
         })?;
-        Config::parse(&text).map_err(|mut err| {
+        let named = |mut err: ConfigError| {
             for problem in &mut err.problems {
                 if problem.path.is_empty() {
                     problem.path = path.display().to_string();
                 }
             }
             err
-        })
+        };
+        let config = Config::parse(&text).map_err(named)?;
+        let problems = config.file_problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// Paths in the config that exist but are the wrong kind of thing (a file where the data
+    /// directory should be...). Missing ones are fine: cockpit creates them.
+    pub fn file_problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let storage = &self.storage.path;
+        if storage.exists() && !storage.is_dir() {
+            problems.push(Problem {
+                path: "[storage].path".into(),
+                message: format!("{} exists and is not a directory", storage.display()),
+            });
+        }
+        if let Some(proxy) = &self.oauth_proxy {
+            let key = &proxy.signing_key;
+            if key.exists() && !key.is_file() {
+                problems.push(Problem {
+                    path: "[oauth_proxy].signing_key".into(),
+                    message: format!("{} exists and is not a file", key.display()),
+                });
+            }
+            if let Some(parent) = key.parent().filter(|p| !p.as_os_str().is_empty())
+                && parent.exists()
+                && !parent.is_dir()
+            {
+                problems.push(Problem {
+                    path: "[oauth_proxy].signing_key".into(),
+                    message: format!("{} is not a directory", parent.display()),
+                });
+            }
+        }
+        problems
     }
 
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let table: Table = text.parse().map_err(|err: toml::de::Error| ConfigError {
-            problems: vec![Problem {
-                path: String::new(),
-                message: format!("not valid TOML: {}", err.message()),
-            }],
+            problems: vec![syntax_problem(text, &err)],
         })?;
         let mut r = Reader::default();
         let config = r.config(&table);
         if r.problems.is_empty() {
             Ok(config)
         } else {
-            Err(ConfigError {
-                problems: r.problems,
-            })
+            // One problem per key: the first found says what is wrong with it.
+            let mut seen = std::collections::HashSet::new();
+            let mut problems = r.problems;
+            problems.retain(|p| seen.insert(p.path.clone()));
+            Err(ConfigError { problems })
         }
     }
 
     /// The database file.
     pub fn db_path(&self) -> PathBuf {
         self.storage.path.join("cockpit.db")
+    }
+}
+
+/// Keys whose values are secrets: a syntax error on their line shows the key, not the value.
+const SECRET_KEYS: &[&str] = &["client_secret", "token", "jwt_key"];
+
+/// A TOML syntax error with its place: line, column, the key or text at fault, and the line
+/// itself (with the value hidden when the line sets a secret).
+fn syntax_problem(text: &str, err: &toml::de::Error) -> Problem {
+    let mut message = err.message().trim_end().to_string();
+    if message == "duplicate key" {
+        message.push_str(" (a key or table may appear only once in a file: merge the two)");
+    }
+    let Some(span) = err.span() else {
+        return Problem {
+            path: String::new(),
+            message: format!("not valid TOML: {message}"),
+        };
+    };
+    let mut start = span.start.min(text.len());
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    let before = &text[..start];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = text[line_start..start].chars().count() + 1;
+    let line_text = text[line_start..].lines().next().unwrap_or("");
+    let shown = match line_text.split_once('=') {
+        Some((key, _)) if SECRET_KEYS.contains(&key.trim()) => format!("{} = ***", key.trim_end()),
+        _ => line_text.to_string(),
+    };
+    let at = text
+        .get(span.clone())
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && s.len() <= 80 && !s.contains('\n'))
+        .filter(|s| {
+            !line_text
+                .split_once('=')
+                .is_some_and(|(key, value)| SECRET_KEYS.contains(&key.trim()) && value.contains(s))
+        })
+        .map(|s| format!(" (at `{s}`)"))
+        .unwrap_or_default();
+    Problem {
+        path: String::new(),
+        message: format!(
+            "not valid TOML at line {line}, column {column}: {message}{at}\n    {line} | {shown}"
+        ),
     }
 }
 
@@ -348,6 +453,26 @@ impl Reader {
         self.string(s, key).unwrap_or_else(|| default.to_string())
     }
 
+    /// A string that, when given, must not be empty (a name, a host, a path).
+    fn name_or(&mut self, s: &Section, key: &str, default: &str) -> String {
+        match self.string(s, key) {
+            Some(v) if v.trim().is_empty() => {
+                let hint = if default.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (leave the key out for the default {default:?})")
+                };
+                self.problem(
+                    format!("[{}].{key}", s.name),
+                    format!("must not be empty{hint}"),
+                );
+                default.to_string()
+            }
+            Some(v) => v,
+            None => default.to_string(),
+        }
+    }
+
     fn bool(&mut self, s: &Section, key: &str) -> Option<bool> {
         match self.get(s, key) {
             None => None,
@@ -408,13 +533,27 @@ impl Reader {
     }
 
     fn url(&mut self, s: &Section, key: &str, value: String) -> String {
-        if !(value.starts_with("http://") || value.starts_with("https://")) {
-            self.problem(
-                format!("[{}].{key}", s.name),
-                format!("expected an http:// or https:// URL, got {value:?}"),
-            );
-        }
+        self.check_url(format!("[{}].{key}", s.name), &value);
         value.trim_end_matches('/').to_string()
+    }
+
+    /// Checks that `value` parses as an absolute http(s) URL with a host.
+    fn check_url(&mut self, path: String, value: &str) {
+        match url::Url::parse(value) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+            Ok(url) if !matches!(url.scheme(), "http" | "https") => self.problem(
+                path,
+                format!(
+                    "expected an http:// or https:// URL, got {value:?} (scheme {:?})",
+                    url.scheme()
+                ),
+            ),
+            Ok(_) => self.problem(path, format!("expected a URL with a host, got {value:?}")),
+            Err(err) => self.problem(
+                path,
+                format!("expected an http:// or https:// URL, got {value:?} ({err})"),
+            ),
+        }
     }
 
     fn config(&mut self, root: &Table) -> Config {
@@ -430,6 +569,7 @@ impl Reader {
             "oauth_provider",
             "ays",
             "debug",
+            "log",
         ];
         for key in root.keys() {
             if !TOP.contains(&key.as_str()) {
@@ -445,7 +585,7 @@ impl Reader {
         let mail = self.mail(root);
         let s = self.section(root, "storage", &["path"]);
         let storage = StorageConfig {
-            path: PathBuf::from(self.string_or(&s, "path", "data")),
+            path: PathBuf::from(self.name_or(&s, "path", "data")),
         };
         let s = self.section(root, "mode", &["prod"]);
         let mode = ModeConfig {
@@ -462,6 +602,19 @@ impl Reader {
         let debug = DebugConfig {
             fault_injection: self.bool(&s, "fault_injection").unwrap_or(false),
         };
+        let s = self.section(root, "log", &["format"]);
+        let format = match self.string(&s, "format").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                self.problem(
+                    "[log].format".into(),
+                    format!("expected \"text\" or \"json\", got {other:?}"),
+                );
+                LogFormat::Text
+            }
+        };
+        let log = LogConfig { format };
         if let Some(key) = &oauth.jwt_key
             && key.contains("-----BEGIN PUBLIC KEY-----")
             && let Err(err) =
@@ -504,6 +657,7 @@ impl Reader {
             oauth_proxy,
             ays,
             debug,
+            log,
         }
     }
 
@@ -533,14 +687,21 @@ impl Reader {
                 "expected a PEM public key (-----BEGIN PUBLIC KEY----- ... -----END PUBLIC KEY-----)",
             );
         }
+        let redirect_uri = match self.string(&s, "redirect_uri") {
+            Some(uri) => {
+                self.check_url("[oauth].redirect_uri".into(), &uri);
+                uri
+            }
+            None => String::new(),
+        };
         OAuthConfig {
-            client_id: self.string_or(&s, "client_id", ""),
+            client_id: self.name_or(&s, "client_id", ""),
             client_secret: self.string(&s, "client_secret").map(Secret),
-            redirect_uri: self.string_or(&s, "redirect_uri", ""),
-            organization: self.string_or(&s, "organization", ""),
+            redirect_uri,
+            organization: self.name_or(&s, "organization", ""),
             jwt_key,
             itsyouonlinehost: self.url(&s, "itsyouonlinehost", host),
-            jwt_issuer: self.string_or(&s, "jwt_issuer", "itsyouonline"),
+            jwt_issuer: self.name_or(&s, "jwt_issuer", "itsyouonline"),
             state_ttl_secs: self.int(&s, "state_ttl_secs", 10, 86_400, 600) as u64,
         }
     }
@@ -554,7 +715,7 @@ impl Reader {
         }
         ApiConfig {
             active: self.bool(&s, "active").unwrap_or(true),
-            host: self.string_or(&s, "host", "127.0.0.1"),
+            host: self.name_or(&s, "host", "127.0.0.1"),
             port: self.int(&s, "port", 0, 65535, 5000) as u16,
         }
     }
@@ -596,7 +757,7 @@ impl Reader {
         let present = s.table.is_some();
         MailConfig {
             active: self.bool(&s, "active").unwrap_or(present),
-            host: self.string_or(&s, "host", "127.0.0.1"),
+            host: self.name_or(&s, "host", "127.0.0.1"),
             port: self.int(&s, "port", 0, 65535, 2525) as u16,
             domains: self.strings(&s, "domain"),
             max_message_bytes: self.int(&s, "max_message_bytes", 1024, 1 << 30, 10 << 20) as u64,
@@ -650,16 +811,11 @@ impl Reader {
         };
         let allowed_redirects = self.strings(&s, "allowed_redirects");
         for (i, redirect) in allowed_redirects.iter().enumerate() {
-            if !(redirect.starts_with("http://") || redirect.starts_with("https://")) {
-                self.problem(
-                    format!("[oauth_proxy].allowed_redirects[{i}]"),
-                    format!("expected an absolute http(s) URL, got {redirect:?}"),
-                );
-            }
+            self.check_url(format!("[oauth_proxy].allowed_redirects[{i}]"), redirect);
         }
         Some(OAuthProxyConfig {
             url,
-            signing_key: PathBuf::from(self.string_or(&s, "signing_key", "data/oauth_proxy.key")),
+            signing_key: PathBuf::from(self.name_or(&s, "signing_key", "data/oauth_proxy.key")),
             allowed_redirects,
             providers,
         })
@@ -697,11 +853,16 @@ impl Reader {
             let mut wrapper = Table::new();
             wrapper.insert(name.clone(), Value::Table(table.clone()));
             let s = self.section(&wrapper, &name, &keys);
-            let required = |r: &mut Reader, key: &str| {
-                r.string(&s, key).unwrap_or_else(|| {
+            let required = |r: &mut Reader, key: &str| match r.string(&s, key) {
+                Some(v) if !v.trim().is_empty() => v,
+                Some(_) => {
+                    r.problem(format!("[{name}].{key}"), "must not be empty");
+                    String::new()
+                }
+                None => {
                     r.problem(format!("[{name}].{key}"), "required");
                     String::new()
-                })
+                }
             };
             let provider_name = required(self, "name");
             let client_id = required(self, "client_id");
@@ -830,7 +991,7 @@ mod tests {
         assert_eq!(
             problems(text),
             vec![
-                "[mayl]: unknown section (known sections: oauth, api, bot, mail, storage, mode, supervisor, oauth_proxy, oauth_provider, ays, debug)",
+                "[mayl]: unknown section (known sections: oauth, api, bot, mail, storage, mode, supervisor, oauth_proxy, oauth_provider, ays, debug, log)",
                 "[mail].prot: unknown key (known keys: active, host, port, domain, max_message_bytes, max_recipients, max_connections, idle_timeout_secs)",
             ]
         );
@@ -898,7 +1059,12 @@ user_info_fields = ["email", "login"]
 name = "google"
 "#;
         let all = problems(text);
-        assert!(all.contains(&"[oauth_proxy].allowed_redirects[1]: expected an absolute http(s) URL, got \"app\"".to_string()), "{all:?}");
+        assert!(
+            all.iter().any(|p| p.starts_with(
+                "[oauth_proxy].allowed_redirects[1]: expected an http:// or https:// URL, got \"app\""
+            )),
+            "{all:?}"
+        );
         assert!(
             all.contains(&"[oauth_provider[1]].client_secret: required".to_string()),
             "{all:?}"

@@ -28,6 +28,26 @@ pub enum ServerError {
     /// The supervisor gave up on a child that kept failing.
     #[error("cockpit stopped: {0}")]
     Escalated(String),
+    /// Another process holds the data directory.
+    #[error(
+        "the data directory {dir} is in use by another cockpit (pid {pid}; lock file {lock}): stop it, or give this one another [storage].path"
+    )]
+    Locked {
+        /// The data directory.
+        dir: String,
+        /// The holder's pid as its lock file says.
+        pid: String,
+        /// The lock file.
+        lock: String,
+    },
+    /// The lock file could not be opened or locked.
+    #[error("cannot lock the data directory with {path}: {source}")]
+    Lock {
+        /// The lock file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -77,6 +97,8 @@ pub async fn run(
             "[mode].prod = false: the REST API does NOT check JWTs; never run this way in production"
         );
     }
+    // Held until this function returns; the OS releases it if the process dies.
+    let _lock = lock_data_dir(&config.storage.path)?;
     let store = Store::open(&config.storage.path)?;
     let proxy_key = match &config.oauth_proxy {
         Some(proxy) => {
@@ -105,9 +127,12 @@ pub async fn run(
 
     let addresses = shared.addresses();
     let show = |a: Option<std::net::SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
+    let data = std::path::absolute(&shared.config.storage.path)
+        .unwrap_or_else(|_| shared.config.storage.path.clone());
     info!(
         api = %show(addresses.api),
         mail = %show(addresses.mail),
+        data = %data.display(),
         "cockpit ready"
     );
 
@@ -132,6 +157,53 @@ pub async fn run(
             Ok(())
         }
     }
+}
+
+/// Takes the exclusive lock of the data directory (`<dir>/cockpit.lock`, holding our pid), so
+/// two processes never share one database: a second start names the first one's pid.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, ServerError> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    crate::store::create_private_dir(dir)?;
+    let path = dir.join("cockpit.lock");
+    let shown = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
+    let lock_error = |source| ServerError::Lock {
+        path: shown.display().to_string(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(lock_error)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = pid.trim();
+            return Err(ServerError::Locked {
+                dir: std::path::absolute(dir)
+                    .unwrap_or_else(|_| dir.to_path_buf())
+                    .display()
+                    .to_string(),
+                pid: if pid.is_empty() {
+                    "unknown".into()
+                } else {
+                    pid.into()
+                },
+                lock: shown.display().to_string(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(err)) => return Err(lock_error(err)),
+    }
+    file.set_len(0).map_err(lock_error)?;
+    file.rewind().map_err(lock_error)?;
+    writeln!(file, "{}", std::process::id()).map_err(lock_error)?;
+    Ok(file)
 }
 
 /// The innermost message of a spawn error (the failing child's own words).

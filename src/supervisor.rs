@@ -314,7 +314,7 @@ async fn on_failure(
             state
                 .shared
                 .telemetry
-                .actor_failed(kind.name(), reason, ActorStatus::Restarting);
+                .actor_failed(kind.name(), reason, ActorStatus::Degraded);
             myself.send_after(delay, move || SupervisorMsg::Restart(kind));
         }
     }

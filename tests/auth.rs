@@ -71,7 +71,11 @@ async fn every_forged_or_unfit_token_is_refused_and_members_get_in() {
     let url = format!("{}/ays/repository", cockpit.api);
 
     let refused: Vec<(&str, Option<String>, &str)> = vec![
-        ("missing token", None, "Not JWT token"),
+        (
+            "missing token",
+            None,
+            "missing token: send the JWT as `Authorization: Bearer <token>` (or as the `jwt` cookie)",
+        ),
         ("alg none", Some(unsigned(&member())), "Your JWT is invalid"),
         (
             "HS384 keyed with the public PEM",

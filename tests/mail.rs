@@ -227,6 +227,16 @@ async fn a_mail_with_an_attachment_runs_the_subscribed_action_with_the_mail_as_a
         std::fs::read_to_string(&path).expect("attachment"),
         "/dev/sda1 100%"
     );
+    // Mail is private: its directory 0700, its files 0600.
+    let mode = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+    };
+    let raw = PathBuf::from(args["raw"].as_str().expect("raw"));
+    assert_eq!(
+        (mode(&path), mode(&raw), mode(path.parent().expect("dir"))),
+        (0o600, 0o600, 0o700)
+    );
     eventually(
         Duration::from_secs(10),
         "the event marked processed",

@@ -633,7 +633,10 @@ fn on_repo_failure(
         }
         Decision::RestartAfter(delay) => {
             warn!(repo = %name, restart_in_ms = delay.as_millis() as u64, "repository actor failed: {reason}");
-            state.shared.telemetry.count("repo_restarts", 1);
+            state
+                .shared
+                .telemetry
+                .count(crate::telemetry::Count::RepoRestarts, 1);
             state.shared.telemetry.actor_failed(
                 &telemetry_name,
                 reason,

@@ -26,27 +26,46 @@ pub fn authenticated(shared: Shared) -> impl Filter<Extract = (), Error = Reject
     let tokens = shared.tokens.clone();
     warp::header::optional::<String>("authorization")
         .and(warp::cookie::optional::<String>("jwt"))
-        .and_then(move |header: Option<String>, cookie: Option<String>| {
-            let tokens = tokens.clone();
-            async move {
-                if !prod {
-                    return Ok(());
+        .and(warp::addr::remote())
+        .and(warp::path::full())
+        .and_then(
+            move |header: Option<String>,
+                  cookie: Option<String>,
+                  peer: Option<std::net::SocketAddr>,
+                  path: warp::path::FullPath| {
+                let tokens = tokens.clone();
+                async move {
+                    if !prod {
+                        return Ok(());
+                    }
+                    // Every refusal leaves a WARN line with its reason and where it came from; the
+                    // token itself is never logged.
+                    let refuse = |err: AuthError| {
+                        tracing::warn!(
+                            target: "cockpit::http",
+                            reason = %err,
+                            route = %super::openapi::template(path.as_str()),
+                            peer = %peer.map_or_else(|| "-".to_string(), |p| p.to_string()),
+                            "authentication failed"
+                        );
+                        warp::reject::custom(Unauthorized(err))
+                    };
+                    let token =
+                        token_from_parts(header.as_deref(), cookie.as_deref()).map_err(refuse)?;
+                    // A token the actor already accepted, still before its `exp`: no message needed.
+                    if tokens.fresh(token, now_secs()).is_some() {
+                        return Ok(());
+                    }
+                    let token = token.to_string();
+                    let actor = ActorRef::<JwtAuthMsg>::where_is(names::JWT_AUTH)
+                        .ok_or_else(|| warp::reject::custom(AuthUnavailable))?;
+                    match call_t!(actor, |reply| JwtAuthMsg::Verify { token, reply }, 10_000) {
+                        Ok(Ok(_who)) => Ok(()),
+                        Ok(Err(err)) => Err(refuse(err)),
+                        Err(_) => Err(warp::reject::custom(AuthUnavailable)),
+                    }
                 }
-                let token = token_from_parts(header.as_deref(), cookie.as_deref())
-                    .map_err(|err| warp::reject::custom(Unauthorized(err)))?;
-                // A token the actor already accepted, still before its `exp`: no message needed.
-                if tokens.fresh(token, now_secs()).is_some() {
-                    return Ok(());
-                }
-                let token = token.to_string();
-                let actor = ActorRef::<JwtAuthMsg>::where_is(names::JWT_AUTH)
-                    .ok_or_else(|| warp::reject::custom(AuthUnavailable))?;
-                match call_t!(actor, |reply| JwtAuthMsg::Verify { token, reply }, 10_000) {
-                    Ok(Ok(_who)) => Ok(()),
-                    Ok(Err(err)) => Err(warp::reject::custom(Unauthorized(err))),
-                    Err(_) => Err(warp::reject::custom(AuthUnavailable)),
-                }
-            }
-        })
+            },
+        )
         .untuple_one()
 }

@@ -19,7 +19,7 @@ use warp::http::StatusCode;
 use warp::reply::{Json, WithStatus};
 use warp::{Filter, Rejection, Reply};
 
-use crate::actors::Shared;
+use crate::actors::{Shared, names};
 
 /// A JSON error reply.
 pub fn error(status: StatusCode, message: impl Into<String>) -> WithStatus<Json> {
@@ -38,10 +38,15 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> WithStatus<Json>
 /// Every route of the server, with request metrics and JSON errors.
 pub fn routes(shared: Shared) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let telemetry = shared.telemetry.clone();
+    let tokens = shared.tokens.clone();
     let health = warp::path!("health")
         .and(warp::get())
         .and(with(shared.clone()))
         .map(health);
+    let ready = warp::path!("ready")
+        .and(warp::get())
+        .and(with(shared.clone()))
+        .map(ready);
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and(with(shared.clone()))
@@ -49,7 +54,7 @@ pub fn routes(shared: Shared) -> impl Filter<Extract = (impl Reply,), Error = In
             warp::reply::with_header(
                 shared.telemetry.render(),
                 "content-type",
-                "text/plain; version=0.0.4",
+                crate::telemetry::Telemetry::CONTENT_TYPE,
             )
         });
     let openapi = warp::path!("openapi.json")
@@ -62,6 +67,7 @@ pub fn routes(shared: Shared) -> impl Filter<Extract = (impl Reply,), Error = In
 
     ays::one_of(vec![
         health.map(Reply::into_response).boxed(),
+        ready.map(Reply::into_response).boxed(),
         ays::routes(shared.clone()),
         login::routes(shared.clone()),
         oauth_proxy::routes(shared.clone()),
@@ -76,7 +82,44 @@ pub fn routes(shared: Shared) -> impl Filter<Extract = (impl Reply,), Error = In
             info.status().as_u16(),
             info.elapsed(),
         );
+        log_request(&info, &tokens);
     }))
+}
+
+/// One INFO line per request: method, route template (never the raw path, which may hold
+/// anything), status, duration, the identity of an accepted token, and the peer.
+fn log_request(info: &warp::log::Info<'_>, tokens: &crate::actors::jwt_auth::TokenCache) {
+    // Under load with logging at `warn`, a request costs no lookup and no formatting here.
+    if !tracing::enabled!(target: "cockpit::http", tracing::Level::INFO) {
+        return;
+    }
+    let method = crate::telemetry::Method::of(info.method().as_str());
+    let route = openapi::template(info.path());
+    let headers = info.request_headers();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let cookie = header("cookie").and_then(|cookies| {
+        cookies
+            .split(';')
+            .filter_map(|c| c.trim().split_once('='))
+            .find_map(|(name, value)| (name == "jwt").then_some(value))
+    });
+    let identity = crate::auth::token_from_parts(header("authorization"), cookie)
+        .ok()
+        .and_then(|token| tokens.fresh(token, crate::actors::jwt_auth::now_secs()))
+        .map(|verified| verified.user);
+    let peer = info
+        .remote_addr()
+        .map_or_else(|| "-".to_string(), |a| a.to_string());
+    tracing::info!(
+        target: "cockpit::http",
+        method = %method.as_str(),
+        %route,
+        status = info.status().as_u16(),
+        duration_ms = %format_args!("{:.3}", info.elapsed().as_secs_f64() * 1000.0),
+        user = %identity.as_deref().unwrap_or("-"),
+        %peer,
+        "request"
+    );
 }
 
 /// Hands a clone of `value` to each request.
@@ -86,15 +129,54 @@ pub(crate) fn with<T: Clone + Send + Sync + 'static>(
     warp::any().map(move || value.clone())
 }
 
-/// `GET /health`: each actor's state; 200 when all are up, 503 otherwise.
+/// `GET /health`: each component `up`, `degraded` (with its last error and since when) or
+/// `down`; 200 unless a component is down, 503 then.
 fn health(shared: Shared) -> WithStatus<Json> {
-    let all_up = shared.telemetry.all_up();
-    let status = if all_up { "ok" } else { "degraded" };
+    use crate::telemetry::ActorStatus;
+    let (status, code) = match shared.telemetry.overall() {
+        ActorStatus::Up => ("ok", StatusCode::OK),
+        ActorStatus::Degraded => ("degraded", StatusCode::OK),
+        ActorStatus::Down => ("down", StatusCode::SERVICE_UNAVAILABLE),
+    };
     let body = serde_json::json!({
         "status": status,
         "actors": shared.telemetry.actors(),
     });
-    let code = if all_up {
+    warp::reply::with_status(warp::reply::json(&body), code)
+}
+
+/// `GET /ready`: can this process serve? The database answers a query and every enabled
+/// listener is bound. 200, or 503 with what is not ready. Outside services (the Bot API) do
+/// not count: they show in `/health`.
+fn ready(shared: Shared) -> WithStatus<Json> {
+    let mut checks = serde_json::Map::new();
+    let database = match shared.store.ping() {
+        Ok(()) => "up".to_string(),
+        Err(err) => err.to_string(),
+    };
+    checks.insert("database".into(), database.into());
+    let addresses = shared.addresses();
+    let config = &shared.config;
+    let actors = shared.telemetry.actors();
+    let listening = |name: &str, bound: bool| {
+        let up = actors
+            .get(name)
+            .is_some_and(|a| a.status != crate::telemetry::ActorStatus::Down);
+        if bound && up { "up" } else { "not listening" }
+    };
+    checks.insert(
+        "api".into(),
+        listening(names::API_SERVER, addresses.api.is_some()).into(),
+    );
+    if config.mail.active {
+        checks.insert(
+            "mail".into(),
+            listening(names::MAIL_RECEIVER, addresses.mail.is_some()).into(),
+        );
+    }
+    let ready = checks.values().all(|v| v == "up");
+    let body = serde_json::json!({"ready": ready, "checks": checks});
+    let code = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

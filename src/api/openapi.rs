@@ -20,7 +20,13 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "get",
         path: "/health",
-        summary: "Liveness and readiness of each actor (200 all up, 503 otherwise)",
+        summary: "Each component up, degraded (with its last error and since when) or down (200 unless one is down, 503 otherwise)",
+        auth: false,
+    },
+    Route {
+        method: "get",
+        path: "/ready",
+        summary: "Whether this process can serve: the database answers and every enabled listener is bound (200, else 503)",
         auth: false,
     },
     Route {
@@ -250,9 +256,47 @@ pub fn document() -> Value {
     })
 }
 
+/// The route template a request path matches (`/ays/repository/{repo}`), or `other`: a closed
+/// set of values for logs and metrics, whatever path a client sends.
+pub fn template(path: &str) -> &'static str {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    ROUTES
+        .iter()
+        .map(|route| route.path)
+        .find(|template| {
+            let parts: Vec<&str> = template.trim_start_matches('/').split('/').collect();
+            parts.len() == segments.len()
+                && parts.iter().zip(&segments).all(|(part, segment)| {
+                    if part.starts_with('{') {
+                        !segment.is_empty()
+                    } else {
+                        part == segment
+                    }
+                })
+        })
+        .unwrap_or("other")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_map_to_their_templates_or_other() {
+        for (path, template) in [
+            ("/health", "/health"),
+            (
+                "/ays/repository/demo/aysrun/k1",
+                "/ays/repository/{repo}/aysrun/{key}",
+            ),
+            ("/ays/repository/demo", "/ays/repository/{repo}"),
+            ("/ays/repository//aysrun", "other"),
+            ("/nope", "other"),
+            ("/<key>", "other"),
+        ] {
+            assert_eq!(super::template(path), template, "{path}");
+        }
+    }
 
     #[test]
     fn every_route_is_in_the_document_with_its_parameters() {

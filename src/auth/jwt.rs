@@ -44,7 +44,9 @@ const P384_POINT_LEN: usize = 97;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// The request carries no bearer token and no `jwt` cookie.
-    #[error("Not JWT token")]
+    #[error(
+        "missing token: send the JWT as `Authorization: Bearer <token>` (or as the `jwt` cookie)"
+    )]
     NotJwt,
     /// The token is genuine but its `exp` has passed.
     #[error("Your JWT has expired")]
@@ -590,7 +592,11 @@ mod tests {
 
     #[test]
     fn messages_match_the_api() {
-        assert_eq!(AuthError::NotJwt.to_string(), "Not JWT token");
+        assert!(
+            AuthError::NotJwt
+                .to_string()
+                .contains("Authorization: Bearer <token>")
+        );
         assert_eq!(AuthError::Expired.to_string(), "Your JWT has expired");
         assert_eq!(AuthError::Invalid.to_string(), "Your JWT is invalid");
         assert_eq!(AuthError::Unauthorized.to_string(), "Unauthorized");

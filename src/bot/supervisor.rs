@@ -146,6 +146,7 @@ impl Actor for TelegramBot {
             .unwrap_or(0);
         let poll_client = clients.poll.clone();
         let store = shared.store.clone();
+        let telemetry = shared.telemetry.clone();
         let me = myself.clone();
         let poller = tokio::spawn(async move {
             telegram::register_commands(&poll_client).await;
@@ -163,6 +164,12 @@ impl Actor for TelegramBot {
                 |last| {
                     if let Err(err) = store.set_setting(OFFSET_KEY, &(last + 1).to_string()) {
                         warn!(%err, "cannot record the Telegram offset");
+                    }
+                },
+                |answered| match answered {
+                    Ok(()) => telemetry.dependency_ok(crate::actors::names::TELEGRAM_BOT),
+                    Err(error) => {
+                        telemetry.dependency_failed(crate::actors::names::TELEGRAM_BOT, &error)
                     }
                 },
             )
@@ -212,7 +219,10 @@ impl Actor for TelegramBot {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             TelegramMsg::Deliver { incoming, reply } => {
-                state.shared.telemetry.count("telegram_updates", 1);
+                state
+                    .shared
+                    .telemetry
+                    .count(crate::telemetry::Count::TelegramUpdates, 1);
                 let chat_id = incoming.chat_id;
                 let session = state.session(&myself, chat_id).await?;
                 if let Err(err) = session.actor.cast(ChatMsg::Incoming(incoming)) {
@@ -266,7 +276,10 @@ impl Actor for TelegramBot {
         };
         let chat_id = ended.key;
         if ended.failed {
-            state.shared.telemetry.count("chat_session_restarts", 1);
+            state
+                .shared
+                .telemetry
+                .count(crate::telemetry::Count::ChatSessionRestarts, 1);
         }
         // A newer session may already run (an update arrived first); then there is nothing to do.
         if state
@@ -292,7 +305,7 @@ impl Actor for TelegramBot {
                     state
                         .shared
                         .telemetry
-                        .observe("chat_session_restart", restarting.elapsed());
+                        .chat_session_restarted(restarting.elapsed());
                 }
                 Decision::GiveUp(n) => {
                     warn!(

@@ -100,11 +100,23 @@ pub async fn register_commands(client: &Bot) {
 /// Long-polls updates forever, handing each to `deliver` and confirming it (advancing the
 /// offset) only once `deliver` returned. `start` is the first update id not yet handed on.
 /// `delivered` is told the last update id of each batch once all of it was handed on.
-pub async fn poll<D, F>(client: Bot, start: i64, mut deliver: D, mut delivered: impl FnMut(i64))
-where
+/// `reachable` is told after each poll whether the Bot API answered (`Err` names the host and
+/// the cause, never the token).
+pub async fn poll<D, F>(
+    client: Bot,
+    start: i64,
+    mut deliver: D,
+    mut delivered: impl FnMut(i64),
+    mut reachable: impl FnMut(Result<(), String>),
+) where
     D: FnMut(Incoming) -> F,
     F: Future<Output = ()>,
 {
+    let host = client
+        .api_url()
+        .host_str()
+        .unwrap_or("the Bot API")
+        .to_string();
     let mut offset = start;
     loop {
         let request = || {
@@ -122,11 +134,15 @@ where
             .adjust(retry_after)
             .notify(|err: &RequestError, wait: Duration| {
                 let retry_in_ms = wait.as_millis() as u64;
-                warn!(error = %err, retry_in_ms, "getUpdates failed");
+                if !matches!(err, RequestError::RetryAfter(_)) {
+                    warn!(%host, error = %cause(err), retry_in_ms, "getUpdates failed");
+                    reachable(Err(format!("getUpdates at {host} failed: {}", cause(err))));
+                }
             })
             .await;
         match polled {
             Ok(updates) => {
+                reachable(Ok(()));
                 let before = offset;
                 for update in updates {
                     let id = update.id.0 as i64;
@@ -144,9 +160,25 @@ where
                     delivered(offset - 1);
                 }
             }
-            Err(err) => warn!(error = %err, "getUpdates failed"),
+            Err(err) => warn!(%host, error = %cause(&err), "getUpdates failed"),
         }
     }
+}
+
+/// An error with its chain of causes (`network error: ...: connection refused`). teloxide
+/// strips the URL (which holds the token) from network errors, and so does this.
+fn cause(err: &RequestError) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(inner) = source {
+        let more = inner.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = inner.source();
+    }
+    text
 }
 
 /// Our view of an update; `None` for kinds the bot ignores.

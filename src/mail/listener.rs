@@ -104,12 +104,14 @@ pub async fn run(
         next_id += 1;
         let id = next_id;
         let Some((slot, cut)) = table.admit(id, max_connections) else {
-            door.telemetry.count("mail_connections_refused", 1);
+            door.telemetry
+                .count(crate::telemetry::Count::MailConnectionsRefused, 1);
             tokio::spawn(refuse(stream, peer));
             continue;
         };
         if cut {
-            door.telemetry.count("mail_connections_cut", 1);
+            door.telemetry
+                .count(crate::telemetry::Count::MailConnectionsCut, 1);
             debug!(%peer, "smtp: full, cut the longest-idle connection");
         }
         let door = door.clone();

@@ -60,7 +60,14 @@ pub fn safe_name(name: &str) -> String {
 
 /// Writes `bytes` to a new file at `path` (made durable by [`sync_filesystem`] afterwards).
 fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    File::create_new(path)?.write_all(bytes)
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // Mail is private: readable by cockpit's user only.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(bytes)
 }
 
 /// Flushes everything written to the filesystem holding `dir` (files, directories, their
@@ -101,7 +108,8 @@ fn content_type(part: &mail_parser::MessagePart<'_>) -> String {
 /// and returns the event payload. A message `mail-parser` cannot make sense of still gets a payload (envelope
 /// and raw file only).
 pub fn save(mail: &ReceivedMail, dir: &Path) -> io::Result<Value> {
-    std::fs::create_dir_all(dir)?;
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(dir)?;
     let raw = dir.join("message.eml");
     write_new(&raw, &mail.data)?;
     let parsed = MessageParser::default().parse(&mail.data[..]);

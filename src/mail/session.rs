@@ -219,11 +219,13 @@ impl Handler for Checks<'_> {
     fn rcpt(&mut self, to: &str) -> Response {
         let mut envelope = self.envelope();
         if envelope.accepted >= self.rules.max_recipients {
-            self.telemetry.count("mail_refused_too_many_recipients", 1);
+            self.telemetry
+                .count(crate::telemetry::Count::MailRefusedTooManyRecipients, 1);
             return Response::custom(452, "4.5.3 Too many recipients".into());
         }
         if !self.rules.accepts(to) {
-            self.telemetry.count("mail_refused_recipient", 1);
+            self.telemetry
+                .count(crate::telemetry::Count::MailRefusedRecipient, 1);
             return Response::custom(
                 550,
                 "5.7.1 Recipient domain not served here (no relaying)".into(),
@@ -382,7 +384,8 @@ where
             Input::Line => {}
             Input::Eof => return Ok(()),
             Input::TooLong => {
-                door.telemetry.count("mail_refused_syntax", 1);
+                door.telemetry
+                    .count(crate::telemetry::Count::MailRefusedSyntax, 1);
                 return conn.say(b"500 5.5.2 Line too long, closing\r\n").await;
             }
             Input::Stop(stop) => return conn.say(stop.reply().as_bytes()).await,
@@ -409,13 +412,15 @@ where
                     conn.say(reply.as_bytes()).await?;
                 }
                 Data::Busy => {
-                    door.telemetry.count("mail_refused_busy", 1);
+                    door.telemetry
+                        .count(crate::telemetry::Count::MailRefusedBusy, 1);
                     warn!(%peer, "mail deferred: the receiver's memory budget is full");
                     conn.say(b"452 4.3.1 Insufficient system storage, try again later\r\n")
                         .await?;
                 }
                 Data::TooBig => {
-                    door.telemetry.count("mail_refused_too_large", 1);
+                    door.telemetry
+                        .count(crate::telemetry::Count::MailRefusedTooLarge, 1);
                     info!(%peer, limit = door.rules.max_message_bytes, "mail refused: too large");
                     conn.say(b"552 5.3.4 Message size exceeds fixed maximum message size\r\n")
                         .await?;
@@ -428,7 +433,8 @@ where
         if response.is_error && response.code >= 500 {
             errors += 1;
             if matches!(response.code, 500 | 502) {
-                door.telemetry.count("mail_refused_syntax", 1);
+                door.telemetry
+                    .count(crate::telemetry::Count::MailRefusedSyntax, 1);
             }
             if errors >= MAX_ERRORS {
                 conn.reply(&response).await?;
@@ -464,12 +470,14 @@ async fn accept(door: &Door, mail: ReceivedMail) -> String {
     let (peer, bytes, recipients) = (mail.peer, mail.data.len(), mail.to.len());
     match door.deliver.deliver(mail).await {
         Ok(id) => {
-            door.telemetry.count("mail_accepted", 1);
+            door.telemetry
+                .count(crate::telemetry::Count::MailAccepted, 1);
             info!(%peer, event = id, bytes, recipients, "mail accepted");
             format!("250 2.0.0 OK: queued as {id}\r\n")
         }
         Err(err) => {
-            door.telemetry.count("mail_record_failures", 1);
+            door.telemetry
+                .count(crate::telemetry::Count::MailRecordFailures, 1);
             warn!(%peer, %err, "mail not recorded; the sender will retry");
             "451 4.3.0 Local error in processing, try again later\r\n".into()
         }

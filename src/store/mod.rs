@@ -35,6 +35,22 @@ pub enum StoreError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A command that acts on existing data found none (it never creates a database).
+    #[error(
+        "no cockpit database at {path}: is [storage].path right (relative paths start from the working directory)?"
+    )]
+    Missing {
+        /// The database file looked for.
+        path: PathBuf,
+    },
+    /// The database file could not be created with private permissions.
+    #[error("cannot create the database file {path}: {source}")]
+    CreateFile {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// SQLite refused an operation.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -159,14 +175,49 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) `<dir>/cockpit.db` and brings its schema up to date.
+    /// Opens (creating if needed) `<dir>/cockpit.db` and brings its schema up to date. A new
+    /// data directory is created `0700` and a new database file `0600` (SQLite gives its `-wal`
+    /// and `-shm` files the database file's mode).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        create_private_dir(dir)?;
         let path = dir.join("cockpit.db");
-        let mut conn = Connection::open(&path)?;
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|source| StoreError::CreateFile {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+        Store::connect(Connection::open(&path)?, path)
+    }
+
+    /// Opens an existing `<dir>/cockpit.db`, for commands that act on existing data: a missing
+    /// file is [`StoreError::Missing`], never a new empty database.
+    pub fn open_existing(dir: &Path) -> Result<Store, StoreError> {
+        use rusqlite::OpenFlags;
+        let path = dir.join("cockpit.db");
+        if !path.is_file() {
+            return Err(StoreError::Missing { path });
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&path, flags).map_err(|err| match err {
+            rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::CannotOpen => {
+                StoreError::Missing { path: path.clone() }
+            }
+            other => StoreError::Sqlite(other),
+        })?;
+        Store::connect(conn, path)
+    }
+
+    fn connect(mut conn: Connection, path: PathBuf) -> Result<Store, StoreError> {
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -176,6 +227,12 @@ impl Store {
             conn: Arc::new(Mutex::new(conn)),
             path,
         })
+    }
+
+    /// Whether the database answers a query (`/ready`).
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.lock().query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
     }
 
     /// The database file.
@@ -202,6 +259,20 @@ impl Store {
     fn lock(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock()
     }
+}
+
+/// Creates `dir` (and missing parents) readable by cockpit's user only; an existing directory
+/// keeps the mode its owner gave it.
+pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| StoreError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -64,35 +64,45 @@ impl Cockpit {
 
     /// Starts the binary with this exact config text in `dir`; waits for `cockpit ready`.
     pub fn start_in(dir: tempfile::TempDir, text: &str) -> Cockpit {
+        Cockpit::start_logging(dir, text, &default_log())
+    }
+
+    /// Like [`Cockpit::start_in`], with `RUST_LOG` set to `rust_log`.
+    pub fn start_logging(dir: tempfile::TempDir, text: &str, rust_log: &str) -> Cockpit {
         let config = dir.path().join("config.toml");
         std::fs::write(&config, text).expect("write config");
-        let mut cockpit = Cockpit::spawn(dir, config);
+        let mut cockpit = Cockpit::spawn_logging(dir, config, rust_log);
         let line = cockpit
             .wait_for_log("cockpit ready", Duration::from_secs(30))
             .unwrap_or_else(|| panic!("no `cockpit ready`; logs:\n{}", cockpit.log_text()));
-        let api = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("api="))
-            .unwrap_or("off")
-            .to_string();
-        cockpit.api = format!("http://{api}");
-        cockpit.mail = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("mail="))
-            .unwrap_or("off")
-            .to_string();
+        // A text line (`api=... mail=...`) or a JSON one (`[log] format = "json"`).
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        let field = |name: &str| {
+            json["fields"][name]
+                .as_str()
+                .map(str::to_string)
+                .or_else(|| {
+                    line.split_whitespace()
+                        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                        .map(str::to_string)
+                })
+        };
+        cockpit.api = format!("http://{}", field("api").unwrap_or("off".into()));
+        cockpit.mail = field("mail").unwrap_or("off".into());
         cockpit
     }
 
     /// Starts the binary on an existing config without waiting.
     pub fn spawn(dir: tempfile::TempDir, config: PathBuf) -> Cockpit {
+        Cockpit::spawn_logging(dir, config, &default_log())
+    }
+
+    /// Starts the binary on an existing config with `RUST_LOG` = `rust_log`, without waiting.
+    pub fn spawn_logging(dir: tempfile::TempDir, config: PathBuf, rust_log: &str) -> Cockpit {
         let mut child = Command::new(bin())
             .args(["start", "-c"])
             .arg(&config)
-            .env(
-                "RUST_LOG",
-                std::env::var("COCKPIT_TEST_LOG").unwrap_or("debug".into()),
-            )
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -194,9 +204,20 @@ impl Drop for Cockpit {
     }
 }
 
+/// `RUST_LOG` for test servers: `COCKPIT_TEST_LOG`, else `debug`.
+fn default_log() -> String {
+    std::env::var("COCKPIT_TEST_LOG").unwrap_or("debug".into())
+}
+
 /// Runs the binary with arguments to completion: (exit code, stdout, stderr).
 pub fn run(args: &[&str]) -> (i32, String, String) {
+    run_in(Path::new("."), args)
+}
+
+/// Runs the binary in the working directory `dir` to completion: (exit code, stdout, stderr).
+pub fn run_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin())
+        .current_dir(dir)
         .args(args)
         .stdin(Stdio::null())
         .output()

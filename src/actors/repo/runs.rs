@@ -28,6 +28,7 @@ use crate::clock;
 use crate::engine::{self, ActionState, ServiceState};
 use crate::runner::{self, ActionJob, ActionOutcome};
 use crate::store::{JobRecord, JobState, LogRecord, Origin, RunRecord, RunState, StepRecord};
+use crate::telemetry::Count;
 
 /// The run in progress.
 pub(super) struct ActiveRun {
@@ -282,7 +283,7 @@ impl RepoState {
         ));
         let driver = AbortOnDrop(driver);
         info!(repo = %self.name, run = %record.key, steps = steps.len(), "run started");
-        self.shared.telemetry.count("runs_started", 1);
+        self.shared.telemetry.count(Count::RunsStarted, 1);
         self.shared.notices.publish(Notice::RunStarted {
             repo: self.name.clone(),
             run: record.key.clone(),
@@ -457,7 +458,12 @@ impl RepoState {
         self.tell_lines(run, job, seqs, logs);
         self.save(std::iter::once(&service_key), &[])?;
         if !ok {
-            let error = outcome.error.as_deref().unwrap_or("failed");
+            // The reason: the runner's own (timeout, not executable...) or the job's last words.
+            let error = outcome
+                .error
+                .clone()
+                .or_else(|| outcome.logs.last().map(|l| l.log.clone()))
+                .unwrap_or_else(|| "failed".into());
             warn!(repo = %self.name, %run, %job, service = %service_key, %action, %error, "job failed");
         }
         self.shared.notices.publish(Notice::JobEnded {
@@ -493,7 +499,12 @@ impl RepoState {
             Some(error) => warn!(repo = %self.name, %run, %state, %error, "run ended"),
             None => info!(repo = %self.name, %run, %state, "run ended"),
         }
-        self.shared.telemetry.count(&format!("runs_{state}"), 1);
+        let counted = if error.is_some() {
+            Count::RunsError
+        } else {
+            Count::RunsOk
+        };
+        self.shared.telemetry.count(counted, 1);
         if let Some(url) = active.callback_url {
             let mut body = json!({"key": run, "state": state});
             if let Some(error) = &error {
@@ -594,6 +605,7 @@ impl RepoState {
                 .store
                 .cancel_run(key, clock::now_secs(), &reason)?;
             info!(repo = %self.name, run = %key, %who, "run cancelled");
+            self.shared.telemetry.count(Count::RunsCancelled, 1);
             self.shared.notices.publish(Notice::RunEnded {
                 repo: self.name.clone(),
                 run: key.to_string(),
