@@ -111,8 +111,21 @@ impl World {
         repos
     }
 
-    /// Neither the bot token nor the client secret was ever logged.
+    /// `/metrics` as text.
+    async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.cockpit.api))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// Neither the bot token nor the client secret was ever logged, and Telegram (the strict
+    /// fake) refused nothing the bot sent.
     fn assert_no_secrets_logged(&self) {
+        let refused = self.telegram.refusals();
+        assert!(refused.is_empty(), "Telegram would refuse: {refused:#?}");
         let logs = self.cockpit.log_text();
         assert!(!logs.is_empty());
         for secret in [BOT_TOKEN, "BOT-token-SECRET", "s3cr3t-client-VALUE"] {
@@ -486,5 +499,158 @@ async fn bot_api_failures_are_retried_and_never_take_the_server_down() {
         .await
         .expect("health");
     assert_eq!(health.status(), 200);
+    world.assert_no_secrets_logged();
+}
+
+/// A valid blueprint of about `bytes` bytes, full of MarkdownV2's reserved characters.
+fn big_blueprint(bytes: usize) -> String {
+    let mut yaml = String::new();
+    let mut i = 0;
+    while yaml.len() < bytes {
+        yaml.push_str(&format!(
+            "web__site-{i}:\n  port: {i}\n  note: \"a_b*c [x](y) ~`#1.` > {{ok}} | !-+= \\\\ 😀\"\n"
+        ));
+        i += 1;
+    }
+    yaml
+}
+
+#[tokio::test]
+async fn a_10_kb_blueprint_is_delivered_whole() {
+    let world = World::start().await;
+    world.log_in(6).await;
+    world.say(6, "/repo create big", "created").await;
+    let yaml = big_blueprint(10 * 1024);
+    world
+        .say(6, "/blueprint add big.yaml", "Send me the YAML")
+        .await;
+    let since = world.telegram.texts_to(6).len();
+    world.telegram.send_document(6, "big.yaml", yaml.as_bytes());
+    world
+        .telegram
+        .wait_new_text(6, since, "Blueprint big.yaml saved", WAIT)
+        .await;
+
+    // Long: a document with a caption, the YAML byte for byte.
+    world.telegram.send_text(6, "/blueprint get big.yaml");
+    let (name, content, caption) = eventually(WAIT, "the blueprint as a document", || async {
+        world.telegram.documents_to(6).pop()
+    })
+    .await;
+    assert_eq!(name, "big.yaml");
+    assert_eq!(String::from_utf8_lossy(&content), yaml);
+    assert!(caption.contains("big.yaml"), "{caption}");
+
+    // Short: inline, in a code block that Telegram parses, every reserved character intact.
+    let small = big_blueprint(1500);
+    world
+        .say(6, "/blueprint add small.yaml", "Send me the YAML")
+        .await;
+    world.say(6, &small, "Blueprint small.yaml saved").await;
+    let shown = world
+        .say(6, "/blueprint get small.yaml", "web__site-0")
+        .await;
+    assert!(shown.contains(small.trim_end()), "{shown}");
+    world.assert_no_secrets_logged();
+}
+
+#[tokio::test]
+async fn repo_list_pages_through_150_repositories_in_one_message() {
+    let world = World::start().await;
+    world.log_in(7).await;
+    let api = Api::new(&world.cockpit);
+    // The longest name a repository may have: its select button goes through a short id.
+    let long = "r".repeat(64);
+    let mut names: Vec<String> = (0..149).map(|i| format!("repo{i:03}")).collect();
+    names.push(long.clone());
+    for name in &names {
+        let (status, body) = api.post("", serde_json::json!({"name": name})).await;
+        assert!(status == 200 || status == 201, "{status} {body}");
+    }
+
+    world.say(7, "/repo list", "1–20 of 150").await;
+    let (list_id, first) = world.telegram.last_message(7).expect("the list");
+    let mut seen: Vec<String> = Vec::new();
+    let mut page = first;
+    for n in 1..=8 {
+        seen.extend(
+            page.text
+                .lines()
+                .filter_map(|l| l.strip_prefix("- "))
+                .map(String::from),
+        );
+        if n == 8 {
+            break;
+        }
+        // The › button turns the page in place: the same message, edited.
+        assert_eq!(world.telegram.click(7, "›"), list_id);
+        let from = n * 20 + 1;
+        page = world
+            .telegram
+            .wait_message(7, list_id, &format!("{from}–"), WAIT)
+            .await;
+    }
+    assert!(page.text.contains("141–150 of 150"), "{}", page.text);
+    assert!(
+        page.buttons.iter().flatten().all(|(label, _)| label != "›"),
+        "the last page has no next"
+    );
+    let mut expected = names.clone();
+    expected.sort();
+    seen.sort();
+    assert_eq!(seen, expected);
+
+    // Back one page, then select the long-named repository by its button.
+    world.telegram.click(7, "‹");
+    world
+        .telegram
+        .wait_message(7, list_id, "121–140 of 150", WAIT)
+        .await;
+    world.telegram.click(7, "›");
+    let last = world
+        .telegram
+        .wait_message(7, list_id, "141–150 of 150", WAIT)
+        .await;
+    let label = last
+        .buttons
+        .iter()
+        .flatten()
+        .map(|(label, _)| label.clone())
+        .find(|label| label.starts_with("Select rrrr"))
+        .expect("a button for the long name");
+    let since = world.telegram.texts_to(7).len();
+    world.telegram.click(7, &label);
+    world
+        .telegram
+        .wait_new_text(7, since, &format!("Repository {long} selected"), WAIT)
+        .await;
+    world.assert_no_secrets_logged();
+}
+
+#[tokio::test]
+async fn a_message_telegram_refuses_is_sent_again_as_plain_text() {
+    let world = World::start().await;
+    world.say(8, "/help", "I can drive").await;
+    // Telegram refuses the next MarkdownV2 text as unparsable: the reply comes as plain text.
+    world.telegram.refuse_next_markdown(1);
+    let shown = world.say(8, "/help", "I can drive").await;
+    assert!(
+        shown.contains("/repo list | create <name> [git_url]"),
+        "{shown}"
+    );
+    let calls = world.telegram.calls();
+    let refused = calls
+        .iter()
+        .filter(|c| c.method == "sendmessage" && c.error.is_some())
+        .count();
+    assert_eq!(refused, 1);
+    let fallback = calls.last().expect("a call");
+    assert_eq!(fallback.method, "sendmessage");
+    assert!(fallback.error.is_none() && fallback.params["parse_mode"].is_null());
+    let metrics = world.metrics().await;
+    assert!(
+        metrics.contains("cockpit_telegram_plain_fallbacks_total 1"),
+        "{metrics}"
+    );
     world.assert_no_secrets_logged();
 }

@@ -13,8 +13,9 @@ use super::names;
 use super::oauth_cache::OAuthCacheMsg;
 use super::repo::RepoMsg;
 use crate::bot::commands::{self, BlueprintCmd, Command, RepoCmd, RunCmd, ServiceCmd};
-use crate::bot::render::{escape, escape_code};
+use crate::bot::render::escape;
 use crate::bot::telegram::{self, Outbox};
+use crate::bot::views::{self, BlueprintItem, BlueprintView, RunItem, ServiceItem, View};
 use crate::bot::{Button, Incoming, IncomingKind, Outgoing};
 use crate::store::AuthorizedUser;
 
@@ -62,6 +63,9 @@ pub struct ChatState {
     outbox: Outbox,
     /// For document downloads.
     client: teloxide::Bot,
+    /// While a list's ‹ › press is handled: the message showing the list, which the next page
+    /// replaces.
+    edit: Option<i64>,
 }
 
 /// What a chat waits for, stored as JSON: `{"blueprint": name, "repo": repo}`.
@@ -87,6 +91,7 @@ impl Actor for ChatSession {
             chat_id: args.chat_id,
             outbox: args.outbox,
             client: args.client,
+            edit: None,
         })
     }
 
@@ -133,6 +138,66 @@ impl ChatState {
         });
     }
 
+    /// Shows a view: a new message, or the page of a list in place of the one it turns.
+    fn show(&self, view: View) {
+        let View { text, keyboard } = view;
+        self.outbox.send(match self.edit {
+            Some(message_id) => Outgoing::Edit {
+                chat_id: self.chat_id,
+                message_id,
+                text,
+                keyboard,
+            },
+            None => Outgoing::Message {
+                chat_id: self.chat_id,
+                text,
+                keyboard,
+            },
+        });
+    }
+
+    /// Button data that names an item by a short reference ([`views::short_ref`], for names too
+    /// long for Telegram's 64 bytes) with the name put back; unchanged when it holds none or
+    /// nothing matches.
+    async fn expand_ref(&self, user_id: i64, data: &str) -> String {
+        let Some((head, reference)) = data.rsplit_once(' ').filter(|(_, r)| views::is_ref(r))
+        else {
+            return data.to_string();
+        };
+        let names: Vec<String> = if head.starts_with("/repo") {
+            let repos = ask_ays(AysMsg::ListRepos).await.unwrap_or_default();
+            repos.into_iter().map(|r| r.name).collect()
+        } else {
+            let Some(repo) = self.user(user_id).await.and_then(|u| u.current_repo) else {
+                return data.to_string();
+            };
+            if head.starts_with("/blueprint") {
+                let list = ask_repo(&repo, |reply| RepoMsg::ListBlueprints {
+                    archived: true,
+                    reply,
+                });
+                list.await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|b| b.name)
+                    .collect()
+            } else if head.starts_with("/service") {
+                let list = ask_repo(&repo, |reply| RepoMsg::ListServices { role: None, reply });
+                list.await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|s| s.key)
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        };
+        match names.into_iter().find(|n| views::short_ref(n) == reference) {
+            Some(name) => format!("{head} {name}"),
+            None => data.to_string(),
+        }
+    }
+
     async fn incoming(&mut self, myself: &ActorRef<ChatMsg>, incoming: Incoming) {
         let Incoming {
             user_id,
@@ -145,10 +210,25 @@ impl ChatState {
                 Command::Text(text) => self.text(user_id, &text).await,
                 command => self.command(user_id, &username, command).await,
             },
-            IncomingKind::Callback { id, data } => {
+            IncomingKind::Callback {
+                id,
+                data,
+                message_id,
+            } => {
                 self.outbox.send(Outgoing::AnswerCallback { id });
+                let data = self.expand_ref(user_id, &data).await;
                 let command = commands::parse(&data);
+                // A list's ‹ › (a list command with its page) turn the page in place.
+                let turn = matches!(
+                    command,
+                    Command::Repo(RepoCmd::List(Some(_)))
+                        | Command::Blueprint(BlueprintCmd::List(Some(_)))
+                        | Command::Service(ServiceCmd::List(Some(_)))
+                        | Command::Run(RunCmd::List(Some(_)))
+                );
+                self.edit = message_id.filter(|_| turn);
                 self.command(user_id, &username, command).await;
+                self.edit = None;
             }
             IncomingKind::Document {
                 file_id,
@@ -316,26 +396,14 @@ impl ChatState {
 
     async fn repo(&mut self, user: &AuthorizedUser, cmd: RepoCmd) -> Result<(), AysError> {
         match cmd {
-            RepoCmd::Menu | RepoCmd::List => {
+            RepoCmd::Menu | RepoCmd::List(_) => {
+                let page = match cmd {
+                    RepoCmd::List(Some(page)) => page,
+                    _ => 1,
+                };
                 let repos = ask_ays(AysMsg::ListRepos).await?;
-                let current = user.current_repo.as_deref().unwrap_or("none");
-                let mut text = format!("Current repository: {current}\nRepositories:");
-                for r in &repos {
-                    text.push_str(&format!("\n- {}", r.name));
-                }
-                if repos.is_empty() {
-                    text.push_str(" none yet; /repo create <name>");
-                }
-                let keyboard = repos
-                    .iter()
-                    .map(|r| {
-                        vec![button(
-                            &format!("Select {}", r.name),
-                            &format!("/repo select {}", r.name),
-                        )]
-                    })
-                    .collect();
-                self.say_with(&text, keyboard);
+                let names: Vec<String> = repos.into_iter().map(|r| r.name).collect();
+                self.show(views::repo_list(&names, user.current_repo.as_deref(), page));
             }
             RepoCmd::Create { name, git_url } => {
                 let view = ask_ays(|reply| AysMsg::CreateRepo {
@@ -394,49 +462,45 @@ impl ChatState {
     ) -> Result<(), AysError> {
         let repo = Self::current_repo(user)?;
         match cmd {
-            BlueprintCmd::Menu | BlueprintCmd::List => {
+            BlueprintCmd::Menu | BlueprintCmd::List(_) => {
+                let page = match cmd {
+                    BlueprintCmd::List(Some(page)) => page,
+                    _ => 1,
+                };
                 let list = ask_repo(&repo, |reply| RepoMsg::ListBlueprints {
                     archived: true,
                     reply,
                 })
                 .await?;
-                let mut text = format!("Blueprints in {repo}:");
-                for bp in &list {
-                    let mark = if bp.archived { " (archived)" } else { "" };
-                    text.push_str(&format!("\n- {}{mark}", bp.name));
-                }
-                if list.is_empty() {
-                    text.push_str(" none yet; /blueprint add <name>");
-                }
-                let keyboard = list
-                    .iter()
-                    .filter(|bp| !bp.archived)
-                    .map(|bp| {
-                        vec![
-                            button(
-                                &format!("Show {}", bp.name),
-                                &format!("/blueprint get {}", bp.name),
-                            ),
-                            button(
-                                &format!("Execute {}", bp.name),
-                                &format!("/blueprint execute {}", bp.name),
-                            ),
-                        ]
+                let items: Vec<BlueprintItem> = list
+                    .into_iter()
+                    .map(|bp| BlueprintItem {
+                        name: bp.name,
+                        archived: bp.archived,
                     })
                     .collect();
-                self.say_with(&text, keyboard);
+                self.show(views::blueprint_list(&repo, &items, page));
             }
             BlueprintCmd::Get(name) => {
                 let bp = ask_repo(&repo, |reply| RepoMsg::GetBlueprint { name, reply }).await?;
-                self.outbox.send(Outgoing::Message {
-                    chat_id: self.chat_id,
-                    text: format!(
-                        "{}\n```\n{}\n```",
-                        escape(&bp.name),
-                        escape_code(&bp.content)
-                    ),
-                    keyboard: Vec::new(),
-                });
+                self.outbox
+                    .send(match views::blueprint(&bp.name, &bp.content) {
+                        BlueprintView::Inline(text) => Outgoing::Message {
+                            chat_id: self.chat_id,
+                            text,
+                            keyboard: Vec::new(),
+                        },
+                        BlueprintView::Document {
+                            file_name,
+                            content,
+                            caption,
+                        } => Outgoing::Document {
+                            chat_id: self.chat_id,
+                            file_name,
+                            content,
+                            caption,
+                        },
+                    });
             }
             BlueprintCmd::Add(name) => {
                 let prompt = json!({"repo": repo, "blueprint": name});
@@ -492,27 +556,22 @@ impl ChatState {
     async fn service(&mut self, user: &AuthorizedUser, cmd: ServiceCmd) -> Result<(), AysError> {
         let repo = Self::current_repo(user)?;
         match cmd {
-            ServiceCmd::Menu | ServiceCmd::List => {
+            ServiceCmd::Menu | ServiceCmd::List(_) => {
+                let page = match cmd {
+                    ServiceCmd::List(Some(page)) => page,
+                    _ => 1,
+                };
                 let list =
                     ask_repo(&repo, |reply| RepoMsg::ListServices { role: None, reply }).await?;
-                let mut text = format!("Services in {repo}:");
-                for s in &list {
-                    text.push_str(&format!("\n- {} ({}): {}", s.key, s.actor, s.state));
-                }
-                if list.is_empty() {
-                    text.push_str(" none yet; execute a blueprint");
-                }
-                let keyboard = list
-                    .iter()
-                    .take(50)
-                    .map(|s| {
-                        vec![button(
-                            &format!("Inspect {}", s.key),
-                            &format!("/service inspect {}", s.key),
-                        )]
+                let items: Vec<ServiceItem> = list
+                    .into_iter()
+                    .map(|s| ServiceItem {
+                        key: s.key,
+                        actor: s.actor,
+                        state: s.state.to_string(),
                     })
                     .collect();
-                self.say_with(&text, keyboard);
+                self.show(views::service_list(&repo, &items, page));
             }
             ServiceCmd::Inspect { role, name } => {
                 let s = ask_repo(&repo, |reply| RepoMsg::GetService { role, name, reply }).await?;
@@ -531,16 +590,13 @@ impl ChatState {
                     "\ndata: {}",
                     serde_json::to_string_pretty(&s.data).unwrap_or_default()
                 ));
-                let keyboard = s
-                    .actions
-                    .iter()
-                    .map(|a| {
-                        vec![button(
-                            &format!("Run {}", a.name),
-                            &format!("/service execute {} {}", a.name, s.key),
-                        )]
-                    })
-                    .collect();
+                let keyboard = views::button_rows(s.actions.iter().map(|a| {
+                    (
+                        format!("Run {}", a.name),
+                        format!("/service execute {}", a.name),
+                        s.key.clone(),
+                    )
+                }));
                 self.say_with(&text, keyboard);
             }
             ServiceCmd::Execute { action, role, name } => {
@@ -592,26 +648,20 @@ impl ChatState {
     async fn run(&mut self, user: &AuthorizedUser, cmd: RunCmd) -> Result<(), AysError> {
         let repo = Self::current_repo(user)?;
         match cmd {
-            RunCmd::Menu | RunCmd::List => {
+            RunCmd::Menu | RunCmd::List(_) => {
+                let page = match cmd {
+                    RunCmd::List(Some(page)) => page,
+                    _ => 1,
+                };
                 let runs = ask_repo(&repo, |reply| RepoMsg::ListRuns { reply }).await?;
-                let mut text = format!("Runs in {repo}:");
-                for r in runs.iter().take(20) {
-                    text.push_str(&format!("\n- {}: {}", r.key, r.state));
-                }
-                if runs.is_empty() {
-                    text.push_str(" none yet");
-                }
-                let keyboard = runs
-                    .iter()
-                    .take(10)
-                    .map(|r| {
-                        vec![button(
-                            &format!("Inspect {}", r.key),
-                            &format!("/run inspect {}", r.key),
-                        )]
+                let items: Vec<RunItem> = runs
+                    .into_iter()
+                    .map(|r| RunItem {
+                        key: r.key,
+                        state: r.state.to_string(),
                     })
                     .collect();
-                self.say_with(&text, keyboard);
+                self.show(views::run_list(&repo, &items, page));
             }
             RunCmd::Inspect(key) => {
                 let run = ask_repo(&repo, |reply| RepoMsg::GetRun { key, reply }).await?;

@@ -31,8 +31,8 @@ pub enum Command {
 pub enum RepoCmd {
     /// The menu (no arguments).
     Menu,
-    /// `list`.
-    List,
+    /// `list [page]`.
+    List(Option<usize>),
     /// `create <name> [git_url]`.
     Create {
         /// The repository name.
@@ -51,8 +51,8 @@ pub enum RepoCmd {
 pub enum BlueprintCmd {
     /// The menu.
     Menu,
-    /// `list`.
-    List,
+    /// `list [page]`.
+    List(Option<usize>),
     /// `get <name>`.
     Get(String),
     /// `add <name>`: the YAML follows as the next message or a document.
@@ -72,8 +72,8 @@ pub enum BlueprintCmd {
 pub enum ServiceCmd {
     /// The menu.
     Menu,
-    /// `list`.
-    List,
+    /// `list [page]`.
+    List(Option<usize>),
     /// `inspect <role>!<name>`.
     Inspect {
         /// The role.
@@ -104,8 +104,8 @@ pub enum ServiceCmd {
 pub enum RunCmd {
     /// The menu.
     Menu,
-    /// `list`.
-    List,
+    /// `list [page]`.
+    List(Option<usize>),
     /// `inspect <key>`.
     Inspect(String),
 }
@@ -157,6 +157,18 @@ pub fn parse(input: &str) -> Command {
     }
 }
 
+/// `list [page]`: the page a list's ‹ › buttons ask for (1-based).
+fn page(args: &[&str], usage: &str) -> Result<Option<usize>, Command> {
+    match args {
+        [_] => Ok(None),
+        [_, page] => page
+            .parse()
+            .map(Some)
+            .map_err(|_| Command::Usage(usage.to_string())),
+        _ => Err(Command::Usage(usage.to_string())),
+    }
+}
+
 fn one<'a>(args: &[&'a str], usage: &str) -> Result<&'a str, Command> {
     match args {
         [_, value] => Ok(value),
@@ -167,7 +179,7 @@ fn one<'a>(args: &[&'a str], usage: &str) -> Result<&'a str, Command> {
 fn repo(args: &[&str]) -> Command {
     let cmd = match args.first().map(|s| s.to_ascii_lowercase()).as_deref() {
         None => Ok(RepoCmd::Menu),
-        Some("list") => Ok(RepoCmd::List),
+        Some("list") => page(args, "/repo list [page]").map(RepoCmd::List),
         Some("create") => match args {
             [_, name] => Ok(RepoCmd::Create {
                 name: name.to_string(),
@@ -195,7 +207,7 @@ fn blueprint(args: &[&str]) -> Command {
     };
     let cmd = match sub.as_deref() {
         None => Ok(BlueprintCmd::Menu),
-        Some("list") => Ok(BlueprintCmd::List),
+        Some("list") => page(args, "/blueprint list [page]").map(BlueprintCmd::List),
         Some("get") => named("/blueprint get <name>", BlueprintCmd::Get),
         Some("add") => named("/blueprint add <name>", BlueprintCmd::Add),
         Some("execute") => named("/blueprint execute <name>", BlueprintCmd::Execute),
@@ -219,7 +231,7 @@ fn service(args: &[&str]) -> Command {
     let sub = args.first().map(|s| s.to_ascii_lowercase());
     let cmd = match sub.as_deref() {
         None => Ok(ServiceCmd::Menu),
-        Some("list") => Ok(ServiceCmd::List),
+        Some("list") => page(args, "/service list [page]").map(ServiceCmd::List),
         Some("inspect") => one(args, "/service inspect <role>!<name>")
             .and_then(|v| {
                 role_name(v).ok_or(Command::Usage("/service inspect <role>!<name>".into()))
@@ -256,7 +268,7 @@ fn service(args: &[&str]) -> Command {
 fn run(args: &[&str]) -> Command {
     let cmd = match args.first().map(|s| s.to_ascii_lowercase()).as_deref() {
         None => Ok(RunCmd::Menu),
-        Some("list") => Ok(RunCmd::List),
+        Some("list") => page(args, "/run list [page]").map(RunCmd::List),
         Some("inspect") => one(args, "/run inspect <key>").map(|k| RunCmd::Inspect(k.into())),
         Some(_) => Err(Command::Usage("/run list | inspect <key>".into())),
     };
@@ -276,7 +288,9 @@ mod tests {
         check("/start", Command::Start);
         check("  /HELP ", Command::Help);
         check("/repo", Command::Repo(RepoCmd::Menu));
-        check("/repo@cockpit_bot list", Command::Repo(RepoCmd::List));
+        check("/repo@cockpit_bot list", Command::Repo(RepoCmd::List(None)));
+        check("/repo list 3", Command::Repo(RepoCmd::List(Some(3))));
+        check("/run list 2", Command::Run(RunCmd::List(Some(2))));
         check(
             "/repo create demo",
             Command::Repo(RepoCmd::Create {
@@ -348,6 +362,10 @@ mod tests {
             Command::Usage("/run list | inspect <key>".into()),
         );
         check("/frobnicate now", Command::Unknown("frobnicate".into()));
+        check(
+            "/service list two",
+            Command::Usage("/service list [page]".into()),
+        );
         check("/", Command::Unknown(String::new()));
     }
 }
