@@ -654,3 +654,206 @@ async fn a_message_telegram_refuses_is_sent_again_as_plain_text() {
     );
     world.assert_no_secrets_logged();
 }
+
+/// One path through the menus: a bare command (none: go on from what the chat shows), the
+/// buttons pressed in turn (each on the newest message showing it), the text expected last.
+struct Path<'a> {
+    bare: &'a str,
+    clicks: &'a [&'a str],
+    expect: &'a str,
+}
+
+impl World {
+    /// Follows a path by buttons alone; returns the answer.
+    async fn follow(&self, user: i64, path: &Path<'_>) -> String {
+        let mut since = self.telegram.texts_to(user).len();
+        if !path.bare.is_empty() {
+            self.telegram.send_text(user, path.bare);
+        }
+        for label in path.clicks {
+            let deadline = std::time::Instant::now() + WAIT;
+            while !self
+                .telegram
+                .keyboards(user)
+                .last()
+                .is_some_and(|(_, labels)| labels.iter().any(|l| l == label))
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no button {label:?} on the way from {:?}: {:?}\n{:#?}\nrefused: {:#?}\n{}",
+                    path.bare,
+                    self.telegram.keyboards(user).last(),
+                    self.telegram
+                        .texts_to(user)
+                        .iter()
+                        .rev()
+                        .take(3)
+                        .collect::<Vec<_>>(),
+                    self.telegram.refusals(),
+                    self.cockpit
+                        .log_text()
+                        .lines()
+                        .rev()
+                        .take(15)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            since = self.telegram.texts_to(user).len();
+            self.telegram.click(user, label);
+        }
+        let answer = self
+            .telegram
+            .wait_new_text(user, since, path.expect, WAIT)
+            .await;
+        assert!(
+            !answer.starts_with("Usage") && !answer.contains("I don't know"),
+            "{answer}"
+        );
+        answer
+    }
+}
+
+#[tokio::test]
+async fn every_subcommand_is_reachable_from_its_bare_command_by_buttons() {
+    let world = World::start().await;
+    let user = 9;
+    world.log_in(user).await;
+    world
+        .say(user, "/repo create demo", "created and selected")
+        .await;
+    world.say(user, "/repo create spare", "created").await;
+    // Creating one that exists selects it, as the original bot did.
+    world
+        .say(
+            user,
+            "/repo create demo",
+            "Repository demo already exists; selected",
+        )
+        .await;
+    let repos = world.rest_repositories().await;
+    let demo = repos
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "demo"))
+        .expect("demo");
+    web_template(std::path::Path::new(demo["path"].as_str().expect("path")));
+    for (name, yaml) in [
+        ("site.yaml", "web__site:\n  port: 8080\n"),
+        ("other.yaml", "web__other:\n"),
+        (
+            "sched.yaml",
+            "web__sched:\n\nactions:\n  - action: install\n    actor: web\n",
+        ),
+    ] {
+        world
+            .say(user, &format!("/blueprint add {name}"), "Send me the YAML")
+            .await;
+        world.say(user, yaml, "saved").await;
+    }
+    world
+        .say(user, "/blueprint execute other.yaml", "executed")
+        .await;
+
+    let mut pressed: Vec<(String, String)> = Vec::new();
+    let mut follow = async |bare: &str, clicks: &[&str], expect: &str| {
+        if let Some(first) = clicks.first().filter(|_| !bare.is_empty()) {
+            pressed.push((bare.to_string(), first.to_string()));
+        }
+        world
+            .follow(
+                user,
+                &Path {
+                    bare,
+                    clicks,
+                    expect,
+                },
+            )
+            .await
+    };
+    follow("/repo", &["List"], "Repositories:").await;
+    follow("/repo", &["Select", "spare"], "Repository spare selected").await;
+    follow("/repo", &["Delete", "spare"], "Repository spare deleted").await;
+    // Prompts take free text where no list fits: the name, then the git URL (or Skip).
+    follow("/repo", &["Create"], "name of the new repository").await;
+    world.say(user, "fresh", "Send me the git URL").await;
+    follow("", &["Skip"], "Repository fresh created and selected").await;
+    follow("/repo", &["Select", "demo"], "Repository demo selected").await;
+    follow("/blueprint", &["Add"], "name of the new blueprint").await;
+    world
+        .say(user, "third.yaml", "Send me the YAML of third.yaml")
+        .await;
+    world
+        .say(user, "web__third:\n", "Blueprint third.yaml saved")
+        .await;
+    follow("/blueprint", &["List"], "Blueprints in demo").await;
+    follow("/blueprint", &["Get", "site.yaml"], "web__site").await;
+    follow(
+        "/blueprint",
+        &["Execute", "site.yaml"],
+        "Blueprint site.yaml executed",
+    )
+    .await;
+    follow(
+        "/blueprint",
+        &["Archive", "other.yaml"],
+        "Blueprint other.yaml archived",
+    )
+    .await;
+    follow(
+        "/blueprint",
+        &["Restore", "other.yaml"],
+        "Blueprint other.yaml restored",
+    )
+    .await;
+    follow(
+        "/blueprint",
+        &["Delete", "other.yaml"],
+        "Blueprint other.yaml deleted",
+    )
+    .await;
+    follow("/service", &["List"], "Services in demo").await;
+    follow("/service", &["Inspect", "web!site"], "Service web!site").await;
+    follow("/service", &["Delete", "web!other"], "Deleted").await;
+    follow(
+        "/blueprint",
+        &["Execute", "sched.yaml"],
+        "Blueprint sched.yaml executed",
+    )
+    .await;
+    follow("/run", &["Simulate"], "would run in").await;
+    follow("/run", &["Create"], "started").await;
+    world.telegram.wait_text(user, "ended: ok", WAIT).await;
+    let started = follow(
+        "/service",
+        &["Execute", "web!site", "Run install"],
+        "started",
+    )
+    .await;
+    let key = started
+        .split_whitespace()
+        .nth(1)
+        .expect("run key")
+        .to_string();
+    world
+        .telegram
+        .wait_text(user, &format!("Run {key} in demo ended: ok"), WAIT)
+        .await;
+    follow("/run", &["List", "ok"], "Runs in demo (ok)").await;
+    follow("/run", &["Inspect", &key], &format!("Run {key}: ok")).await;
+    // Nothing is pending any more: the answer says so.
+    follow("/run", &["Execute"], "nothing to run").await;
+
+    // Every subcommand each bare command offers was pressed above.
+    for command in ["repo", "blueprint", "service", "run"] {
+        for (label, _) in cockpit::bot::commands::menu(command) {
+            assert!(
+                pressed
+                    .iter()
+                    .any(|(bare, first)| *bare == format!("/{command}") && first == label),
+                "/{command} → {label} was never pressed"
+            );
+        }
+    }
+    world.assert_no_secrets_logged();
+}

@@ -119,10 +119,11 @@ fn all_pages(view: impl Fn(usize) -> View) -> String {
         let shown = view(page);
         read.push_str(&check_view(&shown));
         let next = format!(" {}", page + 1);
-        let has_next = shown.keyboard.last().is_some_and(|row| {
-            row.iter()
-                .any(|b| b.label == "›" && b.data.ends_with(&next))
-        });
+        let has_next = shown
+            .keyboard
+            .iter()
+            .flatten()
+            .any(|b| b.label == "›" && b.data.ends_with(&next));
         if !has_next {
             return read;
         }
@@ -166,7 +167,12 @@ proptest! {
             .iter()
             .map(|n| RunItem { key: n.clone(), state: n.clone() })
             .collect();
-        all_pages(|page| views::run_list("r", &runs, page));
+        all_pages(|page| views::run_list("r", &runs, None, page));
+        all_pages(|page| views::run_list("r", &runs, Some("error"), page));
+        for (pick, _) in cockpit::bot::commands::Pick::ALL {
+            let read = all_pages(|page| views::picker(*pick, &names, page));
+            prop_assert!(read.contains(pick.question()));
+        }
     }
 
     #[test]

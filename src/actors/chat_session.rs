@@ -12,7 +12,7 @@ use super::ays::{AysError, AysMsg, ask_ays, ask_repo};
 use super::names;
 use super::oauth_cache::OAuthCacheMsg;
 use super::repo::RepoMsg;
-use crate::bot::commands::{self, BlueprintCmd, Command, RepoCmd, RunCmd, ServiceCmd};
+use crate::bot::commands::{self, Ask, BlueprintCmd, Command, Pick, RepoCmd, RunCmd, ServiceCmd};
 use crate::bot::render::escape;
 use crate::bot::telegram::{self, Outbox};
 use crate::bot::views::{self, BlueprintItem, BlueprintView, RunItem, ServiceItem, View};
@@ -219,13 +219,15 @@ impl ChatState {
                 let data = self.expand_ref(user_id, &data).await;
                 let command = commands::parse(&data);
                 // A list's ‹ › (a list command with its page) turn the page in place.
-                let turn = matches!(
-                    command,
-                    Command::Repo(RepoCmd::List(Some(_)))
-                        | Command::Blueprint(BlueprintCmd::List(Some(_)))
-                        | Command::Service(ServiceCmd::List(Some(_)))
-                        | Command::Run(RunCmd::List(Some(_)))
-                );
+                let turn = data.starts_with("/pick ")
+                    || matches!(
+                        command,
+                        Command::Repo(RepoCmd::List(Some(_)))
+                            | Command::Blueprint(BlueprintCmd::List(Some(_)))
+                            | Command::Service(ServiceCmd::List(Some(_)))
+                            | Command::Run(RunCmd::List(Some(_)))
+                            | Command::Run(RunCmd::ListIn { page: Some(_), .. })
+                    );
                 self.edit = message_id.filter(|_| turn);
                 self.command(user_id, &username, command).await;
                 self.edit = None;
@@ -289,6 +291,11 @@ impl ChatState {
         if self.user(user_id).await.is_none() {
             return self.say("I don't know you yet, please use /start");
         }
+        if let Ok(Some(prompt)) = self.shared.store.chat_pending(self.chat_id)
+            && prompt["ask"].is_string()
+        {
+            return self.answer(user_id, &prompt, text).await;
+        }
         let Some(Some((repo, name))) = self.pending() else {
             return self.say("Send a command; /help lists them.");
         };
@@ -339,6 +346,9 @@ impl ChatState {
                     Command::Blueprint(cmd) => self.blueprint(&user, cmd).await,
                     Command::Service(cmd) => self.service(&user, cmd).await,
                     Command::Run(cmd) => self.run(&user, cmd).await,
+                    Command::Pick { pick, page } => self.pick(&user, pick, page).await,
+                    Command::Ask(ask) => self.ask(&user, ask),
+                    Command::Skip => self.skip(&user).await,
                     _ => Ok(()),
                 };
                 if let Err(err) = result {
@@ -396,7 +406,11 @@ impl ChatState {
 
     async fn repo(&mut self, user: &AuthorizedUser, cmd: RepoCmd) -> Result<(), AysError> {
         match cmd {
-            RepoCmd::Menu | RepoCmd::List(_) => {
+            RepoCmd::Menu => self.show(views::menu(
+                "What do you want to do with repositories?",
+                commands::menu("repo"),
+            )),
+            RepoCmd::List(_) => {
                 let page = match cmd {
                     RepoCmd::List(Some(page)) => page,
                     _ => 1,
@@ -406,12 +420,25 @@ impl ChatState {
                 self.show(views::repo_list(&names, user.current_repo.as_deref(), page));
             }
             RepoCmd::Create { name, git_url } => {
-                let view = ask_ays(|reply| AysMsg::CreateRepo {
+                let created = ask_ays(|reply| AysMsg::CreateRepo {
                     name: name.clone(),
                     git_url,
                     reply,
                 })
-                .await?;
+                .await;
+                let view = match created {
+                    // As the original bot did: creating one that exists selects it.
+                    Err(AysError::Conflict(_)) => {
+                        let view = ask_ays(|reply| AysMsg::GetRepo { name, reply }).await?;
+                        self.set_repo(user.user_id, Some(&view.name)).await?;
+                        self.say(&format!(
+                            "Repository {} already exists; selected.",
+                            view.name
+                        ));
+                        return Ok(());
+                    }
+                    other => other?,
+                };
                 self.set_repo(user.user_id, Some(&view.name)).await?;
                 self.say(&format!("Repository {} created and selected.", view.name));
             }
@@ -462,7 +489,11 @@ impl ChatState {
     ) -> Result<(), AysError> {
         let repo = Self::current_repo(user)?;
         match cmd {
-            BlueprintCmd::Menu | BlueprintCmd::List(_) => {
+            BlueprintCmd::Menu => self.show(views::menu(
+                &format!("What do you want to do with the blueprints of {repo}?"),
+                commands::menu("blueprint"),
+            )),
+            BlueprintCmd::List(_) => {
                 let page = match cmd {
                     BlueprintCmd::List(Some(page)) => page,
                     _ => 1,
@@ -556,7 +587,11 @@ impl ChatState {
     async fn service(&mut self, user: &AuthorizedUser, cmd: ServiceCmd) -> Result<(), AysError> {
         let repo = Self::current_repo(user)?;
         match cmd {
-            ServiceCmd::Menu | ServiceCmd::List(_) => {
+            ServiceCmd::Menu => self.show(views::menu(
+                &format!("What do you want to do with the services of {repo}?"),
+                commands::menu("service"),
+            )),
+            ServiceCmd::List(_) => {
                 let page = match cmd {
                     ServiceCmd::List(Some(page)) => page,
                     _ => 1,
@@ -648,20 +683,65 @@ impl ChatState {
     async fn run(&mut self, user: &AuthorizedUser, cmd: RunCmd) -> Result<(), AysError> {
         let repo = Self::current_repo(user)?;
         match cmd {
-            RunCmd::Menu | RunCmd::List(_) => {
-                let page = match cmd {
-                    RunCmd::List(Some(page)) => page,
-                    _ => 1,
+            RunCmd::Menu => self.show(views::menu(
+                &format!("What do you want to do with the runs of {repo}?"),
+                commands::menu("run"),
+            )),
+            RunCmd::List(_) | RunCmd::ListIn { .. } => {
+                let (state, page) = match cmd {
+                    RunCmd::List(page) => (None, page),
+                    RunCmd::ListIn { state, page } => (Some(state), page),
+                    _ => (None, None),
                 };
                 let runs = ask_repo(&repo, |reply| RepoMsg::ListRuns { reply }).await?;
                 let items: Vec<RunItem> = runs
                     .into_iter()
+                    .filter(|r| state.as_ref().is_none_or(|s| r.state == *s))
                     .map(|r| RunItem {
                         key: r.key,
                         state: r.state.to_string(),
                     })
                     .collect();
-                self.show(views::run_list(&repo, &items, page));
+                self.show(views::run_list(
+                    &repo,
+                    &items,
+                    state.as_deref(),
+                    page.unwrap_or(1),
+                ));
+            }
+            RunCmd::Simulate => {
+                let run = ask_repo(&repo, |reply| RepoMsg::CreateRun {
+                    simulate: true,
+                    callback_url: None,
+                    origin: json!({"telegram_chat": self.chat_id}),
+                    reply,
+                })
+                .await?;
+                let mut text = format!(
+                    "The pending actions of {repo} would run in {} step(s):",
+                    run.steps.len()
+                );
+                for step in &run.steps {
+                    text.push_str(&format!("\nstep {}:", step.number));
+                    for job in &step.jobs {
+                        text.push_str(&format!("\n- {} {}", job.action_name, job.service_key));
+                    }
+                }
+                self.say_with(&text, vec![vec![button("Execute", "/run execute")]]);
+            }
+            RunCmd::Execute => {
+                let run = ask_repo(&repo, |reply| RepoMsg::CreateRun {
+                    simulate: false,
+                    callback_url: None,
+                    origin: json!({"telegram_chat": self.chat_id}),
+                    reply,
+                })
+                .await?;
+                self.say(&format!(
+                    "Run {} started: {} step(s). I will tell you when it ends.",
+                    run.key,
+                    run.steps.len()
+                ));
             }
             RunCmd::Inspect(key) => {
                 let run = ask_repo(&repo, |reply| RepoMsg::GetRun { key, reply }).await?;
@@ -685,6 +765,162 @@ impl ChatState {
             }
         }
         Ok(())
+    }
+}
+
+impl ChatState {
+    /// A subcommand without its argument: a picker of what it applies to.
+    async fn pick(
+        &mut self,
+        user: &AuthorizedUser,
+        pick: Pick,
+        page: usize,
+    ) -> Result<(), AysError> {
+        let names: Vec<String> = match pick {
+            Pick::RepoSelect | Pick::RepoDelete => ask_ays(AysMsg::ListRepos)
+                .await?
+                .into_iter()
+                .map(|r| r.name)
+                .collect(),
+            Pick::BlueprintGet
+            | Pick::BlueprintExecute
+            | Pick::BlueprintDelete
+            | Pick::BlueprintArchive
+            | Pick::BlueprintRestore => {
+                let repo = Self::current_repo(user)?;
+                let list = ask_repo(&repo, |reply| RepoMsg::ListBlueprints {
+                    archived: true,
+                    reply,
+                })
+                .await?;
+                list.into_iter()
+                    .filter(|bp| match pick {
+                        Pick::BlueprintRestore => bp.archived,
+                        Pick::BlueprintDelete => true,
+                        _ => !bp.archived,
+                    })
+                    .map(|bp| bp.name)
+                    .collect()
+            }
+            Pick::ServiceInspect | Pick::ServiceExecute | Pick::ServiceDelete => {
+                let repo = Self::current_repo(user)?;
+                ask_repo(&repo, |reply| RepoMsg::ListServices { role: None, reply })
+                    .await?
+                    .into_iter()
+                    .map(|s| s.key)
+                    .collect()
+            }
+            Pick::RunInspect => {
+                let repo = Self::current_repo(user)?;
+                ask_repo(&repo, |reply| RepoMsg::ListRuns { reply })
+                    .await?
+                    .into_iter()
+                    .map(|r| r.key)
+                    .collect()
+            }
+        };
+        self.show(views::picker(pick, &names, page));
+        Ok(())
+    }
+
+    /// A subcommand whose argument is free text: ask for it; the answer comes to [`Self::answer`].
+    fn ask(&mut self, user: &AuthorizedUser, ask: Ask) -> Result<(), AysError> {
+        let (prompt, question) = match ask {
+            Ask::RepoName => (
+                json!({"ask": "repo_name"}),
+                "Send me the name of the new repository (letters, digits, - and _).".to_string(),
+            ),
+            Ask::BlueprintName => {
+                let repo = Self::current_repo(user)?;
+                (
+                    json!({"ask": "blueprint_name", "repo": repo}),
+                    format!("Send me the name of the new blueprint in {repo} (ending in .yaml)."),
+                )
+            }
+        };
+        self.shared
+            .store
+            .set_chat_pending(self.chat_id, Some(&prompt))?;
+        self.say(&question);
+        Ok(())
+    }
+
+    /// The answer to a question [`Self::ask`] asked.
+    async fn answer(&mut self, user_id: i64, prompt: &Value, text: &str) {
+        let Some(user) = self.user(user_id).await else {
+            return self.say("I don't know you yet, please use /start");
+        };
+        let text = text.trim();
+        let result = match prompt["ask"].as_str() {
+            Some("repo_name") if !super::ays::valid_repo_name(text) => {
+                self.say(
+                    "That is not a repository name: 1 to 64 letters, digits, - or _. Try another.",
+                );
+                return;
+            }
+            Some("repo_name") => {
+                let next = json!({"ask": "git_url", "name": text});
+                match self
+                    .shared
+                    .store
+                    .set_chat_pending(self.chat_id, Some(&next))
+                {
+                    Ok(()) => {
+                        self.say_with(
+                            &format!("Send me the git URL to clone into {text}, or press Skip."),
+                            vec![vec![button("Skip", "/skip")]],
+                        );
+                        Ok(())
+                    }
+                    Err(err) => Err(err.into()),
+                }
+            }
+            Some("git_url") => {
+                let _ = self.shared.store.set_chat_pending(self.chat_id, None);
+                let name = prompt["name"].as_str().unwrap_or_default().to_string();
+                let cmd = RepoCmd::Create {
+                    name,
+                    git_url: Some(text.to_string()),
+                };
+                self.repo(&user, cmd).await
+            }
+            Some("blueprint_name") => {
+                let _ = self.shared.store.set_chat_pending(self.chat_id, None);
+                self.blueprint(&user, BlueprintCmd::Add(text.to_string()))
+                    .await
+            }
+            _ => {
+                let _ = self.shared.store.set_chat_pending(self.chat_id, None);
+                self.say("Send a command; /help lists them.");
+                Ok(())
+            }
+        };
+        if let Err(err) = result {
+            self.say(&err.to_string());
+        }
+    }
+
+    /// `/skip`: creates the repository whose git URL was asked, without one.
+    async fn skip(&mut self, user: &AuthorizedUser) -> Result<(), AysError> {
+        let prompt = self.shared.store.chat_pending(self.chat_id)?;
+        let Some(name) = prompt
+            .as_ref()
+            .filter(|p| p["ask"] == "git_url")
+            .and_then(|p| p["name"].as_str())
+            .map(String::from)
+        else {
+            self.say("There is nothing to skip.");
+            return Ok(());
+        };
+        self.shared.store.set_chat_pending(self.chat_id, None)?;
+        self.repo(
+            user,
+            RepoCmd::Create {
+                name,
+                git_url: None,
+            },
+        )
+        .await
     }
 }
 

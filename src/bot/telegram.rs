@@ -82,7 +82,14 @@ pub fn clients(
     let send = if throttle {
         Client::Throttled(teloxide::requests::RequesterExt::throttle(
             sender,
-            teloxide::adaptors::throttle::Limits::default(),
+            teloxide::adaptors::throttle::Limits {
+                // teloxide holds every chat that is not a channel or supergroup to 20 messages a
+                // minute (Telegram's limit for groups): a user going through menus would wait up
+                // to a minute for replies. One a second per chat is Telegram's rule for private
+                // chats; a basic group beyond its 20 gets `RetryAfter`, which is waited out.
+                messages_per_min_chat: 60,
+                ..teloxide::adaptors::throttle::Limits::default()
+            },
         ))
     } else {
         Client::Direct(sender)

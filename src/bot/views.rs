@@ -8,6 +8,7 @@ use std::ops::Range;
 use sha2::{Digest, Sha256};
 
 use super::Button;
+use super::commands::{Pick, RUN_STATES};
 use super::render::{escape, escape_code};
 
 /// Telegram's limit on the buttons of one inline keyboard.
@@ -83,9 +84,18 @@ pub fn button(label: &str, command: &str, name: &str) -> Option<Button> {
         format!("{command} {}", short_ref(name))
     };
     (data.len() <= MAX_CALLBACK_BYTES).then(|| Button {
-        label: shorten(label, MAX_LABEL_CHARS),
+        label: label_of(label),
         data,
     })
+}
+
+/// A button label Telegram accepts: not blank, not too long.
+fn label_of(text: &str) -> String {
+    if text.trim().is_empty() {
+        "·".into()
+    } else {
+        shorten(text, MAX_LABEL_CHARS)
+    }
 }
 
 /// `text` cut to `max` characters, ending with `…` when cut.
@@ -268,21 +278,83 @@ pub struct RunItem {
     pub state: String,
 }
 
-/// `/run list`: a page of runs, each with Inspect.
-pub fn run_list(repo: &str, items: &[RunItem], page: usize) -> View {
-    list(
-        &format!("Runs in {repo}"),
+/// `/run list [state]`: a page of runs (those in `state`, or all), each with Inspect, and a
+/// row of filters by state.
+pub fn run_list(repo: &str, items: &[RunItem], state: Option<&str>, page: usize) -> View {
+    let (title, command) = match state {
+        Some(state) => (
+            format!("Runs in {repo} ({state})"),
+            format!("/run list {state}"),
+        ),
+        None => (format!("Runs in {repo}"), "/run list".to_string()),
+    };
+    let mut view = list(
+        &title,
         "none yet",
         items,
         page,
-        "/run list",
+        &command,
         |r| format!("{}: {}", r.key, r.state),
         |r| {
             button(&format!("Inspect {}", r.key), "/run inspect", &r.key)
                 .into_iter()
                 .collect()
         },
-    )
+    );
+    let filters = std::iter::once(("all", "/run list".to_string()))
+        .chain(RUN_STATES.iter().map(|s| (*s, format!("/run list {s}"))))
+        .filter(|(label, _)| state.unwrap_or("all") != *label)
+        .map(|(label, data)| Button {
+            label: label.to_string(),
+            data,
+        })
+        .collect();
+    view.keyboard.push(filters);
+    view
+}
+
+/// A bare command's menu: a question and its subcommands as buttons, three to a row.
+pub fn menu(question: &str, items: &[(&str, &str)]) -> View {
+    let buttons: Vec<Button> = items
+        .iter()
+        .map(|(label, data)| Button {
+            label: label.to_string(),
+            data: data.to_string(),
+        })
+        .collect();
+    View {
+        text: escape(question),
+        keyboard: buttons.chunks(3).map(<[Button]>::to_vec).collect(),
+    }
+}
+
+/// A picker: the question and a page of names to press, ‹ › through `/pick <id> <page>`.
+pub fn picker(pick: Pick, names: &[String], page: usize) -> View {
+    let (range, page, pages) = page_of(names.len(), page);
+    let mut text = pick.question().to_string();
+    if names.is_empty() {
+        text.push_str("\nThere is nothing to choose from yet.");
+    } else if pages > 1 {
+        text.push_str(&format!(
+            " ({}–{} of {})",
+            range.start + 1,
+            range.end,
+            names.len()
+        ));
+    }
+    let mut keyboard: Vec<Vec<Button>> = names[range]
+        .iter()
+        .filter_map(|name| button(name, pick.command(), name))
+        .map(|b| vec![b])
+        .collect();
+    let nav = nav(&format!("/pick {}", pick.id()), page, pages);
+    if !nav.is_empty() {
+        keyboard.push(nav);
+    }
+    View {
+        text: escape(&text),
+        keyboard,
+    }
 }
 
 /// Buttons for a list of (label, command, name) that may be long (a service's actions):
@@ -330,11 +402,7 @@ pub fn fit_keyboard(keyboard: Vec<Vec<Button>>) -> Vec<Vec<Button>> {
                 .into_iter()
                 .filter(|b| (1..=MAX_CALLBACK_BYTES).contains(&b.data.len()))
                 .map(|b| Button {
-                    label: if b.label.trim().is_empty() {
-                        "·".into()
-                    } else {
-                        shorten(&b.label, MAX_LABEL_CHARS)
-                    },
+                    label: label_of(&b.label),
                     data: b.data,
                 })
                 .take(left)
