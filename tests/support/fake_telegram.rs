@@ -59,6 +59,8 @@ struct State {
     failures: std::collections::HashMap<String, u32>,
     /// How many of the next MarkdownV2 texts are refused as unparsable, whatever they hold.
     refuse_markdown: u32,
+    /// Lowercased method → how many of its next calls are refused, and with what description.
+    refusals: std::collections::HashMap<String, (u32, String)>,
     /// What each chat shows: (chat id, message id) → the message now.
     messages: std::collections::BTreeMap<(i64, i64), Shown>,
     /// Benchmarks: when a `getUpdates` first returned updates, and when the last call came.
@@ -232,6 +234,16 @@ impl FakeTelegram {
     /// under the bot: what a sender must survive.
     pub fn refuse_next_markdown(&self, n: u32) {
         self.state.lock().expect("state").refuse_markdown = n;
+    }
+
+    /// Makes the next `n` calls of `method` fail with a 400 and this description (Telegram
+    /// refusing something for a reason the fake does not model, such as missing rights).
+    pub fn refuse_next(&self, method: &str, n: u32, description: &str) {
+        self.state
+            .lock()
+            .expect("state")
+            .refusals
+            .insert(method.to_ascii_lowercase(), (n, description.to_string()));
     }
 
     async fn updates(&self, params: &Value) -> Value {
@@ -516,6 +528,12 @@ impl State {
                 "Bad Request: can't parse entities: Character '.' is reserved and must be escaped with the preceding '\\'".into(),
                 true,
             ));
+        }
+        if let Some((left, description)) = self.refusals.get_mut(method)
+            && *left > 0
+        {
+            *left -= 1;
+            return Err((description.clone(), true));
         }
         let refused = |err: String| (err, false);
         match method {
