@@ -587,6 +587,14 @@ mod tests {
             }),
         );
         check("/run create", Command::Run(RunCmd::Execute));
+        check("/skip", Command::Skip);
+        check(
+            "/run list ok",
+            Command::Run(RunCmd::ListIn {
+                state: "ok".into(),
+                page: None,
+            }),
+        );
         check("/run simulate", Command::Run(RunCmd::Simulate));
         check(
             "/service inspect nobang",

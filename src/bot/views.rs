@@ -457,6 +457,47 @@ mod tests {
     }
 
     #[test]
+    fn pickers_and_run_filters() {
+        let names: Vec<String> = (0..45).map(|i| format!("bp{i}.yaml")).collect();
+        let first = picker(Pick::BlueprintGet, &names, 1);
+        assert!(first.text.starts_with("Which blueprint"), "{}", first.text);
+        assert_eq!(first.keyboard[0][0].label, "bp0.yaml");
+        assert_eq!(first.keyboard[0][0].data, "/blueprint get bp0.yaml");
+        let nav = first.keyboard.last().expect("nav");
+        assert_eq!(nav[0].data, "/pick bp_get 2");
+        let empty = picker(Pick::RunInspect, &[], 1);
+        assert!(empty.keyboard.is_empty());
+        assert!(empty.text.contains("nothing to choose"), "{}", empty.text);
+
+        let runs = vec![RunItem {
+            key: "r1".into(),
+            state: "ok".into(),
+        }];
+        let view = run_list("demo", &runs, Some("ok"), 1);
+        assert!(
+            view.text.starts_with("Runs in demo \\(ok\\)"),
+            "{}",
+            view.text
+        );
+        let filters: Vec<&str> = view
+            .keyboard
+            .last()
+            .expect("filters")
+            .iter()
+            .map(|b| b.data.as_str())
+            .collect();
+        assert_eq!(
+            filters,
+            [
+                "/run list",
+                "/run list new",
+                "/run list running",
+                "/run list error"
+            ]
+        );
+    }
+
+    #[test]
     fn keyboards_are_held_to_telegram_limits() {
         let row = |n: usize| {
             (0..n)
