@@ -330,11 +330,16 @@ pub async fn send(client: &Client, telemetry: &Telemetry, out: Outgoing) {
             if let Err(err) = result {
                 // The content still reaches the user, as text.
                 warn!(chat_id, error = %err, "sendDocument failed; sending the file as text");
-                let text = format!(
+                let mut text = format!(
                     "{}\n```\n{}\n```",
                     caption,
                     render::escape_code(&String::from_utf8_lossy(&content))
                 );
+                if render::split(&text).len() > MAX_FILE_AS_TEXT_PARTS {
+                    text = render::escape(&format!(
+                        "I could not send {file_name} as a file, and it is too long for messages."
+                    ));
+                }
                 send_message(client, telemetry, chat_id, &text, Vec::new()).await;
             }
         }
@@ -347,6 +352,10 @@ pub async fn send(client: &Client, telemetry: &Telemetry, out: Outgoing) {
         }
     }
 }
+
+/// A file Telegram refused is sent as text only when that takes at most this many messages
+/// (a 10 KB blueprint takes three; a 1 MiB one would flood the chat).
+const MAX_FILE_AS_TEXT_PARTS: usize = 8;
 
 /// An inline keyboard held to Telegram's limits; `None` when empty.
 fn markup(keyboard: Vec<Vec<Button>>) -> Option<InlineKeyboardMarkup> {
