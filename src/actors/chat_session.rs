@@ -164,11 +164,15 @@ impl ChatState {
         else {
             return data.to_string();
         };
+        // Only for a user who may see the lists; the command refuses the others anyway.
+        let Some(user) = self.user(user_id).await else {
+            return data.to_string();
+        };
         let names: Vec<String> = if head.starts_with("/repo") {
             let repos = ask_ays(AysMsg::ListRepos).await.unwrap_or_default();
             repos.into_iter().map(|r| r.name).collect()
         } else {
-            let Some(repo) = self.user(user_id).await.and_then(|u| u.current_repo) else {
+            let Some(repo) = user.current_repo else {
                 return data.to_string();
             };
             if head.starts_with("/blueprint") {
