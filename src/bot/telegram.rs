@@ -301,7 +301,7 @@ pub async fn send(client: &Client, telemetry: &Telemetry, out: Outgoing) {
             let mut result = edit(parts[0].clone(), true).await;
             if let Err(RequestError::Api(ApiError::CantParseEntities(why))) = &result {
                 warn!(chat_id, error = %why, "Telegram refused the markup; editing as plain text");
-                telemetry.count("telegram_plain_fallbacks", 1);
+                fell_back(telemetry);
                 result = edit(render::plain(&parts[0]), false).await;
             }
             match result {
@@ -353,6 +353,11 @@ pub async fn send(client: &Client, telemetry: &Telemetry, out: Outgoing) {
     }
 }
 
+/// Counts a part sent again as plain text (`cockpit_telegram_plain_fallbacks_total`).
+fn fell_back(telemetry: &Telemetry) {
+    telemetry.count("telegram_plain_fallbacks", 1);
+}
+
 /// A file Telegram refused is sent as text only when that takes at most this many messages
 /// (a 10 KB blueprint takes three; a 1 MiB one would flood the chat).
 const MAX_FILE_AS_TEXT_PARTS: usize = 8;
@@ -393,7 +398,7 @@ async fn send_message(
         let mut result = send(part.clone(), true).await;
         if let Err(RequestError::Api(ApiError::CantParseEntities(why))) = &result {
             warn!(chat_id, error = %why, "Telegram refused the markup; sending as plain text");
-            telemetry.count("telegram_plain_fallbacks", 1);
+            fell_back(telemetry);
             result = send(render::plain(&part), false).await;
         }
         if let Err(err) = result {
