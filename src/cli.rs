@@ -124,7 +124,7 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match runtime.block_on(crate::server::run(config)) {
+            match runtime.block_on(crate::server::start(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     tracing::error!("{err}");
@@ -139,10 +139,7 @@ pub fn main() -> ExitCode {
 fn token(config: &Config, key: &Path, ttl: u64, user: &str) -> Result<String, String> {
     let pem = std::fs::read_to_string(key)
         .map_err(|err| format!("cannot read the key {}: {err}", key.display()))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = crate::clock::since_epoch().as_secs();
     let oauth = &config.oauth;
     let claims = serde_json::json!({
         "iss": oauth.jwt_issuer,

@@ -2,25 +2,28 @@
 //! in front of an engine of repositories, blueprints, services and runs, all in one supervised
 //! actor system.
 //!
-//! Layout (see ARCHITECTURE.md for the whole map):
-//! - [`config`]: the TOML schema, defaults and validation with key paths.
-//! - [`cli`]: the command line (`start`, `clean_cache`, `check-config`).
-//! - [`server`]: starting and stopping the actor tree.
-//! - [`actors`]: one module per actor.
-//! - [`api`]: warp routes, JSON errors, OpenAPI.
-//! - [`auth`]: JWT claim rules (no IO).
-//! - [`engine`]: the AYS engine (no IO): templates, blueprints, services, run planning.
-//! - [`mail`]: the SMTP door: sessions, the accept loop, MIME into `email` events.
-//! - [`oauth`]: the central OAuth2 server's token and key, and the client side for warp apps.
-//! - [`runner`]: runs one action executable as a job.
-//! - [`store`]: SQLite behind one interface.
-//! - [`telemetry`]: health and metrics figures.
+//! Layers, top to bottom; imports only point down (see ARCHITECTURE.md for the whole map):
+//! - composition root: [`cli`] (the command line), [`server`] (bind, run, shut down),
+//!   [`supervisor`] (the root supervisor, the only place that knows every actor);
+//! - doors: [`api`] (warp routes and the HTTP server actor), [`bot`] (the Telegram bot's
+//!   actors, only it knows teloxide), [`mail`] (the SMTP receiver, only it knows `mailin`); they
+//!   never import each other;
+//! - the core's facade: [`client`], the typed AYS client and the views the doors show;
+//! - the core: [`actors`] (AYS, repositories, OAuth cache, JWT verifier, notices), [`engine`]
+//!   (templates, blueprints, services, run planning; no IO), [`runner`] (one action as a job),
+//!   [`store`] (SQLite), [`auth`] (JWT rules), [`oauth`] (the central OAuth2 server's token and
+//!   key, and the client side for warp apps);
+//! - the base: [`config`], [`clock`], [`telemetry`].
+//!
+//! The core knows no door.
 
 pub mod actors;
 pub mod api;
 pub mod auth;
 pub mod bot;
 pub mod cli;
+pub mod client;
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod mail;
@@ -28,4 +31,5 @@ pub mod oauth;
 pub mod runner;
 pub mod server;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;

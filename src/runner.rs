@@ -28,7 +28,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -137,8 +137,17 @@ pub struct ActionOutcome {
 
 /// Runs `job` to completion and reports its state, logs and data; never panics on a bad program.
 pub async fn run_action(job: ActionJob) -> ActionOutcome {
+    run_action_reporting(job, |_| {}).await
+}
+
+/// [`run_action`], telling `started` the process group id as soon as the process runs (so that a
+/// caller can record it and kill the group if it outlives a crash, or cancel it).
+pub async fn run_action_reporting(
+    job: ActionJob,
+    started: impl FnOnce(i32) + Send,
+) -> ActionOutcome {
     let mut logs = LogBuffer::new(job.max_log_lines);
-    let result = run(&job, &mut logs).await;
+    let result = run(&job, &mut logs, started).await;
     let (state, data, error) = match result {
         Ok(data) => (ActionState::Ok, data, None),
         Err(message) => (ActionState::Error, None, Some(message)),
@@ -157,6 +166,38 @@ pub async fn run_action(job: ActionJob) -> ActionOutcome {
     }
 }
 
+/// Kills process group `pgid` if it is still there and is the group of an action of run `run`
+/// (its leader's environment has `COCKPIT_RUN=<run>`): what a crash left behind. A group id that
+/// the system has since given to an unrelated process is left alone. True when it was killed.
+pub fn kill_leftover_group(pgid: i32, run: &str) -> bool {
+    if pgid <= 1 {
+        return false;
+    }
+    let Ok(environ) = std::fs::read(format!("/proc/{pgid}/environ")) else {
+        return false;
+    };
+    let wanted = format!("COCKPIT_RUN={run}");
+    let ours = environ
+        .split(|b| *b == 0)
+        .any(|var| var == wanted.as_bytes());
+    ours && nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pgid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .is_ok()
+}
+
+/// Sends `SIGTERM` to process group `pgid` (a cancelled job: it may clean up before the
+/// `SIGKILL` that follows after a grace period).
+pub fn terminate_group(pgid: i32) {
+    if pgid > 1 {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pgid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+}
+
 /// How the wait for the child ended.
 enum Ending {
     /// The child exited by itself.
@@ -166,7 +207,11 @@ enum Ending {
 }
 
 /// The body of [`run_action`]: `Ok(data)` when the action exited 0, `Err(message)` otherwise.
-async fn run(job: &ActionJob, logs: &mut LogBuffer) -> Result<Option<Map<String, Value>>, String> {
+async fn run(
+    job: &ActionJob,
+    logs: &mut LogBuffer,
+    started: impl FnOnce(i32),
+) -> Result<Option<Map<String, Value>>, String> {
     let program = std::path::absolute(&job.program)
         .map_err(|err| format!("bad action path {}: {err}", job.program.display()))?;
     check_paths(&program, &job.cwd).await?;
@@ -177,6 +222,9 @@ async fn run(job: &ActionJob, logs: &mut LogBuffer) -> Result<Option<Map<String,
     let mut child = spawn(&program, job).await?;
     // Declared after `child` so it drops first: the group is killed before the child is reaped.
     let mut group = GroupGuard::new(&child);
+    if let Some(pgid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
+        started(pgid);
+    }
 
     let stdin_task = child.stdin.take().map(|mut stdin| {
         tokio::spawn(async move {
@@ -464,9 +512,7 @@ fn data_line(line: &str) -> Option<Map<String, Value>> {
 
 /// Seconds since the Unix epoch, with sub-second precision.
 fn now_epoch() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |elapsed| elapsed.as_secs_f64())
+    crate::clock::now_secs_f64()
 }
 
 /// Keeps the first and last lines of a job's output within a line budget.
@@ -567,11 +613,11 @@ impl GroupGuard {
     fn kill(&mut self) {
         #[cfg(unix)]
         if let Some(pgid) = self.pgid.filter(|pgid| *pgid > 1) {
-            // SAFETY: `kill(2)` has no memory-safety preconditions; a negative pid addresses the
-            // process group that our still-unreaped child leads, so no unrelated group is hit.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
+            // The group that our still-unreaped child leads, so no unrelated group is hit.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         // Once killed, a later `kill` (e.g. from `Drop`) has nothing left to do.
         self.pgid = None;

@@ -1,15 +1,20 @@
-//! `cockpit start`: opens the store, starts the root supervisor, reports `cockpit ready`, and
-//! shuts down gracefully on SIGINT/SIGTERM.
+//! Running cockpit, in the shape of mini-redis: [`bind`] takes the configured ports (a taken
+//! port is a startup error naming its key), and [`run`] takes those already-bound sockets and a
+//! shutdown future, opens the store, starts the root supervisor, reports `cockpit ready`, and
+//! stops gracefully when the future completes. `cockpit start` passes SIGINT/SIGTERM as the
+//! future; tests bind `127.0.0.1:0` and pass a channel.
 
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use ractor::{Actor, call};
 use tracing::{error, info, warn};
 
-use crate::actors::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
-use crate::actors::{Shared, names};
+use crate::actors::{Listeners, Shared, names};
 use crate::config::Config;
 use crate::store::Store;
+use crate::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
 
 /// Why the server stopped other than by a signal.
 #[derive(Debug, thiserror::Error)]
@@ -28,12 +33,45 @@ pub enum ServerError {
     Signals(std::io::Error),
 }
 
-/// Runs the server until a signal (Ok) or an escalation (Err).
-pub async fn run(config: Config) -> Result<(), ServerError> {
+/// Binds the sockets of the enabled doors (`[api.ays]`, `[mail]`).
+pub fn bind(config: &Config) -> Result<Listeners, ServerError> {
+    let listen = |key: &str, host: &str, port: u16| {
+        std::net::TcpListener::bind((host, port)).map_err(|err| {
+            ServerError::Start(format!("{key} cannot listen on {host}:{port}: {err}"))
+        })
+    };
+    let mut listeners = Listeners::default();
+    if config.api.active {
+        listeners.api = Some(listen("[api.ays]", &config.api.host, config.api.port)?);
+    }
+    if config.mail.active {
+        listeners.mail = Some(listen("[mail]", &config.mail.host, config.mail.port)?);
+    }
+    Ok(listeners)
+}
+
+/// Runs the server on the configured ports until SIGINT or SIGTERM (Ok) or an escalation (Err).
+pub async fn start(config: Config) -> Result<(), ServerError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
+    let listeners = bind(&config)?;
+    let signalled = async move {
+        tokio::select! {
+            _ = sigterm.recv() => info!("SIGTERM: shutting down"),
+            _ = sigint.recv() => info!("SIGINT: shutting down"),
+        }
+    };
+    run(config, listeners, signalled).await
+}
 
+/// Runs the server on already-bound sockets until `shutdown` completes (Ok) or the supervisor
+/// gives up (Err).
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     if !config.mode.prod {
         warn!(
             "[mode].prod = false: the REST API does NOT check JWTs; never run this way in production"
@@ -54,7 +92,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         }
         None => None,
     };
-    let mut shared = Shared::new(config, store);
+    let mut shared = Shared::new(config, store, listeners);
     shared.proxy_key = proxy_key;
     let escalation = Arc::new(Mutex::new(None));
     let args = SupervisorArgs {
@@ -74,19 +112,16 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     );
 
     let mut handle = handle;
+    tokio::pin!(shutdown);
     tokio::select! {
-        _ = sigterm.recv() => info!("SIGTERM: shutting down"),
-        _ = sigint.recv() => info!("SIGINT: shutting down"),
+        _ = &mut shutdown => {}
         _ = &mut handle => {}
     }
     if !handle.is_finished() {
         let _ = call!(root, SupervisorMsg::Shutdown);
         let _ = handle.await;
     }
-    let why = escalation
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .take();
+    let why = escalation.lock().take();
     match why {
         Some(why) => {
             error!("{why}");

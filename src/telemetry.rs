@@ -3,9 +3,9 @@
 //! The supervisor writes actor states here; the HTTP layer writes request counts; both only read
 //! and write small in-memory figures, so any thread may use them without going through an actor.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -229,8 +229,8 @@ impl Telemetry {
 }
 
 /// Takes a lock; these maps hold plain numbers, so a panic elsewhere leaves them usable.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+fn lock<T>(m: &Mutex<T>) -> parking_lot::MutexGuard<'_, T> {
+    m.lock()
 }
 
 #[cfg(test)]

@@ -396,15 +396,18 @@ async fn a_cycle_is_refused_naming_the_services() {
         json!({"name": "l.yaml", "content": content}),
     )
     .await;
+    // Refused when the blueprint is executed (it used to be accepted and then block every run
+    // of the repository), naming the services; nothing is created.
     let (status, body) = api.post("/loop/blueprint/l.yaml", json!({})).await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = api.post("/loop/aysrun", json!({})).await;
     assert_eq!(status, 422, "{body}");
     let error = body["error"].as_str().unwrap_or("");
     assert!(
         error.contains("a!one") && error.contains("b!two"),
         "{error}"
     );
+    assert_eq!(api.get("/loop/service").await.1, json!([]));
+    let (status, body) = api.post("/loop/aysrun", json!({})).await;
+    assert_eq!(status, 422, "nothing to run: {body}");
     assert_eq!(api.get("/loop/aysrun").await.1, json!([]));
 }
 

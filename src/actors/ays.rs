@@ -9,60 +9,33 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent, call};
-use serde::Serialize;
 use tokio::sync::Semaphore;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use super::Shared;
+pub use super::error::AysError;
+use super::notice::Notice;
 use super::repo::{Repo, RepoArgs, RepoMsg};
-use super::restart::{Decision, RestartTracker};
+use super::supervise::{Children, Decision};
+use crate::clock;
 use crate::store::RepoRecord;
 
-/// Why an AYS request failed; the API maps each kind to its status code.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum AysError {
-    /// No such repository, blueprint, service, template or run (404).
-    #[error("{0}")]
-    NotFound(String),
-    /// It exists already, or the repository is busy (409).
-    #[error("{0}")]
-    Conflict(String),
-    /// The request itself is malformed (400).
-    #[error("{0}")]
-    BadRequest(String),
-    /// A blueprint (or action request) that does not validate: every problem (422).
-    #[error("{}", .0.join("; "))]
-    Invalid(Vec<String>),
-    /// Something on our side failed (500); the details are in the log.
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl From<crate::store::StoreError> for AysError {
-    fn from(err: crate::store::StoreError) -> Self {
-        error!(%err, "store failure");
-        AysError::Internal("storage failure; see the server log".into())
-    }
-}
-
-/// A repository as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RepoView {
-    /// Its name.
-    pub name: String,
+/// A repository: its record and its directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoInfo {
+    /// The stored record.
+    pub record: RepoRecord,
     /// Its directory.
-    pub path: String,
-    /// The git remote it was cloned from, if any.
-    pub git_url: Option<String>,
+    pub dir: PathBuf,
 }
 
-/// Messages of the Ays actor.
+/// Messages of the Ays actor. Doors do not send these: they call [`crate::client`].
 pub enum AysMsg {
     /// Every repository.
-    ListRepos(RpcReplyPort<Result<Vec<RepoView>, AysError>>),
+    ListRepos(RpcReplyPort<Result<Vec<RepoInfo>, AysError>>),
     /// Creates a repository (and clones `git_url` into it when given).
     CreateRepo {
         /// `^[A-Za-z0-9_-]{1,64}$`.
@@ -70,14 +43,14 @@ pub enum AysMsg {
         /// A git remote to clone.
         git_url: Option<String>,
         /// Gets the new repository.
-        reply: RpcReplyPort<Result<RepoView, AysError>>,
+        reply: RpcReplyPort<Result<RepoInfo, AysError>>,
     },
     /// One repository.
     GetRepo {
         /// Its name.
         name: String,
         /// Gets it.
-        reply: RpcReplyPort<Result<RepoView, AysError>>,
+        reply: RpcReplyPort<Result<RepoInfo, AysError>>,
     },
     /// Deletes a repository with its files, services and runs.
     DeleteRepo {
@@ -112,7 +85,7 @@ pub enum AysMsg {
         /// Whether the clone worked.
         result: Result<(), AysError>,
         /// The creator's reply port.
-        reply: RpcReplyPort<Result<RepoView, AysError>>,
+        reply: RpcReplyPort<Result<RepoInfo, AysError>>,
     },
     /// Records the processed marks gathered since the last flush (sent to itself).
     FlushProcessed,
@@ -132,8 +105,6 @@ struct RepoChild {
     record: RepoRecord,
     /// Its actor while it runs.
     actor: Option<ActorRef<RepoMsg>>,
-    /// Its recent failures.
-    restarts: RestartTracker,
     /// Events that arrived while its actor was down: delivered when it is back.
     waiting: Vec<Event>,
 }
@@ -157,6 +128,8 @@ pub struct AysState {
     workers: Arc<Semaphore>,
     /// Repository actors by repository name.
     repos: BTreeMap<String, RepoChild>,
+    /// Which actor is which repository, and their recent failures.
+    children: Children<String>,
     /// Repositories whose clone is under way (their names are taken).
     cloning: std::collections::BTreeSet<String>,
     /// Events delivered whose processed mark is not yet written: marks are written together,
@@ -186,11 +159,10 @@ pub fn repo_dir(shared: &Shared, name: &str) -> PathBuf {
     shared.config.storage.path.join("repos").join(name)
 }
 
-fn view(shared: &Shared, record: &RepoRecord) -> RepoView {
-    RepoView {
-        name: record.name.clone(),
-        path: repo_dir(shared, &record.name).display().to_string(),
-        git_url: record.git_url.clone(),
+fn info(shared: &Shared, record: &RepoRecord) -> RepoInfo {
+    RepoInfo {
+        record: record.clone(),
+        dir: repo_dir(shared, &record.name),
     }
 }
 
@@ -213,10 +185,10 @@ impl AysState {
                 .map_err(|err| {
                     AysError::Internal(format!("repository {name} did not start: {err}"))
                 })?;
+        self.children.started(actor.get_id(), name.to_string());
         let child = self.repos.entry(name.to_string()).or_insert(RepoChild {
             record: record.clone(),
             actor: None,
-            restarts: RestartTracker::default(),
             waiting: Vec::new(),
         });
         child.actor = Some(actor.clone());
@@ -238,7 +210,7 @@ impl AysState {
         myself: &ActorRef<AysMsg>,
         name: String,
         git_url: Option<String>,
-        reply: RpcReplyPort<Result<RepoView, AysError>>,
+        reply: RpcReplyPort<Result<RepoInfo, AysError>>,
     ) {
         if !valid_repo_name(&name) {
             let _ = reply.send(Err(AysError::BadRequest(format!(
@@ -264,10 +236,28 @@ impl AysState {
             return;
         };
         self.cloning.insert(name.clone());
+        // Cloned beside its place and moved in only once complete: a crash mid-clone leaves a
+        // `.clone-*` directory (removed at the next start), never a half repository.
         let dir = repo_dir(&self.shared, &name);
+        let staging = self
+            .shared
+            .config
+            .storage
+            .path
+            .join("repos")
+            .join(format!(".clone-{name}-{:08x}", rand::random::<u32>()));
         let me = myself.clone();
         tokio::spawn(async move {
-            let result = clone(&url, &dir).await;
+            let mut result = clone(&url, &staging).await;
+            if result.is_ok()
+                && let Err(err) = std::fs::rename(&staging, &dir)
+            {
+                let _ = std::fs::remove_dir_all(&staging);
+                result = Err(AysError::Internal(format!(
+                    "cannot move the clone into {}: {err}",
+                    dir.display()
+                )));
+            }
             let cloned = AysMsg::Cloned {
                 name,
                 git_url: url,
@@ -287,7 +277,7 @@ impl AysState {
         myself: &ActorRef<AysMsg>,
         name: String,
         git_url: Option<String>,
-    ) -> Result<RepoView, AysError> {
+    ) -> Result<RepoInfo, AysError> {
         let dir = repo_dir(&self.shared, &name);
         for sub in ["blueprints", "actorTemplates"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(|err| {
@@ -297,18 +287,20 @@ impl AysState {
         let record = RepoRecord {
             name: name.clone(),
             git_url,
-            created_ms: now_ms(),
+            created_ms: clock::now_ms(),
         };
         if !self.shared.store.insert_repo(&record)? {
             return Err(AysError::Conflict(format!("repository {name:?} exists")));
         }
         self.spawn_repo(myself, &record).await?;
         info!(repo = %name, "repository created");
-        Ok(view(&self.shared, &record))
+        Ok(info(&self.shared, &record))
     }
 
     async fn delete(&mut self, myself: &ActorRef<AysMsg>, name: &str) -> Result<(), AysError> {
         let actor = self.repo(name)?;
+        self.children.remove(&name.to_string());
+        self.shared.faults.leave(&format!("repo:{name}"));
         if let Some(child) = self.repos.remove(name) {
             // A deleted repository owes nothing.
             for id in child.waiting.iter().filter_map(|e| e.id) {
@@ -345,6 +337,10 @@ impl AysState {
         {
             return;
         }
+        self.shared.notices.publish(Notice::EventReceived {
+            id,
+            channel: channel.clone(),
+        });
         let event = Event {
             id,
             channel,
@@ -435,6 +431,22 @@ async fn deliver(name: &str, actor: Option<&ActorRef<RepoMsg>>, event: &Event) -
     result.is_ok()
 }
 
+/// How long a `git clone` may take.
+pub const CLONE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Removes the `.clone-*` directories a crash left in the middle of a clone.
+fn remove_unfinished_clones(shared: &Shared) {
+    let Ok(entries) = std::fs::read_dir(shared.config.storage.path.join("repos")) else {
+        return;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        if entry.file_name().to_string_lossy().starts_with(".clone-") {
+            warn!(path = %entry.path().display(), "removing an unfinished clone");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Clones `url` into `dir` with the git CLI (bounded in time); nothing is left behind on failure.
 async fn clone(url: &str, dir: &std::path::Path) -> Result<(), AysError> {
     if url.starts_with('-') {
@@ -450,25 +462,17 @@ async fn clone(url: &str, dir: &std::path::Path) -> Result<(), AysError> {
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(300), run).await;
+    let out = tokio::time::timeout(CLONE_TIMEOUT, run).await;
     let failed = match out {
         Ok(Ok(out)) if out.status.success() => return Ok(()),
         Ok(Ok(out)) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
         Ok(Err(err)) => format!("cannot run git: {err}"),
-        Err(_) => "git clone timed out after 300s".to_string(),
+        Err(_) => format!("git clone timed out after {}s", CLONE_TIMEOUT.as_secs()),
     };
     let _ = std::fs::remove_dir_all(dir);
     Err(AysError::BadRequest(format!(
         "cannot clone {url}: {failed}"
     )))
-}
-
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Actor for Ays {
@@ -482,10 +486,15 @@ impl Actor for Ays {
         shared: Shared,
     ) -> Result<Self::State, ActorProcessingErr> {
         let workers = Arc::new(Semaphore::new(shared.config.ays.workers));
+        remove_unfinished_clones(&shared);
+        shared
+            .faults
+            .join(super::names::AYS, myself.clone(), || AysMsg::Crash);
         let mut state = AysState {
             shared: shared.clone(),
             workers,
             repos: BTreeMap::new(),
+            children: Children::default(),
             cloning: Default::default(),
             processed: Vec::new(),
             owed: BTreeMap::new(),
@@ -516,7 +525,7 @@ impl Actor for Ays {
         match message {
             AysMsg::ListRepos(reply) => {
                 let all = state.repos.values();
-                let _ = reply.send(Ok(all.map(|c| view(&state.shared, &c.record)).collect()));
+                let _ = reply.send(Ok(all.map(|c| info(&state.shared, &c.record)).collect()));
             }
             AysMsg::CreateRepo {
                 name,
@@ -538,7 +547,7 @@ impl Actor for Ays {
             }
             AysMsg::GetRepo { name, reply } => {
                 let result = match state.repos.get(&name) {
-                    Some(child) => Ok(view(&state.shared, &child.record)),
+                    Some(child) => Ok(info(&state.shared, &child.record)),
                     None => Err(AysError::NotFound(format!("repository {name:?} not found"))),
                 };
                 let _ = reply.send(result);
@@ -578,25 +587,14 @@ impl Actor for Ays {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, reason) = match event {
-            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.unwrap_or_else(|| "stopped".into()))
-            }
-            _ => return Ok(()),
+        // A deleted repository's actor is no child any more.
+        let Some(ended) = state.children.ended(&event) else {
+            return Ok(());
         };
-        let Some(name) = state
-            .repos
-            .iter()
-            .find(|(_, c)| c.actor.as_ref().map(|a| a.get_id()) == Some(cell.get_id()))
-            .map(|(name, _)| name.clone())
-        else {
-            return Ok(()); // a deleted repository's actor
-        };
-        if let Some(child) = state.repos.get_mut(&name) {
+        if let Some(child) = state.repos.get_mut(&ended.key) {
             child.actor = None;
         }
-        on_repo_failure(&myself, state, &name, &reason)
+        on_repo_failure(&myself, state, &ended.key, &ended.reason)
     }
 
     async fn post_stop(
@@ -625,13 +623,11 @@ fn on_repo_failure(
     reason: &str,
 ) -> Result<(), ActorProcessingErr> {
     let telemetry_name = format!("repo:{name}");
-    let Some(child) = state.repos.get_mut(name) else {
+    if !state.repos.contains_key(name) {
         return Ok(());
-    };
-    match child
-        .restarts
-        .record(&state.shared.config.supervisor, Instant::now())
-    {
+    }
+    let key = name.to_string();
+    match state.children.decide(&key, &state.shared.config.supervisor) {
         Decision::GiveUp(n) => {
             Err(format!("repository actor {name} failed {n} times in the window: {reason}").into())
         }
@@ -648,28 +644,4 @@ fn on_repo_failure(
             Ok(())
         }
     }
-}
-
-/// How long a caller waits for an AYS actor's answer.
-const CALL_TIMEOUT_MS: u64 = 30_000;
-
-/// Asks the Ays actor (found by name, so a restarted one is reached).
-pub async fn ask_ays<T: Send + 'static>(
-    msg: impl FnOnce(RpcReplyPort<Result<T, AysError>>) -> AysMsg,
-) -> Result<T, AysError> {
-    let ays = ActorRef::<AysMsg>::where_is(super::names::AYS)
-        .ok_or_else(|| AysError::Internal("the AYS engine is restarting; retry".into()))?;
-    ractor::call_t!(ays, msg, CALL_TIMEOUT_MS)
-        .map_err(|err| AysError::Internal(format!("the AYS engine did not answer: {err}")))?
-}
-
-/// Asks the actor of repository `repo` (404 when there is no such repository).
-pub async fn ask_repo<T: Send + 'static>(
-    repo: &str,
-    msg: impl FnOnce(RpcReplyPort<Result<T, AysError>>) -> RepoMsg,
-) -> Result<T, AysError> {
-    let name = repo.to_string();
-    let actor = ask_ays(|reply| AysMsg::Repo { name, reply }).await?;
-    ractor::call_t!(actor, msg, CALL_TIMEOUT_MS)
-        .map_err(|err| AysError::Internal(format!("repository {repo} did not answer: {err}")))?
 }

@@ -6,7 +6,9 @@
 //! known token costs a hash lookup, not a message to this actor; only this actor writes it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{RwLock, RwLockWriteGuard};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
@@ -40,22 +42,22 @@ pub struct TokenCache {
 impl TokenCache {
     /// The cached verification of `token`, if it is still valid at `now`.
     pub fn fresh(&self, token: &str, now: u64) -> Option<Verified> {
-        let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
+        let tokens = self.tokens.read();
         tokens.get(token).filter(|hit| now < hit.exp).cloned()
     }
 
     fn get(&self, token: &str) -> Option<Verified> {
-        let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
+        let tokens = self.tokens.read();
         tokens.get(token).cloned()
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Verified>> {
-        self.tokens.write().unwrap_or_else(|p| p.into_inner())
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<String, Verified>> {
+        self.tokens.write()
     }
 
     /// How many tokens are cached.
     pub fn len(&self) -> usize {
-        self.tokens.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.tokens.read().len()
     }
 
     /// Whether nothing is cached.
@@ -74,10 +76,7 @@ pub struct JwtAuthState {
 
 /// Seconds since the Unix epoch now.
 pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    crate::clock::since_epoch().as_secs()
 }
 
 impl JwtAuthState {
@@ -106,13 +105,14 @@ impl JwtAuthState {
 impl Actor for JwtAuth {
     type Msg = JwtAuthMsg;
     type State = JwtAuthState;
-    type Arguments = (JwtRules, Arc<TokenCache>);
+    type Arguments = (JwtRules, Arc<TokenCache>, super::faults::Faults);
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
-        (rules, cache): (JwtRules, Arc<TokenCache>),
+        myself: ActorRef<Self::Msg>,
+        (rules, cache, faults): (JwtRules, Arc<TokenCache>, super::faults::Faults),
     ) -> Result<Self::State, ActorProcessingErr> {
+        faults.join(super::names::JWT_AUTH, myself, || JwtAuthMsg::Crash);
         Ok(JwtAuthState { rules, cache })
     }
 

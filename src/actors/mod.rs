@@ -1,22 +1,27 @@
-//! The supervised actors: one module per actor. Each owns its state and a mailbox and delegates
-//! the actual work to the pure modules (`engine`, `auth`, `store`, `api`).
+//! The core's actors: the AYS engine (`Ays` and one `Repo` per repository), the OAuth cache and
+//! the JWT verifier, with what they share (notices, fault injection, the supervision helper).
+//! Each owns its state and a mailbox and delegates the actual work to the pure modules
+//! (`engine`, `auth`, `store`).
+//!
+//! The core knows no door: nothing here imports `api`, `bot` or `mail`. Doors reach the AYS
+//! actors through [`crate::client`] and hear from them through [`notice`]. The doors' own actors
+//! (the HTTP server, the Telegram bot and its chat sessions, the mail receiver) live in their
+//! doors.
 //!
 //! Actors find each other by their registered names ([`names`]), so a restarted actor is reached
 //! by everyone without handing new references around.
 
-pub mod api_server;
 pub mod ays;
-pub mod chat_session;
+pub mod error;
+pub mod faults;
 pub mod jwt_auth;
-pub mod mail_receiver;
+pub mod notice;
 pub mod oauth_cache;
 pub mod repo;
-pub mod restart;
-pub mod supervisor;
-pub mod telegram;
+pub mod supervise;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::config::Config;
 use crate::store::Store;
@@ -49,13 +54,17 @@ pub struct Shared {
     pub store: Store,
     /// Health and metrics.
     pub telemetry: Arc<Telemetry>,
-    /// Where the listeners are bound, once they are (reported in the `cockpit ready` line).
-    pub addresses: Arc<Mutex<Addresses>>,
+    /// The sockets the doors serve on, bound once at start.
+    pub listeners: Arc<Listeners>,
     /// REST tokens the `JwtAuth` actor accepted, read by the HTTP filter directly.
     pub tokens: Arc<jwt_auth::TokenCache>,
     /// The central OAuth2 server's signing key, when `[oauth_proxy]` is configured (read or
     /// generated once at start; read-only after).
     pub proxy_key: Option<Arc<crate::oauth::token::SigningKey>>,
+    /// What happens in the core, for the doors that want to know.
+    pub notices: notice::Notices,
+    /// Fault injection by actor name.
+    pub faults: faults::Faults,
 }
 
 /// The bound listener addresses.
@@ -67,34 +76,64 @@ pub struct Addresses {
     pub mail: Option<SocketAddr>,
 }
 
+/// The sockets the doors serve on. They are bound once, before any actor starts (a taken port
+/// is a startup error naming the key), and never released while the process runs: a door
+/// actor that restarts serves on a fresh handle of the same socket, so no client ever finds the
+/// port closed or taken by another process in between.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// The HTTP server's socket (`[api.ays]`), when the API is active.
+    pub api: Option<std::net::TcpListener>,
+    /// The SMTP receiver's socket (`[mail]`), when mail is active.
+    pub mail: Option<std::net::TcpListener>,
+}
+
+impl Listeners {
+    /// A handle of the HTTP server's socket for the tokio runtime.
+    pub fn api(&self) -> std::io::Result<tokio::net::TcpListener> {
+        handle(self.api.as_ref())
+    }
+
+    /// A handle of the SMTP receiver's socket for the tokio runtime.
+    pub fn mail(&self) -> std::io::Result<tokio::net::TcpListener> {
+        handle(self.mail.as_ref())
+    }
+
+    /// Where they listen.
+    pub fn addresses(&self) -> Addresses {
+        Addresses {
+            api: self.api.as_ref().and_then(|l| l.local_addr().ok()),
+            mail: self.mail.as_ref().and_then(|l| l.local_addr().ok()),
+        }
+    }
+}
+
+/// A new handle (a duplicated descriptor) of a bound socket, non-blocking, for tokio.
+fn handle(socket: Option<&std::net::TcpListener>) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = socket
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no socket was bound"))?
+        .try_clone()?;
+    socket.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(socket)
+}
+
 impl Shared {
-    /// Builds the shared handles for a configuration and an open store.
-    pub fn new(config: Config, store: Store) -> Shared {
+    /// Builds the shared handles for a configuration, an open store and the bound sockets.
+    pub fn new(config: Config, store: Store, listeners: Listeners) -> Shared {
         Shared {
             config: Arc::new(config),
             store,
             telemetry: Arc::new(Telemetry::default()),
-            addresses: Arc::new(Mutex::new(Addresses::default())),
+            listeners: Arc::new(listeners),
             tokens: Arc::default(),
             proxy_key: None,
+            notices: notice::Notices::default(),
+            faults: faults::Faults::default(),
         }
     }
 
-    /// The bound addresses now.
+    /// Where the doors listen.
     pub fn addresses(&self) -> Addresses {
-        *self
-            .addresses
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Records a bound address.
-    pub fn set_address(&self, update: impl FnOnce(&mut Addresses)) {
-        update(
-            &mut self
-                .addresses
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        );
+        self.listeners.addresses()
     }
 }

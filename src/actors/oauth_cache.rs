@@ -80,6 +80,8 @@ pub struct OAuthCacheArgs {
     pub store: Store,
     /// How long a pending state lives.
     pub ttl: Duration,
+    /// Where it registers for fault injection.
+    pub faults: super::faults::Faults,
 }
 
 /// The OAuth cache actor.
@@ -91,42 +93,6 @@ pub struct OAuthCacheState {
     store: Store,
     /// How long a pending state lives.
     ttl: Duration,
-    /// The clock for expiry.
-    clock: Clock,
-}
-
-/// Wall-clock milliseconds derived from tokio's clock, so that tests can pause and advance time.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    /// Unix milliseconds at `base`.
-    base_ms: i64,
-    /// The tokio instant the clock was read at.
-    base: tokio::time::Instant,
-}
-
-impl Clock {
-    /// Reads the system clock now.
-    pub fn new() -> Clock {
-        let base_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        Clock {
-            base_ms,
-            base: tokio::time::Instant::now(),
-        }
-    }
-
-    /// Unix milliseconds now.
-    pub fn now_ms(&self) -> i64 {
-        self.base_ms + self.base.elapsed().as_millis() as i64
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Clock::new()
-    }
 }
 
 /// How often expired states are swept.
@@ -150,10 +116,13 @@ impl Actor for OAuthCache {
         args: OAuthCacheArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_interval(SWEEP_EVERY, || OAuthCacheMsg::Sweep);
+        args.faults
+            .join(super::names::OAUTH_CACHE, myself.clone(), || {
+                OAuthCacheMsg::Crash
+            });
         Ok(OAuthCacheState {
             store: args.store,
             ttl: args.ttl,
-            clock: Clock::new(),
         })
     }
 
@@ -163,7 +132,7 @@ impl Actor for OAuthCache {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let now = state.clock.now_ms();
+        let now = crate::clock::now_ms();
         match message {
             OAuthCacheMsg::NewState {
                 purpose,
@@ -233,6 +202,7 @@ mod tests {
             OAuthCacheArgs {
                 store: store.clone(),
                 ttl: Duration::from_secs(600),
+                faults: Default::default(),
             },
         )
         .await

@@ -1,7 +1,7 @@
 //! `/ays/...`: repositories, blueprints, services, templates and runs (SPEC §5), behind JWT auth.
 //!
-//! Each handler turns a request into one message to the `Ays` actor or to a repository's actor
-//! and maps the answer (or its [`AysError`]) to JSON with a fitting status.
+//! Each handler turns a request into one call of the [`AysClient`] and maps the answer (or its
+//! [`AysError`]) to JSON with a fitting status.
 
 use std::collections::HashMap;
 
@@ -15,8 +15,8 @@ use warp::{Filter, Rejection, Reply};
 use super::auth::authenticated;
 use super::error;
 use crate::actors::Shared;
-use crate::actors::ays::{AysError, AysMsg, ask_ays, ask_repo};
-use crate::actors::repo::RepoMsg;
+use crate::client::{AysClient, AysError, RunRequest};
+use crate::store::Origin;
 
 /// Largest JSON body accepted (a blueprint is inside it).
 const MAX_BODY: u64 = 4 * 1024 * 1024;
@@ -50,35 +50,26 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
     let list_repos = base
         .and(warp::path::end())
         .and(warp::get())
-        .then(|| async { respond(ask_ays(AysMsg::ListRepos).await, StatusCode::OK) });
+        .then(|| async { respond(AysClient.list_repos().await, StatusCode::OK) });
     let create_repo = base
         .and(warp::path::end())
         .and(warp::post())
         .and(json_body::<NewRepo>())
         .then(|body: NewRepo| async move {
-            let result = ask_ays(|reply| AysMsg::CreateRepo {
-                name: body.name,
-                git_url: body.git_url.filter(|u| !u.is_empty()),
-                reply,
-            })
-            .await;
+            let git_url = body.git_url.filter(|u| !u.is_empty());
+            let result = AysClient.create_repo(body.name, git_url).await;
             respond(result, StatusCode::CREATED)
         });
     let get_repo = base
         .and(warp::path!(String))
         .and(warp::get())
-        .then(|name: String| async move {
-            respond(
-                ask_ays(|reply| AysMsg::GetRepo { name, reply }).await,
-                StatusCode::OK,
-            )
-        });
-    let delete_repo =
-        base.and(warp::path!(String))
-            .and(warp::delete())
-            .then(|name: String| async move {
-                no_content(ask_ays(|reply| AysMsg::DeleteRepo { name, reply }).await)
-            });
+        .then(
+            |name: String| async move { respond(AysClient.get_repo(name).await, StatusCode::OK) },
+        );
+    let delete_repo = base
+        .and(warp::path!(String))
+        .and(warp::delete())
+        .then(|name: String| async move { no_content(AysClient.delete_repo(name).await) });
 
     let list_bp = base
         .and(warp::path!(String / "blueprint"))
@@ -86,7 +77,7 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         .and(warp::query::<HashMap<String, String>>())
         .then(|repo: String, q: HashMap<String, String>| async move {
             let archived = q.get("archived").is_some_and(|v| v == "true" || v == "1");
-            let result = ask_repo(&repo, |reply| RepoMsg::ListBlueprints { archived, reply }).await;
+            let result = AysClient.list_blueprints(&repo, archived).await;
             respond(result, StatusCode::OK)
         });
     let create_bp = base
@@ -94,23 +85,16 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(json_body::<NewBlueprint>())
         .then(|repo: String, body: NewBlueprint| async move {
-            let result = ask_repo(&repo, |reply| RepoMsg::PutBlueprint {
-                name: body.name,
-                content: body.content,
-                create: true,
-                reply,
-            })
-            .await;
+            let result = AysClient
+                .put_blueprint(&repo, body.name, body.content, true)
+                .await;
             respond(result, StatusCode::CREATED)
         });
     let get_bp = base
         .and(warp::path!(String / "blueprint" / String))
         .and(warp::get())
         .then(|repo: String, name: String| async move {
-            respond(
-                ask_repo(&repo, |reply| RepoMsg::GetBlueprint { name, reply }).await,
-                StatusCode::OK,
-            )
+            respond(AysClient.get_blueprint(&repo, name).await, StatusCode::OK)
         });
     let put_bp = base
         .and(warp::path!(String / "blueprint" / String))
@@ -118,13 +102,9 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         .and(json_body::<BlueprintContent>())
         .then(
             |repo: String, name: String, body: BlueprintContent| async move {
-                let result = ask_repo(&repo, |reply| RepoMsg::PutBlueprint {
-                    name,
-                    content: body.content,
-                    create: false,
-                    reply,
-                })
-                .await;
+                let result = AysClient
+                    .put_blueprint(&repo, name, body.content, false)
+                    .await;
                 respond(result, StatusCode::OK)
             },
         );
@@ -132,14 +112,14 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         .and(warp::path!(String / "blueprint" / String))
         .and(warp::delete())
         .then(|repo: String, name: String| async move {
-            no_content(ask_repo(&repo, |reply| RepoMsg::DeleteBlueprint { name, reply }).await)
+            no_content(AysClient.delete_blueprint(&repo, name).await)
         });
     let execute_bp = base
         .and(warp::path!(String / "blueprint" / String))
         .and(warp::post())
         .then(|repo: String, name: String| async move {
             respond(
-                ask_repo(&repo, |reply| RepoMsg::ExecuteBlueprint { name, reply }).await,
+                AysClient.execute_blueprint(&repo, name).await,
                 StatusCode::OK,
             )
         });
@@ -152,12 +132,7 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
                 "restore" => false,
                 _ => return error(StatusCode::NOT_FOUND, "not found").into_response(),
             };
-            let result = ask_repo(&repo, |reply| RepoMsg::ArchiveBlueprint {
-                name,
-                archived,
-                reply,
-            })
-            .await;
+            let result = AysClient.archive_blueprint(&repo, name, archived).await;
             respond(result, StatusCode::OK)
         });
 
@@ -165,20 +140,13 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         .and(warp::path!(String / "service"))
         .and(warp::get())
         .then(|repo: String| async move {
-            respond(
-                ask_repo(&repo, |reply| RepoMsg::ListServices { role: None, reply }).await,
-                StatusCode::OK,
-            )
+            respond(AysClient.list_services(&repo, None).await, StatusCode::OK)
         });
     let list_role = base
         .and(warp::path!(String / "service" / String))
         .and(warp::get())
         .then(|repo: String, role: String| async move {
-            let result = ask_repo(&repo, |reply| RepoMsg::ListServices {
-                role: Some(role),
-                reply,
-            })
-            .await;
+            let result = AysClient.list_services(&repo, Some(role)).await;
             respond(result, StatusCode::OK)
         });
     let get_service = base
@@ -186,7 +154,7 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .then(|repo: String, role: String, name: String| async move {
             respond(
-                ask_repo(&repo, |reply| RepoMsg::GetService { role, name, reply }).await,
+                AysClient.get_service(&repo, role, name).await,
                 StatusCode::OK,
             )
         });
@@ -194,7 +162,7 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         .and(warp::path!(String / "service" / String / String))
         .and(warp::delete())
         .then(|repo: String, role: String, name: String| async move {
-            no_content(ask_repo(&repo, |reply| RepoMsg::DeleteService { role, name, reply }).await)
+            no_content(AysClient.delete_service(&repo, role, name).await)
         });
     let schedule = base
         .and(warp::path!(
@@ -203,13 +171,7 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .then(
             |repo: String, role: String, name: String, action: String| async move {
-                let result = ask_repo(&repo, |reply| RepoMsg::ScheduleAction {
-                    role,
-                    name,
-                    action,
-                    reply,
-                })
-                .await;
+                let result = AysClient.schedule_action(&repo, role, name, action).await;
                 respond(result, StatusCode::OK)
             },
         );
@@ -218,30 +180,21 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         .and(warp::path!(String / "template"))
         .and(warp::get())
         .then(|repo: String| async move {
-            respond(
-                ask_repo(&repo, |reply| RepoMsg::ListTemplates { reply }).await,
-                StatusCode::OK,
-            )
+            respond(AysClient.list_templates(&repo).await, StatusCode::OK)
         });
     let get_template = base
         .and(warp::path!(String / "template" / String))
         .and(warp::get())
         .then(|repo: String, name: String| async move {
-            respond(
-                ask_repo(&repo, |reply| RepoMsg::GetTemplate { name, reply }).await,
-                StatusCode::OK,
-            )
+            respond(AysClient.get_template(&repo, &name).await, StatusCode::OK)
         });
 
     let list_runs = base
         .and(warp::path!(String / "aysrun"))
         .and(warp::get())
-        .then(|repo: String| async move {
-            respond(
-                ask_repo(&repo, |reply| RepoMsg::ListRuns { reply }).await,
-                StatusCode::OK,
-            )
-        });
+        .then(
+            |repo: String| async move { respond(AysClient.list_runs(&repo).await, StatusCode::OK) },
+        );
     let create_run = base
         .and(warp::path!(String / "aysrun"))
         .and(warp::post())
@@ -258,26 +211,22 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
                 )
                 .into_response();
             }
-            let result = ask_repo(&repo, |reply| RepoMsg::CreateRun {
+            let request = RunRequest {
                 simulate,
                 callback_url,
-                origin: serde_json::json!({"api": true}),
-                reply,
-            })
-            .await;
+                origin: Origin::Api,
+            };
+            let result = AysClient.create_run(&repo, request).await;
             respond(result, StatusCode::CREATED)
         });
     let get_run = base
         .and(warp::path!(String / "aysrun" / String))
         .and(warp::get())
         .then(|repo: String, key: String| async move {
-            respond(
-                ask_repo(&repo, |reply| RepoMsg::GetRun { key, reply }).await,
-                StatusCode::OK,
-            )
+            respond(AysClient.get_run(&repo, key).await, StatusCode::OK)
         });
 
-    let routes = one_of(vec![
+    let mut all = vec![
         list_repos.boxed(),
         create_repo.boxed(),
         get_repo.boxed(),
@@ -299,7 +248,9 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         list_runs.boxed(),
         create_run.boxed(),
         get_run.boxed(),
-    ]);
+    ];
+    all.extend(super::runs::routes());
+    let routes = one_of(all);
     warp::path("ays")
         .and(warp::path("repository"))
         .and(authenticated(shared))
@@ -340,7 +291,10 @@ fn status_of(err: &AysError) -> StatusCode {
 
 /// A result as JSON: the value with `ok`, or the error with its status. Validation errors also
 /// list every problem under `problems`.
-fn respond<T: serde::Serialize>(result: Result<T, AysError>, ok: StatusCode) -> Response {
+pub(crate) fn respond<T: serde::Serialize>(
+    result: Result<T, AysError>,
+    ok: StatusCode,
+) -> Response {
     match result {
         Ok(value) => warp::reply::with_status(warp::reply::json(&value), ok).into_response(),
         Err(AysError::Invalid(problems)) => warp::reply::with_status(

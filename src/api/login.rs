@@ -26,8 +26,8 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use super::with;
+use crate::actors::notice::{LoginOutcome, Notice};
 use crate::actors::oauth_cache::OAuthCacheMsg;
-use crate::actors::telegram::TelegramMsg;
 use crate::actors::{Shared, names};
 use crate::config::OAuthConfig;
 use crate::store::AuthorizedUser;
@@ -125,12 +125,9 @@ pub async fn exchange(oauth: &OAuthConfig, code: &str) -> Result<Login, String> 
         .and_then(|info| info["username"].as_str())
         .unwrap_or_default()
         .to_string();
-    let expires_at = token.expires_in().map(|d| {
-        (std::time::SystemTime::now() + d)
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|t| t.as_secs() as i64)
-            .unwrap_or(0)
-    });
+    let expires_at = token
+        .expires_in()
+        .map(|d| crate::clock::now_secs() + d.as_secs() as i64);
     Ok(Login::Member {
         username,
         expires_at,
@@ -167,10 +164,11 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     warp::reply::with_status(warp::reply::html(html), status).into_response()
 }
 
-fn notify(chat_id: i64, text: String) {
-    if let Some(bot) = ActorRef::<TelegramMsg>::where_is(names::TELEGRAM_BOT) {
-        let _ = bot.cast(TelegramMsg::Notify { chat_id, text });
-    }
+/// Tells whoever listens (the chat door) how the login of `chat_id` ended.
+fn notify(shared: &Shared, chat_id: i64, outcome: LoginOutcome) {
+    shared
+        .notices
+        .publish(Notice::LoginFinished { chat_id, outcome });
 }
 
 async fn callback(query: HashMap<String, String>, shared: Shared) -> Response {
@@ -229,10 +227,7 @@ async fn telegram(
         );
     };
     if let Some(error) = query.get("error") {
-        notify(
-            chat_id,
-            "The login was cancelled. Send /start to try again.".into(),
-        );
+        notify(&shared, chat_id, LoginOutcome::Cancelled);
         return page(
             StatusCode::BAD_REQUEST,
             "Login cancelled",
@@ -277,10 +272,7 @@ async fn telegram(
                 );
             }
             info!(user_id, "telegram user authorized");
-            notify(
-                chat_id,
-                format!("You have been authorized, {username}. /help lists what I can do."),
-            );
+            notify(&shared, chat_id, LoginOutcome::Authorized { username });
             page(
                 StatusCode::OK,
                 "Logged in",
@@ -289,13 +281,8 @@ async fn telegram(
         }
         Ok(Login::NotMember) => {
             info!(user_id, "telegram login refused: not a member");
-            notify(
-                chat_id,
-                format!(
-                    "You are not a member of the organization {}; I cannot let you in.",
-                    oauth.organization
-                ),
-            );
+            let organization = oauth.organization.clone();
+            notify(&shared, chat_id, LoginOutcome::NotMember { organization });
             page(
                 StatusCode::FORBIDDEN,
                 "Not a member",
@@ -307,10 +294,7 @@ async fn telegram(
         }
         Err(why) => {
             warn!(user_id, "telegram login failed: {why}");
-            notify(
-                chat_id,
-                "The login failed. Send /start to try again.".into(),
-            );
+            notify(&shared, chat_id, LoginOutcome::Failed);
             page(StatusCode::BAD_GATEWAY, "Login failed", &why)
         }
     }

@@ -9,22 +9,17 @@ pub mod ays;
 pub mod login;
 pub mod oauth_proxy;
 pub mod openapi;
+pub mod runs;
+pub mod server;
 
 use std::convert::Infallible;
 
-use ractor::ActorRef;
 use serde::Serialize;
 use warp::http::StatusCode;
 use warp::reply::{Json, WithStatus};
 use warp::{Filter, Rejection, Reply};
 
-use crate::actors::api_server::ApiServerMsg;
-use crate::actors::ays::AysMsg;
-use crate::actors::jwt_auth::JwtAuthMsg;
-use crate::actors::mail_receiver::MailReceiverMsg;
-use crate::actors::oauth_cache::OAuthCacheMsg;
-use crate::actors::repo::RepoMsg;
-use crate::actors::{Shared, names};
+use crate::actors::Shared;
 
 /// A JSON error reply.
 pub fn error(status: StatusCode, message: impl Into<String>) -> WithStatus<Json> {
@@ -113,41 +108,17 @@ fn crash(actor: String, shared: Shared) -> WithStatus<Json> {
     if !shared.config.debug.fault_injection {
         return error(StatusCode::NOT_FOUND, "not found");
     }
-    let sent = match actor.as_str() {
-        names::OAUTH_CACHE => ActorRef::<OAuthCacheMsg>::where_is(actor.clone())
-            .map(|a| a.cast(OAuthCacheMsg::Crash).is_ok()),
-        names::JWT_AUTH => ActorRef::<JwtAuthMsg>::where_is(actor.clone())
-            .map(|a| a.cast(JwtAuthMsg::Crash).is_ok()),
-        names::AYS => {
-            ActorRef::<AysMsg>::where_is(actor.clone()).map(|a| a.cast(AysMsg::Crash).is_ok())
-        }
-        names::API_SERVER => ActorRef::<ApiServerMsg>::where_is(actor.clone())
-            .map(|a| a.cast(ApiServerMsg::Crash).is_ok()),
-        names::MAIL_RECEIVER => ActorRef::<MailReceiverMsg>::where_is(actor.clone())
-            .map(|a| a.cast(MailReceiverMsg::Crash).is_ok()),
-        // A repository's actor: `repo:<name>`.
-        repo if repo.starts_with("repo:") => {
-            ActorRef::<RepoMsg>::where_is(actor.clone()).map(|a| a.cast(RepoMsg::Crash).is_ok())
-        }
-        _ => {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("no crashable actor {actor:?}"),
-            );
-        }
-    };
-    match sent {
-        Some(true) => warp::reply::with_status(
-            warp::reply::json(&serde_json::json!({"crashed": actor})),
-            StatusCode::ACCEPTED,
-        ),
-        _ => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{actor} is not running"),
-        ),
+    if !shared.faults.crash(&actor) {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no running crashable actor {actor:?}"),
+        );
     }
+    warp::reply::with_status(
+        warp::reply::json(&serde_json::json!({"crashed": actor})),
+        StatusCode::ACCEPTED,
+    )
 }
-
 /// A request body that is not the JSON the route wants.
 #[derive(Debug)]
 pub(crate) struct BadJson(pub String);

@@ -322,10 +322,7 @@ pub async fn callback(query: HashMap<String, String>, data: Value, shared: Share
         Ok(info) => info,
         Err(why) => return fail(&why),
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now = crate::clock::now_secs();
     let claims = LoginClaims::new(
         config.url.trim_end_matches('/'),
         &redirect_url,

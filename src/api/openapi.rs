@@ -168,6 +168,12 @@ pub const ROUTES: &[Route] = &[
         auth: true,
     },
     Route {
+        method: "post",
+        path: "/ays/repository/{repo}/aysrun/{key}/cancel",
+        summary: "Cancel a running or queued run: its jobs get SIGTERM, then SIGKILL after 5 s; the run ends cancelled and the repository is free at once (409 when it has ended)",
+        auth: true,
+    },
+    Route {
         method: "get",
         path: "/oauth/callback",
         summary: "OAuth redirect target of providers: Telegram login, or the central OAuth server (the state decides); 302 back to the app with jwt and state",

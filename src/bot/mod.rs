@@ -1,11 +1,16 @@
-//! The Telegram side: command parsing and rendering (pure), and the only module that knows
-//! teloxide ([`telegram`]): long polling, outbound sends with throttling and retries, downloads.
+//! The Telegram door: only this module knows teloxide and Telegram.
 //!
-//! The actors (`TelegramBot`, `ChatSession`) speak the plain types of this module, never
-//! teloxide's.
+//! - [`commands`], [`render`]: command parsing and rendering (pure).
+//! - [`telegram`]: the Bot API through teloxide: long polling, outbound sends with throttling and
+//!   retries, downloads.
+//! - [`supervisor`]: the `TelegramBot` actor: one chat session per chat, the poller, and the
+//!   core's notices turned into chat messages.
+//! - [`session`]: the `ChatSession` actor: one chat's commands, through the AYS client.
 
 pub mod commands;
 pub mod render;
+pub mod session;
+pub mod supervisor;
 pub mod telegram;
 pub mod views;
 

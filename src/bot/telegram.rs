@@ -4,7 +4,10 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use backon::{ExponentialBuilder, Retryable};
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use teloxide::net::Download;
@@ -121,16 +124,27 @@ where
     F: Future<Output = ()>,
 {
     let mut offset = start;
-    let mut backoff = Duration::from_millis(500);
     loop {
-        let request = client
-            .get_updates()
-            .offset(offset.clamp(0, i32::MAX as i64) as i32)
-            .timeout(25)
-            .allowed_updates(vec![AllowedUpdate::Message, AllowedUpdate::CallbackQuery]);
-        match request.await {
+        let request = || {
+            client
+                .get_updates()
+                .offset(offset.clamp(0, i32::MAX as i64) as i32)
+                .timeout(25)
+                .allowed_updates(vec![AllowedUpdate::Message, AllowedUpdate::CallbackQuery])
+                .into_future()
+        };
+        // Retried without end: the bot waits for Telegram as long as Telegram is away.
+        let polled = request
+            .retry(backoff(Duration::from_millis(500)).without_max_times())
+            .when(|_| true)
+            .adjust(retry_after)
+            .notify(|err: &RequestError, wait: Duration| {
+                let retry_in_ms = wait.as_millis() as u64;
+                warn!(error = %err, retry_in_ms, "getUpdates failed");
+            })
+            .await;
+        match polled {
             Ok(updates) => {
-                backoff = Duration::from_millis(500);
                 let before = offset;
                 for update in updates {
                     let id = update.id.0 as i64;
@@ -148,14 +162,7 @@ where
                     delivered(offset - 1);
                 }
             }
-            Err(RequestError::RetryAfter(wait)) => {
-                tokio::time::sleep(wait.duration()).await;
-            }
-            Err(err) => {
-                warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "getUpdates failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(60));
-            }
+            Err(err) => warn!(error = %err, "getUpdates failed"),
         }
     }
 }
@@ -270,8 +277,8 @@ impl Outbox {
 }
 
 /// Takes a lock; the queue stays usable after a panic elsewhere.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+fn lock<T>(m: &Mutex<T>) -> parking_lot::MutexGuard<'_, T> {
+    m.lock()
 }
 
 /// Sends one outgoing item, split at Telegram's limit, with retries. A part Telegram refuses as
@@ -496,26 +503,35 @@ fn transient(err: &RequestError) -> bool {
     }
 }
 
-/// Runs a request, waiting out `RetryAfter` and retrying transient failures with backoff.
+/// Exponential backoff from `first`, doubling up to a minute.
+fn backoff(first: Duration) -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(first)
+        .with_factor(2.0)
+        .with_max_delay(Duration::from_secs(60))
+}
+
+/// Telegram's own `retry_after` replaces the backoff's wait.
+fn retry_after(err: &RequestError, wait: Option<Duration>) -> Option<Duration> {
+    match err {
+        RequestError::RetryAfter(after) => Some(after.duration()),
+        _ => wait,
+    }
+}
+
+/// Runs a request, waiting out `RetryAfter` and retrying transient failures with backoff
+/// (5 attempts in all).
 async fn with_retries<R, Req>(mut make: impl FnMut() -> Req) -> Result<R, RequestError>
 where
     Req: std::future::IntoFuture<Output = Result<R, RequestError>>,
 {
-    let mut backoff = Duration::from_millis(300);
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        match make().into_future().await {
-            Ok(value) => return Ok(value),
-            Err(RequestError::RetryAfter(wait)) if attempts < 5 => {
-                tokio::time::sleep(wait.duration()).await;
-            }
-            Err(err) if attempts < 5 && transient(&err) => {
-                debug!(error = %err, retry_in_ms = backoff.as_millis() as u64, "Bot API call failed");
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
-            }
-            Err(err) => return Err(err),
-        }
-    }
+    (|| make().into_future())
+        .retry(backoff(Duration::from_millis(300)).with_max_times(4))
+        .when(|err| matches!(err, RequestError::RetryAfter(_)) || transient(err))
+        .adjust(retry_after)
+        .notify(|err: &RequestError, wait: Duration| {
+            let retry_in_ms = wait.as_millis() as u64;
+            debug!(error = %err, retry_in_ms, "Bot API call failed");
+        })
+        .await
 }

@@ -20,7 +20,7 @@ mod yaml;
 
 pub use apply::{Outcome, execute_blueprint};
 pub use blueprint::{ActionEntry, Block, Blueprint, EventFilter, ServiceDecl, is_archived};
-pub use plan::{JobSpec, Plan, PlanError, Step, plan_run};
+pub use plan::{JobSpec, Plan, PlanError, Step, consumer_cycle, plan_run, plan_scheduled};
 pub use service::{
     ActionState, EngineError, Service, ServiceRef, ServiceState, Subscription, remove_service,
     schedule_action, subscribers,

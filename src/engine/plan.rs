@@ -118,8 +118,84 @@ impl<'a> Graph<'a> {
     }
 }
 
-/// Plans a run over `services`: every pending action and what it needs, in steps.
+/// Plans a run over `services`: every pending action (scheduled, changed or failed) and what it
+/// needs, in steps.
 pub fn plan_run(services: &BTreeMap<String, Service>) -> Result<Plan, PlanError> {
+    plan(services, true)
+}
+
+/// Plans a run of the scheduled and changed actions only, leaving failed ones to a person: what a
+/// recurring action starts, so that one failing action does not re-run at every tick.
+pub fn plan_scheduled(services: &BTreeMap<String, Service>) -> Result<Plan, PlanError> {
+    plan(services, false)
+}
+
+/// The services that consume each other (or are each other's parent) in a loop, in order, if
+/// any: such a set can never run, so a blueprint making one is refused.
+pub fn consumer_cycle(services: &BTreeMap<String, Service>) -> Option<Vec<String>> {
+    // Depth-first search over "waits for" edges (producers and parent), with colours.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Open,
+        Done,
+    }
+    let keys: Vec<&String> = services.keys().collect();
+    let index: HashMap<&str, usize> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.as_str(), i))
+        .collect();
+    let edges: Vec<Vec<usize>> = keys
+        .iter()
+        .map(|k| {
+            let s = &services[*k];
+            s.producers
+                .iter()
+                .chain(&s.parent)
+                .filter_map(|r| index.get(r.key().as_str()).copied())
+                .collect()
+        })
+        .collect();
+    let mut mark = vec![Mark::New; keys.len()];
+    for root in 0..keys.len() {
+        if mark[root] != Mark::New {
+            continue;
+        }
+        // (node, next edge to follow); `path` is the open chain.
+        let mut stack = vec![(root, 0usize)];
+        let mut path = vec![root];
+        mark[root] = Mark::Open;
+        while let Some((node, next)) = stack.last_mut() {
+            let node = *node;
+            if let Some(&to) = edges[node].get(*next) {
+                *next += 1;
+                match mark[to] {
+                    Mark::New => {
+                        mark[to] = Mark::Open;
+                        stack.push((to, 0));
+                        path.push(to);
+                    }
+                    Mark::Open => {
+                        let start = path.iter().position(|&n| n == to).unwrap_or(0);
+                        let mut cycle: Vec<String> =
+                            path[start..].iter().map(|&n| keys[n].clone()).collect();
+                        cycle.push(keys[to].clone());
+                        return Some(cycle);
+                    }
+                    Mark::Done => {}
+                }
+            } else {
+                mark[node] = Mark::Done;
+                stack.pop();
+                path.pop();
+            }
+        }
+    }
+    None
+}
+
+fn plan(services: &BTreeMap<String, Service>, include_errors: bool) -> Result<Plan, PlanError> {
     let children = children_index(services);
     let mut g = Graph {
         nodes: Vec::new(),
@@ -132,10 +208,12 @@ pub fn plan_run(services: &BTreeMap<String, Service>) -> Result<Plan, PlanError>
         .filter(|s| s.state != ServiceState::Disabled)
     {
         for (action, state) in &s.actions {
-            if matches!(
-                state,
-                ActionState::Scheduled | ActionState::Changed | ActionState::Error
-            ) {
+            let pending = match state {
+                ActionState::Scheduled | ActionState::Changed => true,
+                ActionState::Error => include_errors,
+                _ => false,
+            };
+            if pending {
                 g.node(&s.key, action);
             }
         }
@@ -414,6 +492,35 @@ mod tests {
         assert_eq!(
             err.map(|_| ()).map_err(|e| e.to_string()),
             Err("dependency cycle between services: vdc!v -> vdc!w".to_string())
+        );
+        // The loop is found whatever is scheduled, so a blueprint making it can be refused.
+        assert_eq!(
+            consumer_cycle(&all),
+            Some(vec!["vdc!v".into(), "vdc!w".into(), "vdc!v".into()])
+        );
+        let acyclic = services(NODE, &[]);
+        assert_eq!(consumer_cycle(&acyclic), None);
+    }
+
+    #[test]
+    fn a_recurring_plan_leaves_failed_actions_alone() {
+        let all = services(
+            "g8client__g:\ng8client__h:\n",
+            &["g8client!g install error", "g8client!h install scheduled"],
+        );
+        let keys = |plan: Plan| -> Vec<String> {
+            plan.steps
+                .iter()
+                .flat_map(|s| s.jobs.iter().map(|j| j.service_key.clone()))
+                .collect()
+        };
+        assert_eq!(
+            keys(plan_run(&all).expect("plan")),
+            vec!["g8client!g", "g8client!h"]
+        );
+        assert_eq!(
+            keys(plan_scheduled(&all).expect("plan")),
+            vec!["g8client!h"]
         );
     }
 }

@@ -9,7 +9,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -27,10 +29,8 @@ struct Table {
 }
 
 impl Table {
-    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Slot>>> {
-        self.slots
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn slots(&self) -> parking_lot::MutexGuard<'_, HashMap<u64, Arc<Slot>>> {
+        self.slots.lock()
     }
 
     /// A slot for connection `id`, cutting the longest-idle session when all `max` are taken;

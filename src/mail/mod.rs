@@ -9,10 +9,12 @@
 //! - [`message`]: MIME parsing (`mail-parser`) into the `email` event payload, attachments saved
 //!   under the data dir with safe names.
 //!
-//! The `MailReceiver` actor (`actors::mail_receiver`) binds the port and owns the listener.
+//! - [`receiver`]: the `MailReceiver` actor: owns the accept loop on the bound socket and hands
+//!   recorded mails to the AYS engine through its client.
 
 pub mod listener;
 pub mod message;
+pub mod receiver;
 pub mod session;
 
 use std::net::IpAddr;

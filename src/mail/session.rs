@@ -12,7 +12,9 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use mailin::{Action, Handler, Response, SessionBuilder};
@@ -117,10 +119,7 @@ pub struct Slot {
 impl Slot {
     /// Since when the session has been waiting for its client, if it is.
     pub fn idle_since(&self) -> Option<Instant> {
-        *self
-            .idle_since
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        *self.idle_since.lock()
     }
 
     /// Asks the session to close (at once if it waits for its client, else at its next wait).
@@ -130,10 +129,7 @@ impl Slot {
 
     /// Marks the session as waiting for its client (from now) or working.
     pub(super) fn set_idle(&self, idle: bool) {
-        *self
-            .idle_since
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = idle.then(Instant::now);
+        *self.idle_since.lock() = idle.then(Instant::now);
     }
 }
 
@@ -209,10 +205,8 @@ struct Checks<'a> {
 }
 
 impl Checks<'_> {
-    fn envelope(&self) -> std::sync::MutexGuard<'_, Envelope> {
-        self.envelope
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn envelope(&self) -> parking_lot::MutexGuard<'_, Envelope> {
+        self.envelope.lock()
     }
 }
 
@@ -455,9 +449,7 @@ where
 
 /// The mail of the transaction that just ended.
 fn take_mail(envelope: &Mutex<Envelope>, peer: IpAddr, data: Vec<u8>) -> ReceivedMail {
-    let mut envelope = envelope
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut envelope = envelope.lock();
     ReceivedMail {
         peer,
         helo: envelope.helo.clone(),
@@ -510,7 +502,7 @@ mod tests {
             let result = if self.fail {
                 Err(DeliverError::Record("disk full".into()))
             } else {
-                let mut mails = self.mails.lock().expect("mails");
+                let mut mails = self.mails.lock();
                 mails.push(mail);
                 Ok(mails.len() as i64)
             };
@@ -613,7 +605,7 @@ mod tests {
         }
 
         fn mails(&self) -> Vec<ReceivedMail> {
-            self.recorder.mails.lock().expect("mails").clone()
+            self.recorder.mails.lock().clone()
         }
     }
 

@@ -19,7 +19,9 @@
 //! changes at login so an id planted before login is worthless after it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -235,11 +237,8 @@ impl OAuthApp {
         &self.inner.config.providers
     }
 
-    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
-        self.inner
-            .memory
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn memory(&self) -> parking_lot::MutexGuard<'_, Memory> {
+        self.inner.memory.lock()
     }
 
     /// The session of the request (anonymous when the cookie is missing, unknown or expired).
@@ -483,15 +482,12 @@ impl OAuthApp {
 
 /// Unix seconds now.
 fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    crate::clock::now_secs()
 }
 
 /// Equality that takes the same time wherever the first difference is.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 /// `a=b&c=d`, form-encoded.

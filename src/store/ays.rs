@@ -1,10 +1,159 @@
 //! The AYS tables: repositories, services (as JSON documents), runs with their jobs and job logs,
 //! and inbound events waiting to be processed.
 
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
+use serde_json::{Value, json};
 
 use super::{Store, StoreError};
+
+/// The state of a run: `new` (recorded, waiting) → `running` → `ok` or `error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// Recorded, not started (queued behind the run in progress).
+    New,
+    /// Its jobs are being executed.
+    Running,
+    /// Every job ended ok.
+    Ok,
+    /// A job failed, or the run was interrupted.
+    Error,
+    /// Someone cancelled it.
+    Cancelled,
+}
+
+/// The state of a job: `new` → `running` → `ok` or `error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Not started.
+    New,
+    /// Its process runs.
+    Running,
+    /// It exited 0.
+    Ok,
+    /// It failed, timed out, or was cut short.
+    Error,
+    /// Its run was cancelled while it ran or waited.
+    Cancelled,
+}
+
+/// A state stored as its lowercase name.
+macro_rules! stored_state {
+    ($type:ident) => {
+        impl $type {
+            /// Its stored and shown name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $type::New => "new",
+                    $type::Running => "running",
+                    $type::Ok => "ok",
+                    $type::Error => "error",
+                    $type::Cancelled => "cancelled",
+                }
+            }
+
+            /// Parses a stored name.
+            pub fn parse(name: &str) -> Option<$type> {
+                Some(match name {
+                    "new" => $type::New,
+                    "running" => $type::Running,
+                    "ok" => $type::Ok,
+                    "error" => $type::Error,
+                    "cancelled" => $type::Cancelled,
+                    _ => return None,
+                })
+            }
+
+            /// True once it can change no more.
+            pub fn is_final(self) -> bool {
+                matches!(self, $type::Ok | $type::Error | $type::Cancelled)
+            }
+        }
+
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ToSql for $type {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.as_str()))
+            }
+        }
+
+        impl FromSql for $type {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+                let name = value.as_str()?;
+                $type::parse(name).ok_or_else(|| {
+                    FromSqlError::Other(format!("unknown {} {name:?}", stringify!($type)).into())
+                })
+            }
+        }
+    };
+}
+
+stored_state!(RunState);
+stored_state!(JobState);
+
+/// Who asked for a run. Stored with the run as JSON (`{"api": true}`, `{"chat": 42}`,
+/// `{"event": "email"}`, `{"recurring": true}`); the core keeps it and hands it back in notices,
+/// and only the door that owns a kind of origin knows what to do with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The REST API.
+    Api,
+    /// A chat of a chat door (the Telegram bot): it is told how the run ended.
+    Chat {
+        /// The chat id.
+        chat_id: i64,
+    },
+    /// An inbound event on a channel (`email`).
+    Event {
+        /// The channel.
+        channel: String,
+    },
+    /// A recurring action became due.
+    Schedule,
+    /// Not recorded (runs older than origins).
+    Unknown,
+}
+
+impl Origin {
+    /// The stored JSON.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Origin::Api => json!({"api": true}),
+            Origin::Chat { chat_id } => json!({"chat": chat_id}),
+            Origin::Event { channel } => json!({"event": channel}),
+            Origin::Schedule => json!({"recurring": true}),
+            Origin::Unknown => Value::Null,
+        }
+    }
+
+    /// Reads the stored JSON (`telegram_chat` is how chats were recorded before).
+    pub fn from_json(value: &Value) -> Origin {
+        if let Some(chat_id) = value["chat"]
+            .as_i64()
+            .or_else(|| value["telegram_chat"].as_i64())
+        {
+            Origin::Chat { chat_id }
+        } else if let Some(channel) = value["event"].as_str() {
+            Origin::Event {
+                channel: channel.to_string(),
+            }
+        } else if value["api"] == json!(true) {
+            Origin::Api
+        } else if value["recurring"] == json!(true) {
+            Origin::Schedule
+        } else {
+            Origin::Unknown
+        }
+    }
+}
 
 /// A repository as the store knows it (its files live under `<storage>/repos/<name>`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -41,8 +190,8 @@ pub struct JobRecord {
     pub service_name: String,
     /// The service key (`role!name`).
     pub service_key: String,
-    /// `new`, `running`, `ok` or `error`.
-    pub state: String,
+    /// Where it is.
+    pub state: JobState,
     /// What the job printed.
     pub logs: Vec<LogRecord>,
 }
@@ -64,8 +213,8 @@ pub struct RunRecord {
     /// The repository it belongs to.
     #[serde(skip)]
     pub repo: String,
-    /// `new`, `running`, `ok` or `error`.
-    pub state: String,
+    /// Where it is.
+    pub state: RunState,
     /// Creation time, Unix seconds.
     pub created: i64,
     /// End time, Unix seconds, once ended.
@@ -76,12 +225,16 @@ pub struct RunRecord {
     /// Where to POST the result when it ends.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
-    /// Who asked for it (`{"api": true}`, `{"telegram_chat": 42}`, `{"event": "email"}`...).
-    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
-    pub origin: serde_json::Value,
+    /// Who asked for it.
+    #[serde(skip)]
+    pub origin: Origin,
     /// The steps with their jobs.
     pub steps: Vec<StepRecord>,
 }
+
+/// What [`Store::interrupt_runs`] cut short: the `(service_key, action)` of the jobs that were
+/// running, and the keys of the runs.
+pub type Interrupted = (Vec<(String, String)>, Vec<String>);
 
 /// An inbound event recorded before it is processed.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,6 +303,7 @@ impl Store {
             params![name],
         )?;
         tx.execute("DELETE FROM runs WHERE repo = ?1", params![name])?;
+        tx.execute("DELETE FROM recurring WHERE repo = ?1", params![name])?;
         tx.execute("DELETE FROM services WHERE repo = ?1", params![name])?;
         let n = tx.execute("DELETE FROM repos WHERE name = ?1", params![name])?;
         tx.commit()?;
@@ -191,13 +345,14 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Records a new run with all its steps and jobs (state `new`).
-    pub fn insert_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+    /// Records a new run with all its steps and jobs, and the args its jobs get (an event's
+    /// payload), so that a queued run survives a restart.
+    pub fn insert_run(&self, run: &RunRecord, args: &Value) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO runs (key, repo, state, created, ended, error, callback_url, origin)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO runs (key, repo, state, created, ended, error, callback_url, origin, args)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 run.key,
                 run.repo,
@@ -206,7 +361,8 @@ impl Store {
                 run.ended,
                 run.error,
                 run.callback_url,
-                run.origin.to_string()
+                run.origin.to_json().to_string(),
+                args.to_string()
             ],
         )?;
         {
@@ -238,7 +394,7 @@ impl Store {
     pub fn set_run_state(
         &self,
         key: &str,
-        state: &str,
+        state: RunState,
         ended: Option<i64>,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
@@ -254,7 +410,7 @@ impl Store {
     pub fn finish_job(
         &self,
         job_key: &str,
-        state: &str,
+        state: JobState,
         logs: &[LogRecord],
     ) -> Result<(), StoreError> {
         let mut conn = self.lock();
@@ -342,39 +498,155 @@ impl Store {
         Ok(Some(run))
     }
 
-    /// Marks every run of `repo` still `new` or `running` as `error` with `reason`, and its
-    /// unfinished jobs too; returns the `(service_key, action)` of jobs that were cut short.
+    /// Marks every run of `repo` still `running` as `error` with `reason`, and its unfinished
+    /// jobs too (queued `new` runs stay queued). Returns the `(service_key, action)` of jobs that
+    /// were cut short, and the keys of the runs.
     pub fn interrupt_runs(
         &self,
         repo: &str,
         reason: &str,
         now: i64,
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    ) -> Result<Interrupted, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let mut cut = Vec::new();
+        let mut runs = Vec::new();
         {
             let mut stmt = tx.prepare(
                 "SELECT j.service_key, j.action_name FROM jobs j JOIN runs r ON j.run_key = r.key
-                 WHERE r.repo = ?1 AND r.state IN ('new', 'running') AND j.state = 'running'",
+                 WHERE r.repo = ?1 AND r.state = 'running' AND j.state = 'running'",
             )?;
             let rows = stmt.query_map(params![repo], |row| Ok((row.get(0)?, row.get(1)?)))?;
             for row in rows {
                 cut.push(row?);
             }
+            let mut stmt =
+                tx.prepare("SELECT key FROM runs WHERE repo = ?1 AND state = 'running'")?;
+            let rows = stmt.query_map(params![repo], |row| row.get(0))?;
+            for row in rows {
+                runs.push(row?);
+            }
         }
         tx.execute(
             "UPDATE jobs SET state = 'error' WHERE state IN ('new', 'running') AND run_key IN
-               (SELECT key FROM runs WHERE repo = ?1 AND state IN ('new', 'running'))",
+               (SELECT key FROM runs WHERE repo = ?1 AND state = 'running')",
             params![repo],
         )?;
         tx.execute(
             "UPDATE runs SET state = 'error', error = ?2, ended = ?3
-             WHERE repo = ?1 AND state IN ('new', 'running')",
+             WHERE repo = ?1 AND state = 'running'",
             params![repo, reason, now],
         )?;
         tx.commit()?;
-        Ok(cut)
+        Ok((cut, runs))
+    }
+
+    /// The runs of `repo` waiting to start (`new`), oldest first.
+    pub fn queued_runs(&self, repo: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT key FROM runs WHERE repo = ?1 AND state = 'new' ORDER BY created, rowid",
+        )?;
+        let rows = stmt.query_map(params![repo], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// How many runs wait to start, across all repositories.
+    pub fn queued_run_count(&self) -> Result<u64, StoreError> {
+        let n: i64 =
+            self.lock()
+                .query_row("SELECT COUNT(*) FROM runs WHERE state = 'new'", [], |row| {
+                    row.get(0)
+                })?;
+        Ok(n as u64)
+    }
+
+    /// The args recorded with a run (`{}` when none were).
+    pub fn run_args(&self, key: &str) -> Result<Value, StoreError> {
+        let args: Option<String> = self
+            .lock()
+            .query_row(
+                "SELECT args FROM runs WHERE key = ?1",
+                params![key],
+                |row| row.get(0),
+            )
+            .optional()?
+            .flatten();
+        Ok(args
+            .and_then(|a| serde_json::from_str(&a).ok())
+            .unwrap_or_else(|| json!({})))
+    }
+
+    /// Records the process group of a running job.
+    pub fn set_job_group(&self, job_key: &str, pgid: i32) -> Result<(), StoreError> {
+        self.lock().execute(
+            "UPDATE jobs SET pgid = ?2 WHERE key = ?1",
+            params![job_key, pgid],
+        )?;
+        Ok(())
+    }
+
+    /// The process groups of the jobs of `repo` recorded as running, with their run keys.
+    pub fn running_groups(&self, repo: &str) -> Result<Vec<(i32, String)>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT j.pgid, j.run_key FROM jobs j JOIN runs r ON j.run_key = r.key
+             WHERE r.repo = ?1 AND j.state = 'running' AND j.pgid IS NOT NULL",
+        )?;
+        let rows = stmt.query_map(params![repo], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Ends a run as cancelled: the run and every unfinished job.
+    pub fn cancel_run(&self, key: &str, now: i64, reason: &str) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE jobs SET state = 'cancelled' WHERE run_key = ?1 AND state IN ('new', 'running')",
+            params![key],
+        )?;
+        tx.execute(
+            "UPDATE runs SET state = 'cancelled', ended = ?2, error = ?3 WHERE key = ?1",
+            params![key, now, reason],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// When each recurring `(service, action)` of `repo` was last due (Unix ms).
+    pub fn recurring(
+        &self,
+        repo: &str,
+    ) -> Result<std::collections::HashMap<(String, String), i64>, StoreError> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare("SELECT service, action, last_due_ms FROM recurring WHERE repo = ?1")?;
+        let rows = stmt.query_map(params![repo], |row| {
+            Ok(((row.get(0)?, row.get(1)?), row.get(2)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records when recurring actions of `repo` were due.
+    pub fn set_recurring(
+        &self,
+        repo: &str,
+        due: &[(String, String)],
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut put = tx.prepare_cached(
+                "INSERT INTO recurring (repo, service, action, last_due_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (repo, service, action) DO UPDATE SET last_due_ms = excluded.last_due_ms",
+            )?;
+            for (service, action) in due {
+                put.execute(params![repo, service, action, at_ms])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Records several events in one transaction (one sync for all); their ids in order.
@@ -458,7 +730,7 @@ fn run_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         ended: row.get(4)?,
         error: row.get(5)?,
         callback_url: row.get(6)?,
-        origin: serde_json::from_str(&origin).unwrap_or(serde_json::Value::Null),
+        origin: Origin::from_json(&serde_json::from_str(&origin).unwrap_or(Value::Null)),
         steps: Vec::new(),
     })
 }
@@ -475,18 +747,18 @@ mod tests {
             actor_name: "node".into(),
             service_name: service.into(),
             service_key: format!("node!{service}"),
-            state: "new".into(),
+            state: JobState::New,
             logs: Vec::new(),
         };
         RunRecord {
             key: key.into(),
             repo: "demo".into(),
-            state: "running".into(),
+            state: RunState::Running,
             created: 100,
             ended: None,
             error: None,
             callback_url: None,
-            origin: json!({"api": true}),
+            origin: Origin::Api,
             steps: vec![
                 StepRecord {
                     number: 1,
@@ -501,21 +773,40 @@ mod tests {
     }
 
     #[test]
+    fn origins_round_trip_and_old_chat_origins_read() {
+        for origin in [
+            Origin::Api,
+            Origin::Chat { chat_id: -42 },
+            Origin::Event {
+                channel: "email".into(),
+            },
+            Origin::Schedule,
+            Origin::Unknown,
+        ] {
+            assert_eq!(Origin::from_json(&origin.to_json()), origin);
+        }
+        assert_eq!(
+            Origin::from_json(&json!({"telegram_chat": 7})),
+            Origin::Chat { chat_id: 7 }
+        );
+    }
+
+    #[test]
     fn a_run_round_trips_with_steps_jobs_and_logs() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
-        store.insert_run(&run("r1")).expect("insert");
+        store.insert_run(&run("r1"), &json!({})).expect("insert");
         let line = LogRecord {
             epoch: 1.5,
             level: "stdout".into(),
             log: "hello".into(),
         };
         store
-            .finish_job("j2", "ok", std::slice::from_ref(&line))
+            .finish_job("j2", JobState::Ok, std::slice::from_ref(&line))
             .expect("finish");
         let got = store.run("demo", "r1").expect("query").expect("found");
         assert_eq!(got.steps.len(), 2);
-        assert_eq!(got.steps[0].jobs[1].state, "ok");
+        assert_eq!(got.steps[0].jobs[1].state, JobState::Ok);
         assert_eq!(got.steps[0].jobs[1].logs, vec![line]);
         assert_eq!(got.steps[1].jobs[0].key, "j3");
         assert_eq!(store.run("other", "r1").expect("query"), None);
@@ -525,20 +816,23 @@ mod tests {
     fn interrupted_runs_are_marked_error_never_left_running() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
-        store.insert_run(&run("r1")).expect("insert");
-        store.finish_job("j1", "running", &[]).expect("running");
+        store.insert_run(&run("r1"), &json!({})).expect("insert");
+        store
+            .finish_job("j1", JobState::Running, &[])
+            .expect("running");
         let cut = store
             .interrupt_runs("demo", "cockpit stopped", 200)
             .expect("interrupt");
-        assert_eq!(cut, vec![("node!a".to_string(), "install".to_string())]);
+        assert_eq!(cut.0, vec![("node!a".to_string(), "install".to_string())]);
+        assert_eq!(cut.1, vec!["r1".to_string()]);
         let got = store.run("demo", "r1").expect("query").expect("found");
-        assert_eq!(got.state, "error");
+        assert_eq!(got.state, RunState::Error);
         assert_eq!(got.error.as_deref(), Some("cockpit stopped"));
         assert!(
             got.steps
                 .iter()
                 .flat_map(|s| &s.jobs)
-                .all(|j| j.state == "error")
+                .all(|j| j.state == JobState::Error)
         );
     }
 
@@ -567,7 +861,7 @@ mod tests {
         store
             .save_services("demo", &[("node!a".into(), "{}".into())], &[])
             .expect("services");
-        store.insert_run(&run("r1")).expect("run");
+        store.insert_run(&run("r1"), &json!({})).expect("run");
         assert!(store.delete_repo("demo").expect("delete"));
         assert!(store.services("demo").expect("services").is_empty());
         assert!(store.runs("demo").expect("runs").is_empty());

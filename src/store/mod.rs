@@ -11,12 +11,17 @@ mod chat;
 mod oauth;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::Connection;
 
-pub use ays::{EventRecord, JobRecord, LogRecord, RepoRecord, RunRecord, StepRecord};
+pub use ays::{
+    EventRecord, JobRecord, JobState, LogRecord, Origin, RepoRecord, RunRecord, RunState,
+    StepRecord,
+};
 pub use oauth::{AuthorizedUser, CleanReport, PendingState};
 
 /// Why a store operation failed.
@@ -124,6 +129,18 @@ const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );",
+    // 4: durable run queue and run control: the args a queued run's jobs get, the process group
+    // of a running job (killed if it outlives a crash), and when each recurring action was due.
+    "ALTER TABLE runs ADD COLUMN args TEXT;
+    ALTER TABLE jobs ADD COLUMN pgid INTEGER;
+    CREATE INDEX runs_state ON runs (repo, state);
+    CREATE TABLE recurring (
+        repo TEXT NOT NULL,
+        service TEXT NOT NULL,
+        action TEXT NOT NULL,
+        last_due_ms INTEGER NOT NULL,
+        PRIMARY KEY (repo, service, action)
+    );",
 ];
 
 /// The handle to durable state; cheap to clone, safe to share between actors and threads.
@@ -180,12 +197,10 @@ impl Store {
             .query_row("PRAGMA integrity_check", [], |row| row.get(0))?)
     }
 
-    /// The connection; a panic elsewhere while holding it does not make the data unusable
-    /// (every write is a transaction that rolled back), so a poisoned lock is taken over.
+    /// The connection (a panic elsewhere while holding it does not make the data unusable:
+    /// every write is a transaction that rolled back, and `parking_lot` locks do not poison).
     fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.conn.lock()
     }
 }
 

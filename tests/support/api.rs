@@ -24,6 +24,11 @@ pub struct Api {
 impl Api {
     /// A client with a fresh token for `cockpit`.
     pub fn new(cockpit: &Cockpit) -> Api {
+        Api::at(&cockpit.api)
+    }
+
+    /// A client with a fresh token for the server at `api` (`http://127.0.0.1:PORT`).
+    pub fn at(api: &str) -> Api {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -32,7 +37,7 @@ impl Api {
                             "scope": ["user:memberof:myorg"]});
         Api {
             http: reqwest::Client::new(),
-            base: format!("{}/ays/repository", cockpit.api),
+            base: format!("{api}/ays/repository"),
             token: cockpit::auth::mint_token(PRIVATE, &claims).expect("mint"),
         }
     }
@@ -62,6 +67,10 @@ impl Api {
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
     }
 
     /// Waits until the run ends; returns it.

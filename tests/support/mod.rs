@@ -4,6 +4,7 @@
 pub mod api;
 pub mod fake_itsyou;
 pub mod fake_telegram;
+pub mod inprocess;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -169,6 +170,15 @@ impl Cockpit {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// `kill -9`s the process and starts a new one on the same config and data.
+    pub fn kill_and_restart(mut self) -> Cockpit {
+        self.signal(libc::SIGKILL);
+        assert!(self.wait_exit(Duration::from_secs(10)).is_some(), "killed");
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tmp"));
+        let text = std::fs::read_to_string(&self.config).expect("config");
+        Cockpit::start_in(dir, &text)
     }
 
     /// The data directory.

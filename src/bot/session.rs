@@ -7,17 +7,15 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, call_t};
 use serde_json::{Value, json};
 use tracing::warn;
 
-use super::Shared;
-use super::ays::{AysError, AysMsg, ask_ays, ask_repo};
-use super::names;
-use super::oauth_cache::OAuthCacheMsg;
-use super::repo::RepoMsg;
-use crate::bot::commands::{self, Ask, BlueprintCmd, Command, Pick, RepoCmd, RunCmd, ServiceCmd};
-use crate::bot::render::escape;
-use crate::bot::telegram::{self, Outbox};
-use crate::bot::views::{self, BlueprintItem, BlueprintView, RunItem, ServiceItem, View};
-use crate::bot::{Button, Incoming, IncomingKind, Outgoing};
-use crate::store::AuthorizedUser;
+use super::commands::{self, Ask, BlueprintCmd, Command, Pick, RepoCmd, RunCmd, ServiceCmd};
+use super::render::escape;
+use super::telegram::{self, Outbox};
+use super::views::{self, BlueprintItem, BlueprintView, RunItem, ServiceItem, View};
+use super::{Button, Incoming, IncomingKind, Outgoing};
+use crate::actors::oauth_cache::OAuthCacheMsg;
+use crate::actors::{Shared, names};
+use crate::client::{AysClient, AysError, RunRequest};
+use crate::store::{AuthorizedUser, Origin};
 
 /// How long an actor call may take before the chat is told to retry.
 const CALL_MS: u64 = 30_000;
@@ -169,25 +167,24 @@ impl ChatState {
             return data.to_string();
         };
         let names: Vec<String> = if head.starts_with("/repo") {
-            let repos = ask_ays(AysMsg::ListRepos).await.unwrap_or_default();
+            let repos = AysClient.list_repos().await.unwrap_or_default();
             repos.into_iter().map(|r| r.name).collect()
         } else {
             let Some(repo) = user.current_repo else {
                 return data.to_string();
             };
             if head.starts_with("/blueprint") {
-                let list = ask_repo(&repo, |reply| RepoMsg::ListBlueprints {
-                    archived: true,
-                    reply,
-                });
-                list.await
+                AysClient
+                    .list_blueprints(&repo, true)
+                    .await
                     .unwrap_or_default()
                     .into_iter()
                     .map(|b| b.name)
                     .collect()
             } else if head.starts_with("/service") {
-                let list = ask_repo(&repo, |reply| RepoMsg::ListServices { role: None, reply });
-                list.await
+                AysClient
+                    .list_services(&repo, None)
+                    .await
                     .unwrap_or_default()
                     .into_iter()
                     .map(|s| s.key)
@@ -304,13 +301,9 @@ impl ChatState {
             return self.say("Send a command; /help lists them.");
         };
         let _ = self.shared.store.set_chat_pending(self.chat_id, None);
-        let result = ask_repo(&repo, |reply| RepoMsg::PutBlueprint {
-            name: name.clone(),
-            content: text.to_string(),
-            create: true,
-            reply,
-        })
-        .await;
+        let result = AysClient
+            .put_blueprint(&repo, name.clone(), text.to_string(), true)
+            .await;
         match result {
             Ok(_) => self.say_with(
                 &format!("Blueprint {name} saved in {repo}."),
@@ -419,21 +412,16 @@ impl ChatState {
                     RepoCmd::List(Some(page)) => page,
                     _ => 1,
                 };
-                let repos = ask_ays(AysMsg::ListRepos).await?;
+                let repos = AysClient.list_repos().await?;
                 let names: Vec<String> = repos.into_iter().map(|r| r.name).collect();
                 self.show(views::repo_list(&names, user.current_repo.as_deref(), page));
             }
             RepoCmd::Create { name, git_url } => {
-                let created = ask_ays(|reply| AysMsg::CreateRepo {
-                    name: name.clone(),
-                    git_url,
-                    reply,
-                })
-                .await;
+                let created = AysClient.create_repo(name.clone(), git_url).await;
                 let view = match created {
                     // As the original bot did: creating one that exists selects it.
                     Err(AysError::Conflict(_)) => {
-                        let view = ask_ays(|reply| AysMsg::GetRepo { name, reply }).await?;
+                        let view = AysClient.get_repo(name).await?;
                         self.set_repo(user.user_id, Some(&view.name)).await?;
                         self.say(&format!(
                             "Repository {} already exists; selected.",
@@ -447,20 +435,12 @@ impl ChatState {
                 self.say(&format!("Repository {} created and selected.", view.name));
             }
             RepoCmd::Select(name) => {
-                ask_ays(|reply| AysMsg::GetRepo {
-                    name: name.clone(),
-                    reply,
-                })
-                .await?;
+                AysClient.get_repo(name.clone()).await?;
                 self.set_repo(user.user_id, Some(&name)).await?;
                 self.say(&format!("Repository {name} selected."));
             }
             RepoCmd::Delete(name) => {
-                ask_ays(|reply| AysMsg::DeleteRepo {
-                    name: name.clone(),
-                    reply,
-                })
-                .await?;
+                AysClient.delete_repo(name.clone()).await?;
                 if user.current_repo.as_deref() == Some(name.as_str()) {
                     self.set_repo(user.user_id, None).await?;
                 }
@@ -502,11 +482,7 @@ impl ChatState {
                     BlueprintCmd::List(Some(page)) => page,
                     _ => 1,
                 };
-                let list = ask_repo(&repo, |reply| RepoMsg::ListBlueprints {
-                    archived: true,
-                    reply,
-                })
-                .await?;
+                let list = AysClient.list_blueprints(&repo, true).await?;
                 let items: Vec<BlueprintItem> = list
                     .into_iter()
                     .map(|bp| BlueprintItem {
@@ -517,7 +493,7 @@ impl ChatState {
                 self.show(views::blueprint_list(&repo, &items, page));
             }
             BlueprintCmd::Get(name) => {
-                let bp = ask_repo(&repo, |reply| RepoMsg::GetBlueprint { name, reply }).await?;
+                let bp = AysClient.get_blueprint(&repo, name).await?;
                 self.outbox
                     .send(match views::blueprint(&bp.name, &bp.content) {
                         BlueprintView::Inline(text) => Outgoing::Message {
@@ -547,8 +523,7 @@ impl ChatState {
                 ));
             }
             BlueprintCmd::Execute(name) => {
-                let done =
-                    ask_repo(&repo, |reply| RepoMsg::ExecuteBlueprint { name, reply }).await?;
+                let done = AysClient.execute_blueprint(&repo, name).await?;
                 self.say_with(
                     &format!(
                         "Blueprint {} executed: {} service(s) created or changed.",
@@ -559,29 +534,19 @@ impl ChatState {
                 );
             }
             BlueprintCmd::Delete(name) => {
-                ask_repo(&repo, |reply| RepoMsg::DeleteBlueprint {
-                    name: name.clone(),
-                    reply,
-                })
-                .await?;
+                AysClient.delete_blueprint(&repo, name.clone()).await?;
                 self.say(&format!("Blueprint {name} deleted."));
             }
             BlueprintCmd::Archive(name) => {
-                ask_repo(&repo, |reply| RepoMsg::ArchiveBlueprint {
-                    name: name.clone(),
-                    archived: true,
-                    reply,
-                })
-                .await?;
+                AysClient
+                    .archive_blueprint(&repo, name.clone(), true)
+                    .await?;
                 self.say(&format!("Blueprint {name} archived."));
             }
             BlueprintCmd::Restore(name) => {
-                ask_repo(&repo, |reply| RepoMsg::ArchiveBlueprint {
-                    name: name.clone(),
-                    archived: false,
-                    reply,
-                })
-                .await?;
+                AysClient
+                    .archive_blueprint(&repo, name.clone(), false)
+                    .await?;
                 self.say(&format!("Blueprint {name} restored."));
             }
         }
@@ -600,8 +565,7 @@ impl ChatState {
                     ServiceCmd::List(Some(page)) => page,
                     _ => 1,
                 };
-                let list =
-                    ask_repo(&repo, |reply| RepoMsg::ListServices { role: None, reply }).await?;
+                let list = AysClient.list_services(&repo, None).await?;
                 let items: Vec<ServiceItem> = list
                     .into_iter()
                     .map(|s| ServiceItem {
@@ -613,7 +577,7 @@ impl ChatState {
                 self.show(views::service_list(&repo, &items, page));
             }
             ServiceCmd::Inspect { role, name } => {
-                let s = ask_repo(&repo, |reply| RepoMsg::GetService { role, name, reply }).await?;
+                let s = AysClient.get_service(&repo, role, name).await?;
                 let mut text = format!("Service {} ({})\nstate: {}", s.key, s.actor, s.state);
                 if let Some(parent) = &s.parent {
                     text.push_str(&format!("\nparent: {}!{}", parent.role, parent.name));
@@ -641,34 +605,29 @@ impl ChatState {
             ServiceCmd::Execute { action, role, name } => {
                 let targets: Vec<String> = match name {
                     Some(name) => vec![name],
-                    None => ask_repo(&repo, |reply| RepoMsg::ListServices {
-                        role: Some(role.clone()),
-                        reply,
-                    })
-                    .await?
-                    .into_iter()
-                    .map(|s| s.name)
-                    .collect(),
+                    None => AysClient
+                        .list_services(&repo, Some(role.clone()))
+                        .await?
+                        .into_iter()
+                        .map(|s| s.name)
+                        .collect(),
                 };
                 if targets.is_empty() {
                     return Err(AysError::NotFound(format!("no service of role {role}")));
                 }
                 for name in &targets {
-                    ask_repo(&repo, |reply| RepoMsg::ScheduleAction {
-                        role: role.clone(),
-                        name: name.clone(),
-                        action: action.clone(),
-                        reply,
-                    })
-                    .await?;
+                    AysClient
+                        .schedule_action(&repo, role.clone(), name.clone(), action.clone())
+                        .await?;
                 }
-                let run = ask_repo(&repo, |reply| RepoMsg::CreateRun {
+                let request = RunRequest {
                     simulate: false,
                     callback_url: None,
-                    origin: json!({"telegram_chat": self.chat_id}),
-                    reply,
-                })
-                .await?;
+                    origin: Origin::Chat {
+                        chat_id: self.chat_id,
+                    },
+                };
+                let run = AysClient.create_run(&repo, request).await?;
                 self.say(&format!(
                     "Run {} started: {} step(s). I will tell you when it ends.",
                     run.key,
@@ -676,8 +635,7 @@ impl ChatState {
                 ));
             }
             ServiceCmd::Delete { role, name } => {
-                let removed =
-                    ask_repo(&repo, |reply| RepoMsg::DeleteService { role, name, reply }).await?;
+                let removed = AysClient.delete_service(&repo, role, name).await?;
                 self.say(&format!("Deleted: {}", removed.join(", ")));
             }
         }
@@ -697,10 +655,10 @@ impl ChatState {
                     RunCmd::ListIn { state, page } => (Some(state), page),
                     _ => (None, None),
                 };
-                let runs = ask_repo(&repo, |reply| RepoMsg::ListRuns { reply }).await?;
+                let runs = AysClient.list_runs(&repo).await?;
                 let items: Vec<RunItem> = runs
                     .into_iter()
-                    .filter(|r| state.as_ref().is_none_or(|s| r.state == *s))
+                    .filter(|r| state.as_ref().is_none_or(|s| r.state.to_string() == *s))
                     .map(|r| RunItem {
                         key: r.key,
                         state: r.state.to_string(),
@@ -714,13 +672,14 @@ impl ChatState {
                 ));
             }
             RunCmd::Simulate => {
-                let run = ask_repo(&repo, |reply| RepoMsg::CreateRun {
+                let request = RunRequest {
                     simulate: true,
                     callback_url: None,
-                    origin: json!({"telegram_chat": self.chat_id}),
-                    reply,
-                })
-                .await?;
+                    origin: Origin::Chat {
+                        chat_id: self.chat_id,
+                    },
+                };
+                let run = AysClient.create_run(&repo, request).await?;
                 let mut text = format!(
                     "The pending actions of {repo} would run in {} step(s):",
                     run.steps.len()
@@ -734,13 +693,14 @@ impl ChatState {
                 self.say_with(&text, vec![vec![button("Execute", "/run execute")]]);
             }
             RunCmd::Execute => {
-                let run = ask_repo(&repo, |reply| RepoMsg::CreateRun {
+                let request = RunRequest {
                     simulate: false,
                     callback_url: None,
-                    origin: json!({"telegram_chat": self.chat_id}),
-                    reply,
-                })
-                .await?;
+                    origin: Origin::Chat {
+                        chat_id: self.chat_id,
+                    },
+                };
+                let run = AysClient.create_run(&repo, request).await?;
                 self.say(&format!(
                     "Run {} started: {} step(s). I will tell you when it ends.",
                     run.key,
@@ -748,7 +708,7 @@ impl ChatState {
                 ));
             }
             RunCmd::Inspect(key) => {
-                let run = ask_repo(&repo, |reply| RepoMsg::GetRun { key, reply }).await?;
+                let run = AysClient.get_run(&repo, key).await?;
                 let mut text = format!("Run {}: {}", run.key, run.state);
                 if let Some(error) = &run.error {
                     text.push_str(&format!("\nerror: {error}"));
@@ -781,7 +741,8 @@ impl ChatState {
         page: usize,
     ) -> Result<(), AysError> {
         let names: Vec<String> = match pick {
-            Pick::RepoSelect | Pick::RepoDelete => ask_ays(AysMsg::ListRepos)
+            Pick::RepoSelect | Pick::RepoDelete => AysClient
+                .list_repos()
                 .await?
                 .into_iter()
                 .map(|r| r.name)
@@ -792,11 +753,7 @@ impl ChatState {
             | Pick::BlueprintArchive
             | Pick::BlueprintRestore => {
                 let repo = Self::current_repo(user)?;
-                let list = ask_repo(&repo, |reply| RepoMsg::ListBlueprints {
-                    archived: true,
-                    reply,
-                })
-                .await?;
+                let list = AysClient.list_blueprints(&repo, true).await?;
                 list.into_iter()
                     .filter(|bp| match pick {
                         Pick::BlueprintRestore => bp.archived,
@@ -808,7 +765,8 @@ impl ChatState {
             }
             Pick::ServiceInspect | Pick::ServiceExecute | Pick::ServiceDelete => {
                 let repo = Self::current_repo(user)?;
-                ask_repo(&repo, |reply| RepoMsg::ListServices { role: None, reply })
+                AysClient
+                    .list_services(&repo, None)
                     .await?
                     .into_iter()
                     .map(|s| s.key)
@@ -816,7 +774,8 @@ impl ChatState {
             }
             Pick::RunInspect => {
                 let repo = Self::current_repo(user)?;
-                ask_repo(&repo, |reply| RepoMsg::ListRuns { reply })
+                AysClient
+                    .list_runs(&repo)
                     .await?
                     .into_iter()
                     .map(|r| r.key)
@@ -856,7 +815,7 @@ impl ChatState {
         };
         let text = text.trim();
         let result = match prompt["ask"].as_str() {
-            Some("repo_name") if !super::ays::valid_repo_name(text) => {
+            Some("repo_name") if !crate::actors::ays::valid_repo_name(text) => {
                 self.say(
                     "That is not a repository name: 1 to 64 letters, digits, - or _. Try another.",
                 );

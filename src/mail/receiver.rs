@@ -1,15 +1,16 @@
-//! The `MailReceiver` actor: binds `[mail] host:port` itself (a taken port is a clear startup
-//! error, never a panic) and runs the SMTP accept loop ([`crate::mail::listener`]) on a task it
-//! owns.
+//! The `MailReceiver` actor: runs the SMTP accept loop ([`crate::mail::listener`]) on the
+//! listener bound at start (`[mail] host:port`), on a task it owns.
 //!
 //! Each accepted mail is recorded (files under `<storage>/mail/`, an `email` event in the store)
-//! before the client gets its `250`; then the event is cast to the `Ays` actor, which runs every
-//! subscribed action and marks the event processed. If `Ays` is not there (restarting) or the
-//! process dies first, the event stays pending and `Ays` processes it when it starts.
+//! before the client gets its `250`; then the event is handed to the AYS engine through the
+//! client, which runs every subscribed action and marks the event processed. If the engine is
+//! not there (restarting) or the process dies first, the event stays pending and the engine
+//! processes it when it starts.
 //!
 //! As with the API server, the accept loop is tied to the actor's state: stopping the actor
 //! stops accepting and ends the sessions; a failure (whose state is dropped without
-//! `post_stop`) closes the listener through [`ReceiverGuard`]'s `Drop`.
+//! `post_stop`) ends the loop through [`ReceiverGuard`]'s `Drop`, and the restarted actor
+//! accepts on a fresh handle of the same bound socket.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,11 +23,11 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::api_server::bind;
-use super::ays::{AysMsg, now_ms};
-use super::{Shared, names};
-use crate::mail::session::{self, Door, Rules};
-use crate::mail::{Deliver, DeliverError, ReceivedMail, listener, message};
+use super::session::{self, Door, Rules};
+use super::{Deliver, DeliverError, ReceivedMail, listener, message};
+use crate::actors::{Shared, names};
+use crate::client::AysClient;
+use crate::clock::now_ms;
 use crate::store::Store;
 
 /// Messages of the mail receiver.
@@ -108,19 +109,13 @@ impl Deliver for Recorder {
             let (id, payload) = outcome
                 .await
                 .map_err(|_| DeliverError::Record("the recorder has stopped".into()))??;
-            // Durable from here on. If Ays is restarting it finds the event pending when it starts.
-            match ActorRef::<AysMsg>::where_is(names::AYS) {
-                Some(ays) => {
-                    let _ = ays.cast(AysMsg::Event {
-                        id: Some(id),
-                        channel: message::CHANNEL.into(),
-                        payload,
-                    });
-                }
-                None => warn!(
+            // Durable from here on. If the engine is restarting it finds the event pending when
+            // it starts.
+            if !AysClient.event(Some(id), message::CHANNEL, payload) {
+                warn!(
                     event = id,
-                    "ays not running; the mail event waits in the store"
-                ),
+                    "the AYS engine is not running; the mail event waits in the store"
+                );
             }
             Ok(id)
         })
@@ -134,21 +129,18 @@ impl Actor for MailReceiver {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         shared: Shared,
     ) -> Result<Self::State, ActorProcessingErr> {
         let mail = &shared.config.mail;
-        let previous = shared.addresses().mail;
-        // After a restart the port is ours: retry while the old listener closes.
-        let wanted = match previous {
-            Some(previous) if mail.port == 0 => previous.to_string(),
-            _ => format!("{}:{}", mail.host, mail.port),
-        };
-        let listener = bind(&wanted, previous.is_some())
-            .await
-            .map_err(|err| format!("[mail] cannot listen on {wanted}: {err}"))?;
+        let listener = shared
+            .listeners
+            .mail()
+            .map_err(|err| format!("[mail] cannot listen: {err}"))?;
         let addr = listener.local_addr()?;
-        shared.set_address(|a| a.mail = Some(addr));
+        shared
+            .faults
+            .join(names::MAIL_RECEIVER, myself, || MailReceiverMsg::Crash);
         let rules = Rules::from_config(mail);
         let door = Arc::new(Door {
             buffered: session::buffer_budget(&rules),

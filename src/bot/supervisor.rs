@@ -1,4 +1,6 @@
-//! The `TelegramBot` actor: supervises one [`ChatSession`] per chat and owns the long poller.
+//! The `TelegramBot` actor: supervises one [`ChatSession`] per chat, owns the long poller, and
+//! listens to the core's notices to tell chats what concerns them (how a run they started
+//! ended, how their login went).
 //!
 //! The poller hands each update to this actor and waits for the hand-over before it confirms the
 //! update to Telegram (and records the offset in the store), so an update is never lost between
@@ -6,16 +8,20 @@
 //! the store); a session idle for a while stops and comes back on the next message.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent, call};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent, call};
+use tokio::sync::broadcast::error::RecvError;
 use tracing::{info, warn};
 
-use super::Shared;
-use super::chat_session::{ChatMsg, ChatSession, ChatSessionArgs};
-use super::restart::{Decision, RestartTracker};
-use crate::bot::telegram::{self, Clients, Outbox};
-use crate::bot::{Incoming, Outgoing};
+use super::session::{ChatMsg, ChatSession, ChatSessionArgs};
+use super::telegram::{self, Clients, Outbox};
+use super::{Incoming, Outgoing};
+use crate::actors::notice::{LoginOutcome, Notice};
+use crate::actors::supervise::{Children, Decision};
+use crate::actors::{Shared, names};
+use crate::store::{Origin, RunState};
 
 /// The store setting that remembers the next update id to fetch.
 const OFFSET_KEY: &str = "telegram_offset";
@@ -32,13 +38,8 @@ pub enum TelegramMsg {
         /// Acknowledges the hand-over.
         reply: RpcReplyPort<()>,
     },
-    /// A message for a chat from elsewhere (a run ended, a login completed).
-    Notify {
-        /// The chat.
-        chat_id: i64,
-        /// The text (plain; escaped when sent).
-        text: String,
-    },
+    /// A notice from the core; the chats it concerns are told.
+    Notice(Arc<Notice>),
     /// Stops the sessions idle for longer than [`SESSION_IDLE`] (sent to itself every 30 s).
     Sweep,
     /// Fault injection: panics inside the handler.
@@ -66,12 +67,12 @@ pub struct TelegramState {
     clients: Clients,
     /// Sessions by chat id.
     sessions: HashMap<i64, Session>,
-    /// Chat ids by session actor id (for supervision events).
-    chats: HashMap<ActorId, i64>,
-    /// Recent failures per chat.
-    restarts: HashMap<i64, RestartTracker>,
+    /// Which session actor is which chat, and their recent failures.
+    chats: Children<i64>,
     /// The poller task; aborted with the state.
     _poller: AbortOnDrop,
+    /// The task that forwards the core's notices here; aborted with the state.
+    _notices: AbortOnDrop,
 }
 
 /// Aborts a task when dropped.
@@ -101,7 +102,7 @@ impl TelegramState {
             // starts. Sessions are found through `sessions` and `chats`.
             let (actor, _) =
                 Actor::spawn_linked(None, ChatSession, args, myself.get_cell()).await?;
-            self.chats.insert(actor.get_id(), chat_id);
+            self.chats.started(actor.get_id(), chat_id);
             self.sessions.insert(
                 chat_id,
                 Session {
@@ -168,15 +169,39 @@ impl Actor for TelegramBot {
             )
             .await;
         });
+        let mut notices = shared.notices.subscribe();
+        let me = myself.clone();
+        let listener = tokio::spawn(async move {
+            loop {
+                match notices.recv().await {
+                    Ok(notice) if concerns_a_chat(&notice) => {
+                        if me.cast(TelegramMsg::Notice(notice)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(lost)) => {
+                        warn!(
+                            lost,
+                            "the bot fell behind the core's notices; some chats were not told"
+                        )
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+        shared
+            .faults
+            .join(names::TELEGRAM_BOT, myself.clone(), || TelegramMsg::Crash);
         myself.send_interval(Duration::from_secs(30), || TelegramMsg::Sweep);
         info!("telegram bot polling");
         Ok(TelegramState {
             shared,
             clients,
             sessions: HashMap::new(),
-            chats: HashMap::new(),
-            restarts: HashMap::new(),
+            chats: Children::default(),
             _poller: AbortOnDrop(poller),
+            _notices: AbortOnDrop(listener),
         })
     }
 
@@ -215,9 +240,11 @@ impl Actor for TelegramBot {
                     !idle
                 });
             }
-            TelegramMsg::Notify { chat_id, text } => {
-                let session = state.session(&myself, chat_id).await?;
-                session.outbox.send(Outgoing::text(chat_id, &text));
+            TelegramMsg::Notice(notice) => {
+                if let Some((chat_id, text)) = tell(&notice) {
+                    let session = state.session(&myself, chat_id).await?;
+                    session.outbox.send(Outgoing::text(chat_id, &text));
+                }
             }
             TelegramMsg::Crash => panic!("fault injection: telegram_bot crashed on request"),
         }
@@ -230,30 +257,34 @@ impl Actor for TelegramBot {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, failure) = match event {
-            SupervisionEvent::ActorFailed(cell, err) => (cell, Some(err.to_string())),
-            SupervisionEvent::ActorTerminated(cell, _, _) => (cell, None),
+        let cell_id = match &event {
+            SupervisionEvent::ActorFailed(cell, _)
+            | SupervisionEvent::ActorTerminated(cell, ..) => cell.get_id(),
             _ => return Ok(()),
         };
-        let Some(chat_id) = state.chats.remove(&cell.get_id()) else {
+        let Some(ended) = state.chats.ended(&event) else {
             return Ok(());
         };
-        if failure.is_some() {
+        let chat_id = ended.key;
+        if ended.failed {
             state.shared.telemetry.count("chat_session_restarts", 1);
         }
         // A newer session may already run (an update arrived first); then there is nothing to do.
         if state
             .sessions
             .get(&chat_id)
-            .is_none_or(|s| s.actor.get_id() != cell.get_id())
+            .is_none_or(|s| s.actor.get_id() != cell_id)
         {
             return Ok(());
         }
         // The old outbox drains what it holds and ends; a new session gets a new one.
         state.sessions.remove(&chat_id);
-        if let Some(why) = failure {
-            let tracker = state.restarts.entry(chat_id).or_default();
-            match tracker.record(&state.shared.config.supervisor, Instant::now()) {
+        if ended.failed {
+            let why = ended.reason;
+            match state
+                .chats
+                .decide(&chat_id, &state.shared.config.supervisor)
+            {
                 Decision::RestartAfter(_) => {
                     warn!(chat_id, "chat session failed, restarting it: {why}");
                     // Restarted at once, alone; its state comes back from the store.
@@ -274,5 +305,47 @@ impl Actor for TelegramBot {
             }
         }
         Ok(())
+    }
+}
+
+/// True for the notices some chat is to be told about.
+fn concerns_a_chat(notice: &Notice) -> bool {
+    tell(notice).is_some()
+}
+
+/// What to tell which chat about a notice, if anything: a run a chat started has ended, a chat's
+/// login finished.
+fn tell(notice: &Notice) -> Option<(i64, String)> {
+    match notice {
+        Notice::RunEnded {
+            repo,
+            run,
+            state,
+            error,
+            origin: Origin::Chat { chat_id },
+        } => {
+            let mut text = format!("Run {run} in {repo} ended: {state}.");
+            if let (RunState::Error, Some(error)) = (state, error) {
+                text.push_str(&format!("\n{error}"));
+            }
+            text.push_str(&format!("\nDetails: /run inspect {run}"));
+            Some((*chat_id, text))
+        }
+        Notice::LoginFinished { chat_id, outcome } => {
+            let text = match outcome {
+                LoginOutcome::Authorized { username } => {
+                    format!("You have been authorized, {username}. /help lists what I can do.")
+                }
+                LoginOutcome::Cancelled => {
+                    "The login was cancelled. Send /start to try again.".to_string()
+                }
+                LoginOutcome::NotMember { organization } => format!(
+                    "You are not a member of the organization {organization}; I cannot let you in."
+                ),
+                LoginOutcome::Failed => "The login failed. Send /start to try again.".to_string(),
+            };
+            Some((*chat_id, text))
+        }
+        _ => None,
     }
 }

@@ -1,32 +1,33 @@
-//! The root supervisor: starts every enabled child, restarts a failing child with exponential
-//! backoff, and gives up (escalates) when one child fails more than `max_restarts` times within
-//! `window_secs`: it then stops everything and the process exits non-zero.
+//! The root supervisor, part of the composition root with [`crate::server`]: it knows the core's
+//! actors and every door's actor, starts every enabled one, restarts a failing child with
+//! exponential backoff, and gives up (escalates) when one child fails more than `max_restarts`
+//! times within `window_secs`: it then stops everything and the process exits non-zero.
 //!
 //! Children are started in dependency order and stopped in reverse order, so that the HTTP
 //! listener (started last) is the first to stop accepting on shutdown.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::restart::{Decision, RestartTracker};
-
+use parking_lot::Mutex;
 use ractor::{
     Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent,
 };
 use tracing::{error, info, warn};
 
-use super::api_server::ApiServer;
-use super::ays::Ays;
-use super::jwt_auth::JwtAuth;
-use super::mail_receiver::MailReceiver;
-use super::oauth_cache::{OAuthCache, OAuthCacheArgs};
-use super::telegram::TelegramBot;
-use super::{Shared, names};
+use crate::actors::ays::Ays;
+use crate::actors::jwt_auth::JwtAuth;
+use crate::actors::oauth_cache::{OAuthCache, OAuthCacheArgs};
+use crate::actors::supervise::{Children, Decision};
+use crate::actors::{Shared, names};
+use crate::api::server::ApiServer;
 use crate::auth::JwtRules;
+use crate::bot::supervisor::TelegramBot;
+use crate::mail::receiver::MailReceiver;
 use crate::telemetry::ActorStatus;
 
 /// The kinds of children, in start order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ChildKind {
     /// The OAuth cache.
     OAuthCache,
@@ -81,6 +82,7 @@ impl ChildKind {
                 let args = OAuthCacheArgs {
                     store: shared.store.clone(),
                     ttl: Duration::from_secs(shared.config.oauth.state_ttl_secs),
+                    faults: shared.faults.clone(),
                 };
                 Actor::spawn_linked(name, OAuthCache, args, supervisor)
                     .await?
@@ -92,7 +94,8 @@ impl ChildKind {
                 let key = oauth.jwt_key.as_deref().unwrap_or_default();
                 let rules = JwtRules::new(key, &oauth.jwt_issuer, &oauth.organization)
                     .map_err(|err| SpawnErr::StartupFailed(err.to_string().into()))?;
-                Actor::spawn_linked(name, JwtAuth, (rules, shared.tokens.clone()), supervisor)
+                let args = (rules, shared.tokens.clone(), shared.faults.clone());
+                Actor::spawn_linked(name, JwtAuth, args, supervisor)
                     .await?
                     .0
                     .get_cell()
@@ -152,8 +155,6 @@ struct Child {
     kind: ChildKind,
     /// Its cell while it runs.
     cell: Option<ActorCell>,
-    /// Its recent failures, for the restart policy.
-    restarts: RestartTracker,
 }
 
 /// The supervisor's state.
@@ -162,6 +163,8 @@ pub struct SupervisorState {
     shared: Shared,
     /// The children, in start order.
     children: Vec<Child>,
+    /// Which actor is which child, and their recent failures.
+    supervised: Children<ChildKind>,
     /// Set once shutdown began: stops are then expected, not failures.
     shutting_down: bool,
     /// Where to record why the supervisor gave up.
@@ -179,14 +182,15 @@ impl Actor for Supervisor {
         args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let mut children = Vec::new();
+        let mut supervised = Children::default();
         for kind in ChildKind::enabled(&args.shared) {
             match kind.spawn(&args.shared, myself.get_cell()).await {
                 Ok(cell) => {
                     args.shared.telemetry.actor_up(kind.name());
+                    supervised.started(cell.get_id(), kind);
                     children.push(Child {
                         kind,
                         cell: Some(cell),
-                        restarts: RestartTracker::default(),
                     });
                 }
                 Err(err) => {
@@ -206,6 +210,7 @@ impl Actor for Supervisor {
         Ok(SupervisorState {
             shared: args.shared,
             children,
+            supervised,
             shutting_down: false,
             escalation: args.escalation,
         })
@@ -226,6 +231,7 @@ impl Actor for Supervisor {
                     Ok(cell) => {
                         info!(actor = kind.name(), "actor restarted");
                         state.shared.telemetry.actor_restarted(kind.name());
+                        state.supervised.started(cell.get_id(), kind);
                         if let Some(child) = state.children.iter_mut().find(|c| c.kind == kind) {
                             child.cell = Some(cell);
                         }
@@ -252,26 +258,21 @@ impl Actor for Supervisor {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, reason) = match event {
-            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => (
-                cell,
-                format!("stopped unexpectedly ({})", reason.unwrap_or_default()),
-            ),
-            _ => return Ok(()),
+        let Some(ended) = state.supervised.ended(&event) else {
+            return Ok(());
         };
         if state.shutting_down {
             return Ok(());
         }
-        let Some(child) = state
-            .children
-            .iter_mut()
-            .find(|c| c.cell.as_ref().map(|x| x.get_id()) == Some(cell.get_id()))
-        else {
-            return Ok(());
+        let kind = ended.key;
+        if let Some(child) = state.children.iter_mut().find(|c| c.kind == kind) {
+            child.cell = None;
+        }
+        let reason = if ended.failed {
+            ended.reason
+        } else {
+            format!("stopped unexpectedly ({})", ended.reason)
         };
-        child.cell = None;
-        let kind = child.kind;
         on_failure(&myself, state, kind, &reason).await;
         Ok(())
     }
@@ -284,11 +285,9 @@ async fn on_failure(
     kind: ChildKind,
     reason: &str,
 ) {
-    let policy = &state.shared.config.supervisor;
-    let Some(child) = state.children.iter_mut().find(|c| c.kind == kind) else {
-        return;
-    };
-    match child.restarts.record(policy, Instant::now()) {
+    let policy = state.shared.config.supervisor.clone();
+    let policy = &policy;
+    match state.supervised.decide(&kind, policy) {
         Decision::GiveUp(recent) => {
             let why = format!(
                 "{} failed {recent} times within {}s (limit {}); giving up: {reason}",
@@ -301,10 +300,7 @@ async fn on_failure(
                 .shared
                 .telemetry
                 .actor_failed(kind.name(), reason, ActorStatus::Down);
-            *state
-                .escalation
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(why.clone());
+            *state.escalation.lock() = Some(why.clone());
             state.shutting_down = true;
             stop_children(state).await;
             myself.stop(Some(why));

@@ -1,20 +1,20 @@
-//! The `ApiServer` actor: binds `[api.ays] host:port` itself (a taken port is a clear startup
-//! error, never a panic) and serves the warp routes on a task it owns.
+//! The `ApiServer` actor: serves the warp routes on the listener bound at start
+//! (`[api.ays] host:port`), on a task it owns.
 //!
-//! The serving task is tied to the actor's state: when the actor stops (shutdown) the listener
-//! closes and in-flight requests finish; when it fails (a panic drops the state without
-//! `post_stop`), the [`ServerGuard`] drop closes the listener so the restarted actor can bind again.
+//! The serving task is tied to the actor's state: when the actor stops (shutdown) it stops
+//! accepting and in-flight requests finish; when it fails (a panic drops the state without
+//! `post_stop`), the [`ServerGuard`] drop ends the task, and the restarted actor serves on a
+//! fresh handle of the same bound socket (no port is ever released and re-bound).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use super::Shared;
+use crate::actors::{Shared, names};
 use crate::api;
 
 /// Messages of the API server.
@@ -44,26 +44,6 @@ impl Drop for ServerGuard {
     }
 }
 
-/// How long a restarted server retries binding while the failed one releases the port.
-const REBIND_FOR: Duration = Duration::from_secs(2);
-
-pub(crate) async fn bind(addr: &str, retry: bool) -> std::io::Result<TcpListener> {
-    let deadline = tokio::time::Instant::now() + REBIND_FOR;
-    loop {
-        match TcpListener::bind(addr).await {
-            Ok(listener) => return Ok(listener),
-            Err(err)
-                if retry
-                    && err.kind() == std::io::ErrorKind::AddrInUse
-                    && tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(err) => return Err(err),
-        }
-    }
-}
-
 impl Actor for ApiServer {
     type Msg = ApiServerMsg;
     type State = ServerGuard;
@@ -71,22 +51,17 @@ impl Actor for ApiServer {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         shared: Shared,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let api = &shared.config.api;
-        let wanted = format!("{}:{}", api.host, api.port);
-        // After a restart the port is ours: retry while the old listener closes.
-        let restarted = shared.addresses().api.is_some();
-        let wanted = match shared.addresses().api {
-            Some(previous) if api.port == 0 => previous.to_string(),
-            _ => wanted,
-        };
-        let listener = bind(&wanted, restarted)
-            .await
-            .map_err(|err| format!("[api.ays] cannot listen on {wanted}: {err}"))?;
+        let listener = shared
+            .listeners
+            .api()
+            .map_err(|err| format!("[api.ays] cannot listen: {err}"))?;
         let addr = listener.local_addr()?;
-        shared.set_address(|a| a.api = Some(addr));
+        shared
+            .faults
+            .join(names::API_SERVER, myself, || ApiServerMsg::Crash);
         let (tx, rx) = oneshot::channel::<()>();
         let routes = api::routes(shared.clone());
         let task = tokio::spawn(async move {

@@ -1,0 +1,407 @@
+//! A repository's files: blueprints (`blueprints/*.yaml`, archived ones `_`-prefixed) and actor
+//! templates (`actorTemplates/<actor>/{schema.yaml,config.yaml,actions/*}`). Reads and atomic
+//! writes, nothing else: what the files mean is the engine's business.
+//!
+//! A cloned repository is not trusted: a blueprint, template or action that is a symbolic link
+//! is not followed (a link to `/etc/passwd` must not be read, written or executed).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use tracing::warn;
+
+use crate::actors::error::AysError;
+use crate::engine::{self, Problem, Template};
+
+/// A blueprint file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blueprint {
+    /// File name, extension included (without the archive prefix).
+    pub name: String,
+    /// The YAML text.
+    pub content: String,
+    /// Whether it is archived (`_`-prefixed on disk).
+    pub archived: bool,
+}
+
+/// An actor template's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateFiles {
+    /// The actor name.
+    pub name: String,
+    /// Its role.
+    pub role: String,
+    /// `schema.yaml` as written.
+    pub schema: String,
+    /// The action names (files in `actions/`).
+    pub actions: Vec<String>,
+    /// `config.yaml` as written, if any.
+    pub config: Option<String>,
+}
+
+/// The files of one repository.
+#[derive(Debug, Clone)]
+pub struct Files {
+    /// The repository directory.
+    dir: PathBuf,
+}
+
+/// A blueprint name is a plain file name with a YAML extension, not `_`-prefixed (that marks
+/// archived files on disk).
+pub fn valid_blueprint_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && !name.starts_with('_')
+        && !name.starts_with('.')
+        && (name.ends_with(".yaml") || name.ends_with(".yml"))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// An IO failure as an internal error, logged with its path.
+pub fn io_error(path: &Path, err: std::io::Error) -> AysError {
+    warn!(path = %path.display(), %err, "file operation failed");
+    AysError::Internal(format!("cannot access {}: {err}", path.display()))
+}
+
+/// Problems in words.
+pub fn problems(list: Vec<Problem>) -> Vec<String> {
+    list.into_iter().map(|p| p.to_string()).collect()
+}
+
+/// True for a regular file that is not a symbolic link.
+fn plain_file(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file())
+}
+
+/// True for a directory that is not a symbolic link.
+fn plain_dir(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_dir())
+}
+
+/// Reads a plain file (never through a link).
+fn read_plain(path: &Path) -> std::io::Result<String> {
+    if !plain_file(path) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "not a regular file",
+        ));
+    }
+    std::fs::read_to_string(path)
+}
+
+/// Writes a file atomically (temp file and rename), so a crash never leaves half a blueprint.
+fn write_atomic(path: &Path, content: &str) -> Result<(), AysError> {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, content).map_err(|err| io_error(&tmp, err))?;
+    std::fs::rename(&tmp, path).map_err(|err| io_error(path, err))
+}
+
+impl Files {
+    /// The files under `dir`.
+    pub fn new(dir: PathBuf) -> Files {
+        Files { dir }
+    }
+
+    /// The repository directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn blueprints_dir(&self) -> PathBuf {
+        self.dir.join("blueprints")
+    }
+
+    fn templates_dir(&self) -> PathBuf {
+        self.dir.join("actorTemplates")
+    }
+
+    /// The executable of an action of an actor template (listed by [`Files::template_files`]
+    /// only when it is a regular file).
+    pub fn action_program(&self, actor: &str, action: &str) -> PathBuf {
+        self.templates_dir()
+            .join(actor)
+            .join("actions")
+            .join(action)
+    }
+
+    /// The file of blueprint `name` and whether it is archived; 404 if neither exists.
+    fn find(&self, name: &str) -> Result<(PathBuf, bool), AysError> {
+        if !valid_blueprint_name(name) {
+            return Err(AysError::NotFound(format!("blueprint {name:?} not found")));
+        }
+        let plain = self.blueprints_dir().join(name);
+        if plain_file(&plain) {
+            return Ok((plain, false));
+        }
+        let archived = self.blueprints_dir().join(format!("_{name}"));
+        if plain_file(&archived) {
+            return Ok((archived, true));
+        }
+        Err(AysError::NotFound(format!("blueprint {name:?} not found")))
+    }
+
+    /// One blueprint.
+    pub fn blueprint(&self, name: &str) -> Result<Blueprint, AysError> {
+        let (path, archived) = self.find(name)?;
+        let content = read_plain(&path).map_err(|err| io_error(&path, err))?;
+        Ok(Blueprint {
+            name: name.to_string(),
+            content,
+            archived,
+        })
+    }
+
+    /// Every blueprint, by name (archived ones when asked).
+    pub fn blueprints(&self, include_archived: bool) -> Result<Vec<Blueprint>, AysError> {
+        let dir = self.blueprints_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(io_error(&dir, err)),
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| plain_file(&e.path()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|file| match file.strip_prefix('_') {
+                Some(name) if include_archived => Some(name.to_string()),
+                Some(_) => None,
+                None => Some(file),
+            })
+            .filter(|name| valid_blueprint_name(name))
+            .collect();
+        names.sort();
+        names.dedup();
+        names.iter().map(|n| self.blueprint(n)).collect()
+    }
+
+    /// Creates (`create`, 409 if it exists) or replaces (404 if missing) a blueprint; invalid
+    /// YAML is refused and nothing is written.
+    pub fn put_blueprint(
+        &self,
+        name: &str,
+        content: &str,
+        create: bool,
+    ) -> Result<Blueprint, AysError> {
+        if !valid_blueprint_name(name) {
+            return Err(AysError::BadRequest(format!(
+                "invalid blueprint name {name:?}: a file name ending in .yaml or .yml, \
+                 of A-Z a-z 0-9 _ - ., not starting with _ or ."
+            )));
+        }
+        let existing = self.find(name).ok();
+        let path = match (&existing, create) {
+            (Some(_), true) => {
+                return Err(AysError::Conflict(format!("blueprint {name:?} exists")));
+            }
+            (None, false) => {
+                return Err(AysError::NotFound(format!("blueprint {name:?} not found")));
+            }
+            (Some((path, _)), false) => path.clone(),
+            (None, true) => self.blueprints_dir().join(name),
+        };
+        if let Err(list) = engine::Blueprint::parse(name, content) {
+            return Err(AysError::BadRequest(format!(
+                "invalid blueprint: {}",
+                problems(list).join("; ")
+            )));
+        }
+        let dir = self.blueprints_dir();
+        if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(AysError::BadRequest(
+                "blueprints/ is a symbolic link; refusing to write through it".into(),
+            ));
+        }
+        std::fs::create_dir_all(&dir).map_err(|err| io_error(&dir, err))?;
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(AysError::BadRequest(format!(
+                "blueprint {name:?} is a symbolic link; refusing to write through it"
+            )));
+        }
+        write_atomic(&path, content)?;
+        self.blueprint(name)
+    }
+
+    /// Deletes a blueprint file.
+    pub fn delete_blueprint(&self, name: &str) -> Result<(), AysError> {
+        let (path, _) = self.find(name)?;
+        std::fs::remove_file(&path).map_err(|err| io_error(&path, err))
+    }
+
+    /// Archives (`_`-prefixes) or restores a blueprint.
+    pub fn archive(&self, name: &str, archived: bool) -> Result<Blueprint, AysError> {
+        let (path, is_archived) = self.find(name)?;
+        if is_archived != archived {
+            let target = if archived {
+                self.blueprints_dir().join(format!("_{name}"))
+            } else {
+                self.blueprints_dir().join(name)
+            };
+            std::fs::rename(&path, &target).map_err(|err| io_error(&path, err))?;
+        }
+        self.blueprint(name)
+    }
+
+    /// Every actor template's files, by name.
+    pub fn template_files(&self) -> Result<Vec<TemplateFiles>, AysError> {
+        let dir = self.templates_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(io_error(&dir, err)),
+        };
+        let mut views = Vec::new();
+        for entry in entries.filter_map(|e| e.ok()) {
+            let path = entry.path();
+            let Some(name) = entry.file_name().into_string().ok() else {
+                continue;
+            };
+            if !plain_dir(&path) || name.starts_with('.') {
+                continue;
+            }
+            let schema = read_plain(&path.join("schema.yaml")).unwrap_or_default();
+            let config = read_plain(&path.join("config.yaml")).ok();
+            let actions_dir = path.join("actions");
+            let mut actions: Vec<String> = if plain_dir(&actions_dir) {
+                std::fs::read_dir(&actions_dir)
+                    .map(|rd| {
+                        rd.filter_map(|e| e.ok())
+                            .filter(|e| plain_file(&e.path()))
+                            .filter_map(|e| e.file_name().into_string().ok())
+                            .filter(|n| !n.starts_with('.'))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            actions.sort();
+            views.push(TemplateFiles {
+                role: engine::role_of(&name).to_string(),
+                name,
+                schema,
+                actions,
+                config,
+            });
+        }
+        views.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(views)
+    }
+
+    /// Reads every actor template; problems are returned beside the good ones.
+    pub fn templates(&self) -> Result<(BTreeMap<String, Template>, Vec<Problem>), AysError> {
+        let mut templates = BTreeMap::new();
+        let mut found = Vec::new();
+        for view in self.template_files()? {
+            let schema = match engine::Schema::parse(&view.schema) {
+                Ok(schema) => schema,
+                Err(list) => {
+                    found.extend(list.into_iter().map(|p| {
+                        Problem::new(
+                            format!("actorTemplates/{}/schema.yaml: {}", view.name, p.location),
+                            p.message,
+                        )
+                    }));
+                    continue;
+                }
+            };
+            let config = match view.config.as_deref().map(engine::TemplateConfig::parse) {
+                None => engine::TemplateConfig::default(),
+                Some(Ok(config)) => config,
+                Some(Err(list)) => {
+                    found.extend(list.into_iter().map(|p| {
+                        Problem::new(
+                            format!("actorTemplates/{}/config.yaml: {}", view.name, p.location),
+                            p.message,
+                        )
+                    }));
+                    continue;
+                }
+            };
+            templates.insert(
+                view.name.clone(),
+                Template {
+                    actor: view.name,
+                    schema,
+                    actions: view.actions,
+                    config,
+                },
+            );
+        }
+        Ok((templates, found))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files() -> (tempfile::TempDir, Files) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = Files::new(dir.path().to_path_buf());
+        (dir, files)
+    }
+
+    #[test]
+    fn blueprints_are_created_replaced_archived_and_deleted() {
+        let (_dir, files) = files();
+        let text = "node__a:\n  x: 1\n";
+        assert!(files.put_blueprint("a.yaml", text, false).is_err(), "404");
+        let made = files.put_blueprint("a.yaml", text, true).expect("create");
+        assert_eq!((made.content.as_str(), made.archived), (text, false));
+        assert!(matches!(
+            files.put_blueprint("a.yaml", text, true),
+            Err(AysError::Conflict(_))
+        ));
+        assert!(matches!(
+            files.put_blueprint("a.yaml", "[unclosed", false),
+            Err(AysError::BadRequest(_))
+        ));
+        assert!(files.archive("a.yaml", true).expect("archive").archived);
+        assert!(files.blueprints(false).expect("list").is_empty());
+        assert_eq!(files.blueprints(true).expect("list").len(), 1);
+        files.archive("a.yaml", false).expect("restore");
+        files.delete_blueprint("a.yaml").expect("delete");
+        assert!(matches!(
+            files.blueprint("a.yaml"),
+            Err(AysError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn links_out_of_the_repository_are_not_followed() {
+        let (dir, files) = files();
+        let outside = tempfile::tempdir().expect("outside");
+        let secret = outside.path().join("secret.yaml");
+        std::fs::write(&secret, "node__x:\n  secret: 1\n").expect("secret");
+        let blueprints = dir.path().join("blueprints");
+        std::fs::create_dir_all(&blueprints).expect("dir");
+        std::os::unix::fs::symlink(&secret, blueprints.join("s.yaml")).expect("link");
+        assert!(matches!(
+            files.blueprint("s.yaml"),
+            Err(AysError::NotFound(_))
+        ));
+        assert!(files.blueprints(true).expect("list").is_empty());
+        assert!(
+            files
+                .put_blueprint("s.yaml", "node__y: {}\n", true)
+                .is_err()
+        );
+        assert_eq!(
+            std::fs::read_to_string(&secret).expect("read"),
+            "node__x:\n  secret: 1\n",
+            "the target is unchanged"
+        );
+        let actor = dir.path().join("actorTemplates/node/actions");
+        std::fs::create_dir_all(&actor).expect("dir");
+        std::fs::write(dir.path().join("actorTemplates/node/schema.yaml"), "").expect("schema");
+        std::os::unix::fs::symlink("/bin/true", actor.join("install")).expect("link");
+        let templates = files.template_files().expect("templates");
+        assert_eq!(templates.len(), 1);
+        assert!(
+            templates[0].actions.is_empty(),
+            "a linked action is not an action"
+        );
+    }
+}

@@ -1,0 +1,425 @@
+//! The `Repo` actor: one per repository. It owns the repository's services (loaded from the
+//! store, written back on every change), its blueprint files and actor templates, and its runs:
+//! one run at a time, driven by a task that executes each step's jobs and reports every job back
+//! here as a message.
+//!
+//! - [`files`]: blueprint and template files (reads, atomic writes, no links followed);
+//! - [`services`]: executing blueprints into services, scheduling, deleting;
+//! - [`runs`]: the run lifecycle (`new` → `running` → `ok`/`error`), the queue, recurring actions;
+//! - [`driver`]: the task that executes a run, and run callbacks.
+//!
+//! Nothing long runs inside a handler: planning and validation are pure and fast; processes run
+//! on the driver task. A run that a crash or shutdown cut short is marked `error` with the reason
+//! (on shutdown here, after a crash by the next start), never left `running`. The actor knows no
+//! door: what it has to tell goes out as notices.
+
+pub mod driver;
+pub mod files;
+pub mod runs;
+pub mod services;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tracing::warn;
+
+use super::Shared;
+use super::error::AysError;
+use crate::engine::Service;
+use crate::runner::ActionOutcome;
+use crate::store::{Origin, RunRecord};
+use driver::PreparedJob;
+use files::{Blueprint, Files, TemplateFiles};
+use runs::Runs;
+
+/// A reply port carrying a result or an AYS error.
+type Reply<T> = RpcReplyPort<Result<T, AysError>>;
+
+/// Messages of a repository actor. Doors do not send these: they call [`crate::client`].
+pub enum RepoMsg {
+    /// Blueprints (archived ones too when asked).
+    ListBlueprints {
+        /// Include archived blueprints.
+        archived: bool,
+        /// Gets them.
+        reply: Reply<Vec<Blueprint>>,
+    },
+    /// One blueprint.
+    GetBlueprint {
+        /// File name, extension included.
+        name: String,
+        /// Gets it.
+        reply: Reply<Blueprint>,
+    },
+    /// Creates (`create`, 409 if it exists) or replaces (404 if missing) a blueprint; invalid
+    /// YAML is refused and nothing is written.
+    PutBlueprint {
+        /// File name, extension included.
+        name: String,
+        /// The YAML text.
+        content: String,
+        /// Create rather than replace.
+        create: bool,
+        /// Gets the stored blueprint.
+        reply: Reply<Blueprint>,
+    },
+    /// Deletes a blueprint file.
+    DeleteBlueprint {
+        /// File name.
+        name: String,
+        /// Acknowledges.
+        reply: Reply<()>,
+    },
+    /// Validates a blueprint as a whole against the templates and applies it, or changes nothing.
+    ExecuteBlueprint {
+        /// File name.
+        name: String,
+        /// Gets the keys of created or changed services.
+        reply: Reply<Vec<String>>,
+    },
+    /// Archives (`_`-prefixes) or restores a blueprint.
+    ArchiveBlueprint {
+        /// File name.
+        name: String,
+        /// Archive (true) or restore (false).
+        archived: bool,
+        /// Gets the blueprint.
+        reply: Reply<Blueprint>,
+    },
+    /// Services, all or of one role.
+    ListServices {
+        /// Only this role.
+        role: Option<String>,
+        /// Gets them.
+        reply: Reply<Vec<Service>>,
+    },
+    /// One service in full.
+    GetService {
+        /// Its role.
+        role: String,
+        /// Its instance name.
+        name: String,
+        /// Gets it.
+        reply: Reply<Service>,
+    },
+    /// Deletes a service and its children.
+    DeleteService {
+        /// Its role.
+        role: String,
+        /// Its instance name.
+        name: String,
+        /// Gets the removed keys.
+        reply: Reply<Vec<String>>,
+    },
+    /// Schedules one action of a service.
+    ScheduleAction {
+        /// Its role.
+        role: String,
+        /// Its instance name.
+        name: String,
+        /// The action.
+        action: String,
+        /// Gets the service.
+        reply: Reply<Service>,
+    },
+    /// Actor templates.
+    ListTemplates {
+        /// Gets them.
+        reply: Reply<Vec<TemplateFiles>>,
+    },
+    /// Runs, newest first.
+    ListRuns {
+        /// Gets them (without steps).
+        reply: Reply<Vec<RunRecord>>,
+    },
+    /// One run with steps, jobs and logs.
+    GetRun {
+        /// The run key.
+        key: String,
+        /// Gets it.
+        reply: Reply<RunRecord>,
+    },
+    /// Plans a run from every scheduled/changed/error action and starts it (or only plans it).
+    CreateRun {
+        /// Plan only.
+        simulate: bool,
+        /// Where to POST the result.
+        callback_url: Option<String>,
+        /// Who asked (kept with the run, handed back in its notices).
+        origin: Origin,
+        /// Gets the run as started.
+        reply: Reply<RunRecord>,
+    },
+    /// An event: runs every subscribed action with the payload as args (queued behind a run
+    /// in progress, recorded at once).
+    Event {
+        /// The channel.
+        channel: String,
+        /// The payload.
+        payload: Value,
+        /// Gets how many jobs it queued.
+        reply: RpcReplyPort<usize>,
+    },
+    /// From the driver: marks a step's jobs running and hands back what to execute.
+    StartStep {
+        /// The run.
+        run: String,
+        /// 0-based step index.
+        step: usize,
+        /// Gets the prepared jobs.
+        reply: RpcReplyPort<Vec<PreparedJob>>,
+    },
+    /// From the driver: a job's process runs, in this process group.
+    JobStarted {
+        /// The run.
+        run: String,
+        /// The job.
+        job: String,
+        /// Its process group id.
+        pgid: i32,
+    },
+    /// Cancels a running or queued run.
+    CancelRun {
+        /// The run key.
+        key: String,
+        /// Who cancels (for the log and the run's error).
+        who: String,
+        /// Gets the run as it ended.
+        reply: Reply<RunRecord>,
+    },
+    /// From the driver: a job ended.
+    JobDone {
+        /// The run.
+        run: String,
+        /// The job.
+        job: String,
+        /// What happened.
+        outcome: ActionOutcome,
+        /// Acknowledges the durable write.
+        reply: RpcReplyPort<()>,
+    },
+    /// From the driver: the run ended (`error` set when a job failed).
+    RunDone {
+        /// The run.
+        run: String,
+        /// Why it failed.
+        error: Option<String>,
+    },
+    /// Every second: recurring actions that are due.
+    Tick,
+    /// Fault injection: panics inside the handler.
+    Crash,
+}
+
+/// The repository actor.
+pub struct Repo;
+
+/// How a repository actor is started.
+pub struct RepoArgs {
+    /// Config, store, telemetry.
+    pub shared: Shared,
+    /// The repository name.
+    pub name: String,
+    /// The repository directory.
+    pub dir: PathBuf,
+    /// The shared bound on jobs running at once.
+    pub workers: Arc<Semaphore>,
+}
+
+/// The repository actor's state.
+pub struct RepoState {
+    /// Config, store, telemetry, notices.
+    shared: Shared,
+    /// The repository name.
+    name: String,
+    /// Its blueprint and template files.
+    files: Files,
+    /// The data directory, absolute (`COCKPIT_DATA` for actions).
+    data_dir: PathBuf,
+    /// The shared bound on jobs running at once.
+    workers: Arc<Semaphore>,
+    /// The services by key (the store holds the durable copy of each).
+    services: BTreeMap<String, Service>,
+    /// The run in progress, the queue, the recurring clock.
+    runs: Runs,
+    /// Sends run callbacks.
+    http: reqwest::Client,
+}
+
+/// How many log lines of one job are kept.
+const MAX_LOG_LINES: usize = 10_000;
+
+impl Actor for Repo {
+    type Msg = RepoMsg;
+    type State = RepoState;
+    type Arguments = RepoArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: RepoArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let mut services = BTreeMap::new();
+        for (key, doc) in args.shared.store.services(&args.name)? {
+            match serde_json::from_str::<Service>(&doc) {
+                Ok(service) => {
+                    services.insert(key, service);
+                }
+                Err(err) => warn!(repo = %args.name, %key, %err, "unreadable service skipped"),
+            }
+        }
+        args.shared
+            .faults
+            .join(format!("repo:{}", args.name), myself.clone(), || {
+                RepoMsg::Crash
+            });
+        let data_dir = std::path::absolute(&args.shared.config.storage.path)
+            .unwrap_or_else(|_| args.shared.config.storage.path.clone());
+        let mut state = RepoState {
+            shared: args.shared,
+            name: args.name,
+            files: Files::new(args.dir),
+            data_dir,
+            workers: args.workers,
+            services,
+            runs: Runs::default(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
+        };
+        state.recover(
+            "interrupted: cockpit stopped (or this repository's actor restarted) while the run was in progress",
+        )?;
+        state.start_next(&myself)?;
+        myself.send_interval(Duration::from_secs(1), || RepoMsg::Tick);
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Dropping the driver kills the jobs' process groups.
+        state.runs.active = None;
+        state.cut_short("interrupted: cockpit was shut down while the run was in progress")?;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            RepoMsg::ListBlueprints { archived, reply } => {
+                let _ = reply.send(state.files.blueprints(archived));
+            }
+            RepoMsg::GetBlueprint { name, reply } => {
+                let _ = reply.send(state.files.blueprint(&name));
+            }
+            RepoMsg::PutBlueprint {
+                name,
+                content,
+                create,
+                reply,
+            } => {
+                let _ = reply.send(state.files.put_blueprint(&name, &content, create));
+            }
+            RepoMsg::DeleteBlueprint { name, reply } => {
+                let _ = reply.send(state.files.delete_blueprint(&name));
+            }
+            RepoMsg::ExecuteBlueprint { name, reply } => {
+                let _ = reply.send(state.execute_blueprint(&name));
+            }
+            RepoMsg::ArchiveBlueprint {
+                name,
+                archived,
+                reply,
+            } => {
+                let _ = reply.send(state.files.archive(&name, archived));
+            }
+            RepoMsg::ListServices { role, reply } => {
+                let list = state
+                    .services
+                    .values()
+                    .filter(|s| role.as_deref().is_none_or(|r| s.role == r))
+                    .cloned()
+                    .collect();
+                let _ = reply.send(Ok(list));
+            }
+            RepoMsg::GetService { role, name, reply } => {
+                let _ = reply.send(state.service(&role, &name).cloned());
+            }
+            RepoMsg::DeleteService { role, name, reply } => {
+                let _ = reply.send(state.delete_service(&role, &name));
+            }
+            RepoMsg::ScheduleAction {
+                role,
+                name,
+                action,
+                reply,
+            } => {
+                let _ = reply.send(state.schedule(&role, &name, &action));
+            }
+            RepoMsg::ListTemplates { reply } => {
+                let _ = reply.send(state.files.template_files());
+            }
+            RepoMsg::ListRuns { reply } => {
+                let _ = reply.send(state.shared.store.runs(&state.name).map_err(Into::into));
+            }
+            RepoMsg::GetRun { key, reply } => {
+                let result = match state.shared.store.run(&state.name, &key) {
+                    Ok(Some(run)) => Ok(run),
+                    Ok(None) => Err(AysError::NotFound(format!("run {key:?} not found"))),
+                    Err(err) => Err(err.into()),
+                };
+                let _ = reply.send(result);
+            }
+            RepoMsg::CreateRun {
+                simulate,
+                callback_url,
+                origin,
+                reply,
+            } => {
+                let _ = reply.send(state.create_run(&myself, simulate, callback_url, origin));
+            }
+            RepoMsg::Event {
+                channel,
+                payload,
+                reply,
+            } => {
+                let queued = state.event(&myself, &channel, payload)?;
+                let _ = reply.send(queued);
+            }
+            RepoMsg::StartStep { run, step, reply } => {
+                let _ = reply.send(state.start_step(&run, step)?);
+            }
+            RepoMsg::JobDone {
+                run,
+                job,
+                outcome,
+                reply,
+            } => {
+                state.job_done(&run, &job, outcome)?;
+                let _ = reply.send(());
+            }
+            RepoMsg::JobStarted { run, job, pgid } => state.job_started(&run, &job, pgid)?,
+            RepoMsg::CancelRun { key, who, reply } => {
+                let _ = reply.send(state.cancel(&myself, &key, &who));
+            }
+            RepoMsg::RunDone { run, error } => state.run_done(&myself, &run, error)?,
+            RepoMsg::Tick => state.tick(&myself)?,
+            RepoMsg::Crash => panic!("fault injection: repository actor crashed on request"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,657 @@
+//! The run lifecycle of a repository: plan, record, start, step, job done, run done, queue, and
+//! the recurring actions that start runs by themselves.
+//!
+//! States: a run is recorded `new` (with the args its jobs get), becomes `running` when its
+//! driver starts, and ends `ok`, `error` or `cancelled`; one run at a time per repository, the
+//! others wait `new` in the queue. The queue is the store's: the actor holds only run keys, and
+//! after a restart the `new` runs resume in order. Every change is written to the store before it
+//! is acted on, and every start and end is published as a [`Notice`] for the doors.
+//!
+//! After a crash, a run left `running` is marked `error` (interrupted) and the process groups of
+//! its jobs that are still alive are killed first; when it was started by an event, a new run of
+//! the same jobs is queued, so every acknowledged event runs its actions at least once.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use std::collections::HashMap;
+
+use ractor::ActorRef;
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use super::driver::{AbortOnDrop, PreparedJob, drive, post_callback, random_key};
+use super::{MAX_LOG_LINES, RepoMsg, RepoState};
+use crate::actors::error::AysError;
+use crate::actors::notice::Notice;
+use crate::clock;
+use crate::engine::{self, ActionState, ServiceState};
+use crate::runner::{self, ActionJob, ActionOutcome};
+use crate::store::{JobRecord, JobState, LogRecord, Origin, RunRecord, RunState, StepRecord};
+
+/// The run in progress.
+pub(super) struct ActiveRun {
+    /// Its key.
+    pub key: String,
+    /// Its jobs by step: (job key, service key, action).
+    pub steps: Vec<Vec<(String, String, String)>>,
+    /// The args every job gets (an event's payload; `{}` otherwise).
+    pub args: Value,
+    /// Where to POST the result.
+    pub callback_url: Option<String>,
+    /// Who asked for it (handed back in the end notice).
+    pub origin: Origin,
+    /// The process groups of its running jobs, by job key (for cancel).
+    pub groups: HashMap<String, i32>,
+    /// The task executing it.
+    pub driver: AbortOnDrop,
+}
+
+/// The runs of a repository: the one in progress, those waiting, and the recurring clock.
+#[derive(Default)]
+pub(super) struct Runs {
+    /// The run in progress.
+    pub active: Option<ActiveRun>,
+    /// The keys of the runs waiting for it, oldest first (their records and args are in the
+    /// store: a waiting 2 MB mail costs its key here, not its payload).
+    pub queue: VecDeque<String>,
+    /// A recurring action became due while a run was in progress: plan again after it.
+    pub replan: bool,
+    /// When each recurring (service, action) last became due (Unix ms; the store has them too,
+    /// so a restart neither resets a period nor fires it twice).
+    pub recurring: HashMap<(String, String), i64>,
+}
+
+/// How long a cancelled job has between `SIGTERM` and `SIGKILL`.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(5);
+
+impl RepoState {
+    /// What a start finds: kills the leftover process groups of runs a crash cut short, marks
+    /// those runs `error`, queues again the ones that events started, and reloads the queue and
+    /// the recurring clock.
+    pub(super) fn recover(&mut self, reason: &str) -> Result<(), AysError> {
+        self.cut_short(reason)?;
+        self.runs.queue = self.shared.store.queued_runs(&self.name)?.into();
+        self.runs.recurring = self
+            .shared
+            .store
+            .recurring(&self.name)?
+            .into_iter()
+            .collect();
+        Ok(())
+    }
+
+    /// Ends the runs left `running` (after a crash, or at shutdown): kills what is left of their
+    /// jobs' process groups, marks them `error` with `reason`, and queues a new run of the same
+    /// jobs for those that events started (at least once).
+    pub(super) fn cut_short(&mut self, reason: &str) -> Result<(), AysError> {
+        for (pgid, run) in self.shared.store.running_groups(&self.name)? {
+            if crate::runner::kill_leftover_group(pgid, &run) {
+                warn!(repo = %self.name, %run, pgid, "killed an action left running by a crash");
+            }
+        }
+        let interrupted = self.interrupt(reason)?;
+        for key in interrupted {
+            let Some(run) = self.shared.store.run(&self.name, &key)? else {
+                continue;
+            };
+            if let Origin::Event { .. } = run.origin {
+                let args = self.shared.store.run_args(&key)?;
+                let steps = run
+                    .steps
+                    .iter()
+                    .map(|s| {
+                        s.jobs
+                            .iter()
+                            .map(|j| (j.service_key.clone(), j.action_name.clone()))
+                            .collect()
+                    })
+                    .collect();
+                let again = self.record(steps, run.callback_url.clone(), run.origin.clone());
+                self.shared.store.insert_run(&again, &args)?;
+                info!(repo = %self.name, run = %key, again = %again.key, "event run queued again");
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the oldest queued run, if none is running.
+    pub(super) fn start_next(&mut self, myself: &ActorRef<RepoMsg>) -> Result<(), AysError> {
+        while self.runs.active.is_none() {
+            let Some(key) = self.runs.queue.pop_front() else {
+                return Ok(());
+            };
+            let Some(record) = self.shared.store.run(&self.name, &key)? else {
+                continue; // deleted meanwhile
+            };
+            if record.state != RunState::New {
+                continue; // cancelled while it waited
+            }
+            let args = self.shared.store.run_args(&key)?;
+            self.start(myself, record, args)?;
+        }
+        Ok(())
+    }
+
+    /// Marks runs left `running` as `error` and the actions they had running as `error`; the
+    /// keys of those runs.
+    pub(super) fn interrupt(&mut self, reason: &str) -> Result<Vec<String>, AysError> {
+        let (cut, runs) =
+            self.shared
+                .store
+                .interrupt_runs(&self.name, reason, clock::now_secs())?;
+        let mut touched = Vec::new();
+        for (key, action) in cut {
+            if let Some(service) = self.services.get_mut(&key) {
+                service.actions.insert(action, ActionState::Error);
+                service.state = ServiceState::Error;
+                touched.push(key);
+            }
+        }
+        // Actions marked running in memory by a run that never got to record its jobs.
+        for service in self.services.values_mut() {
+            for state in service.actions.values_mut() {
+                if *state == ActionState::Running {
+                    *state = ActionState::Error;
+                    touched.push(service.key.clone());
+                }
+            }
+        }
+        if !touched.is_empty() {
+            warn!(repo = %self.name, services = touched.len(), "{reason}");
+        }
+        self.save(touched.iter(), &[])?;
+        Ok(runs)
+    }
+
+    /// A new run record from planned steps of (service key, action).
+    fn record(
+        &self,
+        steps: Vec<Vec<(String, String)>>,
+        callback_url: Option<String>,
+        origin: Origin,
+    ) -> RunRecord {
+        let steps = steps
+            .into_iter()
+            .enumerate()
+            .map(|(i, jobs)| StepRecord {
+                number: i as u32 + 1,
+                jobs: jobs
+                    .into_iter()
+                    .map(|(service_key, action)| {
+                        let service = self.services.get(&service_key);
+                        JobRecord {
+                            key: random_key(),
+                            action_name: action,
+                            actor_name: service.map(|s| s.actor.clone()).unwrap_or_default(),
+                            service_name: service.map(|s| s.name.clone()).unwrap_or_default(),
+                            service_key,
+                            state: JobState::New,
+                            logs: Vec::new(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        RunRecord {
+            key: random_key(),
+            repo: self.name.clone(),
+            state: RunState::New,
+            created: clock::now_secs(),
+            ended: None,
+            error: None,
+            callback_url,
+            origin,
+            steps,
+        }
+    }
+
+    /// Plans a run from every scheduled, changed or failed action; records and starts it unless
+    /// `simulate`.
+    pub(super) fn create_run(
+        &mut self,
+        myself: &ActorRef<RepoMsg>,
+        simulate: bool,
+        callback_url: Option<String>,
+        origin: Origin,
+    ) -> Result<RunRecord, AysError> {
+        let plan = if origin == Origin::Schedule {
+            engine::plan_scheduled(&self.services)
+        } else {
+            engine::plan_run(&self.services)
+        };
+        let plan = plan.map_err(|err| AysError::Invalid(vec![err.to_string()]))?;
+        if plan.steps.is_empty() {
+            return Err(AysError::Invalid(vec![
+                "nothing to run: no action is scheduled, changed or in error".into(),
+            ]));
+        }
+        let steps = plan
+            .steps
+            .into_iter()
+            .map(|step| {
+                step.jobs
+                    .into_iter()
+                    .map(|job| (job.service_key, job.action))
+                    .collect()
+            })
+            .collect();
+        let record = self.record(steps, callback_url, origin);
+        if simulate {
+            return Ok(record);
+        }
+        if self.runs.active.is_some() {
+            return Err(AysError::Conflict(format!(
+                "a run is in progress in repository {:?}; one run at a time",
+                self.name
+            )));
+        }
+        let args = json!({});
+        self.shared.store.insert_run(&record, &args)?;
+        self.start(myself, record, args)
+    }
+
+    /// Starts a recorded run: marks it running and spawns its driver.
+    fn start(
+        &mut self,
+        myself: &ActorRef<RepoMsg>,
+        mut record: RunRecord,
+        args: Value,
+    ) -> Result<RunRecord, AysError> {
+        self.shared
+            .store
+            .set_run_state(&record.key, RunState::Running, None, None)?;
+        record.state = RunState::Running;
+        let steps: Vec<Vec<(String, String, String)>> = record
+            .steps
+            .iter()
+            .map(|s| {
+                s.jobs
+                    .iter()
+                    .map(|j| (j.key.clone(), j.service_key.clone(), j.action_name.clone()))
+                    .collect()
+            })
+            .collect();
+        let driver = tokio::spawn(drive(
+            myself.clone(),
+            record.key.clone(),
+            steps.len(),
+            self.workers.clone(),
+        ));
+        let driver = AbortOnDrop(driver);
+        info!(repo = %self.name, run = %record.key, steps = steps.len(), "run started");
+        self.shared.telemetry.count("runs_started", 1);
+        self.shared.notices.publish(Notice::RunStarted {
+            repo: self.name.clone(),
+            run: record.key.clone(),
+            origin: record.origin.clone(),
+        });
+        self.runs.active = Some(ActiveRun {
+            key: record.key.clone(),
+            steps,
+            args,
+            callback_url: record.callback_url.clone(),
+            origin: record.origin.clone(),
+            groups: HashMap::new(),
+            driver,
+        });
+        Ok(record)
+    }
+
+    /// An event: one run of every subscribed action, with the payload as args; queued behind the
+    /// run in progress. Returns how many jobs it has.
+    pub(super) fn event(
+        &mut self,
+        myself: &ActorRef<RepoMsg>,
+        channel: &str,
+        payload: Value,
+    ) -> Result<usize, AysError> {
+        let jobs = engine::subscribers(&self.services, channel);
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        let count = jobs.len();
+        let origin = Origin::Event {
+            channel: channel.to_string(),
+        };
+        let record = self.record(vec![jobs], None, origin);
+        self.shared.store.insert_run(&record, &payload)?;
+        if self.runs.active.is_some() {
+            self.runs.queue.push_back(record.key);
+        } else {
+            self.start(myself, record, payload)?;
+        }
+        Ok(count)
+    }
+
+    /// Marks a step's jobs running and prepares their processes.
+    pub(super) fn start_step(
+        &mut self,
+        run: &str,
+        step: usize,
+    ) -> Result<Vec<PreparedJob>, AysError> {
+        let Some(active) = self.runs.active.as_ref().filter(|a| a.key == run) else {
+            return Ok(Vec::new());
+        };
+        let jobs = active.steps.get(step).cloned().unwrap_or_default();
+        let args = active.args.clone();
+        let mut prepared = Vec::new();
+        let mut touched = Vec::new();
+        for (job_key, service_key, action) in jobs {
+            let Some(service) = self.services.get_mut(&service_key) else {
+                continue;
+            };
+            service.actions.insert(action.clone(), ActionState::Running);
+            if action == "install" {
+                service.state = ServiceState::Installing;
+            }
+            touched.push(service_key.clone());
+            let service = &self.services[&service_key];
+            let cwd = self
+                .files
+                .dir()
+                .join("services")
+                .join(&service.role)
+                .join(&service.name);
+            std::fs::create_dir_all(&cwd).map_err(|err| super::files::io_error(&cwd, err))?;
+            let related = |r: &engine::ServiceRef| {
+                let key = format!("{}!{}", r.role, r.name);
+                let data = self
+                    .services
+                    .get(&key)
+                    .map(|s| Value::Object(s.data.clone()));
+                json!({"role": r.role, "name": r.name, "key": key, "data": data})
+            };
+            let stdin = json!({
+                "repo": self.name,
+                "run": run,
+                "action": action,
+                "args": args,
+                "service": {
+                    "role": service.role,
+                    "name": service.name,
+                    "key": service.key,
+                    "actor": service.actor,
+                    "data": service.data,
+                },
+                "parent": service.parent.as_ref().map(related),
+                "producers": service.producers.iter().map(related).collect::<Vec<_>>(),
+            });
+            prepared.push(PreparedJob {
+                key: job_key.clone(),
+                job: ActionJob {
+                    program: self.files.action_program(&service.actor, &action),
+                    cwd,
+                    stdin_json: stdin,
+                    env: vec![
+                        ("COCKPIT_DATA".into(), self.data_dir.display().to_string()),
+                        ("COCKPIT_REPO".into(), self.name.clone()),
+                        ("COCKPIT_RUN".into(), run.to_string()),
+                        ("COCKPIT_ACTION".into(), action.clone()),
+                        ("COCKPIT_SERVICE".into(), service.key.clone()),
+                    ],
+                    timeout: Duration::from_secs(self.shared.config.ays.job_timeout_secs),
+                    max_log_lines: MAX_LOG_LINES,
+                },
+            });
+            self.shared
+                .store
+                .finish_job(&job_key, JobState::Running, &[])?;
+        }
+        self.save(touched.iter(), &[])?;
+        Ok(prepared)
+    }
+
+    /// Records a job's outcome: its state, logs and the data it returned.
+    pub(super) fn job_done(
+        &mut self,
+        run: &str,
+        job: &str,
+        outcome: ActionOutcome,
+    ) -> Result<(), AysError> {
+        let Some(active) = self.runs.active.as_ref().filter(|a| a.key == run) else {
+            return Ok(());
+        };
+        let Some((_, service_key, action)) = active
+            .steps
+            .iter()
+            .flatten()
+            .find(|(k, _, _)| k == job)
+            .cloned()
+        else {
+            return Ok(());
+        };
+        let ok = outcome.state == runner::ActionState::Ok;
+        let mut logs: Vec<LogRecord> = outcome
+            .logs
+            .iter()
+            .map(|l| LogRecord {
+                epoch: l.epoch,
+                level: l.level.as_str().to_string(),
+                log: l.log.clone(),
+            })
+            .collect();
+        if let Some(error) = &outcome.error {
+            logs.push(LogRecord {
+                epoch: clock::now_secs_f64(),
+                level: "error".into(),
+                log: error.clone(),
+            });
+        }
+        if let Some(service) = self.services.get_mut(&service_key) {
+            let state = if ok {
+                ActionState::Ok
+            } else {
+                ActionState::Error
+            };
+            service.actions.insert(action.clone(), state);
+            if let Some(data) = outcome.data {
+                service.data.extend(data);
+            }
+            if !ok {
+                service.state = ServiceState::Error;
+            } else if action == "install" {
+                service.state = ServiceState::Ok;
+            }
+        }
+        let state = if ok { JobState::Ok } else { JobState::Error };
+        self.shared.store.finish_job(job, state, &logs)?;
+        self.save(std::iter::once(&service_key), &[])?;
+        if !ok {
+            let error = outcome.error.as_deref().unwrap_or("failed");
+            warn!(repo = %self.name, %run, %job, service = %service_key, %action, %error, "job failed");
+        }
+        self.shared.notices.publish(Notice::JobEnded {
+            repo: self.name.clone(),
+            run: run.to_string(),
+            job: job.to_string(),
+            service: service_key,
+            action,
+            state,
+        });
+        Ok(())
+    }
+
+    /// Ends the run in progress, tells whoever waits, and starts the next one.
+    pub(super) fn run_done(
+        &mut self,
+        myself: &ActorRef<RepoMsg>,
+        run: &str,
+        error: Option<String>,
+    ) -> Result<(), AysError> {
+        let Some(active) = self.runs.active.take_if(|a| a.key == run) else {
+            return Ok(());
+        };
+        let state = if error.is_some() {
+            RunState::Error
+        } else {
+            RunState::Ok
+        };
+        self.shared
+            .store
+            .set_run_state(run, state, Some(clock::now_secs()), error.as_deref())?;
+        match &error {
+            Some(error) => warn!(repo = %self.name, %run, %state, %error, "run ended"),
+            None => info!(repo = %self.name, %run, %state, "run ended"),
+        }
+        self.shared.telemetry.count(&format!("runs_{state}"), 1);
+        if let Some(url) = active.callback_url {
+            let mut body = json!({"key": run, "state": state});
+            if let Some(error) = &error {
+                body["error"] = json!(error);
+            }
+            tokio::spawn(post_callback(self.http.clone(), url, body));
+        }
+        self.shared.notices.publish(Notice::RunEnded {
+            repo: self.name.clone(),
+            run: run.to_string(),
+            state,
+            error,
+            origin: active.origin,
+        });
+        self.after_run(myself)
+    }
+
+    /// What follows the end of a run: the next queued one, or a recurring plan that waited.
+    fn after_run(&mut self, myself: &ActorRef<RepoMsg>) -> Result<(), AysError> {
+        self.start_next(myself)?;
+        if self.runs.active.is_none() && std::mem::take(&mut self.runs.replan) {
+            self.start_planned(myself)?;
+        }
+        Ok(())
+    }
+
+    /// A job's process runs: its group is recorded (killed after a crash, signalled on cancel).
+    pub(super) fn job_started(&mut self, run: &str, job: &str, pgid: i32) -> Result<(), AysError> {
+        let Some(active) = self.runs.active.as_mut().filter(|a| a.key == run) else {
+            return Ok(());
+        };
+        active.groups.insert(job.to_string(), pgid);
+        self.shared.store.set_job_group(job, pgid)?;
+        Ok(())
+    }
+
+    /// Cancels run `key`: a running one gets `SIGTERM` on every job's process group, then
+    /// `SIGKILL` after [`CANCEL_GRACE`]; a queued one never starts. The run ends `cancelled` at
+    /// once and the repository is free for the next run.
+    pub(super) fn cancel(
+        &mut self,
+        myself: &ActorRef<RepoMsg>,
+        key: &str,
+        who: &str,
+    ) -> Result<RunRecord, AysError> {
+        let reason = format!("cancelled by {who}");
+        if let Some(active) = self.runs.active.take_if(|a| a.key == key) {
+            for pgid in active.groups.values() {
+                crate::runner::terminate_group(*pgid);
+            }
+            let driver = active.driver;
+            tokio::spawn(async move {
+                tokio::time::sleep(CANCEL_GRACE).await;
+                drop(driver); // aborts the driver: the runner kills what is left of each group
+            });
+            // The actions it was running are to be run again.
+            let mut touched = Vec::new();
+            for (_, service_key, action) in active.steps.iter().flatten() {
+                if let Some(service) = self.services.get_mut(service_key)
+                    && service.actions.get(action) == Some(&ActionState::Running)
+                {
+                    service.actions.insert(action.clone(), ActionState::Error);
+                    touched.push(service_key.clone());
+                }
+            }
+            self.save(touched.iter(), &[])?;
+            self.shared
+                .store
+                .cancel_run(key, clock::now_secs(), &reason)?;
+            info!(repo = %self.name, run = %key, %who, "run cancelled");
+            self.shared.notices.publish(Notice::RunEnded {
+                repo: self.name.clone(),
+                run: key.to_string(),
+                state: RunState::Cancelled,
+                error: Some(reason),
+                origin: active.origin,
+            });
+            self.after_run(myself)?;
+        } else if let Some(at) = self.runs.queue.iter().position(|k| k == key) {
+            self.runs.queue.remove(at);
+            self.shared
+                .store
+                .cancel_run(key, clock::now_secs(), &reason)?;
+            info!(repo = %self.name, run = %key, %who, "queued run cancelled");
+        } else {
+            return match self.shared.store.run(&self.name, key)? {
+                Some(run) => Err(AysError::Conflict(format!(
+                    "run {key} has ended ({}); nothing to cancel",
+                    run.state
+                ))),
+                None => Err(AysError::NotFound(format!("run {key:?} not found"))),
+            };
+        }
+        self.shared
+            .store
+            .run(&self.name, key)?
+            .ok_or_else(|| AysError::NotFound(format!("run {key:?} not found")))
+    }
+
+    /// Plans and starts a run when there is anything to do (recurring actions).
+    fn start_planned(&mut self, myself: &ActorRef<RepoMsg>) -> Result<(), AysError> {
+        match self.create_run(myself, false, None, Origin::Schedule) {
+            Ok(_) => Ok(()),
+            Err(AysError::Invalid(why)) => {
+                warn!(repo = %self.name, "recurring run not started: {}", why.join("; "));
+                Ok(())
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Schedules the recurring actions that are due, and runs them unless a run is in progress.
+    pub(super) fn tick(&mut self, myself: &ActorRef<RepoMsg>) -> Result<(), AysError> {
+        let now = clock::now_ms();
+        let mut due = Vec::new();
+        let mut first_seen = Vec::new();
+        for service in self.services.values() {
+            for (action, period) in &service.recurring {
+                let id = (service.key.clone(), action.clone());
+                let Some(last) = self.runs.recurring.get(&id) else {
+                    // A new recurring action is first due one period from now.
+                    first_seen.push(id);
+                    continue;
+                };
+                let period_ms = (*period).max(1).saturating_mul(1000) as i64;
+                if now.saturating_sub(*last) >= period_ms {
+                    due.push(id);
+                }
+            }
+        }
+        if !first_seen.is_empty() {
+            self.shared
+                .store
+                .set_recurring(&self.name, &first_seen, now)?;
+            for id in first_seen {
+                self.runs.recurring.insert(id, now);
+            }
+        }
+        if due.is_empty() {
+            return Ok(());
+        }
+        // Recorded before anything runs: a crash from here on does not fire them again.
+        self.shared.store.set_recurring(&self.name, &due, now)?;
+        for (key, action) in &due {
+            self.runs
+                .recurring
+                .insert((key.clone(), action.clone()), now);
+            if let Err(err) = engine::schedule_action(&mut self.services, key, action) {
+                warn!(repo = %self.name, %key, %action, %err, "recurring action not scheduled");
+            }
+        }
+        self.save(due.iter().map(|(k, _)| k), &[])?;
+        if self.runs.active.is_some() {
+            self.runs.replan = true;
+            Ok(())
+        } else {
+            self.start_planned(myself)
+        }
+    }
+}

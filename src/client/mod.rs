@@ -1,0 +1,308 @@
+//! The core's facade: a typed client of the AYS actors that every door calls
+//! (`client.list_repos()`, `client.put_blueprint(repo, name, text)`, `client.create_run(...)`),
+//! answering with the [`views`] the doors show. The actors' message enums stay behind it.
+//!
+//! The client finds the `Ays` actor by its registered name at each call, so a restarted actor is
+//! reached without handing new references around; a call that gets no answer within
+//! [`CALL_TIMEOUT`] is an internal error, never a hang.
+
+pub mod views;
+
+use std::time::Duration;
+
+use ractor::{ActorRef, RpcReplyPort};
+use serde_json::Value;
+
+use crate::actors::ays::AysMsg;
+pub use crate::actors::error::AysError;
+use crate::actors::names;
+use crate::actors::repo::RepoMsg;
+use crate::store::Origin;
+use views::{
+    BlueprintView, ExecuteView, RepoView, RunView, ServiceSummary, ServiceView, TemplateView,
+};
+
+/// How long a caller waits for an AYS actor's answer.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a new run is: plan only, where to report, who asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRequest {
+    /// Plan only: nothing is recorded or run.
+    pub simulate: bool,
+    /// Where to POST the result when it ends.
+    pub callback_url: Option<String>,
+    /// Who asks.
+    pub origin: Origin,
+}
+
+/// The typed client of the AYS engine. Cheap to copy; holds no actor reference.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AysClient;
+
+/// How long a caller waits for a repository created from a git remote: longer than the clone
+/// may take ([`crate::actors::ays::CLONE_TIMEOUT`]), so the caller learns the real outcome.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(330);
+
+/// Asks the Ays actor.
+async fn ask_ays<T: Send + 'static>(
+    msg: impl FnOnce(RpcReplyPort<Result<T, AysError>>) -> AysMsg,
+) -> Result<T, AysError> {
+    ask_ays_within(CALL_TIMEOUT, msg).await
+}
+
+/// Asks the Ays actor, waiting at most `timeout` for the answer.
+async fn ask_ays_within<T: Send + 'static>(
+    timeout: Duration,
+    msg: impl FnOnce(RpcReplyPort<Result<T, AysError>>) -> AysMsg,
+) -> Result<T, AysError> {
+    let ays = ActorRef::<AysMsg>::where_is(names::AYS)
+        .ok_or_else(|| AysError::Internal("the AYS engine is restarting; retry".into()))?;
+    ractor::call_t!(ays, msg, timeout.as_millis() as u64)
+        .map_err(|err| AysError::Internal(format!("the AYS engine did not answer: {err}")))?
+}
+
+/// Asks the actor of repository `repo` (404 when there is no such repository).
+async fn ask_repo<T: Send + 'static>(
+    repo: &str,
+    msg: impl FnOnce(RpcReplyPort<Result<T, AysError>>) -> RepoMsg,
+) -> Result<T, AysError> {
+    let name = repo.to_string();
+    let actor = ask_ays(|reply| AysMsg::Repo { name, reply }).await?;
+    ractor::call_t!(actor, msg, CALL_TIMEOUT.as_millis() as u64)
+        .map_err(|err| AysError::Internal(format!("repository {repo} did not answer: {err}")))?
+}
+
+/// Converts every item.
+fn all<T, V: From<T>>(items: Vec<T>) -> Vec<V> {
+    items.into_iter().map(V::from).collect()
+}
+
+impl AysClient {
+    /// Every repository.
+    pub async fn list_repos(&self) -> Result<Vec<RepoView>, AysError> {
+        ask_ays(AysMsg::ListRepos).await.map(all)
+    }
+
+    /// Creates a repository, cloning `git_url` into it when given.
+    pub async fn create_repo(
+        &self,
+        name: String,
+        git_url: Option<String>,
+    ) -> Result<RepoView, AysError> {
+        let timeout = match git_url {
+            Some(_) => CREATE_TIMEOUT,
+            None => CALL_TIMEOUT,
+        };
+        ask_ays_within(timeout, |reply| AysMsg::CreateRepo {
+            name,
+            git_url,
+            reply,
+        })
+        .await
+        .map(Into::into)
+    }
+
+    /// One repository.
+    pub async fn get_repo(&self, name: String) -> Result<RepoView, AysError> {
+        ask_ays(|reply| AysMsg::GetRepo { name, reply })
+            .await
+            .map(Into::into)
+    }
+
+    /// Deletes a repository with its files, services and runs.
+    pub async fn delete_repo(&self, name: String) -> Result<(), AysError> {
+        ask_ays(|reply| AysMsg::DeleteRepo { name, reply }).await
+    }
+
+    /// The blueprints of a repository (archived ones too when asked).
+    pub async fn list_blueprints(
+        &self,
+        repo: &str,
+        archived: bool,
+    ) -> Result<Vec<BlueprintView>, AysError> {
+        ask_repo(repo, |reply| RepoMsg::ListBlueprints { archived, reply })
+            .await
+            .map(all)
+    }
+
+    /// One blueprint.
+    pub async fn get_blueprint(&self, repo: &str, name: String) -> Result<BlueprintView, AysError> {
+        ask_repo(repo, |reply| RepoMsg::GetBlueprint { name, reply })
+            .await
+            .map(Into::into)
+    }
+
+    /// Creates (`create`: 409 if it exists) or replaces (404 if missing) a blueprint.
+    pub async fn put_blueprint(
+        &self,
+        repo: &str,
+        name: String,
+        content: String,
+        create: bool,
+    ) -> Result<BlueprintView, AysError> {
+        ask_repo(repo, |reply| RepoMsg::PutBlueprint {
+            name,
+            content,
+            create,
+            reply,
+        })
+        .await
+        .map(Into::into)
+    }
+
+    /// Deletes a blueprint.
+    pub async fn delete_blueprint(&self, repo: &str, name: String) -> Result<(), AysError> {
+        ask_repo(repo, |reply| RepoMsg::DeleteBlueprint { name, reply }).await
+    }
+
+    /// Executes a blueprint into services (all or nothing).
+    pub async fn execute_blueprint(
+        &self,
+        repo: &str,
+        name: String,
+    ) -> Result<ExecuteView, AysError> {
+        let blueprint = name.clone();
+        let services = ask_repo(repo, |reply| RepoMsg::ExecuteBlueprint { name, reply }).await?;
+        Ok(ExecuteView {
+            blueprint,
+            services,
+        })
+    }
+
+    /// Archives or restores a blueprint.
+    pub async fn archive_blueprint(
+        &self,
+        repo: &str,
+        name: String,
+        archived: bool,
+    ) -> Result<BlueprintView, AysError> {
+        ask_repo(repo, |reply| RepoMsg::ArchiveBlueprint {
+            name,
+            archived,
+            reply,
+        })
+        .await
+        .map(Into::into)
+    }
+
+    /// The services of a repository, all or of one role.
+    pub async fn list_services(
+        &self,
+        repo: &str,
+        role: Option<String>,
+    ) -> Result<Vec<ServiceSummary>, AysError> {
+        ask_repo(repo, |reply| RepoMsg::ListServices { role, reply })
+            .await
+            .map(all)
+    }
+
+    /// One service in full.
+    pub async fn get_service(
+        &self,
+        repo: &str,
+        role: String,
+        name: String,
+    ) -> Result<ServiceView, AysError> {
+        ask_repo(repo, |reply| RepoMsg::GetService { role, name, reply })
+            .await
+            .map(Into::into)
+    }
+
+    /// Deletes a service and its children; the removed keys.
+    pub async fn delete_service(
+        &self,
+        repo: &str,
+        role: String,
+        name: String,
+    ) -> Result<Vec<String>, AysError> {
+        ask_repo(repo, |reply| RepoMsg::DeleteService { role, name, reply }).await
+    }
+
+    /// Schedules one action of a service.
+    pub async fn schedule_action(
+        &self,
+        repo: &str,
+        role: String,
+        name: String,
+        action: String,
+    ) -> Result<ServiceView, AysError> {
+        ask_repo(repo, |reply| RepoMsg::ScheduleAction {
+            role,
+            name,
+            action,
+            reply,
+        })
+        .await
+        .map(Into::into)
+    }
+
+    /// The actor templates of a repository.
+    pub async fn list_templates(&self, repo: &str) -> Result<Vec<TemplateView>, AysError> {
+        ask_repo(repo, |reply| RepoMsg::ListTemplates { reply })
+            .await
+            .map(all)
+    }
+
+    /// One actor template.
+    pub async fn get_template(&self, repo: &str, name: &str) -> Result<TemplateView, AysError> {
+        self.list_templates(repo)
+            .await?
+            .into_iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| AysError::NotFound(format!("template {name:?} not found")))
+    }
+
+    /// The runs of a repository, newest first, without their steps.
+    pub async fn list_runs(&self, repo: &str) -> Result<Vec<RunView>, AysError> {
+        ask_repo(repo, |reply| RepoMsg::ListRuns { reply })
+            .await
+            .map(all)
+    }
+
+    /// One run with its steps, jobs and logs.
+    pub async fn get_run(&self, repo: &str, key: String) -> Result<RunView, AysError> {
+        ask_repo(repo, |reply| RepoMsg::GetRun { key, reply })
+            .await
+            .map(Into::into)
+    }
+
+    /// Plans a run of everything due and starts it (or only plans it).
+    pub async fn create_run(&self, repo: &str, request: RunRequest) -> Result<RunView, AysError> {
+        ask_repo(repo, |reply| RepoMsg::CreateRun {
+            simulate: request.simulate,
+            callback_url: request.callback_url,
+            origin: request.origin,
+            reply,
+        })
+        .await
+        .map(Into::into)
+    }
+
+    /// Cancels a running or queued run; `who` is recorded with it.
+    pub async fn cancel_run(
+        &self,
+        repo: &str,
+        key: String,
+        who: &str,
+    ) -> Result<RunView, AysError> {
+        let who = who.to_string();
+        ask_repo(repo, |reply| RepoMsg::CancelRun { key, who, reply })
+            .await
+            .map(Into::into)
+    }
+
+    /// Hands an inbound event to every repository; `id` is its stored id when the door recorded
+    /// it (it is then marked processed once delivered). False when the engine is not running
+    /// (a recorded event then waits in the store for its next start).
+    pub fn event(&self, id: Option<i64>, channel: &str, payload: Value) -> bool {
+        ActorRef::<AysMsg>::where_is(names::AYS).is_some_and(|ays| {
+            ays.cast(AysMsg::Event {
+                id,
+                channel: channel.to_string(),
+                payload,
+            })
+            .is_ok()
+        })
+    }
+}
