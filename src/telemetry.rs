@@ -73,6 +73,8 @@ pub enum Count {
     TelegramUpdates,
     /// A chat session restarted after a panic.
     ChatSessionRestarts,
+    /// A bot message Telegram refused as MarkdownV2, sent again as plain text.
+    TelegramPlainFallbacks,
     /// A mail accepted (recorded as an event).
     MailAccepted,
     /// A recipient refused (domain not accepted).
@@ -95,7 +97,7 @@ pub enum Count {
 
 impl Count {
     /// Every counted event, in exposition order.
-    pub const ALL: [Count; 16] = [
+    pub const ALL: [Count; 17] = [
         Count::RepoRestarts,
         Count::RunsStarted,
         Count::RunsOk,
@@ -103,6 +105,7 @@ impl Count {
         Count::RunsCancelled,
         Count::TelegramUpdates,
         Count::ChatSessionRestarts,
+        Count::TelegramPlainFallbacks,
         Count::MailAccepted,
         Count::MailRefusedRecipient,
         Count::MailRefusedTooManyRecipients,
@@ -124,6 +127,7 @@ impl Count {
             Count::RunsCancelled => "cockpit_runs_cancelled",
             Count::TelegramUpdates => "cockpit_telegram_updates",
             Count::ChatSessionRestarts => "cockpit_chat_session_restarts",
+            Count::TelegramPlainFallbacks => "cockpit_telegram_plain_fallbacks",
             Count::MailAccepted => "cockpit_mail_accepted",
             Count::MailRefusedRecipient => "cockpit_mail_refused_recipient",
             Count::MailRefusedTooManyRecipients => "cockpit_mail_refused_too_many_recipients",
@@ -146,6 +150,9 @@ impl Count {
             Count::RunsError => "Runs that ended in error",
             Count::TelegramUpdates => "Telegram updates handed to chat sessions",
             Count::ChatSessionRestarts => "Chat sessions restarted after a panic",
+            Count::TelegramPlainFallbacks => {
+                "Bot messages Telegram refused as MarkdownV2, sent again as plain text"
+            }
             Count::MailAccepted => "Mails accepted and recorded as events",
             Count::MailRefusedRecipient => "Recipients refused (550, domain not accepted)",
             Count::MailRefusedTooManyRecipients => "Recipients refused beyond max_recipients (452)",

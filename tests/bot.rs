@@ -111,8 +111,32 @@ impl World {
         repos
     }
 
-    /// Neither the bot token nor the client secret was ever logged.
+    /// `/metrics` as text.
+    async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.cockpit.api))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// Neither the bot token nor the client secret was ever logged, and Telegram (the strict
+    /// fake) refused nothing the bot sent.
     fn assert_no_secrets_logged(&self) {
+        self.assert_clean(&[]);
+    }
+
+    /// As [`World::assert_no_secrets_logged`], where the test provoked refusals with these
+    /// descriptions.
+    fn assert_clean(&self, provoked: &[&str]) {
+        let refused: Vec<_> = self
+            .telegram
+            .refusals()
+            .into_iter()
+            .filter(|c| !provoked.iter().any(|p| c.error.as_deref() == Some(*p)))
+            .collect();
+        assert!(refused.is_empty(), "Telegram would refuse: {refused:#?}");
         let logs = self.cockpit.log_text();
         assert!(!logs.is_empty());
         for secret in [BOT_TOKEN, "BOT-token-SECRET", "s3cr3t-client-VALUE"] {
@@ -486,5 +510,391 @@ async fn bot_api_failures_are_retried_and_never_take_the_server_down() {
         .await
         .expect("health");
     assert_eq!(health.status(), 200);
+    world.assert_no_secrets_logged();
+}
+
+/// A valid blueprint of about `bytes` bytes, full of MarkdownV2's reserved characters.
+fn big_blueprint(bytes: usize) -> String {
+    let mut yaml = String::new();
+    let mut i = 0;
+    while yaml.len() < bytes {
+        yaml.push_str(&format!(
+            "web__site-{i}:\n  port: {i}\n  note: \"a_b*c [x](y) ~`#1.` > {{ok}} | !-+= \\\\ 😀\"\n"
+        ));
+        i += 1;
+    }
+    yaml
+}
+
+#[tokio::test]
+async fn a_10_kb_blueprint_is_delivered_whole() {
+    let world = World::start().await;
+    world.log_in(6).await;
+    world.say(6, "/repo create big", "created").await;
+    let yaml = big_blueprint(10 * 1024);
+    world
+        .say(6, "/blueprint add big.yaml", "Send me the YAML")
+        .await;
+    let since = world.telegram.texts_to(6).len();
+    world.telegram.send_document(6, "big.yaml", yaml.as_bytes());
+    world
+        .telegram
+        .wait_new_text(6, since, "Blueprint big.yaml saved", WAIT)
+        .await;
+
+    // Long: a document with a caption, the YAML byte for byte.
+    world.telegram.send_text(6, "/blueprint get big.yaml");
+    let (name, content, caption) = eventually(WAIT, "the blueprint as a document", || async {
+        world.telegram.documents_to(6).pop()
+    })
+    .await;
+    assert_eq!(name, "big.yaml");
+    assert_eq!(String::from_utf8_lossy(&content), yaml);
+    assert!(caption.contains("big.yaml"), "{caption}");
+
+    // A document Telegram will not take still arrives: as text, in code blocks split to fit.
+    world.telegram.refuse_next(
+        "sendDocument",
+        1,
+        "Bad Request: not enough rights to send documents to the chat",
+    );
+    let since = world.telegram.texts_to(6).len();
+    world.telegram.send_text(6, "/blueprint get big.yaml");
+    let read = eventually(WAIT, "the blueprint as text", || async {
+        let read: String = world.telegram.texts_to(6)[since..].concat();
+        read.contains(yaml.trim_end()).then_some(read)
+    })
+    .await;
+    assert!(world.telegram.texts_to(6).len() - since >= 3, "{read}");
+
+    // Short: inline, in a code block that Telegram parses, every reserved character intact.
+    let small = big_blueprint(1500);
+    world
+        .say(6, "/blueprint add small.yaml", "Send me the YAML")
+        .await;
+    world.say(6, &small, "Blueprint small.yaml saved").await;
+    let shown = world
+        .say(6, "/blueprint get small.yaml", "web__site-0")
+        .await;
+    assert!(shown.contains(small.trim_end()), "{shown}");
+    world.assert_no_secrets_logged();
+}
+
+#[tokio::test]
+async fn repo_list_pages_through_150_repositories_in_one_message() {
+    let world = World::start().await;
+    world.log_in(7).await;
+    let api = Api::new(&world.cockpit);
+    // The longest name a repository may have: its select button goes through a short id.
+    let long = "r".repeat(64);
+    let mut names: Vec<String> = (0..149).map(|i| format!("repo{i:03}")).collect();
+    names.push(long.clone());
+    for name in &names {
+        let (status, body) = api.post("", serde_json::json!({"name": name})).await;
+        assert!(status == 200 || status == 201, "{status} {body}");
+    }
+
+    world.say(7, "/repo list", "1–20 of 150").await;
+    let (list_id, first) = world.telegram.last_message(7).expect("the list");
+    let mut seen: Vec<String> = Vec::new();
+    let mut page = first;
+    for n in 1..=8 {
+        seen.extend(
+            page.text
+                .lines()
+                .filter_map(|l| l.strip_prefix("- "))
+                .map(String::from),
+        );
+        if n == 8 {
+            break;
+        }
+        // The › button turns the page in place: the same message, edited.
+        assert_eq!(world.telegram.click(7, "›"), list_id);
+        let from = n * 20 + 1;
+        page = world
+            .telegram
+            .wait_message(7, list_id, &format!("{from}–"), WAIT)
+            .await;
+    }
+    assert!(page.text.contains("141–150 of 150"), "{}", page.text);
+    assert!(
+        page.buttons.iter().flatten().all(|(label, _)| label != "›"),
+        "the last page has no next"
+    );
+    let mut expected = names.clone();
+    expected.sort();
+    seen.sort();
+    assert_eq!(seen, expected);
+
+    // Back one page (Telegram refusing the markup once: the page comes as plain text), then
+    // select the long-named repository by its button.
+    world.telegram.refuse_next_markdown(1);
+    world.telegram.click(7, "‹");
+    world
+        .telegram
+        .wait_message(7, list_id, "121–140 of 150", WAIT)
+        .await;
+    assert!(
+        world
+            .metrics()
+            .await
+            .contains("cockpit_telegram_plain_fallbacks_total 1")
+    );
+    world.telegram.click(7, "›");
+    let last = world
+        .telegram
+        .wait_message(7, list_id, "141–150 of 150", WAIT)
+        .await;
+    let label = last
+        .buttons
+        .iter()
+        .flatten()
+        .map(|(label, _)| label.clone())
+        .find(|label| label.starts_with("Select rrrr"))
+        .expect("a button for the long name");
+    let since = world.telegram.texts_to(7).len();
+    world.telegram.click(7, &label);
+    world
+        .telegram
+        .wait_new_text(7, since, &format!("Repository {long} selected"), WAIT)
+        .await;
+    // A page asked from a message that cannot be edited (gone) comes as a new message.
+    let since = world.telegram.texts_to(7).len();
+    world.telegram.press_on(7, 1, "/repo list 3");
+    world
+        .telegram
+        .wait_new_text(7, since, "41–60 of 150", WAIT)
+        .await;
+    world.assert_clean(&["Bad Request: message to edit not found"]);
+}
+
+#[tokio::test]
+async fn a_message_telegram_refuses_is_sent_again_as_plain_text() {
+    let world = World::start().await;
+    world.say(8, "/help", "I can drive").await;
+    // Telegram refuses the next MarkdownV2 text as unparsable: the reply comes as plain text.
+    world.telegram.refuse_next_markdown(1);
+    let shown = world.say(8, "/help", "I can drive").await;
+    assert!(
+        shown.contains("/repo list | create <name> [git_url]"),
+        "{shown}"
+    );
+    let calls = world.telegram.calls();
+    let refused = calls
+        .iter()
+        .filter(|c| c.method == "sendmessage" && c.error.is_some())
+        .count();
+    assert_eq!(refused, 1);
+    let fallback = calls.last().expect("a call");
+    assert_eq!(fallback.method, "sendmessage");
+    assert!(fallback.error.is_none() && fallback.params["parse_mode"].is_null());
+    let metrics = world.metrics().await;
+    assert!(
+        metrics.contains("cockpit_telegram_plain_fallbacks_total 1"),
+        "{metrics}"
+    );
+    world.assert_no_secrets_logged();
+}
+
+/// One path through the menus: a bare command (none: go on from what the chat shows), the
+/// buttons pressed in turn (each on the newest message showing it), the text expected last.
+struct Path<'a> {
+    bare: &'a str,
+    clicks: &'a [&'a str],
+    expect: &'a str,
+}
+
+impl World {
+    /// Follows a path by buttons alone; returns the answer.
+    async fn follow(&self, user: i64, path: &Path<'_>) -> String {
+        let mut since = self.telegram.texts_to(user).len();
+        if !path.bare.is_empty() {
+            self.telegram.send_text(user, path.bare);
+        }
+        for label in path.clicks {
+            let deadline = std::time::Instant::now() + WAIT;
+            while !self
+                .telegram
+                .keyboards(user)
+                .last()
+                .is_some_and(|(_, labels)| labels.iter().any(|l| l == label))
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no button {label:?} on the way from {:?}: {:?}\n{:#?}\nrefused: {:#?}\n{}",
+                    path.bare,
+                    self.telegram.keyboards(user).last(),
+                    self.telegram
+                        .texts_to(user)
+                        .iter()
+                        .rev()
+                        .take(3)
+                        .collect::<Vec<_>>(),
+                    self.telegram.refusals(),
+                    self.cockpit
+                        .log_text()
+                        .lines()
+                        .rev()
+                        .take(15)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            since = self.telegram.texts_to(user).len();
+            self.telegram.click(user, label);
+        }
+        let answer = self
+            .telegram
+            .wait_new_text(user, since, path.expect, WAIT)
+            .await;
+        assert!(
+            !answer.starts_with("Usage") && !answer.contains("I don't know"),
+            "{answer}"
+        );
+        answer
+    }
+}
+
+#[tokio::test]
+async fn every_subcommand_is_reachable_from_its_bare_command_by_buttons() {
+    let world = World::start().await;
+    let user = 9;
+    world.log_in(user).await;
+    world
+        .say(user, "/repo create demo", "created and selected")
+        .await;
+    world.say(user, "/repo create spare", "created").await;
+    // Creating one that exists selects it, as the original bot did.
+    world
+        .say(
+            user,
+            "/repo create demo",
+            "Repository demo already exists; selected",
+        )
+        .await;
+    let repos = world.rest_repositories().await;
+    let demo = repos
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "demo"))
+        .expect("demo");
+    web_template(std::path::Path::new(demo["path"].as_str().expect("path")));
+    for (name, yaml) in [
+        ("site.yaml", "web__site:\n  port: 8080\n"),
+        ("other.yaml", "web__other:\n"),
+        (
+            "sched.yaml",
+            "web__sched:\n\nactions:\n  - action: install\n    actor: web\n",
+        ),
+    ] {
+        world
+            .say(user, &format!("/blueprint add {name}"), "Send me the YAML")
+            .await;
+        world.say(user, yaml, "saved").await;
+    }
+    world
+        .say(user, "/blueprint execute other.yaml", "executed")
+        .await;
+
+    let mut pressed: Vec<(String, String)> = Vec::new();
+    let mut follow = async |bare: &str, clicks: &[&str], expect: &str| {
+        if let Some(first) = clicks.first().filter(|_| !bare.is_empty()) {
+            pressed.push((bare.to_string(), first.to_string()));
+        }
+        world
+            .follow(
+                user,
+                &Path {
+                    bare,
+                    clicks,
+                    expect,
+                },
+            )
+            .await
+    };
+    follow("/repo", &["List"], "Repositories:").await;
+    follow("/repo", &["Select", "spare"], "Repository spare selected").await;
+    follow("/repo", &["Delete", "spare"], "Repository spare deleted").await;
+    // Prompts take free text where no list fits: the name, then the git URL (or Skip).
+    follow("/repo", &["Create"], "name of the new repository").await;
+    world.say(user, "fresh", "Send me the git URL").await;
+    follow("", &["Skip"], "Repository fresh created and selected").await;
+    follow("/repo", &["Select", "demo"], "Repository demo selected").await;
+    follow("/blueprint", &["Add"], "name of the new blueprint").await;
+    world
+        .say(user, "third.yaml", "Send me the YAML of third.yaml")
+        .await;
+    world
+        .say(user, "web__third:\n", "Blueprint third.yaml saved")
+        .await;
+    follow("/blueprint", &["List"], "Blueprints in demo").await;
+    follow("/blueprint", &["Get", "site.yaml"], "web__site").await;
+    follow(
+        "/blueprint",
+        &["Execute", "site.yaml"],
+        "Blueprint site.yaml executed",
+    )
+    .await;
+    follow(
+        "/blueprint",
+        &["Archive", "other.yaml"],
+        "Blueprint other.yaml archived",
+    )
+    .await;
+    follow(
+        "/blueprint",
+        &["Restore", "other.yaml"],
+        "Blueprint other.yaml restored",
+    )
+    .await;
+    follow(
+        "/blueprint",
+        &["Delete", "other.yaml"],
+        "Blueprint other.yaml deleted",
+    )
+    .await;
+    follow("/service", &["List"], "Services in demo").await;
+    follow("/service", &["Inspect", "web!site"], "Service web!site").await;
+    follow("/service", &["Delete", "web!other"], "Deleted").await;
+    follow(
+        "/blueprint",
+        &["Execute", "sched.yaml"],
+        "Blueprint sched.yaml executed",
+    )
+    .await;
+    follow("/run", &["Simulate"], "would run in").await;
+    follow("/run", &["Create"], "started").await;
+    world.telegram.wait_text(user, "ended: ok", WAIT).await;
+    let started = follow(
+        "/service",
+        &["Execute", "web!site", "Run install"],
+        "started",
+    )
+    .await;
+    let key = started
+        .split_whitespace()
+        .nth(1)
+        .expect("run key")
+        .to_string();
+    world
+        .telegram
+        .wait_text(user, &format!("Run {key} in demo ended: ok"), WAIT)
+        .await;
+    follow("/run", &["List", "ok"], "Runs in demo (ok)").await;
+    follow("/run", &["Inspect", &key], &format!("Run {key}: ok")).await;
+    // Nothing is pending any more: the answer says so.
+    follow("/run", &["Execute"], "nothing to run").await;
+
+    // Every subcommand each bare command offers was pressed above.
+    for command in ["repo", "blueprint", "service", "run"] {
+        for (label, _) in cockpit::bot::commands::menu(command) {
+            assert!(
+                pressed
+                    .iter()
+                    .any(|(bare, first)| *bare == format!("/{command}") && first == label),
+                "/{command} → {label} was never pressed"
+            );
+        }
+    }
     world.assert_no_secrets_logged();
 }

@@ -18,6 +18,17 @@ pub enum Command {
     Run(RunCmd),
     /// `/crash`: fault injection (only with `[debug].fault_injection`).
     Crash,
+    /// A subcommand without its argument: a picker of the items it applies to (a page of it).
+    Pick {
+        /// What the picked item is for.
+        pick: Pick,
+        /// The page (1-based).
+        page: usize,
+    },
+    /// A subcommand whose argument is free text (a new name): ask for it.
+    Ask(Ask),
+    /// `/skip`: leave out the optional answer a prompt waits for (a new repository's git URL).
+    Skip,
     /// A command with the wrong arguments: what is wrong and the usage.
     Usage(String),
     /// A `/command` we do not know.
@@ -31,8 +42,8 @@ pub enum Command {
 pub enum RepoCmd {
     /// The menu (no arguments).
     Menu,
-    /// `list`.
-    List,
+    /// `list [page]`.
+    List(Option<usize>),
     /// `create <name> [git_url]`.
     Create {
         /// The repository name.
@@ -51,8 +62,8 @@ pub enum RepoCmd {
 pub enum BlueprintCmd {
     /// The menu.
     Menu,
-    /// `list`.
-    List,
+    /// `list [page]`.
+    List(Option<usize>),
     /// `get <name>`.
     Get(String),
     /// `add <name>`: the YAML follows as the next message or a document.
@@ -72,8 +83,8 @@ pub enum BlueprintCmd {
 pub enum ServiceCmd {
     /// The menu.
     Menu,
-    /// `list`.
-    List,
+    /// `list [page]`.
+    List(Option<usize>),
     /// `inspect <role>!<name>`.
     Inspect {
         /// The role.
@@ -104,10 +115,154 @@ pub enum ServiceCmd {
 pub enum RunCmd {
     /// The menu.
     Menu,
-    /// `list`.
-    List,
+    /// `list [page]`.
+    List(Option<usize>),
+    /// `list <state> [page]`: the runs in one state (`new`, `running`, `ok`, `error`).
+    ListIn {
+        /// The state.
+        state: String,
+        /// The page.
+        page: Option<usize>,
+    },
     /// `inspect <key>`.
     Inspect(String),
+    /// `simulate`: the plan of the pending actions, without running it.
+    Simulate,
+    /// `create` or `execute`: plan the pending actions and run them.
+    Execute,
+}
+
+/// The run states `/run list <state>` filters on.
+pub const RUN_STATES: &[&str] = &["new", "running", "ok", "error"];
+
+/// What a picker picks for: the subcommands that take an existing item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// `/repo select`.
+    RepoSelect,
+    /// `/repo delete`.
+    RepoDelete,
+    /// `/blueprint get`.
+    BlueprintGet,
+    /// `/blueprint execute`.
+    BlueprintExecute,
+    /// `/blueprint delete`.
+    BlueprintDelete,
+    /// `/blueprint archive`.
+    BlueprintArchive,
+    /// `/blueprint restore`.
+    BlueprintRestore,
+    /// `/service inspect`.
+    ServiceInspect,
+    /// `/service execute`: a service, then one of its actions.
+    ServiceExecute,
+    /// `/service delete`.
+    ServiceDelete,
+    /// `/run inspect`.
+    RunInspect,
+}
+
+impl Pick {
+    /// Every picker, with its id in `/pick <id> <page>` (the ‹ › of a picker).
+    pub const ALL: &[(Pick, &str)] = &[
+        (Pick::RepoSelect, "repo_select"),
+        (Pick::RepoDelete, "repo_delete"),
+        (Pick::BlueprintGet, "bp_get"),
+        (Pick::BlueprintExecute, "bp_execute"),
+        (Pick::BlueprintDelete, "bp_delete"),
+        (Pick::BlueprintArchive, "bp_archive"),
+        (Pick::BlueprintRestore, "bp_restore"),
+        (Pick::ServiceInspect, "service_inspect"),
+        (Pick::ServiceExecute, "service_execute"),
+        (Pick::ServiceDelete, "service_delete"),
+        (Pick::RunInspect, "run_inspect"),
+    ];
+
+    /// Its id in `/pick <id> <page>`.
+    pub fn id(self) -> &'static str {
+        Pick::ALL
+            .iter()
+            .find(|(p, _)| *p == self)
+            .map_or("", |(_, id)| id)
+    }
+
+    /// The command a picked item completes (`/repo select` + ` <name>`). Executing on a service
+    /// first shows the service, whose buttons are its actions.
+    pub fn command(self) -> &'static str {
+        match self {
+            Pick::RepoSelect => "/repo select",
+            Pick::RepoDelete => "/repo delete",
+            Pick::BlueprintGet => "/blueprint get",
+            Pick::BlueprintExecute => "/blueprint execute",
+            Pick::BlueprintDelete => "/blueprint delete",
+            Pick::BlueprintArchive => "/blueprint archive",
+            Pick::BlueprintRestore => "/blueprint restore",
+            Pick::ServiceInspect | Pick::ServiceExecute => "/service inspect",
+            Pick::ServiceDelete => "/service delete",
+            Pick::RunInspect => "/run inspect",
+        }
+    }
+
+    /// The question above the picker.
+    pub fn question(self) -> &'static str {
+        match self {
+            Pick::RepoSelect => "Which repository do you want to work on?",
+            Pick::RepoDelete => "Which repository do you want to delete?",
+            Pick::BlueprintGet => "Which blueprint do you want to see?",
+            Pick::BlueprintExecute => "Which blueprint do you want to execute?",
+            Pick::BlueprintDelete => "Which blueprint do you want to delete?",
+            Pick::BlueprintArchive => "Which blueprint do you want to archive?",
+            Pick::BlueprintRestore => "Which archived blueprint do you want to restore?",
+            Pick::ServiceInspect => "Which service do you want to inspect?",
+            Pick::ServiceExecute => "On which service do you want to run an action?",
+            Pick::ServiceDelete => "Which service do you want to delete?",
+            Pick::RunInspect => "Which run do you want to inspect?",
+        }
+    }
+}
+
+/// A question whose answer is free text, asked by a subcommand without its argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// `/repo create`: the new repository's name (then its optional git URL).
+    RepoName,
+    /// `/blueprint add`: the new blueprint's name (then its YAML).
+    BlueprintName,
+}
+
+/// The subcommands a bare command offers as buttons: (label, command text).
+pub fn menu(command: &str) -> &'static [(&'static str, &'static str)] {
+    match command {
+        "repo" => &[
+            ("List", "/repo list"),
+            ("Create", "/repo create"),
+            ("Select", "/repo select"),
+            ("Delete", "/repo delete"),
+        ],
+        "blueprint" => &[
+            ("List", "/blueprint list"),
+            ("Get", "/blueprint get"),
+            ("Add", "/blueprint add"),
+            ("Execute", "/blueprint execute"),
+            ("Archive", "/blueprint archive"),
+            ("Restore", "/blueprint restore"),
+            ("Delete", "/blueprint delete"),
+        ],
+        "service" => &[
+            ("List", "/service list"),
+            ("Inspect", "/service inspect"),
+            ("Execute", "/service execute"),
+            ("Delete", "/service delete"),
+        ],
+        "run" => &[
+            ("List", "/run list"),
+            ("Inspect", "/run inspect"),
+            ("Simulate", "/run simulate"),
+            ("Create", "/run create"),
+            ("Execute", "/run execute"),
+        ],
+        _ => &[],
+    }
 }
 
 /// The commands registered with `setMyCommands`, with their descriptions.
@@ -126,7 +281,7 @@ pub const HELP: &str = "I can drive your AYS repositories:\n\
 /repo list | create <name> [git_url] | select <name> | delete <name>\n\
 /blueprint list | get <name> | add <name> | execute <name> | delete <name> | archive <name> | restore <name>\n\
 /service list | inspect <role>!<name> | execute <action> <role>[!<name>] | delete <role>!<name>\n\
-/run list | inspect <key>\n\
+/run list [new|running|ok|error] | inspect <key> | simulate | create | execute\n\
 /help - this list\n\
 Every command without arguments shows a menu.";
 
@@ -149,12 +304,40 @@ pub fn parse(input: &str) -> Command {
         "start" => Command::Start,
         "help" => Command::Help,
         "crash" => Command::Crash,
+        "skip" => Command::Skip,
         "repo" => repo(&args),
         "blueprint" | "bp" => blueprint(&args),
         "service" => service(&args),
         "run" => run(&args),
+        // The ‹ › of a picker.
+        "pick" => match args.as_slice() {
+            [id, page] => match (
+                Pick::ALL.iter().find(|(_, i)| i == id),
+                page.parse::<usize>(),
+            ) {
+                (Some((pick, _)), Ok(page)) => Command::Pick { pick: *pick, page },
+                _ => Command::Unknown(head.to_string()),
+            },
+            _ => Command::Unknown(head.to_string()),
+        },
         _ => Command::Unknown(head.to_string()),
     }
+}
+
+/// `list [page]`: the page a list's ‹ › buttons ask for (1-based).
+fn page(args: &[&str], usage: &str) -> Result<Option<usize>, Command> {
+    match args {
+        [_] => Ok(None),
+        [_, page] => page
+            .parse()
+            .map(Some)
+            .map_err(|_| Command::Usage(usage.to_string())),
+        _ => Err(Command::Usage(usage.to_string())),
+    }
+}
+
+fn pick(pick: Pick) -> Command {
+    Command::Pick { pick, page: 1 }
 }
 
 fn one<'a>(args: &[&'a str], usage: &str) -> Result<&'a str, Command> {
@@ -167,8 +350,9 @@ fn one<'a>(args: &[&'a str], usage: &str) -> Result<&'a str, Command> {
 fn repo(args: &[&str]) -> Command {
     let cmd = match args.first().map(|s| s.to_ascii_lowercase()).as_deref() {
         None => Ok(RepoCmd::Menu),
-        Some("list") => Ok(RepoCmd::List),
+        Some("list") => page(args, "/repo list [page]").map(RepoCmd::List),
         Some("create") => match args {
+            [_] => return Command::Ask(Ask::RepoName),
             [_, name] => Ok(RepoCmd::Create {
                 name: name.to_string(),
                 git_url: None,
@@ -179,6 +363,8 @@ fn repo(args: &[&str]) -> Command {
             }),
             _ => Err(Command::Usage("/repo create <name> [git_url]".into())),
         },
+        Some("select") if args.len() == 1 => return pick(Pick::RepoSelect),
+        Some("delete") if args.len() == 1 => return pick(Pick::RepoDelete),
         Some("select") => one(args, "/repo select <name>").map(|n| RepoCmd::Select(n.into())),
         Some("delete") => one(args, "/repo delete <name>").map(|n| RepoCmd::Delete(n.into())),
         Some(_) => Err(Command::Usage(
@@ -193,9 +379,23 @@ fn blueprint(args: &[&str]) -> Command {
     let named = |usage: &str, make: fn(String) -> BlueprintCmd| {
         one(args, usage).map(|n| make(n.to_string()))
     };
+    if args.len() == 1 {
+        let bare = match sub.as_deref() {
+            Some("get") => Some(pick(Pick::BlueprintGet)),
+            Some("execute") => Some(pick(Pick::BlueprintExecute)),
+            Some("delete") => Some(pick(Pick::BlueprintDelete)),
+            Some("archive") => Some(pick(Pick::BlueprintArchive)),
+            Some("restore") => Some(pick(Pick::BlueprintRestore)),
+            Some("add") => Some(Command::Ask(Ask::BlueprintName)),
+            _ => None,
+        };
+        if let Some(bare) = bare {
+            return bare;
+        }
+    }
     let cmd = match sub.as_deref() {
         None => Ok(BlueprintCmd::Menu),
-        Some("list") => Ok(BlueprintCmd::List),
+        Some("list") => page(args, "/blueprint list [page]").map(BlueprintCmd::List),
         Some("get") => named("/blueprint get <name>", BlueprintCmd::Get),
         Some("add") => named("/blueprint add <name>", BlueprintCmd::Add),
         Some("execute") => named("/blueprint execute <name>", BlueprintCmd::Execute),
@@ -217,9 +417,17 @@ fn role_name(value: &str) -> Option<(String, String)> {
 
 fn service(args: &[&str]) -> Command {
     let sub = args.first().map(|s| s.to_ascii_lowercase());
+    if args.len() == 1 {
+        match sub.as_deref() {
+            Some("inspect") => return pick(Pick::ServiceInspect),
+            Some("execute") => return pick(Pick::ServiceExecute),
+            Some("delete") => return pick(Pick::ServiceDelete),
+            _ => {}
+        }
+    }
     let cmd = match sub.as_deref() {
         None => Ok(ServiceCmd::Menu),
-        Some("list") => Ok(ServiceCmd::List),
+        Some("list") => page(args, "/service list [page]").map(ServiceCmd::List),
         Some("inspect") => one(args, "/service inspect <role>!<name>")
             .and_then(|v| {
                 role_name(v).ok_or(Command::Usage("/service inspect <role>!<name>".into()))
@@ -256,9 +464,26 @@ fn service(args: &[&str]) -> Command {
 fn run(args: &[&str]) -> Command {
     let cmd = match args.first().map(|s| s.to_ascii_lowercase()).as_deref() {
         None => Ok(RunCmd::Menu),
-        Some("list") => Ok(RunCmd::List),
+        Some("list") => match args {
+            [_, state] | [_, state, _] if RUN_STATES.contains(state) => {
+                let page = match args {
+                    [_, _, page] => page.parse().ok(),
+                    _ => None,
+                };
+                Ok(RunCmd::ListIn {
+                    state: state.to_string(),
+                    page,
+                })
+            }
+            _ => page(args, "/run list [new|running|ok|error] [page]").map(RunCmd::List),
+        },
+        Some("inspect") if args.len() == 1 => return pick(Pick::RunInspect),
         Some("inspect") => one(args, "/run inspect <key>").map(|k| RunCmd::Inspect(k.into())),
-        Some(_) => Err(Command::Usage("/run list | inspect <key>".into())),
+        Some("simulate") => Ok(RunCmd::Simulate),
+        Some("create" | "execute") => Ok(RunCmd::Execute),
+        Some(_) => Err(Command::Usage(
+            "/run list [new|running|ok|error] | inspect <key> | simulate | create | execute".into(),
+        )),
     };
     cmd.map(Command::Run).unwrap_or_else(|usage| usage)
 }
@@ -276,7 +501,9 @@ mod tests {
         check("/start", Command::Start);
         check("  /HELP ", Command::Help);
         check("/repo", Command::Repo(RepoCmd::Menu));
-        check("/repo@cockpit_bot list", Command::Repo(RepoCmd::List));
+        check("/repo@cockpit_bot list", Command::Repo(RepoCmd::List(None)));
+        check("/repo list 3", Command::Repo(RepoCmd::List(Some(3))));
+        check("/run list 2", Command::Run(RunCmd::List(Some(2))));
         check(
             "/repo create demo",
             Command::Repo(RepoCmd::Create {
@@ -335,19 +562,56 @@ mod tests {
 
     #[test]
     fn wrong_arguments_get_the_usage_and_unknown_commands_are_named() {
+        check("/repo create", Command::Ask(Ask::RepoName));
+        check("/blueprint add", Command::Ask(Ask::BlueprintName));
         check(
-            "/repo create",
-            Command::Usage("/repo create <name> [git_url]".into()),
+            "/repo select",
+            Command::Pick {
+                pick: Pick::RepoSelect,
+                page: 1,
+            },
         );
+        check(
+            "/pick bp_restore 3",
+            Command::Pick {
+                pick: Pick::BlueprintRestore,
+                page: 3,
+            },
+        );
+        check("/pick nothing 3", Command::Unknown("pick".into()));
+        check(
+            "/run list error 2",
+            Command::Run(RunCmd::ListIn {
+                state: "error".into(),
+                page: Some(2),
+            }),
+        );
+        check("/run create", Command::Run(RunCmd::Execute));
+        check("/skip", Command::Skip);
+        check(
+            "/run list ok",
+            Command::Run(RunCmd::ListIn {
+                state: "ok".into(),
+                page: None,
+            }),
+        );
+        check("/run simulate", Command::Run(RunCmd::Simulate));
         check(
             "/service inspect nobang",
             Command::Usage("/service inspect <role>!<name>".into()),
         );
         check(
             "/run fly",
-            Command::Usage("/run list | inspect <key>".into()),
+            Command::Usage(
+                "/run list [new|running|ok|error] | inspect <key> | simulate | create | execute"
+                    .into(),
+            ),
         );
         check("/frobnicate now", Command::Unknown("frobnicate".into()));
+        check(
+            "/service list two",
+            Command::Usage("/service list [page]".into()),
+        );
         check("/", Command::Unknown(String::new()));
     }
 }

@@ -12,6 +12,7 @@ pub mod render;
 pub mod session;
 pub mod supervisor;
 pub mod telegram;
+pub mod views;
 
 /// One update from a user, as the chat session sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub enum IncomingKind {
         id: String,
         /// The button's data.
         data: String,
+        /// The message the button is on (a list's ‹ › edit it in place).
+        message_id: Option<i64>,
     },
     /// An uploaded document.
     Document {
@@ -71,6 +74,29 @@ pub enum Outgoing {
         text: String,
         /// Rows of buttons.
         keyboard: Vec<Vec<Button>>,
+    },
+    /// A new text and keyboard for a message already sent (a list's next page). Sent as a new
+    /// message when the old one cannot be edited or the text needs more than one message.
+    Edit {
+        /// The chat.
+        chat_id: i64,
+        /// The message to change.
+        message_id: i64,
+        /// The text (MarkdownV2, already escaped).
+        text: String,
+        /// Rows of buttons.
+        keyboard: Vec<Vec<Button>>,
+    },
+    /// A file (a long blueprint), with a caption.
+    Document {
+        /// The chat.
+        chat_id: i64,
+        /// The file's name.
+        file_name: String,
+        /// Its content.
+        content: Vec<u8>,
+        /// The caption (MarkdownV2, already escaped; at most 1024 characters shown).
+        caption: String,
     },
     /// The answer to a button press (stops the client's spinner).
     AnswerCallback {

@@ -7,9 +7,10 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, call_t};
 use serde_json::{Value, json};
 use tracing::warn;
 
-use super::commands::{self, BlueprintCmd, Command, RepoCmd, RunCmd, ServiceCmd};
-use super::render::{escape, escape_code};
+use super::commands::{self, Ask, BlueprintCmd, Command, Pick, RepoCmd, RunCmd, ServiceCmd};
+use super::render::escape;
 use super::telegram::{self, Outbox};
+use super::views::{self, BlueprintItem, BlueprintView, RunItem, ServiceItem, View};
 use super::{Button, Incoming, IncomingKind, Outgoing};
 use crate::actors::oauth_cache::OAuthCacheMsg;
 use crate::actors::{Shared, names};
@@ -60,6 +61,9 @@ pub struct ChatState {
     outbox: Outbox,
     /// For document downloads.
     client: teloxide::Bot,
+    /// While a list's ‹ › press is handled: the message showing the list, which the next page
+    /// replaces.
+    edit: Option<i64>,
 }
 
 /// What a chat waits for, stored as JSON: `{"blueprint": name, "repo": repo}`.
@@ -85,6 +89,7 @@ impl Actor for ChatSession {
             chat_id: args.chat_id,
             outbox: args.outbox,
             client: args.client,
+            edit: None,
         })
     }
 
@@ -131,6 +136,69 @@ impl ChatState {
         });
     }
 
+    /// Shows a view: a new message, or the page of a list in place of the one it turns.
+    fn show(&self, view: View) {
+        let View { text, keyboard } = view;
+        self.outbox.send(match self.edit {
+            Some(message_id) => Outgoing::Edit {
+                chat_id: self.chat_id,
+                message_id,
+                text,
+                keyboard,
+            },
+            None => Outgoing::Message {
+                chat_id: self.chat_id,
+                text,
+                keyboard,
+            },
+        });
+    }
+
+    /// Button data that names an item by a short reference ([`views::short_ref`], for names too
+    /// long for Telegram's 64 bytes) with the name put back; unchanged when it holds none or
+    /// nothing matches.
+    async fn expand_ref(&self, user_id: i64, data: &str) -> String {
+        let Some((head, reference)) = data.rsplit_once(' ').filter(|(_, r)| views::is_ref(r))
+        else {
+            return data.to_string();
+        };
+        // Only for a user who may see the lists; the command refuses the others anyway.
+        let Some(user) = self.user(user_id).await else {
+            return data.to_string();
+        };
+        let names: Vec<String> = if head.starts_with("/repo") {
+            let repos = AysClient.list_repos().await.unwrap_or_default();
+            repos.into_iter().map(|r| r.name).collect()
+        } else {
+            let Some(repo) = user.current_repo else {
+                return data.to_string();
+            };
+            if head.starts_with("/blueprint") {
+                AysClient
+                    .list_blueprints(&repo, true)
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|b| b.name)
+                    .collect()
+            } else if head.starts_with("/service") {
+                AysClient
+                    .list_services(&repo, None)
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|s| s.key)
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        };
+        match names.into_iter().find(|n| views::short_ref(n) == reference) {
+            Some(name) => format!("{head} {name}"),
+            None => data.to_string(),
+        }
+    }
+
     async fn incoming(&mut self, myself: &ActorRef<ChatMsg>, incoming: Incoming) {
         let Incoming {
             user_id,
@@ -143,10 +211,27 @@ impl ChatState {
                 Command::Text(text) => self.text(user_id, &text).await,
                 command => self.command(user_id, &username, command).await,
             },
-            IncomingKind::Callback { id, data } => {
+            IncomingKind::Callback {
+                id,
+                data,
+                message_id,
+            } => {
                 self.outbox.send(Outgoing::AnswerCallback { id });
+                let data = self.expand_ref(user_id, &data).await;
                 let command = commands::parse(&data);
+                // A list's ‹ › (a list command with its page) turn the page in place.
+                let turn = data.starts_with("/pick ")
+                    || matches!(
+                        command,
+                        Command::Repo(RepoCmd::List(Some(_)))
+                            | Command::Blueprint(BlueprintCmd::List(Some(_)))
+                            | Command::Service(ServiceCmd::List(Some(_)))
+                            | Command::Run(RunCmd::List(Some(_)))
+                            | Command::Run(RunCmd::ListIn { page: Some(_), .. })
+                    );
+                self.edit = message_id.filter(|_| turn);
                 self.command(user_id, &username, command).await;
+                self.edit = None;
             }
             IncomingKind::Document {
                 file_id,
@@ -207,6 +292,11 @@ impl ChatState {
         if self.user(user_id).await.is_none() {
             return self.say("I don't know you yet, please use /start");
         }
+        if let Ok(Some(prompt)) = self.shared.store.chat_pending(self.chat_id)
+            && prompt["ask"].is_string()
+        {
+            return self.answer(user_id, &prompt, text).await;
+        }
         let Some(Some((repo, name))) = self.pending() else {
             return self.say("Send a command; /help lists them.");
         };
@@ -253,6 +343,9 @@ impl ChatState {
                     Command::Blueprint(cmd) => self.blueprint(&user, cmd).await,
                     Command::Service(cmd) => self.service(&user, cmd).await,
                     Command::Run(cmd) => self.run(&user, cmd).await,
+                    Command::Pick { pick, page } => self.pick(&user, pick, page).await,
+                    Command::Ask(ask) => self.ask(&user, ask),
+                    Command::Skip => self.skip(&user).await,
                     _ => Ok(()),
                 };
                 if let Err(err) = result {
@@ -310,29 +403,34 @@ impl ChatState {
 
     async fn repo(&mut self, user: &AuthorizedUser, cmd: RepoCmd) -> Result<(), AysError> {
         match cmd {
-            RepoCmd::Menu | RepoCmd::List => {
+            RepoCmd::Menu => self.show(views::menu(
+                "What do you want to do with repositories?",
+                commands::menu("repo"),
+            )),
+            RepoCmd::List(_) => {
+                let page = match cmd {
+                    RepoCmd::List(Some(page)) => page,
+                    _ => 1,
+                };
                 let repos = AysClient.list_repos().await?;
-                let current = user.current_repo.as_deref().unwrap_or("none");
-                let mut text = format!("Current repository: {current}\nRepositories:");
-                for r in &repos {
-                    text.push_str(&format!("\n- {}", r.name));
-                }
-                if repos.is_empty() {
-                    text.push_str(" none yet; /repo create <name>");
-                }
-                let keyboard = repos
-                    .iter()
-                    .map(|r| {
-                        vec![button(
-                            &format!("Select {}", r.name),
-                            &format!("/repo select {}", r.name),
-                        )]
-                    })
-                    .collect();
-                self.say_with(&text, keyboard);
+                let names: Vec<String> = repos.into_iter().map(|r| r.name).collect();
+                self.show(views::repo_list(&names, user.current_repo.as_deref(), page));
             }
             RepoCmd::Create { name, git_url } => {
-                let view = AysClient.create_repo(name.clone(), git_url).await?;
+                let created = AysClient.create_repo(name.clone(), git_url).await;
+                let view = match created {
+                    // As the original bot did: creating one that exists selects it.
+                    Err(AysError::Conflict(_)) => {
+                        let view = AysClient.get_repo(name).await?;
+                        self.set_repo(user.user_id, Some(&view.name)).await?;
+                        self.say(&format!(
+                            "Repository {} already exists; selected.",
+                            view.name
+                        ));
+                        return Ok(());
+                    }
+                    other => other?,
+                };
                 self.set_repo(user.user_id, Some(&view.name)).await?;
                 self.say(&format!("Repository {} created and selected.", view.name));
             }
@@ -375,45 +473,45 @@ impl ChatState {
     ) -> Result<(), AysError> {
         let repo = Self::current_repo(user)?;
         match cmd {
-            BlueprintCmd::Menu | BlueprintCmd::List => {
+            BlueprintCmd::Menu => self.show(views::menu(
+                &format!("What do you want to do with the blueprints of {repo}?"),
+                commands::menu("blueprint"),
+            )),
+            BlueprintCmd::List(_) => {
+                let page = match cmd {
+                    BlueprintCmd::List(Some(page)) => page,
+                    _ => 1,
+                };
                 let list = AysClient.list_blueprints(&repo, true).await?;
-                let mut text = format!("Blueprints in {repo}:");
-                for bp in &list {
-                    let mark = if bp.archived { " (archived)" } else { "" };
-                    text.push_str(&format!("\n- {}{mark}", bp.name));
-                }
-                if list.is_empty() {
-                    text.push_str(" none yet; /blueprint add <name>");
-                }
-                let keyboard = list
-                    .iter()
-                    .filter(|bp| !bp.archived)
-                    .map(|bp| {
-                        vec![
-                            button(
-                                &format!("Show {}", bp.name),
-                                &format!("/blueprint get {}", bp.name),
-                            ),
-                            button(
-                                &format!("Execute {}", bp.name),
-                                &format!("/blueprint execute {}", bp.name),
-                            ),
-                        ]
+                let items: Vec<BlueprintItem> = list
+                    .into_iter()
+                    .map(|bp| BlueprintItem {
+                        name: bp.name,
+                        archived: bp.archived,
                     })
                     .collect();
-                self.say_with(&text, keyboard);
+                self.show(views::blueprint_list(&repo, &items, page));
             }
             BlueprintCmd::Get(name) => {
                 let bp = AysClient.get_blueprint(&repo, name).await?;
-                self.outbox.send(Outgoing::Message {
-                    chat_id: self.chat_id,
-                    text: format!(
-                        "{}\n```\n{}\n```",
-                        escape(&bp.name),
-                        escape_code(&bp.content)
-                    ),
-                    keyboard: Vec::new(),
-                });
+                self.outbox
+                    .send(match views::blueprint(&bp.name, &bp.content) {
+                        BlueprintView::Inline(text) => Outgoing::Message {
+                            chat_id: self.chat_id,
+                            text,
+                            keyboard: Vec::new(),
+                        },
+                        BlueprintView::Document {
+                            file_name,
+                            content,
+                            caption,
+                        } => Outgoing::Document {
+                            chat_id: self.chat_id,
+                            file_name,
+                            content,
+                            caption,
+                        },
+                    });
             }
             BlueprintCmd::Add(name) => {
                 let prompt = json!({"repo": repo, "blueprint": name});
@@ -458,26 +556,25 @@ impl ChatState {
     async fn service(&mut self, user: &AuthorizedUser, cmd: ServiceCmd) -> Result<(), AysError> {
         let repo = Self::current_repo(user)?;
         match cmd {
-            ServiceCmd::Menu | ServiceCmd::List => {
+            ServiceCmd::Menu => self.show(views::menu(
+                &format!("What do you want to do with the services of {repo}?"),
+                commands::menu("service"),
+            )),
+            ServiceCmd::List(_) => {
+                let page = match cmd {
+                    ServiceCmd::List(Some(page)) => page,
+                    _ => 1,
+                };
                 let list = AysClient.list_services(&repo, None).await?;
-                let mut text = format!("Services in {repo}:");
-                for s in &list {
-                    text.push_str(&format!("\n- {} ({}): {}", s.key, s.actor, s.state));
-                }
-                if list.is_empty() {
-                    text.push_str(" none yet; execute a blueprint");
-                }
-                let keyboard = list
-                    .iter()
-                    .take(50)
-                    .map(|s| {
-                        vec![button(
-                            &format!("Inspect {}", s.key),
-                            &format!("/service inspect {}", s.key),
-                        )]
+                let items: Vec<ServiceItem> = list
+                    .into_iter()
+                    .map(|s| ServiceItem {
+                        key: s.key,
+                        actor: s.actor,
+                        state: s.state.to_string(),
                     })
                     .collect();
-                self.say_with(&text, keyboard);
+                self.show(views::service_list(&repo, &items, page));
             }
             ServiceCmd::Inspect { role, name } => {
                 let s = AysClient.get_service(&repo, role, name).await?;
@@ -496,16 +593,13 @@ impl ChatState {
                     "\ndata: {}",
                     serde_json::to_string_pretty(&s.data).unwrap_or_default()
                 ));
-                let keyboard = s
-                    .actions
-                    .iter()
-                    .map(|a| {
-                        vec![button(
-                            &format!("Run {}", a.name),
-                            &format!("/service execute {} {}", a.name, s.key),
-                        )]
-                    })
-                    .collect();
+                let keyboard = views::button_rows(s.actions.iter().map(|a| {
+                    (
+                        format!("Run {}", a.name),
+                        format!("/service execute {}", a.name),
+                        s.key.clone(),
+                    )
+                }));
                 self.say_with(&text, keyboard);
             }
             ServiceCmd::Execute { action, role, name } => {
@@ -551,26 +645,67 @@ impl ChatState {
     async fn run(&mut self, user: &AuthorizedUser, cmd: RunCmd) -> Result<(), AysError> {
         let repo = Self::current_repo(user)?;
         match cmd {
-            RunCmd::Menu | RunCmd::List => {
+            RunCmd::Menu => self.show(views::menu(
+                &format!("What do you want to do with the runs of {repo}?"),
+                commands::menu("run"),
+            )),
+            RunCmd::List(_) | RunCmd::ListIn { .. } => {
+                let (state, page) = match cmd {
+                    RunCmd::List(page) => (None, page),
+                    RunCmd::ListIn { state, page } => (Some(state), page),
+                    _ => (None, None),
+                };
                 let runs = AysClient.list_runs(&repo).await?;
-                let mut text = format!("Runs in {repo}:");
-                for r in runs.iter().take(20) {
-                    text.push_str(&format!("\n- {}: {}", r.key, r.state));
-                }
-                if runs.is_empty() {
-                    text.push_str(" none yet");
-                }
-                let keyboard = runs
-                    .iter()
-                    .take(10)
-                    .map(|r| {
-                        vec![button(
-                            &format!("Inspect {}", r.key),
-                            &format!("/run inspect {}", r.key),
-                        )]
+                let items: Vec<RunItem> = runs
+                    .into_iter()
+                    .filter(|r| state.as_ref().is_none_or(|s| r.state.to_string() == *s))
+                    .map(|r| RunItem {
+                        key: r.key,
+                        state: r.state.to_string(),
                     })
                     .collect();
-                self.say_with(&text, keyboard);
+                self.show(views::run_list(
+                    &repo,
+                    &items,
+                    state.as_deref(),
+                    page.unwrap_or(1),
+                ));
+            }
+            RunCmd::Simulate => {
+                let request = RunRequest {
+                    simulate: true,
+                    callback_url: None,
+                    origin: Origin::Chat {
+                        chat_id: self.chat_id,
+                    },
+                };
+                let run = AysClient.create_run(&repo, request).await?;
+                let mut text = format!(
+                    "The pending actions of {repo} would run in {} step(s):",
+                    run.steps.len()
+                );
+                for step in &run.steps {
+                    text.push_str(&format!("\nstep {}:", step.number));
+                    for job in &step.jobs {
+                        text.push_str(&format!("\n- {} {}", job.action_name, job.service_key));
+                    }
+                }
+                self.say_with(&text, vec![vec![button("Execute", "/run execute")]]);
+            }
+            RunCmd::Execute => {
+                let request = RunRequest {
+                    simulate: false,
+                    callback_url: None,
+                    origin: Origin::Chat {
+                        chat_id: self.chat_id,
+                    },
+                };
+                let run = AysClient.create_run(&repo, request).await?;
+                self.say(&format!(
+                    "Run {} started: {} step(s). I will tell you when it ends.",
+                    run.key,
+                    run.steps.len()
+                ));
             }
             RunCmd::Inspect(key) => {
                 let run = AysClient.get_run(&repo, key).await?;
@@ -594,6 +729,161 @@ impl ChatState {
             }
         }
         Ok(())
+    }
+}
+
+impl ChatState {
+    /// A subcommand without its argument: a picker of what it applies to.
+    async fn pick(
+        &mut self,
+        user: &AuthorizedUser,
+        pick: Pick,
+        page: usize,
+    ) -> Result<(), AysError> {
+        let names: Vec<String> = match pick {
+            Pick::RepoSelect | Pick::RepoDelete => AysClient
+                .list_repos()
+                .await?
+                .into_iter()
+                .map(|r| r.name)
+                .collect(),
+            Pick::BlueprintGet
+            | Pick::BlueprintExecute
+            | Pick::BlueprintDelete
+            | Pick::BlueprintArchive
+            | Pick::BlueprintRestore => {
+                let repo = Self::current_repo(user)?;
+                let list = AysClient.list_blueprints(&repo, true).await?;
+                list.into_iter()
+                    .filter(|bp| match pick {
+                        Pick::BlueprintRestore => bp.archived,
+                        Pick::BlueprintDelete => true,
+                        _ => !bp.archived,
+                    })
+                    .map(|bp| bp.name)
+                    .collect()
+            }
+            Pick::ServiceInspect | Pick::ServiceExecute | Pick::ServiceDelete => {
+                let repo = Self::current_repo(user)?;
+                AysClient
+                    .list_services(&repo, None)
+                    .await?
+                    .into_iter()
+                    .map(|s| s.key)
+                    .collect()
+            }
+            Pick::RunInspect => {
+                let repo = Self::current_repo(user)?;
+                AysClient
+                    .list_runs(&repo)
+                    .await?
+                    .into_iter()
+                    .map(|r| r.key)
+                    .collect()
+            }
+        };
+        self.show(views::picker(pick, &names, page));
+        Ok(())
+    }
+
+    /// A subcommand whose argument is free text: ask for it; the answer comes to [`Self::answer`].
+    fn ask(&mut self, user: &AuthorizedUser, ask: Ask) -> Result<(), AysError> {
+        let (prompt, question) = match ask {
+            Ask::RepoName => (
+                json!({"ask": "repo_name"}),
+                "Send me the name of the new repository (letters, digits, - and _).".to_string(),
+            ),
+            Ask::BlueprintName => {
+                let repo = Self::current_repo(user)?;
+                (
+                    json!({"ask": "blueprint_name", "repo": repo}),
+                    format!("Send me the name of the new blueprint in {repo} (ending in .yaml)."),
+                )
+            }
+        };
+        self.shared
+            .store
+            .set_chat_pending(self.chat_id, Some(&prompt))?;
+        self.say(&question);
+        Ok(())
+    }
+
+    /// The answer to a question [`Self::ask`] asked.
+    async fn answer(&mut self, user_id: i64, prompt: &Value, text: &str) {
+        let Some(user) = self.user(user_id).await else {
+            return self.say("I don't know you yet, please use /start");
+        };
+        let text = text.trim();
+        let result = match prompt["ask"].as_str() {
+            Some("repo_name") if !crate::actors::ays::valid_repo_name(text) => {
+                self.say(
+                    "That is not a repository name: 1 to 64 letters, digits, - or _. Try another.",
+                );
+                return;
+            }
+            Some("repo_name") => {
+                let next = json!({"ask": "git_url", "name": text});
+                match self
+                    .shared
+                    .store
+                    .set_chat_pending(self.chat_id, Some(&next))
+                {
+                    Ok(()) => {
+                        self.say_with(
+                            &format!("Send me the git URL to clone into {text}, or press Skip."),
+                            vec![vec![button("Skip", "/skip")]],
+                        );
+                        Ok(())
+                    }
+                    Err(err) => Err(err.into()),
+                }
+            }
+            Some("git_url") => {
+                let _ = self.shared.store.set_chat_pending(self.chat_id, None);
+                let name = prompt["name"].as_str().unwrap_or_default().to_string();
+                let cmd = RepoCmd::Create {
+                    name,
+                    git_url: Some(text.to_string()),
+                };
+                self.repo(&user, cmd).await
+            }
+            Some("blueprint_name") => {
+                let _ = self.shared.store.set_chat_pending(self.chat_id, None);
+                self.blueprint(&user, BlueprintCmd::Add(text.to_string()))
+                    .await
+            }
+            _ => {
+                let _ = self.shared.store.set_chat_pending(self.chat_id, None);
+                self.say("Send a command; /help lists them.");
+                Ok(())
+            }
+        };
+        if let Err(err) = result {
+            self.say(&err.to_string());
+        }
+    }
+
+    /// `/skip`: creates the repository whose git URL was asked, without one.
+    async fn skip(&mut self, user: &AuthorizedUser) -> Result<(), AysError> {
+        let prompt = self.shared.store.chat_pending(self.chat_id)?;
+        let Some(name) = prompt
+            .as_ref()
+            .filter(|p| p["ask"] == "git_url")
+            .and_then(|p| p["name"].as_str())
+            .map(String::from)
+        else {
+            self.say("There is nothing to skip.");
+            return Ok(());
+        };
+        self.shared.store.set_chat_pending(self.chat_id, None)?;
+        self.repo(
+            user,
+            RepoCmd::Create {
+                name,
+                git_url: None,
+            },
+        )
+        .await
     }
 }
 

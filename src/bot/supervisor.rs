@@ -138,6 +138,7 @@ impl Actor for TelegramBot {
             &token,
             &shared.config.bot.api_url,
             shared.config.bot.throttle,
+            shared.telemetry.clone(),
         )?;
         let start: i64 = shared
             .store

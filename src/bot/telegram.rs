@@ -11,18 +11,21 @@ use parking_lot::Mutex;
 use std::time::Duration;
 
 use teloxide::net::Download;
-use teloxide::payloads::{GetUpdatesSetters, SendMessageSetters};
+use teloxide::payloads::{
+    EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters, SendMessageSetters,
+};
 use teloxide::prelude::Requester;
 use teloxide::types::{
-    AllowedUpdate, BotCommand, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, ParseMode,
-    UpdateKind,
+    AllowedUpdate, BotCommand, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, InputFile,
+    MessageId, ParseMode, UpdateKind,
 };
 use teloxide::{ApiError, Bot, RequestError};
 
 use tracing::{debug, warn};
 
-use super::{Incoming, IncomingKind, Outgoing, render};
+use super::{Button, Incoming, IncomingKind, Outgoing, render, views};
 use crate::config::Secret;
+use crate::telemetry::Telemetry;
 
 /// The bot client used for sending: throttled to Telegram's limits, or direct when
 /// `[bot].throttle` is off (a Bot API without them). Direct matters: teloxide's throttle admits
@@ -55,6 +58,8 @@ pub struct Clients {
     pub send: Client,
     /// Bounds the sends in flight across all chats (and so the connections to the Bot API).
     pub sending: Arc<tokio::sync::Semaphore>,
+    /// Where refused sends are counted.
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// Sends in flight at most, across all chats: enough to keep the Bot API busy, few enough that a
@@ -63,7 +68,12 @@ const MAX_SENDS_IN_FLIGHT: usize = 64;
 
 /// Builds the clients for `api_url` (a path must not end in `/`); `throttle` holds sends to
 /// Telegram's limits, otherwise the limits are set out of reach.
-pub fn clients(token: &Secret, api_url: &str, throttle: bool) -> Result<Clients, String> {
+pub fn clients(
+    token: &Secret,
+    api_url: &str,
+    throttle: bool,
+    telemetry: Arc<Telemetry>,
+) -> Result<Clients, String> {
     let url = reqwest::Url::parse(api_url.trim_end_matches('/'))
         .map_err(|err| format!("[bot].api_url is not a URL: {err}"))?;
     let poll = Bot::new(token.expose()).set_api_url(url.clone());
@@ -75,7 +85,14 @@ pub fn clients(token: &Secret, api_url: &str, throttle: bool) -> Result<Clients,
     let send = if throttle {
         Client::Throttled(teloxide::requests::RequesterExt::throttle(
             sender,
-            teloxide::adaptors::throttle::Limits::default(),
+            teloxide::adaptors::throttle::Limits {
+                // teloxide holds every chat that is not a channel or supergroup to 20 messages a
+                // minute (Telegram's limit for groups): a user going through menus would wait up
+                // to a minute for replies. One a second per chat is Telegram's rule for private
+                // chats; a basic group beyond its 20 gets `RetryAfter`, which is waited out.
+                messages_per_min_chat: 60,
+                ..teloxide::adaptors::throttle::Limits::default()
+            },
         ))
     } else {
         Client::Direct(sender)
@@ -84,6 +101,7 @@ pub fn clients(token: &Secret, api_url: &str, throttle: bool) -> Result<Clients,
         poll,
         send,
         sending: Arc::new(tokio::sync::Semaphore::new(MAX_SENDS_IN_FLIGHT)),
+        telemetry,
     })
 }
 
@@ -227,6 +245,7 @@ fn incoming(update: teloxide::types::Update) -> Option<Incoming> {
                 kind: IncomingKind::Callback {
                     id: query.id.0.clone(),
                     data: query.data.clone().unwrap_or_default(),
+                    message_id: query.message.as_ref().map(|m| i64::from(m.id().0)),
                 },
             })
         }
@@ -242,6 +261,8 @@ pub struct Outbox {
     client: Client,
     /// The permits shared by every chat's sends.
     sending: Arc<tokio::sync::Semaphore>,
+    /// Where refused sends are counted.
+    telemetry: Arc<Telemetry>,
     /// What waits behind the message being sent; `None` while no sending task runs.
     queue: Arc<Mutex<Option<VecDeque<Outgoing>>>>,
 }
@@ -252,6 +273,7 @@ impl Outbox {
         Outbox {
             client: clients.send.clone(),
             sending: clients.sending.clone(),
+            telemetry: clients.telemetry.clone(),
             queue: Arc::default(),
         }
     }
@@ -268,12 +290,13 @@ impl Outbox {
         drop(queue);
         let client = self.client.clone();
         let sending = self.sending.clone();
+        let telemetry = self.telemetry.clone();
         let shared = self.queue.clone();
         tokio::spawn(async move {
             let mut next = Some(out);
             while let Some(out) = next {
                 let permit = sending.acquire().await;
-                send(&client, out).await;
+                send(&client, &telemetry, out).await;
                 drop(permit);
                 let mut queue = lock(&shared);
                 next = queue.as_mut().and_then(VecDeque::pop_front);
@@ -290,40 +313,73 @@ fn lock<T>(m: &Mutex<T>) -> parking_lot::MutexGuard<'_, T> {
     m.lock()
 }
 
-/// Sends one outgoing item, split at Telegram's limit, with retries.
-pub async fn send(client: &Client, out: Outgoing) {
+/// Sends one outgoing item, split at Telegram's limit, with retries. A part Telegram refuses as
+/// unparsable MarkdownV2 is sent again once as plain text (and counted), so that no reply is
+/// lost to a markup mistake.
+pub async fn send(client: &Client, telemetry: &Telemetry, out: Outgoing) {
     match out {
         Outgoing::Message {
             chat_id,
             text,
             keyboard,
+        } => send_message(client, telemetry, chat_id, &text, keyboard).await,
+        Outgoing::Edit {
+            chat_id,
+            message_id,
+            text,
+            keyboard,
         } => {
             let parts = render::split(&text);
-            let last = parts.len().saturating_sub(1);
-            for (i, part) in parts.into_iter().enumerate() {
-                let markup = (i == last && !keyboard.is_empty()).then(|| {
-                    InlineKeyboardMarkup::new(keyboard.iter().map(|row| {
-                        row.iter()
-                            .map(|b| {
-                                InlineKeyboardButton::callback(b.label.clone(), b.data.clone())
-                            })
-                            .collect::<Vec<_>>()
-                    }))
-                });
-                let result = with_client!(client, c => with_retries(|| {
-                    let request = c
-                        .send_message(ChatId(chat_id), part.clone())
-                        .parse_mode(ParseMode::MarkdownV2);
-                    match markup.clone() {
-                        Some(markup) => request.reply_markup(markup),
-                        None => request,
-                    }
-                })
-                .await)
-                .map(|_| ());
-                if let Err(err) = result {
-                    warn!(chat_id, error = %err, "sendMessage failed");
+            if parts.len() != 1 {
+                return send_message(client, telemetry, chat_id, &text, keyboard).await;
+            }
+            let markup = markup(keyboard.clone());
+            let edit = |text: String, markdown: bool| {
+                edit_text(client, chat_id, message_id, text, markdown, markup.clone())
+            };
+            let mut result = edit(parts[0].clone(), true).await;
+            if let Err(RequestError::Api(ApiError::CantParseEntities(why))) = &result {
+                warn!(chat_id, error = %why, "Telegram refused the markup; editing as plain text");
+                fell_back(telemetry);
+                result = edit(render::plain(&parts[0]), false).await;
+            }
+            match result {
+                // A second press on the same page.
+                Ok(()) | Err(RequestError::Api(ApiError::MessageNotModified)) => {}
+                Err(err) => {
+                    debug!(chat_id, error = %err, "editMessageText failed; sending anew");
+                    send_message(client, telemetry, chat_id, &text, keyboard).await;
                 }
+            }
+        }
+        Outgoing::Document {
+            chat_id,
+            file_name,
+            content,
+            caption,
+        } => {
+            let file = InputFile::memory(content.clone()).file_name(file_name.clone());
+            let result = with_client!(client, c => with_retries(|| {
+                c.send_document(ChatId(chat_id), file.clone())
+                    .caption(caption.clone())
+                    .parse_mode(ParseMode::MarkdownV2)
+            })
+            .await)
+            .map(|_| ());
+            if let Err(err) = result {
+                // The content still reaches the user, as text.
+                warn!(chat_id, error = %err, "sendDocument failed; sending the file as text");
+                let mut text = format!(
+                    "{}\n```\n{}\n```",
+                    caption,
+                    render::escape_code(&String::from_utf8_lossy(&content))
+                );
+                if render::split(&text).len() > MAX_FILE_AS_TEXT_PARTS {
+                    text = render::escape(&format!(
+                        "I could not send {file_name} as a file, and it is too long for messages."
+                    ));
+                }
+                send_message(client, telemetry, chat_id, &text, Vec::new()).await;
             }
         }
         Outgoing::AnswerCallback { id } => {
@@ -334,6 +390,110 @@ pub async fn send(client: &Client, out: Outgoing) {
             }
         }
     }
+}
+
+/// Counts a part sent again as plain text (`cockpit_telegram_plain_fallbacks_total`).
+fn fell_back(telemetry: &Telemetry) {
+    telemetry.count(crate::telemetry::Count::TelegramPlainFallbacks, 1);
+}
+
+/// A file Telegram refused is sent as text only when that takes at most this many messages
+/// (a 10 KB blueprint takes three; a 1 MiB one would flood the chat).
+const MAX_FILE_AS_TEXT_PARTS: usize = 8;
+
+/// An inline keyboard held to Telegram's limits; `None` when empty.
+fn markup(keyboard: Vec<Vec<Button>>) -> Option<InlineKeyboardMarkup> {
+    let keyboard = views::fit_keyboard(keyboard);
+    (!keyboard.is_empty()).then(|| {
+        InlineKeyboardMarkup::new(keyboard.into_iter().map(|row| {
+            row.into_iter()
+                .map(|b| InlineKeyboardButton::callback(b.label, b.data))
+                .collect::<Vec<_>>()
+        }))
+    })
+}
+
+/// Sends a MarkdownV2 text as as many messages as it needs, the keyboard on the last; a part
+/// refused as unparsable goes again as plain text.
+async fn send_message(
+    client: &Client,
+    telemetry: &Telemetry,
+    chat_id: i64,
+    text: &str,
+    keyboard: Vec<Vec<Button>>,
+) {
+    let mut parts = render::split(text);
+    if parts.is_empty() {
+        // Nothing visible: say so rather than lose the keyboard (Telegram refuses blank texts).
+        parts.push(render::escape("(empty)"));
+    }
+    let last = parts.len() - 1;
+    let markup = markup(keyboard);
+    for (i, part) in parts.into_iter().enumerate() {
+        let markup = if i == last { markup.clone() } else { None };
+        let send = |text: String, markdown: bool| {
+            send_text(client, chat_id, text, markdown, markup.clone())
+        };
+        let mut result = send(part.clone(), true).await;
+        if let Err(RequestError::Api(ApiError::CantParseEntities(why))) = &result {
+            warn!(chat_id, error = %why, "Telegram refused the markup; sending as plain text");
+            fell_back(telemetry);
+            result = send(render::plain(&part), false).await;
+        }
+        if let Err(err) = result {
+            warn!(chat_id, error = %err, "sendMessage failed");
+        }
+    }
+}
+
+/// One `sendMessage`, as MarkdownV2 or plain text, with retries.
+async fn send_text(
+    client: &Client,
+    chat_id: i64,
+    text: String,
+    markdown: bool,
+    markup: Option<InlineKeyboardMarkup>,
+) -> Result<(), RequestError> {
+    with_client!(client, c => with_retries(|| {
+        let request = c.send_message(ChatId(chat_id), text.clone());
+        let request = if markdown {
+            request.parse_mode(ParseMode::MarkdownV2)
+        } else {
+            request
+        };
+        match markup.clone() {
+            Some(markup) => request.reply_markup(markup),
+            None => request,
+        }
+    })
+    .await)
+    .map(|_| ())
+}
+
+/// One `editMessageText`, as MarkdownV2 or plain text, with retries.
+async fn edit_text(
+    client: &Client,
+    chat_id: i64,
+    message_id: i64,
+    text: String,
+    markdown: bool,
+    markup: Option<InlineKeyboardMarkup>,
+) -> Result<(), RequestError> {
+    let id = MessageId(i32::try_from(message_id).unwrap_or(i32::MAX));
+    with_client!(client, c => with_retries(|| {
+        let request = c.edit_message_text(ChatId(chat_id), id, text.clone());
+        let request = if markdown {
+            request.parse_mode(ParseMode::MarkdownV2)
+        } else {
+            request
+        };
+        match markup.clone() {
+            Some(markup) => request.reply_markup(markup),
+            None => request,
+        }
+    })
+    .await)
+    .map(|_| ())
 }
 
 /// Downloads a (small) file the user uploaded; refuses files over `max` bytes.

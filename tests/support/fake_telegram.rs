@@ -2,8 +2,16 @@
 //!
 //! It serves `getUpdates` long polls from a queue the test fills, records every `sendMessage`
 //! (and the other calls), and answers the handful of methods a bot uses. Method names are matched
-//! case-insensitively, as the real Bot API does. It never answers 5xx.
+//! case-insensitively, as the real Bot API does. It never answers 5xx on its own.
+//!
+//! It is strict: texts, captions and keyboards go through [`rules`] (Telegram's MarkdownV2 parser
+//! and limits), and what Telegram would refuse gets Telegram's 400 and is not delivered. Sent
+//! messages are kept per chat, so edits (`editMessageText`, `editMessageReplyMarkup`) and button
+//! presses act on what the user actually sees.
 #![allow(dead_code)]
+
+#[path = "telegram_rules.rs"]
+pub mod rules;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -18,8 +26,25 @@ use warp::Filter;
 pub struct Call {
     /// Lowercased method name.
     pub method: String,
-    /// The JSON (or form) parameters.
+    /// The JSON (or multipart) parameters; an uploaded file is `{"file_name", "content"}`.
     pub params: Value,
+    /// Telegram's refusal (the 400 `description`), if it was refused.
+    pub error: Option<String>,
+    /// Whether the refusal was injected by the test ([`FakeTelegram::refuse_next_markdown`]).
+    pub injected: bool,
+    /// The text (or caption) as the user reads it, once accepted.
+    pub shown: Option<String>,
+}
+
+/// A message as the user sees it now (after edits).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Shown {
+    /// Its text, or a document's caption, after entity parsing.
+    pub text: String,
+    /// Its inline keyboard: rows of (label, callback data).
+    pub buttons: Vec<Vec<(String, String)>>,
+    /// A document's file name and content.
+    pub document: Option<(String, Vec<u8>)>,
 }
 
 #[derive(Default)]
@@ -32,6 +57,12 @@ struct State {
     files: Vec<(String, Vec<u8>)>,
     /// Lowercased method → how many of its next calls fail with a 502.
     failures: std::collections::HashMap<String, u32>,
+    /// How many of the next MarkdownV2 texts are refused as unparsable, whatever they hold.
+    refuse_markdown: u32,
+    /// Lowercased method → how many of its next calls are refused, and with what description.
+    refusals: std::collections::HashMap<String, (u32, String)>,
+    /// What each chat shows: (chat id, message id) → the message now.
+    messages: std::collections::BTreeMap<(i64, i64), Shown>,
     /// Benchmarks: when a `getUpdates` first returned updates, and when the last call came.
     first_served: Option<Instant>,
     last_call: Option<Instant>,
@@ -126,11 +157,11 @@ impl FakeTelegram {
             return warp::reply::with_status(reply, warp::http::StatusCode::BAD_GATEWAY)
                 .into_response();
         }
-        let params: Value = if content_type.is_some_and(|c| c.contains("json")) {
-            serde_json::from_slice(body).unwrap_or(Value::Null)
-        } else {
-            // Form or multipart bodies: keep the raw text for assertions.
-            json!({"raw": String::from_utf8_lossy(body)})
+        let params: Value = match content_type {
+            Some(c) if c.contains("json") => serde_json::from_slice(body).unwrap_or(Value::Null),
+            Some(c) if c.contains("multipart/form-data") => multipart(c, body),
+            // Anything else: keep the raw text for assertions.
+            _ => json!({"raw": String::from_utf8_lossy(body)}),
         };
         let method = method.to_ascii_lowercase();
         if method == "getupdates" {
@@ -140,34 +171,27 @@ impl FakeTelegram {
         let result = {
             let mut state = self.state.lock().expect("state");
             state.last_call = Some(Instant::now());
+            let outcome = state.apply(&method, &params);
+            let (error, injected, shown) = match &outcome {
+                Ok((_, shown)) => (None, false, shown.clone()),
+                Err((err, injected)) => (Some(err.clone()), *injected, None),
+            };
             state.calls.push(Call {
                 method: method.clone(),
                 params: params.clone(),
+                error,
+                injected,
+                shown,
             });
-            match method.as_str() {
-                "getme" => json!({
-                    "id": 4242, "is_bot": true, "first_name": "Cockpit", "username": "cockpit_test_bot",
-                    "can_join_groups": true, "can_read_all_group_messages": false,
-                    "supports_inline_queries": false, "can_connect_to_business": false,
-                    "has_main_web_app": false
-                }),
-                "getwebhookinfo" => {
-                    json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0})
+            match outcome {
+                Ok((result, _)) => result,
+                Err((description, _)) => {
+                    let reply = warp::reply::json(
+                        &json!({"ok": false, "error_code": 400, "description": description}),
+                    );
+                    return warp::reply::with_status(reply, warp::http::StatusCode::BAD_REQUEST)
+                        .into_response();
                 }
-                "sendmessage" | "editmessagetext" => {
-                    state.next_message_id += 1;
-                    json!({
-                        "message_id": state.next_message_id,
-                        "date": 1_700_000_000,
-                        "chat": {"id": params["chat_id"], "type": "private", "first_name": "user"},
-                        "text": params["text"],
-                    })
-                }
-                "getfile" => {
-                    let id = params["file_id"].as_str().unwrap_or_default().to_string();
-                    json!({"file_id": id, "file_unique_id": id, "file_size": 10, "file_path": id})
-                }
-                _ => json!(true),
             }
         };
         warp::reply::json(&json!({"ok": true, "result": result})).into_response()
@@ -180,7 +204,7 @@ impl FakeTelegram {
         let sent = state
             .calls
             .iter()
-            .filter(|c| c.method == "sendmessage")
+            .filter(|c| c.method == "sendmessage" && c.error.is_none())
             .count();
         let span = state
             .first_served
@@ -204,6 +228,22 @@ impl FakeTelegram {
             .expect("state")
             .failures
             .insert(method.to_ascii_lowercase(), n);
+    }
+
+    /// Makes the next `n` MarkdownV2 texts fail as unparsable, as if Telegram's rules changed
+    /// under the bot: what a sender must survive.
+    pub fn refuse_next_markdown(&self, n: u32) {
+        self.state.lock().expect("state").refuse_markdown = n;
+    }
+
+    /// Makes the next `n` calls of `method` fail with a 400 and this description (Telegram
+    /// refusing something for a reason the fake does not model, such as missing rights).
+    pub fn refuse_next(&self, method: &str, n: u32, description: &str) {
+        self.state
+            .lock()
+            .expect("state")
+            .refusals
+            .insert(method.to_ascii_lowercase(), (n, description.to_string()));
     }
 
     async fn updates(&self, params: &Value) -> Value {
@@ -285,8 +325,115 @@ impl FakeTelegram {
         }))
     }
 
-    /// Queues an inline keyboard button press.
+    /// Queues an inline keyboard button press with this data (on no message in particular).
     pub fn press(&self, user: i64, data: &str) -> i64 {
+        self.press_on(user, 7, data)
+    }
+
+    /// Presses the button labelled `label` on the newest message of `user`'s chat that shows
+    /// one, as a user can: panics when no message shows it. Returns that message's id.
+    pub fn click(&self, user: i64, label: &str) -> i64 {
+        let found = {
+            let state = self.state.lock().expect("state");
+            state
+                .messages
+                .range((user, i64::MIN)..=(user, i64::MAX))
+                .rev()
+                .find_map(|((_, id), shown)| {
+                    shown
+                        .buttons
+                        .iter()
+                        .flatten()
+                        .find(|(l, _)| l == label)
+                        .map(|(_, data)| (*id, data.clone()))
+                })
+        };
+        let Some((message_id, data)) = found else {
+            panic!(
+                "no button {label:?} in chat {user}; it shows {:?}",
+                self.keyboards(user)
+            );
+        };
+        self.press_on(user, message_id, &data);
+        message_id
+    }
+
+    /// Every message of `user`'s chat with its buttons' labels, oldest first.
+    pub fn keyboards(&self, chat: i64) -> Vec<(i64, Vec<String>)> {
+        let state = self.state.lock().expect("state");
+        state
+            .messages
+            .range((chat, i64::MIN)..=(chat, i64::MAX))
+            .map(|((_, id), shown)| {
+                let labels = shown.buttons.iter().flatten().map(|(l, _)| l.clone());
+                (*id, labels.collect())
+            })
+            .collect()
+    }
+
+    /// A message as the user sees it now.
+    pub fn message(&self, chat: i64, message_id: i64) -> Option<Shown> {
+        let state = self.state.lock().expect("state");
+        state.messages.get(&(chat, message_id)).cloned()
+    }
+
+    /// The newest message of a chat as the user sees it now, with its id.
+    pub fn last_message(&self, chat: i64) -> Option<(i64, Shown)> {
+        let state = self.state.lock().expect("state");
+        state
+            .messages
+            .range((chat, i64::MIN)..=(chat, i64::MAX))
+            .next_back()
+            .map(|((_, id), shown)| (*id, shown.clone()))
+    }
+
+    /// Documents sent to `chat`: (file name, content, caption as read).
+    pub fn documents_to(&self, chat: i64) -> Vec<(String, Vec<u8>, String)> {
+        let state = self.state.lock().expect("state");
+        state
+            .messages
+            .range((chat, i64::MIN)..=(chat, i64::MAX))
+            .filter_map(|(_, shown)| {
+                let (name, content) = shown.document.clone()?;
+                Some((name, content, shown.text.clone()))
+            })
+            .collect()
+    }
+
+    /// The calls Telegram would have refused (not counting injected refusals).
+    pub fn refusals(&self) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.error.is_some() && !c.injected)
+            .collect()
+    }
+
+    /// Waits until message `message_id` of `chat` reads `needle` (after an edit); returns it.
+    pub async fn wait_message(
+        &self,
+        chat: i64,
+        message_id: i64,
+        needle: &str,
+        timeout: Duration,
+    ) -> Shown {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(shown) = self.message(chat, message_id)
+                && shown.text.contains(needle)
+            {
+                return shown;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "message {message_id} of {chat} never read {needle:?}; it reads {:?}",
+                self.message(chat, message_id)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Queues a press of a button with this data on message `message_id`.
+    pub fn press_on(&self, user: i64, message_id: i64, data: &str) -> i64 {
         self.push(json!({
             "callback_query": {
                 "id": format!("cq{user}"),
@@ -294,7 +441,7 @@ impl FakeTelegram {
                 "chat_instance": "ci",
                 "data": data,
                 "message": {
-                    "message_id": 7, "date": 1_700_000_000,
+                    "message_id": message_id, "date": 1_700_000_000,
                     "chat": {"id": user, "type": "private", "first_name": format!("user{user}")},
                     "text": "menu",
                 },
@@ -313,14 +460,7 @@ impl FakeTelegram {
         self.calls()
             .into_iter()
             .filter(|c| c.method == "sendmessage" && c.params["chat_id"].as_i64() == Some(chat))
-            .filter_map(|c| {
-                let text = c.params["text"].as_str()?;
-                Some(if c.params["parse_mode"] == "MarkdownV2" {
-                    unescape_markdown_v2(text)
-                } else {
-                    text.to_string()
-                })
-            })
+            .filter_map(|c| c.shown)
             .collect()
     }
 
@@ -363,15 +503,224 @@ impl FakeTelegram {
     }
 }
 
-/// Drops MarkdownV2's backslash escapes: `127\.0` reads `127.0`.
-fn unescape_markdown_v2(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => out.extend(chars.next()),
-            c => out.push(c),
+impl State {
+    /// Applies one call as Telegram would: its result and what the user now reads, or the
+    /// refusal's description (and whether the test injected it).
+    fn apply(
+        &mut self,
+        method: &str,
+        params: &Value,
+    ) -> Result<(Value, Option<String>), (String, bool)> {
+        let chat = params["chat_id"]
+            .as_i64()
+            .or_else(|| params["chat_id"].as_str().and_then(|c| c.parse().ok()));
+        let parse_mode = params["parse_mode"].as_str();
+        let markup = match &params["reply_markup"] {
+            Value::String(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+            other => other.clone(),
+        };
+        if matches!(method, "sendmessage" | "editmessagetext" | "senddocument")
+            && parse_mode == Some("MarkdownV2")
+            && self.refuse_markdown > 0
+        {
+            self.refuse_markdown -= 1;
+            return Err((
+                "Bad Request: can't parse entities: Character '.' is reserved and must be escaped with the preceding '\\'".into(),
+                true,
+            ));
+        }
+        if let Some((left, description)) = self.refusals.get_mut(method)
+            && *left > 0
+        {
+            *left -= 1;
+            return Err((description.clone(), true));
+        }
+        let refused = |err: String| (err, false);
+        match method {
+            "getme" => Ok((
+                json!({
+                    "id": 4242, "is_bot": true, "first_name": "Cockpit", "username": "cockpit_test_bot",
+                    "can_join_groups": true, "can_read_all_group_messages": false,
+                    "supports_inline_queries": false, "can_connect_to_business": false,
+                    "has_main_web_app": false
+                }),
+                None,
+            )),
+            "getwebhookinfo" => Ok((
+                json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0}),
+                None,
+            )),
+            "sendmessage" | "senddocument" => {
+                let chat = chat.ok_or_else(|| refused("Bad Request: chat not found".into()))?;
+                let (text, document) = if method == "sendmessage" {
+                    let text = params["text"].as_str().unwrap_or_default();
+                    (rules::check_text(text, parse_mode).map_err(refused)?, None)
+                } else {
+                    let caption = params["caption"].as_str().unwrap_or_default();
+                    let file = &params["document"];
+                    let name = file["file_name"].as_str().unwrap_or_default().to_string();
+                    let content = file["content"].as_str().unwrap_or_default();
+                    if content.is_empty() {
+                        return Err(refused("Bad Request: file must be non-empty".into()));
+                    }
+                    (
+                        rules::check_caption(caption, parse_mode).map_err(refused)?,
+                        Some((name, content.as_bytes().to_vec())),
+                    )
+                };
+                rules::check_markup(&markup).map_err(refused)?;
+                self.next_message_id += 1;
+                let id = self.next_message_id;
+                self.messages.insert(
+                    (chat, id),
+                    Shown {
+                        text: text.clone(),
+                        buttons: buttons(&markup),
+                        document,
+                    },
+                );
+                Ok((
+                    json!({
+                        "message_id": id,
+                        "date": 1_700_000_000,
+                        "chat": {"id": chat, "type": "private", "first_name": "user"},
+                        "text": text,
+                    }),
+                    Some(text),
+                ))
+            }
+            "editmessagetext" | "editmessagereplymarkup" => {
+                let chat = chat.ok_or_else(|| refused("Bad Request: chat not found".into()))?;
+                let id = params["message_id"].as_i64().unwrap_or_default();
+                let Some(current) = self.messages.get(&(chat, id)).cloned() else {
+                    return Err(refused("Bad Request: message to edit not found".into()));
+                };
+                let text = if method == "editmessagetext" {
+                    if current.document.is_some() {
+                        return Err(refused(
+                            "Bad Request: there is no text in the message to edit".into(),
+                        ));
+                    }
+                    let text = params["text"].as_str().unwrap_or_default();
+                    rules::check_edit_text(text, parse_mode).map_err(refused)?
+                } else {
+                    current.text.clone()
+                };
+                rules::check_markup(&markup).map_err(refused)?;
+                let next = Shown {
+                    text: text.clone(),
+                    buttons: buttons(&markup),
+                    document: current.document.clone(),
+                };
+                if next == current {
+                    return Err(refused(
+                        "Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message".into(),
+                    ));
+                }
+                self.messages.insert((chat, id), next);
+                Ok((
+                    json!({
+                        "message_id": id,
+                        "date": 1_700_000_000,
+                        "edit_date": 1_700_000_001,
+                        "chat": {"id": chat, "type": "private", "first_name": "user"},
+                        "text": text,
+                    }),
+                    Some(text),
+                ))
+            }
+            "getfile" => {
+                let id = params["file_id"].as_str().unwrap_or_default().to_string();
+                Ok((
+                    json!({"file_id": id, "file_unique_id": id, "file_size": 10, "file_path": id}),
+                    None,
+                ))
+            }
+            _ => Ok((json!(true), None)),
         }
     }
-    out
+}
+
+/// An inline keyboard's buttons as (label, data) rows.
+fn buttons(markup: &Value) -> Vec<Vec<(String, String)>> {
+    markup["inline_keyboard"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|row| {
+                    row.as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|b| {
+                            (
+                                b["text"].as_str().unwrap_or_default().to_string(),
+                                b["callback_data"].as_str().unwrap_or_default().to_string(),
+                            )
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A `multipart/form-data` body as JSON: text fields as strings, a file as
+/// `{"file_name", "content"}` (its bytes as text: the tests upload text files).
+fn multipart(content_type: &str, body: &[u8]) -> Value {
+    let Some(boundary) = content_type
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("boundary="))
+        .map(|b| format!("--{}", b.trim_matches('"')))
+    else {
+        return Value::Null;
+    };
+    let mut fields = serde_json::Map::new();
+    let text = body;
+    let mut rest = text;
+    while let Some(start) = find(rest, boundary.as_bytes()) {
+        rest = &rest[start + boundary.len()..];
+        if rest.starts_with(b"--") {
+            break;
+        }
+        let Some(head_end) = find(rest, b"\r\n\r\n") else {
+            break;
+        };
+        let head = String::from_utf8_lossy(&rest[..head_end]).to_string();
+        let after = &rest[head_end + 4..];
+        let Some(end) = find(after, boundary.as_bytes()) else {
+            break;
+        };
+        let value = after[..end].strip_suffix(b"\r\n").unwrap_or(&after[..end]);
+        let param = |key: &str| {
+            head.split(';').find_map(|p| {
+                p.trim()
+                    .strip_prefix(&format!("{key}="))
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+        };
+        if let Some(name) = param("name") {
+            let content = String::from_utf8_lossy(value).into_owned();
+            let field = match param("filename") {
+                Some(file_name) => json!({"file_name": file_name, "content": content}),
+                None => Value::String(content),
+            };
+            fields.insert(name, field);
+        }
+        rest = after;
+    }
+    // teloxide sends the document as `attach://<id>` with the file in its own part.
+    if let Some(reference) = fields
+        .get("document")
+        .and_then(Value::as_str)
+        .and_then(|d| d.strip_prefix("attach://"))
+        .map(String::from)
+        && let Some(file) = fields.get(&reference).cloned()
+    {
+        fields.insert("document".into(), file);
+    }
+    Value::Object(fields)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
