@@ -1,44 +1,18 @@
 //! Message rendering for Telegram: MarkdownV2 escaping, and splitting at the 4096-character
-//! limit into parts that Telegram's parser accepts one by one. No IO, no teloxide.
+//! limit into parts that Telegram's parser accepts one by one. No IO; the escapers are
+//! teloxide's.
 
 /// Telegram's limit on one message's text.
 pub const MAX_MESSAGE_CHARS: usize = 4096;
 
-/// Escapes text for MarkdownV2 so that user data never turns into markup.
+/// Escapes text for MarkdownV2 so that user data never turns into markup (teloxide's own).
 pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if matches!(
-            c,
-            '_' | '*'
-                | '['
-                | ']'
-                | '('
-                | ')'
-                | '~'
-                | '`'
-                | '>'
-                | '#'
-                | '+'
-                | '-'
-                | '='
-                | '|'
-                | '{'
-                | '}'
-                | '.'
-                | '!'
-                | '\\'
-        ) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
+    teloxide::utils::markdown::escape(text)
 }
 
 /// Escapes text for the inside of a MarkdownV2 code block (only `` ` `` and `\`).
 pub fn escape_code(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('`', "\\`")
+    teloxide::utils::markdown::escape_code(text)
 }
 
 /// One piece of a MarkdownV2 text as Telegram's parser reads it.
