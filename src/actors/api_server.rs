@@ -89,15 +89,19 @@ impl Actor for ApiServer {
         shared.set_address(|a| a.api = Some(addr));
         let (tx, rx) = oneshot::channel::<()>();
         let routes = api::routes(shared.clone());
-        let task = tokio::spawn(async move {
-            warp::serve(routes)
-                .incoming(listener)
-                .graceful(async move {
-                    let _ = rx.await;
-                })
-                .run()
-                .await;
-        });
+        let limits = api::http::Limits {
+            max_connections: api.max_connections,
+            max_connections_per_ip: api.max_connections_per_ip,
+            header_timeout: Duration::from_millis(api.header_timeout_ms),
+        };
+        let task = tokio::spawn(api::http::serve(
+            listener,
+            warp::service(routes),
+            limits,
+            async move {
+                let _ = rx.await;
+            },
+        ));
         info!(%addr, "api server listening");
         Ok(ServerGuard {
             shutdown: Some(tx),

@@ -7,7 +7,6 @@
 pub mod api_server;
 pub mod ays;
 pub mod chat_session;
-pub mod jwt_auth;
 pub mod mail_receiver;
 pub mod oauth_cache;
 pub mod repo;
@@ -30,8 +29,6 @@ pub mod names {
     pub const OAUTH_CACHE: &str = "oauth_cache";
     /// The HTTP server.
     pub const API_SERVER: &str = "api_server";
-    /// The JWT verifier.
-    pub const JWT_AUTH: &str = "jwt_auth";
     /// The AYS engine (repositories).
     pub const AYS: &str = "ays";
     /// The Telegram bot supervisor.
@@ -51,8 +48,9 @@ pub struct Shared {
     pub telemetry: Arc<Telemetry>,
     /// Where the listeners are bound, once they are (reported in the `cockpit ready` line).
     pub addresses: Arc<Mutex<Addresses>>,
-    /// REST tokens the `JwtAuth` actor accepted, read by the HTTP filter directly.
-    pub tokens: Arc<jwt_auth::TokenCache>,
+    /// The REST API's token verifier (a cache before a bounded thread pool), when the API runs
+    /// in production mode (started once by `server::run`).
+    pub verifier: Option<Arc<crate::auth::pool::Verifier>>,
     /// The central OAuth2 server's signing key, when `[oauth_proxy]` is configured (read or
     /// generated once at start; read-only after).
     pub proxy_key: Option<Arc<crate::oauth::token::SigningKey>>,
@@ -75,7 +73,7 @@ impl Shared {
             store,
             telemetry: Arc::new(Telemetry::default()),
             addresses: Arc::new(Mutex::new(Addresses::default())),
-            tokens: Arc::default(),
+            verifier: None,
             proxy_key: None,
         }
     }

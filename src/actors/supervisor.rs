@@ -17,12 +17,10 @@ use tracing::{error, info, warn};
 
 use super::api_server::ApiServer;
 use super::ays::Ays;
-use super::jwt_auth::JwtAuth;
 use super::mail_receiver::MailReceiver;
 use super::oauth_cache::{OAuthCache, OAuthCacheArgs};
 use super::telegram::TelegramBot;
 use super::{Shared, names};
-use crate::auth::JwtRules;
 use crate::telemetry::ActorStatus;
 
 /// The kinds of children, in start order.
@@ -30,8 +28,6 @@ use crate::telemetry::ActorStatus;
 pub enum ChildKind {
     /// The OAuth cache.
     OAuthCache,
-    /// The JWT verifier (when the API runs in production mode).
-    JwtAuth,
     /// The AYS engine and its repository actors.
     Ays,
     /// The Telegram bot and its chat sessions (when `[bot].active`).
@@ -47,7 +43,6 @@ impl ChildKind {
     pub fn name(self) -> &'static str {
         match self {
             ChildKind::OAuthCache => names::OAUTH_CACHE,
-            ChildKind::JwtAuth => names::JWT_AUTH,
             ChildKind::Ays => names::AYS,
             ChildKind::TelegramBot => names::TELEGRAM_BOT,
             ChildKind::MailReceiver => names::MAIL_RECEIVER,
@@ -58,9 +53,6 @@ impl ChildKind {
     /// The children a configuration enables, in start order.
     pub fn enabled(shared: &Shared) -> Vec<ChildKind> {
         let mut kinds = vec![ChildKind::OAuthCache];
-        if shared.config.api.active && shared.config.mode.prod {
-            kinds.push(ChildKind::JwtAuth);
-        }
         kinds.push(ChildKind::Ays);
         if shared.config.bot.active {
             kinds.push(ChildKind::TelegramBot);
@@ -83,16 +75,6 @@ impl ChildKind {
                     ttl: Duration::from_secs(shared.config.oauth.state_ttl_secs),
                 };
                 Actor::spawn_linked(name, OAuthCache, args, supervisor)
-                    .await?
-                    .0
-                    .get_cell()
-            }
-            ChildKind::JwtAuth => {
-                let oauth = &shared.config.oauth;
-                let key = oauth.jwt_key.as_deref().unwrap_or_default();
-                let rules = JwtRules::new(key, &oauth.jwt_issuer, &oauth.organization)
-                    .map_err(|err| SpawnErr::StartupFailed(err.to_string().into()))?;
-                Actor::spawn_linked(name, JwtAuth, (rules, shared.tokens.clone()), supervisor)
                     .await?
                     .0
                     .get_cell()

@@ -316,15 +316,47 @@ pub(crate) fn one_of(routes: Vec<BoxedFilter<(Response,)>>) -> BoxedFilter<(Resp
 }
 
 /// A JSON body of at most [`MAX_BODY`] bytes, whatever its `Content-Type` says (`curl -d` sends
-/// form encoding by default; the body is still JSON, and saying so is friendlier than a 415).
+/// form encoding by default; the body is still JSON, and saying so is friendlier than a 415), with
+/// a `Content-Length` or chunked (Python `requests` with a generator, Node's `http.request`).
 fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone
 {
-    warp::body::content_length_limit(MAX_BODY)
-        .and(warp::body::bytes())
-        .and_then(|body: bytes::Bytes| async move {
-            serde_json::from_slice(&body)
-                .map_err(|err| warp::reject::custom(super::BadJson(err.to_string())))
+    warp::header::optional::<u64>("content-length")
+        .and_then(|length: Option<u64>| async move {
+            match length {
+                Some(n) if n > MAX_BODY => Err(warp::reject::custom(super::TooLarge)),
+                _ => Ok(()),
+            }
         })
+        .untuple_one()
+        .and(warp::body::stream())
+        .and_then(|body| read_json::<T, _, _>(body))
+}
+
+/// Reads a streamed body of at most [`MAX_BODY`] bytes and parses it as JSON.
+async fn read_json<T, S, B>(body: S) -> Result<T, Rejection>
+where
+    T: DeserializeOwned,
+    S: futures::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    use futures::StreamExt;
+    let mut body = std::pin::pin!(body);
+    let mut read = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk =
+            chunk.map_err(|err| warp::reject::custom(super::BadJson(err.to_string())))?;
+        if read.len() + chunk.remaining() > MAX_BODY as usize {
+            return Err(warp::reject::custom(super::TooLarge));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            let n = part.len();
+            read.extend_from_slice(part);
+            chunk.advance(n);
+        }
+    }
+    serde_json::from_slice(&read)
+        .map_err(|err| warp::reject::custom(super::BadJson(err.to_string())))
 }
 
 /// The status code of an error.

@@ -139,8 +139,12 @@ pub async fn exchange(oauth: &OAuthConfig, code: &str) -> Result<Login, String> 
 
 /// `GET /oauth/callback`.
 pub fn routes(shared: Shared) -> warp::filters::BoxedFilter<(Response,)> {
+    // Each call may send a code to a provider with our client secret: a peer gets 20 at once,
+    // then one every 2 seconds.
+    let limiter = std::sync::Arc::new(super::rate::RateLimiter::new("/oauth/callback", 20, 30));
     warp::path!("oauth" / "callback")
         .and(warp::get())
+        .and(super::rate::limit(limiter))
         .and(warp::query::<HashMap<String, String>>())
         .and(with(shared))
         .then(

@@ -6,25 +6,28 @@
 
 pub mod auth;
 pub mod ays;
+pub mod http;
 pub mod login;
 pub mod oauth_proxy;
 pub mod openapi;
+pub mod rate;
 
 use std::convert::Infallible;
 
 use ractor::ActorRef;
 use serde::Serialize;
 use warp::http::StatusCode;
-use warp::reply::{Json, WithStatus};
+use warp::reply::{Json, Response, WithStatus};
 use warp::{Filter, Rejection, Reply};
 
 use crate::actors::api_server::ApiServerMsg;
 use crate::actors::ays::AysMsg;
-use crate::actors::jwt_auth::JwtAuthMsg;
 use crate::actors::mail_receiver::MailReceiverMsg;
 use crate::actors::oauth_cache::OAuthCacheMsg;
 use crate::actors::repo::RepoMsg;
 use crate::actors::{Shared, names};
+use crate::auth::pool::Overload;
+use rate::RateLimited;
 
 /// A JSON error reply.
 pub fn error(status: StatusCode, message: impl Into<String>) -> WithStatus<Json> {
@@ -116,8 +119,6 @@ fn crash(actor: String, shared: Shared) -> WithStatus<Json> {
     let sent = match actor.as_str() {
         names::OAUTH_CACHE => ActorRef::<OAuthCacheMsg>::where_is(actor.clone())
             .map(|a| a.cast(OAuthCacheMsg::Crash).is_ok()),
-        names::JWT_AUTH => ActorRef::<JwtAuthMsg>::where_is(actor.clone())
-            .map(|a| a.cast(JwtAuthMsg::Crash).is_ok()),
         names::AYS => {
             ActorRef::<AysMsg>::where_is(actor.clone()).map(|a| a.cast(AysMsg::Crash).is_ok())
         }
@@ -154,20 +155,39 @@ pub(crate) struct BadJson(pub String);
 
 impl warp::reject::Reject for BadJson {}
 
+/// A request body over the route's limit (by its `Content-Length`, or as it streams in).
+#[derive(Debug)]
+pub(crate) struct TooLarge;
+
+impl warp::reject::Reject for TooLarge {}
+
 /// Turns warp's rejections into JSON errors with fitting status codes.
-async fn recover(rejection: Rejection) -> Result<WithStatus<Json>, Infallible> {
+async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     let reply = if let Some(auth::Unauthorized(err)) = rejection.find() {
         error(StatusCode::UNAUTHORIZED, err.to_string())
-    } else if rejection.find::<auth::AuthUnavailable>().is_some() {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "authentication is restarting; retry",
-        )
+    } else if let Some(auth::Overloaded(why)) = rejection.find() {
+        let status = match why {
+            Overload::Peer => StatusCode::TOO_MANY_REQUESTS,
+            Overload::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        return Ok(retry_later(status, why.to_string()));
+    } else if let Some(auth::CrossSite(why)) = rejection.find() {
+        error(StatusCode::FORBIDDEN, *why)
+    } else if let Some(limited) = rejection.find::<RateLimited>() {
+        return Ok(retry_later(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many {} requests from this address; retry later",
+                limited.0
+            ),
+        ));
     } else if rejection.is_not_found() {
         error(StatusCode::NOT_FOUND, "not found")
     } else if let Some(BadJson(err)) = rejection.find() {
         error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {err}"))
-    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+    } else if rejection.find::<TooLarge>().is_some()
+        || rejection.find::<warp::reject::PayloadTooLarge>().is_some()
+    {
         error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
     } else if let Some(err) = rejection.find::<warp::filters::body::BodyDeserializeError>() {
         error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {err}"))
@@ -178,7 +198,7 @@ async fn recover(rejection: Rejection) -> Result<WithStatus<Json>, Infallible> {
         error(StatusCode::BAD_REQUEST, "expected a JSON body")
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         // Last of the body checks: warp reports the other routes' methods alongside the real
-        // problem of the route that matched.
+        // problem of the route that matched. The connection layer adds `Allow`.
         error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
     } else if let Some(err) = rejection.find::<warp::reject::InvalidQuery>() {
         error(StatusCode::BAD_REQUEST, format!("invalid query: {err}"))
@@ -190,5 +210,14 @@ async fn recover(rejection: Rejection) -> Result<WithStatus<Json>, Infallible> {
         tracing::warn!(?rejection, "unhandled rejection");
         error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
     };
-    Ok(reply)
+    Ok(reply.into_response())
+}
+
+/// A JSON error that tells the client to come back in a second.
+fn retry_later(status: StatusCode, message: String) -> Response {
+    let mut response = error(status, message).into_response();
+    response
+        .headers_mut()
+        .insert("retry-after", warp::http::HeaderValue::from_static("1"));
+    response
 }

@@ -79,8 +79,11 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
             Err(off) => *off,
         })
         .boxed();
+    // Each call writes a pending login: a peer gets 20 at once, then one every 2 seconds.
+    let limiter = std::sync::Arc::new(super::rate::RateLimiter::new("/oauth/authorize", 20, 30));
     let authorize = warp::path!("oauth" / "authorize")
         .and(warp::get())
+        .and(super::rate::limit(limiter))
         .and(warp::query::<HashMap<String, String>>())
         .and(with(shared))
         .then(

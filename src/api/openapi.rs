@@ -238,6 +238,50 @@ pub fn document() -> Value {
     })
 }
 
+/// The methods a path answers, as an `Allow` header value (`HEAD` with every `GET`), from the
+/// paths of the document; `None` when no path template matches.
+pub fn allowed_methods(path: &str) -> Option<String> {
+    static TABLE: std::sync::OnceLock<Vec<(Vec<String>, Vec<String>)>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let doc = document();
+        let Some(paths) = doc["paths"].as_object() else {
+            return Vec::new();
+        };
+        paths
+            .iter()
+            .map(|(template, ops)| {
+                let segments = template.split('/').map(str::to_string).collect();
+                let methods = ops
+                    .as_object()
+                    .map(|ops| ops.keys().map(|m| m.to_ascii_uppercase()).collect())
+                    .unwrap_or_default();
+                (segments, methods)
+            })
+            .collect()
+    });
+    let wanted: Vec<&str> = path.split('/').collect();
+    let mut methods: Vec<&str> = Vec::new();
+    for (segments, ops) in table {
+        let matches = segments.len() == wanted.len()
+            && segments.iter().zip(&wanted).all(|(template, seg)| {
+                template == seg || (template.starts_with('{') && !seg.is_empty())
+            });
+        if matches {
+            methods.extend(ops.iter().map(String::as_str));
+        }
+    }
+    if methods.contains(&"GET") {
+        methods.push("HEAD");
+    }
+    const ORDER: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
+    let allowed: Vec<&str> = ORDER
+        .iter()
+        .copied()
+        .filter(|m| methods.contains(m))
+        .collect();
+    (!allowed.is_empty()).then(|| allowed.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,5 +297,16 @@ mod tests {
             assert_eq!(op["security"].is_array(), route.auth, "{}", route.path);
         }
         assert!(ROUTES.len() >= 25);
+    }
+
+    #[test]
+    fn allow_lists_the_methods_of_the_matching_templates() {
+        assert_eq!(allowed_methods("/health").as_deref(), Some("GET, HEAD"));
+        assert_eq!(
+            allowed_methods("/ays/repository/demo/blueprint/bp.yaml").as_deref(),
+            Some("GET, HEAD, POST, PUT, DELETE")
+        );
+        assert_eq!(allowed_methods("/nowhere"), None);
+        assert_eq!(allowed_methods("/ays/repository//blueprint"), None);
     }
 }

@@ -53,6 +53,11 @@ pub fn base_config(dir: &Path) -> String {
     )
 }
 
+/// `config` with `keys` added to its `[api.ays]` section.
+pub fn with_api_keys(config: &str, keys: &str) -> String {
+    config.replacen("[api.ays]\n", &format!("[api.ays]\n{keys}\n"), 1)
+}
+
 impl Cockpit {
     /// Writes `base_config + extra` and starts the binary; waits for `cockpit ready`.
     pub fn start(extra: &str) -> Cockpit {
@@ -66,26 +71,68 @@ impl Cockpit {
         let config = dir.path().join("config.toml");
         std::fs::write(&config, text).expect("write config");
         let mut cockpit = Cockpit::spawn(dir, config);
-        let line = cockpit
-            .wait_for_log("cockpit ready", Duration::from_secs(30))
-            .unwrap_or_else(|| panic!("no `cockpit ready`; logs:\n{}", cockpit.log_text()));
-        let api = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("api="))
-            .unwrap_or("off")
-            .to_string();
-        cockpit.api = format!("http://{api}");
-        cockpit.mail = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("mail="))
-            .unwrap_or("off")
-            .to_string();
+        cockpit.wait_ready();
         cockpit
     }
 
     /// Starts the binary on an existing config without waiting.
     pub fn spawn(dir: tempfile::TempDir, config: PathBuf) -> Cockpit {
-        let mut child = Command::new(bin())
+        Cockpit::spawn_with(dir, config, Command::new(bin()))
+    }
+
+    /// Like [`Cockpit::start`], with `api_keys` added to `[api.ays]` and the process's soft
+    /// open-file limit set to `soft` (as most systems start services: 1024), whatever the test
+    /// runner's own limit is.
+    pub fn start_with_fd_limit(api_keys: &str, extra: &str, soft: u64) -> Cockpit {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!(
+            "{}{}",
+            with_api_keys(&base_config(dir.path()), api_keys),
+            extra
+        );
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, text).expect("write config");
+        let mut command = Command::new(bin());
+        // SAFETY: only getrlimit/setrlimit (async-signal-safe) between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let mut limit = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+                limit.rlim_cur = soft.min(limit.rlim_max);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+                Ok(())
+            });
+        }
+        let mut cockpit = Cockpit::spawn_with(dir, config, command);
+        cockpit.wait_ready();
+        cockpit
+    }
+
+    /// Waits for `cockpit ready` and reads the addresses from it.
+    fn wait_ready(&mut self) {
+        let line = self
+            .wait_for_log("cockpit ready", Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("no `cockpit ready`; logs:\n{}", self.log_text()));
+        let api = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("api="))
+            .unwrap_or("off")
+            .to_string();
+        self.api = format!("http://{api}");
+        self.mail = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("mail="))
+            .unwrap_or("off")
+            .to_string();
+    }
+
+    /// Starts `command` (the binary) on an existing config without waiting.
+    fn spawn_with(dir: tempfile::TempDir, config: PathBuf, mut command: Command) -> Cockpit {
+        let mut child = command
             .args(["start", "-c"])
             .arg(&config)
             .env(
