@@ -471,3 +471,51 @@ async fn head_works_405_names_the_allowed_methods_and_malformed_requests_are_not
         "a client's malformed request is logged as an error:\n{logs}"
     );
 }
+
+#[tokio::test]
+async fn the_api_viewer_is_served_from_the_binary() {
+    let cockpit = Cockpit::start("");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let bare = http
+        .get(format!("{}/docs", cockpit.api))
+        .send()
+        .await
+        .expect("docs");
+    assert_eq!(bare.status(), 301);
+    assert_eq!(
+        bare.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some("/docs/")
+    );
+    let page = http
+        .get(format!("{}/docs/", cockpit.api))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("text/html"))
+    );
+    let html = page.text().await.expect("html");
+    assert!(!html.contains("https://"), "no outside assets: {html}");
+    for asset in [
+        "swagger-ui-bundle.js",
+        "swagger-ui.css",
+        "swagger-initializer.js",
+    ] {
+        let file = http
+            .get(format!("{}/docs/{asset}", cockpit.api))
+            .send()
+            .await
+            .expect("asset");
+        assert_eq!(file.status(), 200, "{asset}");
+        if asset == "swagger-initializer.js" {
+            assert!(file.text().await.expect("js").contains("/openapi.json"));
+        }
+    }
+}

@@ -11,6 +11,7 @@ pub mod login;
 pub mod oauth_proxy;
 pub mod openapi;
 pub mod rate;
+pub mod schemas;
 
 use std::convert::Infallible;
 
@@ -53,16 +54,7 @@ pub fn routes(shared: Shared) -> impl Filter<Extract = (impl Reply,), Error = In
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and(with(shared.clone()))
-        .map(|shared: Shared| {
-            warp::reply::with_header(
-                shared.telemetry.render(),
-                "content-type",
-                "text/plain; version=0.0.4",
-            )
-        });
-    let openapi = warp::path!("openapi.json")
-        .and(warp::get())
-        .map(|| warp::reply::json(&openapi::document()));
+        .map(metrics);
     let crash = warp::path!("debug" / "crash" / String)
         .and(warp::post())
         .and(with(shared.clone()))
@@ -74,7 +66,7 @@ pub fn routes(shared: Shared) -> impl Filter<Extract = (impl Reply,), Error = In
         login::routes(shared.clone()),
         oauth_proxy::routes(shared.clone()),
         metrics.map(Reply::into_response).boxed(),
-        openapi.map(Reply::into_response).boxed(),
+        openapi::routes(),
         crash.map(Reply::into_response).boxed(),
     ])
     .recover(recover)
@@ -94,8 +86,11 @@ pub(crate) fn with<T: Clone + Send + Sync + 'static>(
     warp::any().map(move || value.clone())
 }
 
-/// `GET /health`: each actor's state; 200 when all are up, 503 otherwise.
-fn health(shared: Shared) -> WithStatus<Json> {
+/// Each actor's state: 200 when all are up, 503 otherwise.
+#[utoipa::path(get, path = "/health", tag = "server",
+    responses((status = 200, description = "Every actor is up", body = schemas::Health),
+        (status = 503, description = "An actor is restarting or down", body = schemas::Health)))]
+pub(crate) fn health(shared: Shared) -> WithStatus<Json> {
     let all_up = shared.telemetry.all_up();
     let status = if all_up { "ok" } else { "degraded" };
     let body = serde_json::json!({
@@ -110,9 +105,26 @@ fn health(shared: Shared) -> WithStatus<Json> {
     warp::reply::with_status(warp::reply::json(&body), code)
 }
 
-/// `POST /debug/crash/{actor}`: makes an actor panic inside its handler so that an operator can
-/// watch the supervisor restart it. Answers 404 unless `[debug].fault_injection` is on.
-fn crash(actor: String, shared: Shared) -> WithStatus<Json> {
+/// Prometheus metrics: requests, latencies, actor restarts.
+#[utoipa::path(get, path = "/metrics", tag = "server",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
+pub(crate) fn metrics(shared: Shared) -> Response {
+    warp::reply::with_header(
+        shared.telemetry.render(),
+        "content-type",
+        "text/plain; version=0.0.4",
+    )
+    .into_response()
+}
+
+/// Fault injection: makes an actor panic inside its handler so that an operator can watch the
+/// supervisor restart it. Answers 404 unless `[debug].fault_injection` is on.
+#[utoipa::path(post, path = "/debug/crash/{actor}", tag = "server",
+    params(("actor" = String, Path, description = "A registered actor name, or `repo:<name>`")),
+    responses((status = 202, description = "The actor was told to crash", body = Object),
+        (status = 404, description = "Fault injection is off, or no such actor", body = schemas::Error),
+        (status = 503, description = "The actor is not running", body = schemas::Error)))]
+pub(crate) fn crash(actor: String, shared: Shared) -> WithStatus<Json> {
     if !shared.config.debug.fault_injection {
         return error(StatusCode::NOT_FOUND, "not found");
     }
