@@ -338,4 +338,36 @@ mod tests {
         assert!(verifier.verify(&tokens[1], other, now).await.is_ok());
         assert!(verifier.per_peer.lock().expect("lock").is_empty());
     }
+
+    #[test]
+    fn a_job_whose_caller_has_gone_is_dropped_unverified() {
+        let now = now_secs();
+        let (queue, jobs) = sync_channel::<Job>(4);
+        let (gone, outcome) = oneshot::channel();
+        drop(outcome);
+        let abandoned = token(now + 1_000, "user:memberof:org");
+        queue
+            .send(Job {
+                token: abandoned.clone(),
+                reply: gone,
+            })
+            .expect("queue");
+        let (waiting, mut outcome) = oneshot::channel();
+        let wanted = token(now + 2_000, "user:memberof:org");
+        queue
+            .send(Job {
+                token: wanted.clone(),
+                reply: waiting,
+            })
+            .expect("queue");
+        drop(queue);
+        let cache = TokenCache::default();
+        work(&Mutex::new(jobs), &rules(), &cache);
+        assert!(
+            cache.fresh(&abandoned, now).is_none(),
+            "verified for nobody"
+        );
+        assert!(cache.fresh(&wanted, now).is_some());
+        assert!(matches!(outcome.try_recv(), Ok(Ok(_))));
+    }
 }
