@@ -1,5 +1,5 @@
-//! The raw ES384 verification rate: what every REST request would cost without the `JwtAuth`
-//! cache. `bench/run.py` compares the REST API's request rate against it.
+//! The raw ES384 verification rate: what every REST request would cost without the verifier's
+//! accepted-token cache. `bench/run.py` compares the REST API's request rate against it.
 //!
 //! `cargo bench --bench jwt_verify` prints one JSON line: `{"verify_per_sec": …}`.
 

@@ -111,6 +111,13 @@ pub struct ApiConfig {
     pub host: String,
     /// The port to bind; 0 picks a free one (tests use this).
     pub port: u16,
+    /// Open HTTP connections at most; at the cap the oldest is dropped for a new one.
+    pub max_connections: usize,
+    /// Open HTTP connections per peer IP at most; beyond it new ones are closed at once.
+    pub max_connections_per_ip: usize,
+    /// How long a connection may take to send a request head, first or next on keep-alive
+    /// (so also how long an idle keep-alive connection stays open), in milliseconds.
+    pub header_timeout_ms: u64,
 }
 
 /// `[bot]`.
@@ -707,7 +714,18 @@ impl Reader {
     }
 
     fn api(&mut self, root: &Table) -> ApiConfig {
-        let s = self.section(root, "api.ays", &["active", "host", "port"]);
+        let s = self.section(
+            root,
+            "api.ays",
+            &[
+                "active",
+                "host",
+                "port",
+                "max_connections",
+                "max_connections_per_ip",
+                "header_timeout_ms",
+            ],
+        );
         if let Some(Value::Table(api)) = root.get("api") {
             for key in api.keys().filter(|k| *k != "ays") {
                 self.problem(format!("[api].{key}"), "unknown key (known keys: ays)");
@@ -717,6 +735,10 @@ impl Reader {
             active: self.bool(&s, "active").unwrap_or(true),
             host: self.name_or(&s, "host", "127.0.0.1"),
             port: self.int(&s, "port", 0, 65535, 5000) as u16,
+            max_connections: self.int(&s, "max_connections", 1, 1_000_000, 1024) as usize,
+            max_connections_per_ip: self.int(&s, "max_connections_per_ip", 1, 1_000_000, 64)
+                as usize,
+            header_timeout_ms: self.int(&s, "header_timeout_ms", 1, 3_600_000, 10_000) as u64,
         }
     }
 

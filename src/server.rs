@@ -99,6 +99,18 @@ pub async fn run(
     }
     // Held until this function returns; the OS releases it if the process dies.
     let _lock = lock_data_dir(&config.storage.path)?;
+    // Every connection is a file: take the whole budget the system grants.
+    if let Some(limit) = crate::api::http::raise_fd_limit() {
+        info!(open_files = limit, "open-file limit");
+        let wanted = config.api.max_connections as u64 + 256;
+        if config.api.active && limit < wanted {
+            warn!(
+                open_files = limit,
+                max_connections = config.api.max_connections,
+                "the open-file limit is below [api.ays].max_connections + 256; lower it"
+            );
+        }
+    }
     let store = Store::open(&config.storage.path)?;
     let proxy_key = match &config.oauth_proxy {
         Some(proxy) => {
@@ -114,8 +126,20 @@ pub async fn run(
         }
         None => None,
     };
+    let verifier = if config.api.active && config.mode.prod {
+        let oauth = &config.oauth;
+        let key = oauth.jwt_key.as_deref().unwrap_or_default();
+        let rules = crate::auth::JwtRules::new(key, &oauth.jwt_issuer, &oauth.organization)
+            .map_err(|err| ServerError::Start(format!("[oauth].jwt_key: {err}")))?;
+        let verifier = crate::auth::pool::Verifier::start(rules, Default::default())
+            .map_err(|err| ServerError::Start(format!("cannot start the JWT verifier: {err}")))?;
+        Some(verifier)
+    } else {
+        None
+    };
     let mut shared = Shared::new(config, store, listeners);
     shared.proxy_key = proxy_key;
+    shared.verifier = verifier;
     let escalation = Arc::new(Mutex::new(None));
     let args = SupervisorArgs {
         shared: shared.clone(),

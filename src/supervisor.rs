@@ -16,12 +16,10 @@ use ractor::{
 use tracing::{error, info, warn};
 
 use crate::actors::ays::Ays;
-use crate::actors::jwt_auth::JwtAuth;
 use crate::actors::oauth_cache::{OAuthCache, OAuthCacheArgs};
 use crate::actors::supervise::{Children, Decision};
 use crate::actors::{Shared, names};
 use crate::api::server::ApiServer;
-use crate::auth::JwtRules;
 use crate::bot::supervisor::TelegramBot;
 use crate::mail::receiver::MailReceiver;
 use crate::telemetry::ActorStatus;
@@ -31,8 +29,6 @@ use crate::telemetry::ActorStatus;
 pub enum ChildKind {
     /// The OAuth cache.
     OAuthCache,
-    /// The JWT verifier (when the API runs in production mode).
-    JwtAuth,
     /// The AYS engine and its repository actors.
     Ays,
     /// The Telegram bot and its chat sessions (when `[bot].active`).
@@ -48,7 +44,6 @@ impl ChildKind {
     pub fn name(self) -> &'static str {
         match self {
             ChildKind::OAuthCache => names::OAUTH_CACHE,
-            ChildKind::JwtAuth => names::JWT_AUTH,
             ChildKind::Ays => names::AYS,
             ChildKind::TelegramBot => names::TELEGRAM_BOT,
             ChildKind::MailReceiver => names::MAIL_RECEIVER,
@@ -59,9 +54,6 @@ impl ChildKind {
     /// The children a configuration enables, in start order.
     pub fn enabled(shared: &Shared) -> Vec<ChildKind> {
         let mut kinds = vec![ChildKind::OAuthCache];
-        if shared.config.api.active && shared.config.mode.prod {
-            kinds.push(ChildKind::JwtAuth);
-        }
         kinds.push(ChildKind::Ays);
         if shared.config.bot.active {
             kinds.push(ChildKind::TelegramBot);
@@ -85,17 +77,6 @@ impl ChildKind {
                     faults: shared.faults.clone(),
                 };
                 Actor::spawn_linked(name, OAuthCache, args, supervisor)
-                    .await?
-                    .0
-                    .get_cell()
-            }
-            ChildKind::JwtAuth => {
-                let oauth = &shared.config.oauth;
-                let key = oauth.jwt_key.as_deref().unwrap_or_default();
-                let rules = JwtRules::new(key, &oauth.jwt_issuer, &oauth.organization)
-                    .map_err(|err| SpawnErr::StartupFailed(err.to_string().into()))?;
-                let args = (rules, shared.tokens.clone(), shared.faults.clone());
-                Actor::spawn_linked(name, JwtAuth, args, supervisor)
                     .await?
                     .0
                     .get_cell()

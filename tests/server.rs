@@ -106,7 +106,7 @@ async fn starts_serves_health_and_metrics_and_stops_on_sigterm() {
         .json()
         .await
         .expect("json");
-    assert_eq!(doc["openapi"], "3.0.3");
+    assert_eq!(doc["openapi"], "3.1.0");
     assert!(doc["paths"]["/health"]["get"].is_object());
 
     let missing = http

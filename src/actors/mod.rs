@@ -1,5 +1,5 @@
-//! The core's actors: the AYS engine (`Ays` and one `Repo` per repository), the OAuth cache and
-//! the JWT verifier, with what they share (notices, fault injection, the supervision helper).
+//! The core's actors: the AYS engine (`Ays` and one `Repo` per repository) and the OAuth cache,
+//! with what they share (notices, fault injection, the supervision helper).
 //! Each owns its state and a mailbox and delegates the actual work to the pure modules
 //! (`engine`, `auth`, `store`).
 //!
@@ -14,7 +14,6 @@
 pub mod ays;
 pub mod error;
 pub mod faults;
-pub mod jwt_auth;
 pub mod notice;
 pub mod oauth_cache;
 pub mod repo;
@@ -35,8 +34,6 @@ pub mod names {
     pub const OAUTH_CACHE: &str = "oauth_cache";
     /// The HTTP server.
     pub const API_SERVER: &str = "api_server";
-    /// The JWT verifier.
-    pub const JWT_AUTH: &str = "jwt_auth";
     /// The AYS engine (repositories).
     pub const AYS: &str = "ays";
     /// The Telegram bot supervisor.
@@ -56,8 +53,9 @@ pub struct Shared {
     pub telemetry: Arc<Telemetry>,
     /// The sockets the doors serve on, bound once at start.
     pub listeners: Arc<Listeners>,
-    /// REST tokens the `JwtAuth` actor accepted, read by the HTTP filter directly.
-    pub tokens: Arc<jwt_auth::TokenCache>,
+    /// The REST API's token verifier (a cache before a bounded thread pool), when the API runs
+    /// in production mode (started once by `server::run`).
+    pub verifier: Option<Arc<crate::auth::pool::Verifier>>,
     /// The central OAuth2 server's signing key, when `[oauth_proxy]` is configured (read or
     /// generated once at start; read-only after).
     pub proxy_key: Option<Arc<crate::oauth::token::SigningKey>>,
@@ -125,7 +123,7 @@ impl Shared {
             store,
             telemetry: Arc::new(Telemetry::default()),
             listeners: Arc::new(listeners),
-            tokens: Arc::default(),
+            verifier: None,
             proxy_key: None,
             notices: notice::Notices::default(),
             faults: faults::Faults::default(),

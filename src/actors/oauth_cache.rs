@@ -95,6 +95,9 @@ pub struct OAuthCacheState {
     ttl: Duration,
 }
 
+/// Pending login states kept at most (anyone may start a login): the oldest make room.
+pub const MAX_PENDING_STATES: usize = 10_000;
+
 /// How often expired states are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
@@ -145,7 +148,18 @@ impl Actor for OAuthCache {
                     data,
                     expires_at_ms: now + state.ttl.as_millis() as i64,
                 };
-                let result = state.store.insert_state(&pending).map(|()| pending.state);
+                let result = state
+                    .store
+                    .insert_state_capped(&pending, MAX_PENDING_STATES)
+                    .map(|evicted| {
+                        if evicted > 0 {
+                            debug!(
+                                evicted,
+                                "pending login states at their cap: the oldest went"
+                            );
+                        }
+                        pending.state
+                    });
                 let _ = reply.send(result);
             }
             OAuthCacheMsg::TakeState {

@@ -1,11 +1,20 @@
 //! The JWT guard of `/ays/*`: takes the token from `Authorization: bearer …` (any case) or the
-//! `jwt` cookie and asks the `JwtAuth` actor. Refusals become 401 with the actor's message.
+//! `jwt` cookie and asks the [`Verifier`](crate::auth::pool::Verifier). Refusals become 401 with
+//! the rules' message; an overloaded verifier 429 or 503 with `Retry-After`.
+//!
+//! A browser sends the cookie with requests other sites make it send (a form POST), so a
+//! state-changing request authenticated by the cookie must prove it comes from this site: see
+//! [`same_site_proof`]. Requests with a bearer token are not affected (a browser never adds one
+//! on its own).
 
-use ractor::{ActorRef, call_t};
+use std::net::IpAddr;
+
+use warp::http::Method;
 use warp::{Filter, Rejection};
 
-use crate::actors::jwt_auth::{JwtAuthMsg, now_secs};
-use crate::actors::{Shared, names};
+use super::http::Peer;
+use crate::actors::Shared;
+use crate::auth::pool::{Overload, VerifyError, now_secs};
 use crate::auth::{AuthError, token_from_parts};
 
 /// A refused request: 401 with the message of the [`AuthError`].
@@ -14,58 +23,276 @@ pub struct Unauthorized(pub AuthError);
 
 impl warp::reject::Reject for Unauthorized {}
 
-/// The verifier could not be asked (restarting): 503, the client may retry.
+/// The verifier did not look at the token now: 429 or 503 with `Retry-After`.
 #[derive(Debug)]
-pub struct AuthUnavailable;
+pub struct Overloaded(pub Overload);
 
-impl warp::reject::Reject for AuthUnavailable {}
+impl warp::reject::Reject for Overloaded {}
+
+/// A cookie-authenticated request that does not prove it comes from this site: 403.
+#[derive(Debug)]
+pub struct CrossSite(pub &'static str);
+
+impl warp::reject::Reject for CrossSite {}
+
+/// The headers a request's credentials are judged on.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Credentials<'a> {
+    /// The method.
+    pub method: &'a str,
+    /// `Authorization`.
+    pub authorization: Option<&'a str>,
+    /// The `jwt` cookie's value.
+    pub cookie: Option<&'a str>,
+    /// `Origin`.
+    pub origin: Option<&'a str>,
+    /// `Sec-Fetch-Site`.
+    pub sec_fetch_site: Option<&'a str>,
+    /// `Host`.
+    pub host: Option<&'a str>,
+    /// `Content-Type`.
+    pub content_type: Option<&'a str>,
+}
+
+/// Why a request's credentials were not even verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// No token, or an unusable one (401).
+    Token(AuthError),
+    /// A cookie-authenticated state change without proof it comes from this site (403).
+    CrossSite(&'static str),
+}
+
+/// The token of a request, after the cross-site check: the bearer token when there is one,
+/// else the `jwt` cookie if the request may use it.
+pub fn request_token<'a>(request: &Credentials<'a>) -> Result<&'a str, Rejected> {
+    match token_from_parts(request.authorization, None) {
+        Ok(bearer) => return Ok(bearer),
+        Err(AuthError::NotJwt) => {}
+        Err(err) => return Err(Rejected::Token(err)),
+    }
+    let token = token_from_parts(None, request.cookie).map_err(Rejected::Token)?;
+    same_site_proof(request).map_err(Rejected::CrossSite)?;
+    Ok(token)
+}
+
+/// Whether a request that authenticates with the cookie may do what it asks: reads (`GET`,
+/// `HEAD`, `OPTIONS`) always; anything else only with `Sec-Fetch-Site: same-origin`, or an
+/// `Origin` naming this `Host`, and no body type but JSON (a cross-site HTML form can send
+/// neither).
+pub fn same_site_proof(request: &Credentials) -> Result<(), &'static str> {
+    if matches!(request.method, "GET" | "HEAD" | "OPTIONS") {
+        return Ok(());
+    }
+    let same_origin = match (request.sec_fetch_site, request.origin) {
+        (Some(site), _) => site.trim().eq_ignore_ascii_case("same-origin"),
+        (None, Some(origin)) => {
+            let authority = origin
+                .trim()
+                .strip_prefix("https://")
+                .or_else(|| origin.trim().strip_prefix("http://"));
+            matches!((authority, request.host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h.trim()))
+        }
+        (None, None) => false,
+    };
+    if !same_origin {
+        return Err(
+            "a request that changes state with the jwt cookie must come from this site (Origin or Sec-Fetch-Site); other clients send Authorization: bearer <jwt>",
+        );
+    }
+    let json = request.content_type.is_none_or(|value| {
+        let media = value.split(';').next().unwrap_or_default().trim();
+        media.eq_ignore_ascii_case("application/json")
+    });
+    if !json {
+        return Err("a request that changes state with the jwt cookie must send application/json");
+    }
+    Ok(())
+}
 
 /// Passes requests with an accepted token (every request when `[mode].prod = false`).
 pub fn authenticated(shared: Shared) -> impl Filter<Extract = (), Error = Rejection> + Clone {
-    let prod = shared.config.mode.prod;
-    let tokens = shared.tokens.clone();
-    warp::header::optional::<String>("authorization")
+    let verifier = shared.verifier.clone();
+    let header = |name: &'static str| warp::header::optional::<String>(name);
+    warp::method()
+        .and(header("authorization"))
         .and(warp::cookie::optional::<String>("jwt"))
-        .and(warp::addr::remote())
+        .and(header("origin"))
+        .and(header("sec-fetch-site"))
+        .and(header("host"))
+        .and(header("content-type"))
+        .and(warp::ext::optional::<Peer>())
         .and(warp::path::full())
         .and_then(
-            move |header: Option<String>,
+            move |method: Method,
+                  authorization: Option<String>,
                   cookie: Option<String>,
-                  peer: Option<std::net::SocketAddr>,
+                  origin: Option<String>,
+                  sec_fetch_site: Option<String>,
+                  host: Option<String>,
+                  content_type: Option<String>,
+                  peer: Option<Peer>,
                   path: warp::path::FullPath| {
-                let tokens = tokens.clone();
+                let verifier = verifier.clone();
                 async move {
-                    if !prod {
+                    let Some(verifier) = verifier else {
                         return Ok(());
-                    }
-                    // Every refusal leaves a WARN line with its reason and where it came from; the
-                    // token itself is never logged.
-                    let refuse = |err: AuthError| {
+                    };
+                    // Every refusal leaves a WARN line with its reason and where it came from;
+                    // the token itself is never logged.
+                    let refused = |reason: &dyn std::fmt::Display| {
                         tracing::warn!(
                             target: "cockpit::http",
-                            reason = %err,
+                            reason = %reason,
                             route = %super::openapi::template(path.as_str()),
-                            peer = %peer.map_or_else(|| "-".to_string(), |p| p.to_string()),
+                            peer = %peer.map_or_else(|| "-".to_string(), |Peer(p)| p.to_string()),
                             "authentication failed"
                         );
-                        warp::reject::custom(Unauthorized(err))
                     };
-                    let token =
-                        token_from_parts(header.as_deref(), cookie.as_deref()).map_err(refuse)?;
-                    // A token the actor already accepted, still before its `exp`: no message needed.
-                    if tokens.fresh(token, now_secs()).is_some() {
-                        return Ok(());
-                    }
-                    let token = token.to_string();
-                    let actor = ActorRef::<JwtAuthMsg>::where_is(names::JWT_AUTH)
-                        .ok_or_else(|| warp::reject::custom(AuthUnavailable))?;
-                    match call_t!(actor, |reply| JwtAuthMsg::Verify { token, reply }, 10_000) {
-                        Ok(Ok(_who)) => Ok(()),
-                        Ok(Err(err)) => Err(refuse(err)),
-                        Err(_) => Err(warp::reject::custom(AuthUnavailable)),
+                    let request = Credentials {
+                        method: method.as_str(),
+                        authorization: authorization.as_deref(),
+                        cookie: cookie.as_deref(),
+                        origin: origin.as_deref(),
+                        sec_fetch_site: sec_fetch_site.as_deref(),
+                        host: host.as_deref(),
+                        content_type: content_type.as_deref(),
+                    };
+                    let token = match request_token(&request) {
+                        Ok(token) => token,
+                        Err(Rejected::Token(err)) => {
+                            refused(&err);
+                            return Err(warp::reject::custom(Unauthorized(err)));
+                        }
+                        Err(Rejected::CrossSite(why)) => {
+                            refused(&why);
+                            return Err(warp::reject::custom(CrossSite(why)));
+                        }
+                    };
+                    let peer: Option<IpAddr> = peer.map(|Peer(addr)| addr.ip());
+                    match verifier.verify(token, peer, now_secs()).await {
+                        Ok(_who) => Ok(()),
+                        Err(VerifyError::Refused(err)) => {
+                            refused(&err);
+                            Err(warp::reject::custom(Unauthorized(err)))
+                        }
+                        Err(VerifyError::Overloaded(why)) => {
+                            Err(warp::reject::custom(Overloaded(why)))
+                        }
                     }
                 }
             },
         )
         .untuple_one()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cookie_post() -> Credentials<'static> {
+        Credentials {
+            method: "POST",
+            cookie: Some("tok"),
+            host: Some("cockpit.example:5000"),
+            ..Credentials::default()
+        }
+    }
+
+    #[test]
+    fn a_cookie_only_changes_state_from_this_site_with_json() {
+        let check = |request: Credentials<'static>| {
+            request_token(&request).map_err(|e| match e {
+                Rejected::Token(err) => err.to_string(),
+                Rejected::CrossSite(_) => "cross-site".to_string(),
+            })
+        };
+        let cases: Vec<(&str, Credentials<'static>, Result<&str, &str>)> = vec![
+            (
+                "form post from elsewhere",
+                Credentials {
+                    origin: Some("https://evil.example"),
+                    content_type: Some("application/x-www-form-urlencoded"),
+                    ..cookie_post()
+                },
+                Err("cross-site"),
+            ),
+            ("no origin at all", cookie_post(), Err("cross-site")),
+            (
+                "fetch metadata says cross-site",
+                Credentials {
+                    sec_fetch_site: Some("cross-site"),
+                    origin: Some("http://cockpit.example:5000"),
+                    ..cookie_post()
+                },
+                Err("cross-site"),
+            ),
+            (
+                "same origin, text/plain",
+                Credentials {
+                    origin: Some("http://cockpit.example:5000"),
+                    content_type: Some("text/plain"),
+                    ..cookie_post()
+                },
+                Err("cross-site"),
+            ),
+            (
+                "same origin, JSON",
+                Credentials {
+                    origin: Some("http://cockpit.example:5000"),
+                    content_type: Some("application/json; charset=utf-8"),
+                    ..cookie_post()
+                },
+                Ok("tok"),
+            ),
+            (
+                "fetch metadata same-origin, no body",
+                Credentials {
+                    sec_fetch_site: Some("same-origin"),
+                    ..cookie_post()
+                },
+                Ok("tok"),
+            ),
+            (
+                "origin null",
+                Credentials {
+                    origin: Some("null"),
+                    ..cookie_post()
+                },
+                Err("cross-site"),
+            ),
+            (
+                "a read",
+                Credentials {
+                    method: "GET",
+                    ..cookie_post()
+                },
+                Ok("tok"),
+            ),
+            (
+                "bearer from anywhere with form encoding",
+                Credentials {
+                    authorization: Some("Bearer bt"),
+                    origin: Some("https://evil.example"),
+                    content_type: Some("application/x-www-form-urlencoded"),
+                    ..cookie_post()
+                },
+                Ok("bt"),
+            ),
+            (
+                "nothing",
+                Credentials {
+                    method: "POST",
+                    ..Credentials::default()
+                },
+                Err(
+                    "missing token: send the JWT as `Authorization: Bearer <token>` (or as the `jwt` cookie)",
+                ),
+            ),
+        ];
+        for (what, request, expected) in cases {
+            let expected = expected.map_err(str::to_string);
+            assert_eq!(check(request), expected, "{what}");
+        }
+    }
 }

@@ -1,12 +1,11 @@
 //! `/ays/...`: repositories, blueprints, services, templates and runs (SPEC §5), behind JWT auth.
 //!
-//! Each handler turns a request into one call of the [`AysClient`] and maps the answer (or its
-//! [`AysError`]) to JSON with a fitting status.
-
-use std::collections::HashMap;
+//! Each handler turns a request into one message to the `Ays` actor or to a repository's actor
+//! and maps the answer (or its [`AysError`]) to JSON with a fitting status.
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use utoipa::{IntoParams, ToSchema};
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -14,6 +13,10 @@ use warp::{Filter, Rejection, Reply};
 
 use super::auth::authenticated;
 use super::error;
+use super::schemas::{
+    AuthFailures, Blueprint, BodyFailures, Error, Executed, Problems, Repo, RepoFailures, Run,
+    Service, ServiceSummary, Template,
+};
 use crate::actors::Shared;
 use crate::client::{AysClient, AysError, RunRequest};
 use crate::store::Origin;
@@ -22,232 +25,149 @@ use crate::store::Origin;
 const MAX_BODY: u64 = 4 * 1024 * 1024;
 
 /// `POST /ays/repository` body.
-#[derive(Deserialize)]
-struct NewRepo {
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct NewRepo {
+    /// The repository's name.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     name: String,
+    /// A git remote (`https://`, `http://`, `ssh://`, `git@host:path`) to clone into it.
     #[serde(default)]
     git_url: Option<String>,
 }
 
 /// `POST .../blueprint` body.
-#[derive(Deserialize)]
-struct NewBlueprint {
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct NewBlueprint {
+    /// The file name: `.yaml` or `.yml`, not starting with `_` or `.`.
+    #[schema(pattern = "^[A-Za-z0-9-][A-Za-z0-9_.-]*\\.(yaml|yml)$")]
     name: String,
+    /// The YAML text.
     content: String,
 }
 
 /// `PUT .../blueprint/{bp}` body.
-#[derive(Deserialize)]
-struct BlueprintContent {
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct BlueprintContent {
+    /// The new YAML text.
     content: String,
+}
+
+/// `GET .../blueprint` query.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListBlueprints {
+    /// `true` or `1` lists archived blueprints too.
+    #[serde(default)]
+    archived: Option<String>,
+}
+
+/// `POST .../aysrun` query.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct NewRun {
+    /// `true` or `1` only plans the run: nothing is executed.
+    #[serde(default)]
+    simulate: Option<String>,
+    /// An `http://` or `https://` URL the run's result is POSTed to when it ends.
+    #[serde(default)]
+    callback_url: Option<String>,
 }
 
 /// Every `/ays` route.
 pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
     // Authentication runs once per request, before any route (and any body) is looked at.
     let base = warp::any();
+    let repo = || base.and(warp::path!(String));
+    let blueprints = || base.and(warp::path!(String / "blueprint"));
+    let blueprint = || base.and(warp::path!(String / "blueprint" / String));
 
-    let list_repos = base
-        .and(warp::path::end())
-        .and(warp::get())
-        .then(|| async { respond(AysClient.list_repos().await, StatusCode::OK) });
-    let create_repo = base
-        .and(warp::path::end())
-        .and(warp::post())
-        .and(json_body::<NewRepo>())
-        .then(|body: NewRepo| async move {
-            let git_url = body.git_url.filter(|u| !u.is_empty());
-            let result = AysClient.create_repo(body.name, git_url).await;
-            respond(result, StatusCode::CREATED)
-        });
-    let get_repo = base
-        .and(warp::path!(String))
-        .and(warp::get())
-        .then(
-            |name: String| async move { respond(AysClient.get_repo(name).await, StatusCode::OK) },
-        );
-    let delete_repo = base
-        .and(warp::path!(String))
-        .and(warp::delete())
-        .then(|name: String| async move { no_content(AysClient.delete_repo(name).await) });
-
-    let list_bp = base
-        .and(warp::path!(String / "blueprint"))
-        .and(warp::get())
-        .and(warp::query::<HashMap<String, String>>())
-        .then(|repo: String, q: HashMap<String, String>| async move {
-            let archived = q.get("archived").is_some_and(|v| v == "true" || v == "1");
-            let result = AysClient.list_blueprints(&repo, archived).await;
-            respond(result, StatusCode::OK)
-        });
-    let create_bp = base
-        .and(warp::path!(String / "blueprint"))
-        .and(warp::post())
-        .and(json_body::<NewBlueprint>())
-        .then(|repo: String, body: NewBlueprint| async move {
-            let result = AysClient
-                .put_blueprint(&repo, body.name, body.content, true)
-                .await;
-            respond(result, StatusCode::CREATED)
-        });
-    let get_bp = base
-        .and(warp::path!(String / "blueprint" / String))
-        .and(warp::get())
-        .then(|repo: String, name: String| async move {
-            respond(AysClient.get_blueprint(&repo, name).await, StatusCode::OK)
-        });
-    let put_bp = base
-        .and(warp::path!(String / "blueprint" / String))
-        .and(warp::put())
-        .and(json_body::<BlueprintContent>())
-        .then(
-            |repo: String, name: String, body: BlueprintContent| async move {
-                let result = AysClient
-                    .put_blueprint(&repo, name, body.content, false)
-                    .await;
-                respond(result, StatusCode::OK)
-            },
-        );
-    let delete_bp = base
-        .and(warp::path!(String / "blueprint" / String))
-        .and(warp::delete())
-        .then(|repo: String, name: String| async move {
-            no_content(AysClient.delete_blueprint(&repo, name).await)
-        });
-    let execute_bp = base
-        .and(warp::path!(String / "blueprint" / String))
-        .and(warp::post())
-        .then(|repo: String, name: String| async move {
-            respond(
-                AysClient.execute_blueprint(&repo, name).await,
-                StatusCode::OK,
-            )
-        });
-    let archive_bp = base
-        .and(warp::path!(String / "blueprint" / String / String))
-        .and(warp::put())
-        .then(|repo: String, name: String, verb: String| async move {
-            let archived = match verb.as_str() {
-                "archive" => true,
-                "restore" => false,
-                _ => return error(StatusCode::NOT_FOUND, "not found").into_response(),
-            };
-            let result = AysClient.archive_blueprint(&repo, name, archived).await;
-            respond(result, StatusCode::OK)
-        });
-
-    let list_services = base
-        .and(warp::path!(String / "service"))
-        .and(warp::get())
-        .then(|repo: String| async move {
-            respond(AysClient.list_services(&repo, None).await, StatusCode::OK)
-        });
-    let list_role = base
-        .and(warp::path!(String / "service" / String))
-        .and(warp::get())
-        .then(|repo: String, role: String| async move {
-            let result = AysClient.list_services(&repo, Some(role)).await;
-            respond(result, StatusCode::OK)
-        });
-    let get_service = base
-        .and(warp::path!(String / "service" / String / String))
-        .and(warp::get())
-        .then(|repo: String, role: String, name: String| async move {
-            respond(
-                AysClient.get_service(&repo, role, name).await,
-                StatusCode::OK,
-            )
-        });
-    let delete_service = base
-        .and(warp::path!(String / "service" / String / String))
-        .and(warp::delete())
-        .then(|repo: String, role: String, name: String| async move {
-            no_content(AysClient.delete_service(&repo, role, name).await)
-        });
-    let schedule = base
-        .and(warp::path!(
+    let mut all = vec![
+        base.and(warp::path::end())
+            .and(warp::get())
+            .then(list_repos)
+            .boxed(),
+        base.and(warp::path::end())
+            .and(warp::post())
+            .and(json_body::<NewRepo>())
+            .then(create_repo)
+            .boxed(),
+        repo().and(warp::get()).then(get_repo).boxed(),
+        repo().and(warp::delete()).then(delete_repo).boxed(),
+        blueprints()
+            .and(warp::get())
+            .and(warp::query::<ListBlueprints>())
+            .then(list_blueprints)
+            .boxed(),
+        blueprints()
+            .and(warp::post())
+            .and(json_body::<NewBlueprint>())
+            .then(create_blueprint)
+            .boxed(),
+        blueprint().and(warp::get()).then(get_blueprint).boxed(),
+        blueprint()
+            .and(warp::put())
+            .and(json_body::<BlueprintContent>())
+            .then(put_blueprint)
+            .boxed(),
+        blueprint()
+            .and(warp::delete())
+            .then(delete_blueprint)
+            .boxed(),
+        blueprint()
+            .and(warp::post())
+            .then(execute_blueprint)
+            .boxed(),
+        base.and(warp::path!(String / "blueprint" / String / "archive"))
+            .and(warp::put())
+            .then(archive_blueprint)
+            .boxed(),
+        base.and(warp::path!(String / "blueprint" / String / "restore"))
+            .and(warp::put())
+            .then(restore_blueprint)
+            .boxed(),
+        base.and(warp::path!(String / "service"))
+            .and(warp::get())
+            .then(list_services)
+            .boxed(),
+        base.and(warp::path!(String / "service" / String))
+            .and(warp::get())
+            .then(list_role)
+            .boxed(),
+        base.and(warp::path!(String / "service" / String / String))
+            .and(warp::get())
+            .then(get_service)
+            .boxed(),
+        base.and(warp::path!(String / "service" / String / String))
+            .and(warp::delete())
+            .then(delete_service)
+            .boxed(),
+        base.and(warp::path!(
             String / "service" / String / String / "action" / String
         ))
         .and(warp::post())
-        .then(
-            |repo: String, role: String, name: String, action: String| async move {
-                let result = AysClient.schedule_action(&repo, role, name, action).await;
-                respond(result, StatusCode::OK)
-            },
-        );
-
-    let list_templates = base
-        .and(warp::path!(String / "template"))
-        .and(warp::get())
-        .then(|repo: String| async move {
-            respond(AysClient.list_templates(&repo).await, StatusCode::OK)
-        });
-    let get_template = base
-        .and(warp::path!(String / "template" / String))
-        .and(warp::get())
-        .then(|repo: String, name: String| async move {
-            respond(AysClient.get_template(&repo, &name).await, StatusCode::OK)
-        });
-
-    let list_runs = base
-        .and(warp::path!(String / "aysrun"))
-        .and(warp::get())
-        .then(
-            |repo: String| async move { respond(AysClient.list_runs(&repo).await, StatusCode::OK) },
-        );
-    let create_run = base
-        .and(warp::path!(String / "aysrun"))
-        .and(warp::post())
-        .and(warp::query::<HashMap<String, String>>())
-        .then(|repo: String, q: HashMap<String, String>| async move {
-            let simulate = q.get("simulate").is_some_and(|v| v == "true" || v == "1");
-            let callback_url = q.get("callback_url").filter(|u| !u.is_empty()).cloned();
-            if let Some(url) = &callback_url
-                && !(url.starts_with("http://") || url.starts_with("https://"))
-            {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "callback_url must be an http:// or https:// URL",
-                )
-                .into_response();
-            }
-            let request = RunRequest {
-                simulate,
-                callback_url,
-                origin: Origin::Api,
-            };
-            let result = AysClient.create_run(&repo, request).await;
-            respond(result, StatusCode::CREATED)
-        });
-    let get_run = base
-        .and(warp::path!(String / "aysrun" / String))
-        .and(warp::get())
-        .then(|repo: String, key: String| async move {
-            respond(AysClient.get_run(&repo, key).await, StatusCode::OK)
-        });
-
-    let mut all = vec![
-        list_repos.boxed(),
-        create_repo.boxed(),
-        get_repo.boxed(),
-        delete_repo.boxed(),
-        list_bp.boxed(),
-        create_bp.boxed(),
-        get_bp.boxed(),
-        put_bp.boxed(),
-        delete_bp.boxed(),
-        execute_bp.boxed(),
-        archive_bp.boxed(),
-        list_services.boxed(),
-        list_role.boxed(),
-        get_service.boxed(),
-        delete_service.boxed(),
-        schedule.boxed(),
-        list_templates.boxed(),
-        get_template.boxed(),
-        list_runs.boxed(),
-        create_run.boxed(),
-        get_run.boxed(),
+        .then(schedule_action)
+        .boxed(),
+        base.and(warp::path!(String / "template"))
+            .and(warp::get())
+            .then(list_templates)
+            .boxed(),
+        base.and(warp::path!(String / "template" / String))
+            .and(warp::get())
+            .then(get_template)
+            .boxed(),
+        base.and(warp::path!(String / "aysrun"))
+            .and(warp::get())
+            .then(list_runs)
+            .boxed(),
+        base.and(warp::path!(String / "aysrun"))
+            .and(warp::post())
+            .and(warp::query::<NewRun>())
+            .then(create_run)
+            .boxed(),
+        base.and(warp::path!(String / "aysrun" / String))
+            .and(warp::get())
+            .then(get_run)
+            .boxed(),
     ];
     all.extend(super::runs::routes(shared.clone()));
     let routes = one_of(all);
@@ -256,6 +176,302 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         .and(authenticated(shared))
         .and(routes)
         .boxed()
+}
+
+/// List repositories.
+#[utoipa::path(get, path = "/ays/repository", tag = "repositories",
+    security(("jwt" = []), ("jwt_cookie" = [])),
+    responses((status = 200, description = "Every repository", body = Vec<Repo>),
+        AuthFailures, RepoFailures))]
+pub(crate) async fn list_repos() -> Response {
+    respond(AysClient.list_repos().await, StatusCode::OK)
+}
+
+/// Create a repository, cloning `git_url` into it when given.
+#[utoipa::path(post, path = "/ays/repository", tag = "repositories",
+    security(("jwt" = []), ("jwt_cookie" = [])),
+    request_body(content = NewRepo, description = "JSON, whatever the Content-Type says (`curl -d` works)"),
+    responses((status = 201, description = "Created", body = Repo),
+        (status = 409, description = "A repository of that name exists", body = Error),
+        BodyFailures, AuthFailures, RepoFailures))]
+pub(crate) async fn create_repo(body: NewRepo) -> Response {
+    let git_url = body.git_url.filter(|u| !u.is_empty());
+    let result = AysClient.create_repo(body.name, git_url).await;
+    respond(result, StatusCode::CREATED)
+}
+
+/// Show a repository.
+#[utoipa::path(get, path = "/ays/repository/{repo}", tag = "repositories",
+    params(("repo" = String, Path, description = "Repository name")),
+    security(("jwt" = []), ("jwt_cookie" = [])),
+    responses((status = 200, description = "The repository", body = Repo),
+        AuthFailures, RepoFailures))]
+pub(crate) async fn get_repo(name: String) -> Response {
+    respond(AysClient.get_repo(name).await, StatusCode::OK)
+}
+
+/// Delete a repository with its services and runs.
+#[utoipa::path(delete, path = "/ays/repository/{repo}", tag = "repositories",
+    params(("repo" = String, Path, description = "Repository name")),
+    security(("jwt" = []), ("jwt_cookie" = [])),
+    responses((status = 204, description = "Deleted"),
+        (status = 409, description = "A run is in progress", body = Error),
+        AuthFailures, RepoFailures))]
+pub(crate) async fn delete_repo(name: String) -> Response {
+    no_content(AysClient.delete_repo(name).await)
+}
+
+/// List blueprints.
+#[utoipa::path(get, path = "/ays/repository/{repo}/blueprint", tag = "blueprints",
+    params(("repo" = String, Path, description = "Repository name"), ListBlueprints),
+    security(("jwt" = []), ("jwt_cookie" = [])),
+    responses((status = 200, description = "The blueprints", body = Vec<Blueprint>),
+        (status = 400, description = "A query parameter is not a string", body = Error),
+        AuthFailures, RepoFailures))]
+pub(crate) async fn list_blueprints(repo: String, q: ListBlueprints) -> Response {
+    let archived = q.archived.is_some_and(|v| v == "true" || v == "1");
+    let result = AysClient.list_blueprints(&repo, archived).await;
+    respond(result, StatusCode::OK)
+}
+
+/// Create a blueprint (its YAML is checked, not executed).
+#[utoipa::path(post, path = "/ays/repository/{repo}/blueprint", tag = "blueprints",
+    params(("repo" = String, Path, description = "Repository name")),
+    security(("jwt" = []), ("jwt_cookie" = [])),
+    request_body(content = NewBlueprint, description = "JSON, whatever the Content-Type says"),
+    responses((status = 201, description = "Created", body = Blueprint),
+        (status = 409, description = "A blueprint of that name exists", body = Error),
+        BodyFailures, AuthFailures, RepoFailures))]
+pub(crate) async fn create_blueprint(repo: String, body: NewBlueprint) -> Response {
+    let result = AysClient
+        .put_blueprint(&repo, body.name, body.content, true)
+        .await;
+    respond(result, StatusCode::CREATED)
+}
+
+/// Show a blueprint.
+#[utoipa::path(get, path = "/ays/repository/{repo}/blueprint/{blueprint}", tag = "blueprints",
+    params(("repo" = String, Path, description = "Repository name"),
+        ("blueprint" = String, Path, description = "Blueprint file name")),
+    security(("jwt" = []), ("jwt_cookie" = [])),
+    responses((status = 200, description = "The blueprint", body = Blueprint),
+        AuthFailures, RepoFailures))]
+pub(crate) async fn get_blueprint(repo: String, name: String) -> Response {
+    respond(AysClient.get_blueprint(&repo, name).await, StatusCode::OK)
+}
+
+/// Replace a blueprint's content.
+#[utoipa::path(put, path = "/ays/repository/{repo}/blueprint/{blueprint}", tag = "blueprints",
+    params(("repo" = String, Path, description = "Repository name"),
+        ("blueprint" = String, Path, description = "Blueprint file name")),
+    security(("jwt" = []), ("jwt_cookie" = [])),
+    request_body(content = BlueprintContent, description = "JSON, whatever the Content-Type says"),
+    responses((status = 200, description = "Replaced", body = Blueprint),
+        BodyFailures, AuthFailures, RepoFailures))]
+pub(crate) async fn put_blueprint(repo: String, name: String, body: BlueprintContent) -> Response {
+    let result = AysClient
+        .put_blueprint(&repo, name, body.content, false)
+        .await;
+    respond(result, StatusCode::OK)
+}
+
+/// Delete a blueprint.
+#[utoipa::path(delete, path = "/ays/repository/{repo}/blueprint/{blueprint}", tag = "blueprints",
+    params(("repo" = String, Path, description = "Repository name"),
+        ("blueprint" = String, Path, description = "Blueprint file name")),
+    security(("jwt" = []), ("jwt_cookie" = [])),
+    responses((status = 204, description = "Deleted"), AuthFailures, RepoFailures))]
+pub(crate) async fn delete_blueprint(repo: String, name: String) -> Response {
+    no_content(AysClient.delete_blueprint(&repo, name).await)
+}
+
+/// Execute a blueprint: every problem is reported at once and nothing changes unless it is valid.
+#[utoipa::path(post, path = "/ays/repository/{repo}/blueprint/{blueprint}", tag = "blueprints",
+    params(("repo" = String, Path, description = "Repository name"),
+        ("blueprint" = String, Path, description = "Blueprint file name")),
+    security(("jwt" = []), ("jwt_cookie" = [])),
+    responses((status = 200, description = "Executed", body = Executed),
+        (status = 400, description = "The blueprint is not valid YAML", body = Error),
+        (status = 422, description = "Every problem of the blueprint", body = Problems),
+        AuthFailures, RepoFailures))]
+pub(crate) async fn execute_blueprint(repo: String, name: String) -> Response {
+    respond(
+        AysClient.execute_blueprint(&repo, name).await,
+        StatusCode::OK,
+    )
+}
+
+/// Archive a blueprint.
+#[utoipa::path(put, path = "/ays/repository/{repo}/blueprint/{blueprint}/archive", tag = "blueprints",
+    params(("repo" = String, Path, description = "Repository name"),
+        ("blueprint" = String, Path, description = "Blueprint file name")),
+    security(("jwt" = []), ("jwt_cookie" = [])),
+    responses((status = 200, description = "Archived", body = Blueprint),
+        (status = 409, description = "Already archived", body = Error),
+        AuthFailures, RepoFailures))]
+pub(crate) async fn archive_blueprint(repo: String, name: String) -> Response {
+    archive(repo, name, true).await
+}
+
+/// Restore an archived blueprint.
+#[utoipa::path(put, path = "/ays/repository/{repo}/blueprint/{blueprint}/restore", tag = "blueprints",
+    params(("repo" = String, Path, description = "Repository name"),
+        ("blueprint" = String, Path, description = "Blueprint file name")),
+    security(("jwt" = []), ("jwt_cookie" = [])),
+    responses((status = 200, description = "Restored", body = Blueprint),
+        (status = 409, description = "Not archived", body = Error),
+        AuthFailures, RepoFailures))]
+pub(crate) async fn restore_blueprint(repo: String, name: String) -> Response {
+    archive(repo, name, false).await
+}
+
+async fn archive(repo: String, name: String, archived: bool) -> Response {
+    let result = AysClient.archive_blueprint(&repo, name, archived).await;
+    respond(result, StatusCode::OK)
+}
+
+/// List services.
+#[utoipa::path(get, path = "/ays/repository/{repo}/service", tag = "services",
+    params(("repo" = String, Path, description = "Repository name")),
+    security(("jwt" = []), ("jwt_cookie" = [])),
+    responses((status = 200, description = "The services", body = Vec<ServiceSummary>),
+        AuthFailures, RepoFailures))]
+pub(crate) async fn list_services(repo: String) -> Response {
+    respond(AysClient.list_services(&repo, None).await, StatusCode::OK)
+}
+
+/// List the services of one role.
+#[utoipa::path(get, path = "/ays/repository/{repo}/service/{role}", tag = "services",
+    params(("repo" = String, Path, description = "Repository name"),
+        ("role" = String, Path, description = "Role")),
+    security(("jwt" = []), ("jwt_cookie" = [])),
+    responses((status = 200, description = "The services of the role", body = Vec<ServiceSummary>),
+        AuthFailures, RepoFailures))]
+pub(crate) async fn list_role(repo: String, role: String) -> Response {
+    let result = AysClient.list_services(&repo, Some(role)).await;
+    respond(result, StatusCode::OK)
+}
+
+/// Show a service.
+#[utoipa::path(get, path = "/ays/repository/{repo}/service/{role}/{name}", tag = "services",
+    params(("repo" = String, Path, description = "Repository name"),
+        ("role" = String, Path, description = "Role"),
+        ("name" = String, Path, description = "Instance name")),
+    security(("jwt" = []), ("jwt_cookie" = [])),
+    responses((status = 200, description = "The service", body = Service),
+        AuthFailures, RepoFailures))]
+pub(crate) async fn get_service(repo: String, role: String, name: String) -> Response {
+    respond(
+        AysClient.get_service(&repo, role, name).await,
+        StatusCode::OK,
+    )
+}
+
+/// Delete a service and its children.
+#[utoipa::path(delete, path = "/ays/repository/{repo}/service/{role}/{name}", tag = "services",
+    params(("repo" = String, Path, description = "Repository name"),
+        ("role" = String, Path, description = "Role"),
+        ("name" = String, Path, description = "Instance name")),
+    security(("jwt" = []), ("jwt_cookie" = [])),
+    responses((status = 204, description = "Deleted"),
+        (status = 409, description = "A run is in progress", body = Error),
+        AuthFailures, RepoFailures))]
+pub(crate) async fn delete_service(repo: String, role: String, name: String) -> Response {
+    no_content(AysClient.delete_service(&repo, role, name).await)
+}
+
+/// Schedule one action of a service (a later run executes it).
+#[utoipa::path(post, path = "/ays/repository/{repo}/service/{role}/{name}/action/{action}", tag = "services",
+    params(("repo" = String, Path, description = "Repository name"),
+        ("role" = String, Path, description = "Role"),
+        ("name" = String, Path, description = "Instance name"),
+        ("action" = String, Path, description = "Action name")),
+    security(("jwt" = []), ("jwt_cookie" = [])),
+    responses((status = 200, description = "Scheduled", body = Service),
+        (status = 400, description = "The service's template has no such action", body = Error),
+        AuthFailures, RepoFailures))]
+pub(crate) async fn schedule_action(
+    repo: String,
+    role: String,
+    name: String,
+    action: String,
+) -> Response {
+    let result = AysClient.schedule_action(&repo, role, name, action).await;
+    respond(result, StatusCode::OK)
+}
+
+/// List actor templates.
+#[utoipa::path(get, path = "/ays/repository/{repo}/template", tag = "templates",
+    params(("repo" = String, Path, description = "Repository name")),
+    security(("jwt" = []), ("jwt_cookie" = [])),
+    responses((status = 200, description = "The templates", body = Vec<Template>),
+        AuthFailures, RepoFailures))]
+pub(crate) async fn list_templates(repo: String) -> Response {
+    respond(AysClient.list_templates(&repo).await, StatusCode::OK)
+}
+
+/// Show an actor template.
+#[utoipa::path(get, path = "/ays/repository/{repo}/template/{name}", tag = "templates",
+    params(("repo" = String, Path, description = "Repository name"),
+        ("name" = String, Path, description = "Actor name")),
+    security(("jwt" = []), ("jwt_cookie" = [])),
+    responses((status = 200, description = "The template", body = Template),
+        AuthFailures, RepoFailures))]
+pub(crate) async fn get_template(repo: String, name: String) -> Response {
+    respond(AysClient.get_template(&repo, &name).await, StatusCode::OK)
+}
+
+/// List runs, newest first.
+#[utoipa::path(get, path = "/ays/repository/{repo}/aysrun", tag = "runs",
+    params(("repo" = String, Path, description = "Repository name")),
+    security(("jwt" = []), ("jwt_cookie" = [])),
+    responses((status = 200, description = "The runs", body = Vec<Run>),
+        AuthFailures, RepoFailures))]
+pub(crate) async fn list_runs(repo: String) -> Response {
+    respond(AysClient.list_runs(&repo).await, StatusCode::OK)
+}
+
+/// Plan and start a run of every scheduled action.
+#[utoipa::path(post, path = "/ays/repository/{repo}/aysrun", tag = "runs",
+    params(("repo" = String, Path, description = "Repository name"), NewRun),
+    security(("jwt" = []), ("jwt_cookie" = [])),
+    responses((status = 201, description = "Started (or only planned with `simulate`)", body = Run),
+        (status = 400, description = "`callback_url` is not an http(s) URL", body = Error),
+        (status = 409, description = "A run is in progress", body = Error),
+        (status = 422, description = "Nothing to do, or a dependency cycle", body = Problems),
+        AuthFailures, RepoFailures))]
+pub(crate) async fn create_run(repo: String, q: NewRun) -> Response {
+    let simulate = q.simulate.is_some_and(|v| v == "true" || v == "1");
+    let callback_url = q.callback_url.filter(|u| !u.is_empty());
+    if let Some(url) = &callback_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "callback_url must be an http:// or https:// URL",
+        )
+        .into_response();
+    }
+    let request = RunRequest {
+        simulate,
+        callback_url,
+        origin: Origin::Api,
+    };
+    respond(
+        AysClient.create_run(&repo, request).await,
+        StatusCode::CREATED,
+    )
+}
+
+/// Show a run with its steps, jobs, states and logs.
+#[utoipa::path(get, path = "/ays/repository/{repo}/aysrun/{key}", tag = "runs",
+    params(("repo" = String, Path, description = "Repository name"),
+        ("key" = String, Path, description = "Run key")),
+    security(("jwt" = []), ("jwt_cookie" = [])),
+    responses((status = 200, description = "The run", body = Run),
+        AuthFailures, RepoFailures))]
+pub(crate) async fn get_run(repo: String, key: String) -> Response {
+    respond(AysClient.get_run(&repo, key).await, StatusCode::OK)
 }
 
 /// The first of `routes` that matches. Each step is boxed: a long chain of unboxed `.or()`
@@ -267,15 +483,47 @@ pub(crate) fn one_of(routes: Vec<BoxedFilter<(Response,)>>) -> BoxedFilter<(Resp
 }
 
 /// A JSON body of at most [`MAX_BODY`] bytes, whatever its `Content-Type` says (`curl -d` sends
-/// form encoding by default; the body is still JSON, and saying so is friendlier than a 415).
+/// form encoding by default; the body is still JSON, and saying so is friendlier than a 415), with
+/// a `Content-Length` or chunked (Python `requests` with a generator, Node's `http.request`).
 fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone
 {
-    warp::body::content_length_limit(MAX_BODY)
-        .and(warp::body::bytes())
-        .and_then(|body: bytes::Bytes| async move {
-            serde_json::from_slice(&body)
-                .map_err(|err| warp::reject::custom(super::BadJson(err.to_string())))
+    warp::header::optional::<u64>("content-length")
+        .and_then(|length: Option<u64>| async move {
+            match length {
+                Some(n) if n > MAX_BODY => Err(warp::reject::custom(super::TooLarge)),
+                _ => Ok(()),
+            }
         })
+        .untuple_one()
+        .and(warp::body::stream())
+        .and_then(|body| read_json::<T, _, _>(body))
+}
+
+/// Reads a streamed body of at most [`MAX_BODY`] bytes and parses it as JSON.
+async fn read_json<T, S, B>(body: S) -> Result<T, Rejection>
+where
+    T: DeserializeOwned,
+    S: futures::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    use futures::StreamExt;
+    let mut body = std::pin::pin!(body);
+    let mut read = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk =
+            chunk.map_err(|err| warp::reject::custom(super::BadJson(err.to_string())))?;
+        if read.len() + chunk.remaining() > MAX_BODY as usize {
+            return Err(warp::reject::custom(super::TooLarge));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            let n = part.len();
+            read.extend_from_slice(part);
+            chunk.advance(n);
+        }
+    }
+    serde_json::from_slice(&read)
+        .map_err(|err| warp::reject::custom(super::BadJson(err.to_string())))
 }
 
 /// The status code of an error.

@@ -136,8 +136,12 @@ pub async fn exchange(oauth: &OAuthConfig, code: &str) -> Result<Login, String> 
 
 /// `GET /oauth/callback`.
 pub fn routes(shared: Shared) -> warp::filters::BoxedFilter<(Response,)> {
+    // Each call may send a code to a provider with our client secret: a peer gets 20 at once,
+    // then one every 2 seconds.
+    let limiter = std::sync::Arc::new(super::rate::RateLimiter::new("/oauth/callback", 20, 30));
     warp::path!("oauth" / "callback")
         .and(warp::get())
+        .and(super::rate::limit(limiter))
         .and(warp::query::<HashMap<String, String>>())
         .and(with(shared))
         .then(
@@ -171,7 +175,24 @@ fn notify(shared: &Shared, chat_id: i64, outcome: LoginOutcome) {
         .publish(Notice::LoginFinished { chat_id, outcome });
 }
 
-async fn callback(query: HashMap<String, String>, shared: Shared) -> Response {
+/// Where providers send the browser back: a Telegram login (ItsYou.online) or a central OAuth
+/// server login (the state decides). Answers are HTML pages for people, or a redirect to the app.
+#[utoipa::path(get, path = "/oauth/callback", tag = "login",
+    params(
+        ("state" = String, Query, min_length = 1, description = "The state the login was started with"),
+        ("code" = Option<String>, Query, description = "The provider's authorization code"),
+        ("error" = Option<String>, Query, description = "The provider's refusal"),
+    ),
+    responses(
+        (status = 200, description = "Logged in (Telegram)", content_type = "text/html", body = String),
+        (status = 302, description = "Back to the app with `jwt` and `state`, or `error` and `state`", headers(("location" = String))),
+        (status = 400, description = "No, an unknown, a used or an expired state; or no code", content_type = "text/html", body = String),
+        (status = 403, description = "Not a member of the organization (Telegram)", content_type = "text/html", body = String),
+        (status = 500, description = "The login could not be recorded", content_type = "text/html", body = String),
+        (status = 502, description = "ItsYou.online failed (Telegram)", content_type = "text/html", body = String),
+        (status = 503, description = "Login is restarting", content_type = "text/html", body = String),
+        super::schemas::RateFailures))]
+pub(crate) async fn callback(query: HashMap<String, String>, shared: Shared) -> Response {
     let Some(state) = query.get("state").filter(|s| !s.is_empty()) else {
         return page(
             StatusCode::BAD_REQUEST,

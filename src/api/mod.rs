@@ -6,20 +6,25 @@
 
 pub mod auth;
 pub mod ays;
+pub mod http;
 pub mod login;
 pub mod oauth_proxy;
 pub mod openapi;
+pub mod rate;
 pub mod runs;
+pub mod schemas;
 pub mod server;
 
 use std::convert::Infallible;
 
 use serde::Serialize;
 use warp::http::StatusCode;
-use warp::reply::{Json, WithStatus};
+use warp::reply::{Json, Response, WithStatus};
 use warp::{Filter, Rejection, Reply};
 
 use crate::actors::{Shared, names};
+use crate::auth::pool::Overload;
+use rate::RateLimited;
 
 /// A JSON error reply.
 pub fn error(status: StatusCode, message: impl Into<String>) -> WithStatus<Json> {
@@ -38,7 +43,7 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> WithStatus<Json>
 /// Every route of the server, with request metrics and JSON errors.
 pub fn routes(shared: Shared) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let telemetry = shared.telemetry.clone();
-    let tokens = shared.tokens.clone();
+    let verifier = shared.verifier.clone();
     let health = warp::path!("health")
         .and(warp::get())
         .and(with(shared.clone()))
@@ -50,16 +55,7 @@ pub fn routes(shared: Shared) -> impl Filter<Extract = (impl Reply,), Error = In
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and(with(shared.clone()))
-        .map(|shared: Shared| {
-            warp::reply::with_header(
-                shared.telemetry.render(),
-                "content-type",
-                crate::telemetry::Telemetry::CONTENT_TYPE,
-            )
-        });
-    let openapi = warp::path!("openapi.json")
-        .and(warp::get())
-        .map(|| warp::reply::json(&openapi::document()));
+        .map(metrics);
     let crash = warp::path!("debug" / "crash" / String)
         .and(warp::post())
         .and(with(shared.clone()))
@@ -72,7 +68,7 @@ pub fn routes(shared: Shared) -> impl Filter<Extract = (impl Reply,), Error = In
         login::routes(shared.clone()),
         oauth_proxy::routes(shared.clone()),
         metrics.map(Reply::into_response).boxed(),
-        openapi.map(Reply::into_response).boxed(),
+        openapi::routes(),
         crash.map(Reply::into_response).boxed(),
     ])
     .recover(recover)
@@ -82,13 +78,13 @@ pub fn routes(shared: Shared) -> impl Filter<Extract = (impl Reply,), Error = In
             info.status().as_u16(),
             info.elapsed(),
         );
-        log_request(&info, &tokens);
+        log_request(&info, verifier.as_deref());
     }))
 }
 
 /// One INFO line per request: method, route template (never the raw path, which may hold
 /// anything), status, duration, the identity of an accepted token, and the peer.
-fn log_request(info: &warp::log::Info<'_>, tokens: &crate::actors::jwt_auth::TokenCache) {
+fn log_request(info: &warp::log::Info<'_>, verifier: Option<&crate::auth::pool::Verifier>) {
     // Under load with logging at `warn`, a request costs no lookup and no formatting here.
     if !tracing::enabled!(target: "cockpit::http", tracing::Level::INFO) {
         return;
@@ -105,11 +101,13 @@ fn log_request(info: &warp::log::Info<'_>, tokens: &crate::actors::jwt_auth::Tok
     });
     let identity = crate::auth::token_from_parts(header("authorization"), cookie)
         .ok()
-        .and_then(|token| tokens.fresh(token, crate::actors::jwt_auth::now_secs()))
+        .and_then(|token| {
+            verifier?
+                .cache()
+                .fresh(token, crate::clock::since_epoch().as_secs())
+        })
         .map(|verified| verified.user);
-    let peer = info
-        .remote_addr()
-        .map_or_else(|| "-".to_string(), |a| a.to_string());
+    // The peer is a field of the `http` span the connection loop opens around each request.
     tracing::info!(
         target: "cockpit::http",
         method = %method.as_str(),
@@ -117,7 +115,6 @@ fn log_request(info: &warp::log::Info<'_>, tokens: &crate::actors::jwt_auth::Tok
         status = info.status().as_u16(),
         duration_ms = %format_args!("{:.3}", info.elapsed().as_secs_f64() * 1000.0),
         user = %identity.as_deref().unwrap_or("-"),
-        %peer,
         "request"
     );
 }
@@ -131,7 +128,10 @@ pub(crate) fn with<T: Clone + Send + Sync + 'static>(
 
 /// `GET /health`: each component `up`, `degraded` (with its last error and since when) or
 /// `down`; 200 unless a component is down, 503 then.
-fn health(shared: Shared) -> WithStatus<Json> {
+#[utoipa::path(get, path = "/health", tag = "server",
+    responses((status = 200, description = "Every component is up or degraded", body = schemas::Health),
+        (status = 503, description = "A component is down", body = schemas::Health)))]
+pub(crate) fn health(shared: Shared) -> WithStatus<Json> {
     use crate::telemetry::ActorStatus;
     let (status, code) = match shared.telemetry.overall() {
         ActorStatus::Up => ("ok", StatusCode::OK),
@@ -148,7 +148,10 @@ fn health(shared: Shared) -> WithStatus<Json> {
 /// `GET /ready`: can this process serve? The database answers a query and every enabled
 /// listener is bound. 200, or 503 with what is not ready. Outside services (the Bot API) do
 /// not count: they show in `/health`.
-fn ready(shared: Shared) -> WithStatus<Json> {
+#[utoipa::path(get, path = "/ready", tag = "server",
+    responses((status = 200, description = "The database answers and every enabled listener is bound", body = Object),
+        (status = 503, description = "Something is not ready: what", body = Object)))]
+pub(crate) fn ready(shared: Shared) -> WithStatus<Json> {
     let mut checks = serde_json::Map::new();
     let database = match shared.store.ping() {
         Ok(()) => "up".to_string(),
@@ -184,9 +187,26 @@ fn ready(shared: Shared) -> WithStatus<Json> {
     warp::reply::with_status(warp::reply::json(&body), code)
 }
 
-/// `POST /debug/crash/{actor}`: makes an actor panic inside its handler so that an operator can
-/// watch the supervisor restart it. Answers 404 unless `[debug].fault_injection` is on.
-fn crash(actor: String, shared: Shared) -> WithStatus<Json> {
+/// Prometheus metrics: requests, latencies, actor restarts.
+#[utoipa::path(get, path = "/metrics", tag = "server",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
+pub(crate) fn metrics(shared: Shared) -> Response {
+    warp::reply::with_header(
+        shared.telemetry.render(),
+        "content-type",
+        crate::telemetry::Telemetry::CONTENT_TYPE,
+    )
+    .into_response()
+}
+
+/// Fault injection: makes an actor panic inside its handler so that an operator can watch the
+/// supervisor restart it. Answers 404 unless `[debug].fault_injection` is on.
+#[utoipa::path(post, path = "/debug/crash/{actor}", tag = "server",
+    params(("actor" = String, Path, description = "A registered actor name, or `repo:<name>`")),
+    responses((status = 202, description = "The actor was told to crash", body = Object),
+        (status = 404, description = "Fault injection is off, or no such actor", body = schemas::Error),
+        (status = 503, description = "The actor is not running", body = schemas::Error)))]
+pub(crate) fn crash(actor: String, shared: Shared) -> WithStatus<Json> {
     if !shared.config.debug.fault_injection {
         return error(StatusCode::NOT_FOUND, "not found");
     }
@@ -207,20 +227,39 @@ pub(crate) struct BadJson(pub String);
 
 impl warp::reject::Reject for BadJson {}
 
+/// A request body over the route's limit (by its `Content-Length`, or as it streams in).
+#[derive(Debug)]
+pub(crate) struct TooLarge;
+
+impl warp::reject::Reject for TooLarge {}
+
 /// Turns warp's rejections into JSON errors with fitting status codes.
-async fn recover(rejection: Rejection) -> Result<WithStatus<Json>, Infallible> {
+async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     let reply = if let Some(auth::Unauthorized(err)) = rejection.find() {
         error(StatusCode::UNAUTHORIZED, err.to_string())
-    } else if rejection.find::<auth::AuthUnavailable>().is_some() {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "authentication is restarting; retry",
-        )
+    } else if let Some(auth::Overloaded(why)) = rejection.find() {
+        let status = match why {
+            Overload::Peer => StatusCode::TOO_MANY_REQUESTS,
+            Overload::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        return Ok(retry_later(status, why.to_string()));
+    } else if let Some(auth::CrossSite(why)) = rejection.find() {
+        error(StatusCode::FORBIDDEN, *why)
+    } else if let Some(limited) = rejection.find::<RateLimited>() {
+        return Ok(retry_later(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many {} requests from this address; retry later",
+                limited.0
+            ),
+        ));
     } else if rejection.is_not_found() {
         error(StatusCode::NOT_FOUND, "not found")
     } else if let Some(BadJson(err)) = rejection.find() {
         error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {err}"))
-    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+    } else if rejection.find::<TooLarge>().is_some()
+        || rejection.find::<warp::reject::PayloadTooLarge>().is_some()
+    {
         error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
     } else if let Some(err) = rejection.find::<warp::filters::body::BodyDeserializeError>() {
         error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {err}"))
@@ -231,7 +270,7 @@ async fn recover(rejection: Rejection) -> Result<WithStatus<Json>, Infallible> {
         error(StatusCode::BAD_REQUEST, "expected a JSON body")
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         // Last of the body checks: warp reports the other routes' methods alongside the real
-        // problem of the route that matched.
+        // problem of the route that matched. The connection layer adds `Allow`.
         error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
     } else if let Some(err) = rejection.find::<warp::reject::InvalidQuery>() {
         error(StatusCode::BAD_REQUEST, format!("invalid query: {err}"))
@@ -243,5 +282,14 @@ async fn recover(rejection: Rejection) -> Result<WithStatus<Json>, Infallible> {
         tracing::warn!(?rejection, "unhandled rejection");
         error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
     };
-    Ok(reply)
+    Ok(reply.into_response())
+}
+
+/// A JSON error that tells the client to come back in a second.
+fn retry_later(status: StatusCode, message: String) -> Response {
+    let mut response = error(status, message).into_response();
+    response
+        .headers_mut()
+        .insert("retry-after", warp::http::HeaderValue::from_static("1"));
+    response
 }

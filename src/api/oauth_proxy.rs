@@ -55,32 +55,23 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
     let providers = warp::path!("oauth" / "providers")
         .and(warp::get())
         .and(with(shared.clone()))
-        .map(|shared: Shared| match proxy(&shared) {
-            Ok((config, _)) => {
-                let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
-                warp::reply::json(&names).into_response()
-            }
-            Err(off) => *off,
-        })
+        .map(providers)
         .boxed();
     let key = warp::path!("oauth" / "key")
         .and(warp::get())
         .and(with(shared.clone()))
-        .map(|shared: Shared| match proxy(&shared) {
-            Ok((_, key)) => key.public_hex().into_response(),
-            Err(off) => *off,
-        })
+        .map(key)
         .boxed();
     let jwks = warp::path!("oauth" / "jwks.json")
         .and(warp::get())
         .and(with(shared.clone()))
-        .map(|shared: Shared| match proxy(&shared) {
-            Ok((_, key)) => warp::reply::json(&key.jwks()).into_response(),
-            Err(off) => *off,
-        })
+        .map(jwks)
         .boxed();
+    // Each call writes a pending login: a peer gets 20 at once, then one every 2 seconds.
+    let limiter = std::sync::Arc::new(super::rate::RateLimiter::new("/oauth/authorize", 20, 30));
     let authorize = warp::path!("oauth" / "authorize")
         .and(warp::get())
+        .and(super::rate::limit(limiter))
         .and(warp::query::<HashMap<String, String>>())
         .and(with(shared))
         .then(
@@ -90,6 +81,42 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         )
         .boxed();
     super::ays::one_of(vec![providers, key, jwks, authorize])
+}
+
+/// Central OAuth server: the provider names.
+#[utoipa::path(get, path = "/oauth/providers", tag = "login",
+    responses((status = 200, description = "The configured providers", body = Vec<String>),
+        (status = 404, description = "`[oauth_proxy]` is not configured", body = super::schemas::Error)))]
+pub(crate) fn providers(shared: Shared) -> Response {
+    match proxy(&shared) {
+        Ok((config, _)) => {
+            let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
+            warp::reply::json(&names).into_response()
+        }
+        Err(off) => *off,
+    }
+}
+
+/// Central OAuth server: the Ed25519 key that verifies its login tokens, as 64 hex characters.
+#[utoipa::path(get, path = "/oauth/key", tag = "login",
+    responses((status = 200, description = "The verify key", content_type = "text/plain", body = String),
+        (status = 404, description = "`[oauth_proxy]` is not configured", body = super::schemas::Error)))]
+pub(crate) fn key(shared: Shared) -> Response {
+    match proxy(&shared) {
+        Ok((_, key)) => key.public_hex().into_response(),
+        Err(off) => *off,
+    }
+}
+
+/// Central OAuth server: the verify key as a JWKS (OKP, Ed25519).
+#[utoipa::path(get, path = "/oauth/jwks.json", tag = "login",
+    responses((status = 200, description = "The JWKS", body = Object),
+        (status = 404, description = "`[oauth_proxy]` is not configured", body = super::schemas::Error)))]
+pub(crate) fn jwks(shared: Shared) -> Response {
+    match proxy(&shared) {
+        Ok((_, key)) => warp::reply::json(&key.jwks()).into_response(),
+        Err(off) => *off,
+    }
 }
 
 /// The proxy's config and key, or the 404 that says it is off.
@@ -136,8 +163,21 @@ fn http() -> Result<&'static oauth2::reqwest::Client, String> {
     Ok(HTTP.get_or_init(|| client))
 }
 
-/// `GET /oauth/authorize?provider&redirect_url&state`.
-async fn authorize(query: HashMap<String, String>, shared: Shared) -> Response {
+/// Central OAuth server: starts a login at a provider for an app.
+#[utoipa::path(get, path = "/oauth/authorize", tag = "login",
+    params(
+        ("provider" = String, Query, description = "A configured provider name"),
+        ("redirect_url" = String, Query, description = "The app's callback: exactly one of `[oauth_proxy].allowed_redirects`"),
+        ("state" = String, Query, description = "The app's state, 1 to 512 characters, handed back"),
+    ),
+    responses(
+        (status = 302, description = "To the provider's authorize URL", headers(("location" = String))),
+        (status = 400, description = "Unknown provider, a redirect_url not allowed, or no state (no redirect)", body = super::schemas::Error),
+        (status = 404, description = "`[oauth_proxy]` is not configured", body = super::schemas::Error),
+        (status = 500, description = "The provider is misconfigured", body = super::schemas::Error),
+        (status = 503, description = "Login is restarting", body = super::schemas::Error),
+        super::schemas::RateFailures))]
+pub(crate) async fn authorize(query: HashMap<String, String>, shared: Shared) -> Response {
     let (config, _) = match proxy(&shared) {
         Ok(found) => found,
         Err(off) => return *off,

@@ -1,280 +1,291 @@
-//! The OpenAPI 3 document served at `/openapi.json`, built from one table of routes so that the
-//! document and the server cannot drift apart silently (a test checks every listed route answers).
+//! The OpenAPI document served at `/openapi.json`, derived by `utoipa` from the handlers' own
+//! `#[utoipa::path]` annotations and the request and answer types, so that it cannot drift from
+//! the code; `/docs` serves Swagger UI over it from files built into the binary (no CDN).
 
-use serde_json::{Map, Value, json};
+use std::sync::{Arc, OnceLock};
 
-/// One route: method, path template, summary, whether it needs a JWT.
-pub struct Route {
-    /// HTTP method, lowercase as OpenAPI wants it.
-    pub method: &'static str,
-    /// Path with `{param}` templates.
-    pub path: &'static str,
-    /// What it does.
-    pub summary: &'static str,
-    /// Whether the route is behind JWT auth.
-    pub auth: bool,
+use serde_json::Value;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+/// The document's root: every handler and the security schemes.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Cockpit",
+        description = "The AYS control plane's REST API. Every `/ays` route wants a JWT (ES384, \
+            from `[oauth].jwt_issuer`, granting membership of `[oauth].organization`) as \
+            `Authorization: bearer <jwt>` or as the `jwt` cookie. Errors are `{\"error\": \"...\"}`.",
+    ),
+    paths(
+        super::health,
+        super::ready,
+        super::metrics,
+        openapi_json,
+        docs,
+        super::crash,
+        super::ays::list_repos,
+        super::ays::create_repo,
+        super::ays::get_repo,
+        super::ays::delete_repo,
+        super::ays::list_blueprints,
+        super::ays::create_blueprint,
+        super::ays::get_blueprint,
+        super::ays::put_blueprint,
+        super::ays::delete_blueprint,
+        super::ays::execute_blueprint,
+        super::ays::archive_blueprint,
+        super::ays::restore_blueprint,
+        super::ays::list_services,
+        super::ays::list_role,
+        super::ays::get_service,
+        super::ays::delete_service,
+        super::ays::schedule_action,
+        super::ays::list_templates,
+        super::ays::get_template,
+        super::ays::list_runs,
+        super::ays::create_run,
+        super::ays::get_run,
+        super::runs::cancel_run,
+        super::runs::run_logs,
+        super::login::callback,
+        super::oauth_proxy::providers,
+        super::oauth_proxy::key,
+        super::oauth_proxy::jwks,
+        super::oauth_proxy::authorize,
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "server", description = "Health, metrics and this document"),
+        (name = "repositories"), (name = "blueprints"), (name = "services"),
+        (name = "templates"), (name = "runs"),
+        (name = "login", description = "Telegram login and the central OAuth2 server"),
+    )
+)]
+struct ApiDoc;
+
+/// Adds the two ways to present the JWT.
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "jwt",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "jwt_cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("jwt"))),
+        );
+    }
 }
 
-/// Every route the server has.
-pub const ROUTES: &[Route] = &[
-    Route {
-        method: "get",
-        path: "/health",
-        summary: "Each component up, degraded (with its last error and since when) or down (200 unless one is down, 503 otherwise)",
-        auth: false,
-    },
-    Route {
-        method: "get",
-        path: "/ready",
-        summary: "Whether this process can serve: the database answers and every enabled listener is bound (200, else 503)",
-        auth: false,
-    },
-    Route {
-        method: "get",
-        path: "/metrics",
-        summary: "Prometheus metrics: requests, latencies, actor restarts",
-        auth: false,
-    },
-    Route {
-        method: "get",
-        path: "/openapi.json",
-        summary: "This document",
-        auth: false,
-    },
-    Route {
-        method: "get",
-        path: "/ays/repository",
-        summary: "List repositories",
-        auth: true,
-    },
-    Route {
-        method: "post",
-        path: "/ays/repository",
-        summary: "Create a repository {name, git_url?} (201; 409 if it exists)",
-        auth: true,
-    },
-    Route {
-        method: "get",
-        path: "/ays/repository/{repo}",
-        summary: "Show a repository {name, path, git_url}",
-        auth: true,
-    },
-    Route {
-        method: "delete",
-        path: "/ays/repository/{repo}",
-        summary: "Delete a repository with its services and runs (204)",
-        auth: true,
-    },
-    Route {
-        method: "get",
-        path: "/ays/repository/{repo}/blueprint",
-        summary: "List blueprints [{name, content, hash, archived}] (?archived=true includes archived)",
-        auth: true,
-    },
-    Route {
-        method: "post",
-        path: "/ays/repository/{repo}/blueprint",
-        summary: "Create a blueprint {name, content} (201; 400 invalid YAML; 409 exists)",
-        auth: true,
-    },
-    Route {
-        method: "get",
-        path: "/ays/repository/{repo}/blueprint/{blueprint}",
-        summary: "Show a blueprint",
-        auth: true,
-    },
-    Route {
-        method: "put",
-        path: "/ays/repository/{repo}/blueprint/{blueprint}",
-        summary: "Replace a blueprint's content {content}",
-        auth: true,
-    },
-    Route {
-        method: "delete",
-        path: "/ays/repository/{repo}/blueprint/{blueprint}",
-        summary: "Delete a blueprint (204)",
-        auth: true,
-    },
-    Route {
-        method: "post",
-        path: "/ays/repository/{repo}/blueprint/{blueprint}",
-        summary: "Execute a blueprint (422 with every problem; nothing changed)",
-        auth: true,
-    },
-    Route {
-        method: "put",
-        path: "/ays/repository/{repo}/blueprint/{blueprint}/archive",
-        summary: "Archive a blueprint",
-        auth: true,
-    },
-    Route {
-        method: "put",
-        path: "/ays/repository/{repo}/blueprint/{blueprint}/restore",
-        summary: "Restore an archived blueprint",
-        auth: true,
-    },
-    Route {
-        method: "get",
-        path: "/ays/repository/{repo}/service",
-        summary: "List services [{key, role, name, actor, state}]",
-        auth: true,
-    },
-    Route {
-        method: "get",
-        path: "/ays/repository/{repo}/service/{role}",
-        summary: "List the services of one role",
-        auth: true,
-    },
-    Route {
-        method: "get",
-        path: "/ays/repository/{repo}/service/{role}/{name}",
-        summary: "Show a service (data, actions, parent, producers, consumers)",
-        auth: true,
-    },
-    Route {
-        method: "delete",
-        path: "/ays/repository/{repo}/service/{role}/{name}",
-        summary: "Delete a service and its children (204)",
-        auth: true,
-    },
-    Route {
-        method: "post",
-        path: "/ays/repository/{repo}/service/{role}/{name}/action/{action}",
-        summary: "Schedule one action of a service",
-        auth: true,
-    },
-    Route {
-        method: "get",
-        path: "/ays/repository/{repo}/template",
-        summary: "List actor templates",
-        auth: true,
-    },
-    Route {
-        method: "get",
-        path: "/ays/repository/{repo}/template/{name}",
-        summary: "Show an actor template (schema, actions, config)",
-        auth: true,
-    },
-    Route {
-        method: "get",
-        path: "/ays/repository/{repo}/aysrun",
-        summary: "List runs, newest first",
-        auth: true,
-    },
-    Route {
-        method: "post",
-        path: "/ays/repository/{repo}/aysrun",
-        summary: "Plan and start a run (?simulate=true plans only; ?callback_url=) (201; 409 while a run is in progress; 422 cycle or nothing to do)",
-        auth: true,
-    },
-    Route {
-        method: "get",
-        path: "/ays/repository/{repo}/aysrun/{key}",
-        summary: "Show a run with steps, jobs, states and logs",
-        auth: true,
-    },
-    Route {
-        method: "get",
-        path: "/ays/repository/{repo}/aysrun/{key}/logs",
-        summary: "A run's log as Server-Sent Events (event `log`, id = the line's place in the log; then `end` with the run's state); ?follow=true streams lines as jobs print them until the run ends; Last-Event-ID resumes",
-        auth: true,
-    },
-    Route {
-        method: "post",
-        path: "/ays/repository/{repo}/aysrun/{key}/cancel",
-        summary: "Cancel a running or queued run: its jobs get SIGTERM, then SIGKILL after 5 s; the run ends cancelled and the repository is free at once (409 when it has ended)",
-        auth: true,
-    },
-    Route {
-        method: "get",
-        path: "/oauth/callback",
-        summary: "OAuth redirect target of providers: Telegram login, or the central OAuth server (the state decides); 302 back to the app with jwt and state",
-        auth: false,
-    },
-    Route {
-        method: "get",
-        path: "/oauth/providers",
-        summary: "Central OAuth server: the provider names [\"github\", ...] (404 when [oauth_proxy] is off)",
-        auth: false,
-    },
-    Route {
-        method: "get",
-        path: "/oauth/key",
-        summary: "Central OAuth server: the Ed25519 verify key as 64 hex characters",
-        auth: false,
-    },
-    Route {
-        method: "get",
-        path: "/oauth/jwks.json",
-        summary: "Central OAuth server: the verify key as a JWKS (OKP, Ed25519)",
-        auth: false,
-    },
-    Route {
-        method: "get",
-        path: "/oauth/authorize",
-        summary: "Central OAuth server: ?provider&redirect_url&state; 302 to the provider (400 without redirect when redirect_url is not exactly allowed or the provider is unknown)",
-        auth: false,
-    },
-    Route {
-        method: "post",
-        path: "/debug/crash/{actor}",
-        summary: "Fault injection: make an actor panic (404 unless [debug].fault_injection)",
-        auth: false,
-    },
-];
-
-/// The OpenAPI 3 document.
+/// The OpenAPI document.
 pub fn document() -> Value {
-    let mut paths = Map::new();
-    for route in ROUTES {
-        let entry = paths
-            .entry(route.path.to_string())
-            .or_insert_with(|| Value::Object(Map::new()));
-        let params: Vec<Value> = route
-            .path
-            .split('/')
-            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
-        let mut op = json!({
-            "summary": route.summary,
-            "parameters": params,
-            "responses": {"default": {"description": "JSON body; errors are {\"error\": \"...\"}"}},
-        });
-        if route.auth {
-            op["security"] = json!([{"jwt": []}]);
+    static DOCUMENT: OnceLock<Value> = OnceLock::new();
+    DOCUMENT
+        .get_or_init(|| {
+            let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+            add_links(&mut doc);
+            doc
+        })
+        .clone()
+}
+
+/// A link: the target operation and its parameters' runtime expressions.
+type Link = (&'static str, &'static [(&'static str, &'static str)]);
+
+/// OpenAPI links: what a created resource's answer names, and where it can be used next (clients
+/// and Schemathesis's stateful phase follow them).
+fn add_links(doc: &mut Value) {
+    const NAME: &str = "$response.body#/name";
+    const REPO: &str = "$request.path.repo";
+    let table: [(&str, &str, &str, &[Link]); 3] = [
+        (
+            "/ays/repository",
+            "post",
+            "201",
+            &[
+                ("get_repo", &[("repo", NAME)]),
+                ("list_blueprints", &[("repo", NAME)]),
+                ("create_blueprint", &[("repo", NAME)]),
+                ("list_services", &[("repo", NAME)]),
+                ("list_templates", &[("repo", NAME)]),
+                ("list_runs", &[("repo", NAME)]),
+                ("create_run", &[("repo", NAME)]),
+                ("delete_repo", &[("repo", NAME)]),
+            ],
+        ),
+        (
+            "/ays/repository/{repo}/blueprint",
+            "post",
+            "201",
+            &[
+                ("get_blueprint", &[("repo", REPO), ("blueprint", NAME)]),
+                ("put_blueprint", &[("repo", REPO), ("blueprint", NAME)]),
+                ("execute_blueprint", &[("repo", REPO), ("blueprint", NAME)]),
+                ("archive_blueprint", &[("repo", REPO), ("blueprint", NAME)]),
+                ("delete_blueprint", &[("repo", REPO), ("blueprint", NAME)]),
+            ],
+        ),
+        (
+            "/ays/repository/{repo}/aysrun",
+            "post",
+            "201",
+            &[("get_run", &[("repo", REPO), ("key", "$response.body#/key")])],
+        ),
+    ];
+    for (path, method, status, links) in table {
+        let response = &mut doc["paths"][path][method]["responses"][status];
+        if !response.is_object() {
+            continue;
         }
-        if let Value::Object(map) = entry {
-            map.insert(route.method.to_string(), op);
+        let mut all = serde_json::Map::new();
+        for (operation, parameters) in links {
+            let parameters: serde_json::Map<String, Value> = parameters
+                .iter()
+                .map(|(name, value)| (name.to_string(), Value::from(*value)))
+                .collect();
+            all.insert(
+                operation.to_string(),
+                serde_json::json!({"operationId": operation, "parameters": parameters}),
+            );
+        }
+        response["links"] = Value::Object(all);
+    }
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "server",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object)))]
+pub(crate) fn openapi_json() -> Response {
+    warp::reply::json(&document()).into_response()
+}
+
+/// An interactive viewer of this document (Swagger UI, served from the binary).
+#[utoipa::path(get, path = "/docs/", tag = "server",
+    responses((status = 200, description = "The viewer page", content_type = "text/html", body = String)))]
+pub(crate) fn docs(tail: warp::path::Tail) -> Response {
+    static CONFIG: OnceLock<Arc<utoipa_swagger_ui::Config<'static>>> = OnceLock::new();
+    let config = CONFIG.get_or_init(|| Arc::new(utoipa_swagger_ui::Config::from("/openapi.json")));
+    match utoipa_swagger_ui::serve(tail.as_str(), config.clone()) {
+        Ok(Some(file)) => {
+            warp::reply::with_header(file.bytes.into_owned(), "content-type", file.content_type)
+                .into_response()
+        }
+        Ok(None) => super::error(StatusCode::NOT_FOUND, "not found").into_response(),
+        Err(_) => {
+            super::error(StatusCode::INTERNAL_SERVER_ERROR, "the viewer is broken").into_response()
         }
     }
-    json!({
-        "openapi": "3.0.3",
-        "info": {"title": "Cockpit", "version": env!("CARGO_PKG_VERSION")},
-        "components": {"securitySchemes": {"jwt": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
-        "paths": paths,
+}
+
+/// `/openapi.json`, `/docs` (a redirect to `/docs/`) and `/docs/...`.
+pub fn routes() -> warp::filters::BoxedFilter<(Response,)> {
+    let json = warp::path!("openapi.json")
+        .and(warp::get())
+        .map(openapi_json)
+        .boxed();
+    // The page's assets are relative: `/docs` must become `/docs/` (warp's `path!` matches both).
+    let files = warp::path("docs")
+        .and(warp::get())
+        .and(warp::path::full())
+        .and(warp::path::tail())
+        .map(|full: warp::path::FullPath, tail: warp::path::Tail| {
+            if full.as_str() == "/docs" {
+                warp::reply::with_header(StatusCode::MOVED_PERMANENTLY, "location", "/docs/")
+                    .into_response()
+            } else {
+                docs(tail)
+            }
+        })
+        .boxed();
+    super::ays::one_of(vec![json, files])
+}
+
+/// The path templates of the document (`/ays/repository/{repo}`...), split at `/`.
+fn templates() -> &'static [(String, Vec<String>)] {
+    static TEMPLATES: OnceLock<Vec<(String, Vec<String>)>> = OnceLock::new();
+    TEMPLATES.get_or_init(|| {
+        let doc = document();
+        doc["paths"]
+            .as_object()
+            .map(|paths| {
+                paths
+                    .keys()
+                    .map(|t| (t.clone(), t.split('/').map(str::to_string).collect()))
+                    .collect()
+            })
+            .unwrap_or_default()
     })
 }
 
-/// The route template a request path matches (`/ays/repository/{repo}`), or `other`: a closed
-/// set of values for logs and metrics, whatever path a client sends.
+/// The route template a request path matches (`/ays/repository/{repo}`), or `other`: the only
+/// values the request log writes (never the raw path, which may hold anything).
 pub fn template(path: &str) -> &'static str {
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    ROUTES
+    let wanted: Vec<&str> = path.split('/').collect();
+    templates()
         .iter()
-        .map(|route| route.path)
-        .find(|template| {
-            let parts: Vec<&str> = template.trim_start_matches('/').split('/').collect();
-            parts.len() == segments.len()
-                && parts.iter().zip(&segments).all(|(part, segment)| {
-                    if part.starts_with('{') {
-                        !segment.is_empty()
-                    } else {
-                        part == segment
-                    }
+        .find(|(_, segments)| {
+            segments.len() == wanted.len()
+                && segments.iter().zip(&wanted).all(|(template, segment)| {
+                    template == segment || (template.starts_with('{') && !segment.is_empty())
                 })
         })
-        .unwrap_or("other")
+        .map_or("other", |(template, _)| template.as_str())
+}
+
+/// The methods a path answers, as an `Allow` header value (`HEAD` with every `GET`), from the
+/// paths of the document; `None` when no path template matches.
+pub fn allowed_methods(path: &str) -> Option<String> {
+    static TABLE: std::sync::OnceLock<Vec<(Vec<String>, Vec<String>)>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let doc = document();
+        let Some(paths) = doc["paths"].as_object() else {
+            return Vec::new();
+        };
+        paths
+            .iter()
+            .map(|(template, ops)| {
+                let segments = template.split('/').map(str::to_string).collect();
+                let methods = ops
+                    .as_object()
+                    .map(|ops| ops.keys().map(|m| m.to_ascii_uppercase()).collect())
+                    .unwrap_or_default();
+                (segments, methods)
+            })
+            .collect()
+    });
+    let wanted: Vec<&str> = path.split('/').collect();
+    let mut methods: Vec<&str> = Vec::new();
+    for (segments, ops) in table {
+        let matches = segments.len() == wanted.len()
+            && segments.iter().zip(&wanted).all(|(template, seg)| {
+                template == seg || (template.starts_with('{') && !seg.is_empty())
+            });
+        if matches {
+            methods.extend(ops.iter().map(String::as_str));
+        }
+    }
+    if methods.contains(&"GET") {
+        methods.push("HEAD");
+    }
+    const ORDER: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
+    let allowed: Vec<&str> = ORDER
+        .iter()
+        .copied()
+        .filter(|m| methods.contains(m))
+        .collect();
+    (!allowed.is_empty()).then(|| allowed.join(", "))
 }
 
 #[cfg(test)]
@@ -299,15 +310,59 @@ mod tests {
     }
 
     #[test]
-    fn every_route_is_in_the_document_with_its_parameters() {
+    fn every_operation_has_its_parameters_responses_and_security() {
         let doc = document();
-        for route in ROUTES {
-            let op = &doc["paths"][route.path][route.method];
-            assert!(op.is_object(), "{} {}", route.method, route.path);
-            let braces = route.path.matches('{').count();
-            assert_eq!(op["parameters"].as_array().map(Vec::len), Some(braces));
-            assert_eq!(op["security"].is_array(), route.auth, "{}", route.path);
+        assert_eq!(doc["openapi"], "3.1.0");
+        let paths = doc["paths"].as_object().expect("paths");
+        assert!(paths.len() >= 24, "{}", paths.len());
+        let mut operations = 0;
+        for (path, ops) in paths {
+            for (method, op) in ops.as_object().expect("operations") {
+                operations += 1;
+                let braces = path.matches('{').count();
+                let in_path = op["parameters"]
+                    .as_array()
+                    .map(|ps| ps.iter().filter(|p| p["in"] == "path").count())
+                    .unwrap_or(0);
+                assert_eq!(in_path, braces, "{method} {path}");
+                let responses = op["responses"].as_object().expect("responses");
+                assert!(!responses.contains_key("default"), "{method} {path}");
+                for (status, response) in responses {
+                    if status != "204" && status != "301" && status != "302" {
+                        assert!(response["content"].is_object(), "{method} {path} {status}");
+                    }
+                }
+                if path.starts_with("/ays/") {
+                    assert!(op["security"].is_array(), "{method} {path}");
+                    assert!(responses.contains_key("401"), "{method} {path}");
+                }
+            }
         }
-        assert!(ROUTES.len() >= 25);
+        assert!(operations >= 32, "{operations}");
+        let schemes = &doc["components"]["securitySchemes"];
+        assert_eq!(schemes["jwt"]["scheme"], "bearer");
+        assert_eq!(schemes["jwt_cookie"]["in"], "cookie");
+        let create = &paths["/ays/repository"]["post"];
+        assert!(create["requestBody"]["content"]["application/json"].is_object());
+        let run = &paths["/ays/repository/{repo}/aysrun"]["post"];
+        let query: Vec<&str> = run["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .filter(|p| p["in"] == "query")
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        assert_eq!(query, ["simulate", "callback_url"]);
+    }
+
+    #[test]
+    fn allow_lists_the_methods_of_the_matching_templates() {
+        assert_eq!(allowed_methods("/health").as_deref(), Some("GET, HEAD"));
+        assert_eq!(
+            allowed_methods("/ays/repository/demo/blueprint/bp.yaml").as_deref(),
+            Some("GET, HEAD, POST, PUT, DELETE")
+        );
+        assert_eq!(allowed_methods("/nowhere"), None);
+        assert_eq!(allowed_methods("/ays/repository//blueprint"), None);
     }
 }

@@ -18,6 +18,7 @@ use warp::sse::Event;
 use warp::{Filter, Reply};
 
 use super::ays::respond;
+use super::schemas::{AuthFailures, Error, RepoFailures, Run};
 use crate::actors::Shared;
 use crate::actors::notice::Notice;
 use crate::client::AysClient;
@@ -28,48 +29,72 @@ use crate::store::RunState;
 pub fn routes(shared: Shared) -> Vec<BoxedFilter<(Response,)>> {
     let cancel = warp::path!(String / "aysrun" / String / "cancel")
         .and(warp::post())
-        .then(|repo: String, key: String| async move {
-            respond(
-                AysClient.cancel_run(&repo, key, "the REST API").await,
-                StatusCode::OK,
-            )
-        })
-        .map(Reply::into_response)
+        .then(cancel_run)
         .boxed();
     let logs = warp::path!(String / "aysrun" / String / "logs")
         .and(warp::get())
         .and(warp::query::<HashMap<String, String>>())
         .and(warp::header::optional::<i64>("last-event-id"))
         .and(super::with(shared))
-        .then(
-            |repo: String,
-             key: String,
-             query: HashMap<String, String>,
-             last: Option<i64>,
-             shared: Shared| async move {
-                let follow = query.get("follow").is_some_and(|v| v == "true" || v == "1");
-                // Subscribed before the first read: no line falls between the two.
-                let notices = shared.notices.subscribe();
-                let after = last.unwrap_or(0);
-                match AysClient.run_logs(&repo, key.clone(), after).await {
-                    Ok((lines, state)) => {
-                        let following = Follow {
-                            repo,
-                            key,
-                            last: after,
-                            pending: VecDeque::new(),
-                            notices,
-                            ended: false,
-                        };
-                        let stream = following.start(lines, state, follow);
-                        warp::sse::reply(warp::sse::keep_alive().stream(stream)).into_response()
-                    }
-                    Err(err) => respond::<()>(Err(err), StatusCode::OK),
-                }
-            },
-        )
+        .then(run_logs)
         .boxed();
     vec![cancel, logs]
+}
+
+/// Cancel a running or queued run: its jobs get SIGTERM, then SIGKILL after 5 s; the run ends
+/// `cancelled` and the repository is free for the next run at once.
+#[utoipa::path(post, path = "/ays/repository/{repo}/aysrun/{key}/cancel", tag = "runs",
+    params(("repo" = String, Path, description = "Repository name"),
+        ("key" = String, Path, description = "Run key")),
+    security(("jwt" = []), ("jwt_cookie" = [])),
+    responses((status = 200, description = "The run, cancelled", body = Run),
+        (status = 409, description = "The run has ended", body = Error),
+        AuthFailures, RepoFailures))]
+pub(crate) async fn cancel_run(repo: String, key: String) -> Response {
+    respond(
+        AysClient.cancel_run(&repo, key, "the REST API").await,
+        StatusCode::OK,
+    )
+}
+
+/// A run's log as Server-Sent Events: event `log` per line (its id is the line's place in the
+/// log, data `{job, epoch, level, log}`), then `end` with `{state}`. With `follow=true` the
+/// stream stays open and delivers each line as a job prints it until the run ends;
+/// `Last-Event-ID` resumes after a line.
+#[utoipa::path(get, path = "/ays/repository/{repo}/aysrun/{key}/logs", tag = "runs",
+    params(("repo" = String, Path, description = "Repository name"),
+        ("key" = String, Path, description = "Run key"),
+        ("follow" = Option<String>, Query, description = "`true`: stream until the run ends"),
+        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this line")),
+    security(("jwt" = []), ("jwt_cookie" = [])),
+    responses((status = 200, description = "The log as an event stream", content_type = "text/event-stream", body = String),
+        AuthFailures, RepoFailures))]
+pub(crate) async fn run_logs(
+    repo: String,
+    key: String,
+    query: HashMap<String, String>,
+    last: Option<i64>,
+    shared: Shared,
+) -> Response {
+    let follow = query.get("follow").is_some_and(|v| v == "true" || v == "1");
+    // Subscribed before the first read: no line falls between the two.
+    let notices = shared.notices.subscribe();
+    let after = last.unwrap_or(0);
+    match AysClient.run_logs(&repo, key.clone(), after).await {
+        Ok((lines, state)) => {
+            let following = Follow {
+                repo,
+                key,
+                last: after,
+                pending: VecDeque::new(),
+                notices,
+                ended: false,
+            };
+            let stream = following.start(lines, state, follow);
+            warp::sse::reply(warp::sse::keep_alive().stream(stream)).into_response()
+        }
+        Err(err) => respond::<()>(Err(err), StatusCode::OK),
+    }
 }
 
 /// A client following a run's log.

@@ -64,15 +64,20 @@ impl Actor for ApiServer {
             .join(names::API_SERVER, myself, || ApiServerMsg::Crash);
         let (tx, rx) = oneshot::channel::<()>();
         let routes = api::routes(shared.clone());
-        let task = tokio::spawn(async move {
-            warp::serve(routes)
-                .incoming(listener)
-                .graceful(async move {
-                    let _ = rx.await;
-                })
-                .run()
-                .await;
-        });
+        let config = &shared.config.api;
+        let limits = api::http::Limits {
+            max_connections: config.max_connections,
+            max_connections_per_ip: config.max_connections_per_ip,
+            header_timeout: Duration::from_millis(config.header_timeout_ms),
+        };
+        let task = tokio::spawn(api::http::serve(
+            listener,
+            warp::service(routes),
+            limits,
+            async move {
+                let _ = rx.await;
+            },
+        ));
         info!(%addr, "api server listening");
         Ok(ServerGuard {
             shutdown: Some(tx),

@@ -3,10 +3,12 @@
 //! `jwt` holds the rules that decide whether a JWT from ItsYou.online (or any issuer signing with
 //! a P-384 key) grants access to the REST API: where the token is taken from, how it is verified
 //! (algorithm pinned to ES384) and which claims make its bearer a member of the organization.
-//! The `JwtAuth` actor owns a [`JwtRules`] and caches what it accepts; nothing here touches the
-//! network, the disk or the clock (the caller passes the current time).
+//! `pool` runs those rules on a bounded pool of threads behind a cache of accepted tokens (the
+//! REST filter asks it); `jwt` itself touches neither the network, the disk nor the clock (the
+//! caller passes the current time).
 
 pub mod jwt;
+pub mod pool;
 
 pub use jwt::{
     AuthError, JwtRules, KeyError, MAX_TOKEN_BYTES, Verified, mint_token, token_from_parts,

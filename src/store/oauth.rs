@@ -45,7 +45,20 @@ pub struct CleanReport {
 impl Store {
     /// Records a pending login state.
     pub fn insert_state(&self, state: &PendingState) -> Result<(), StoreError> {
-        self.lock().execute(
+        self.insert_state_capped(state, usize::MAX).map(|_| ())
+    }
+
+    /// Records a pending login state and keeps only the `cap` newest ones: anyone can start a
+    /// login, so the oldest pending logins make room rather than the table growing without end.
+    /// Returns how many were evicted.
+    pub fn insert_state_capped(
+        &self,
+        state: &PendingState,
+        cap: usize,
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
             "INSERT INTO oauth_states (state, purpose, data, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
             params![
                 state.state,
@@ -54,7 +67,14 @@ impl Store {
                 state.expires_at_ms
             ],
         )?;
-        Ok(())
+        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+        let evicted = tx.execute(
+            "DELETE FROM oauth_states WHERE rowid IN
+                (SELECT rowid FROM oauth_states ORDER BY rowid DESC LIMIT -1 OFFSET ?1)",
+            params![cap],
+        )?;
+        tx.commit()?;
+        Ok(evicted)
     }
 
     /// Takes a state out (single use): it is deleted whether or not it matched, and returned only
@@ -253,6 +273,32 @@ mod tests {
             None
         );
         assert_eq!(store.count_states().expect("count"), 0);
+    }
+
+    #[test]
+    fn pending_states_are_capped_and_the_oldest_go_first() {
+        let (_dir, store) = store();
+        let mut evicted = 0;
+        for n in 0..25 {
+            evicted += store
+                .insert_state_capped(&pending(&format!("s{n}"), "proxy", 1000), 10)
+                .expect("insert");
+        }
+        assert_eq!(evicted, 15);
+        assert_eq!(store.count_states().expect("count"), 10);
+        assert_eq!(
+            store.take_state("s14", "proxy", 0).expect("take"),
+            None,
+            "evicted"
+        );
+        assert!(
+            store.take_state("s15", "proxy", 0).expect("take").is_some(),
+            "kept"
+        );
+        assert!(
+            store.take_state("s24", "proxy", 0).expect("take").is_some(),
+            "newest"
+        );
     }
 
     #[test]

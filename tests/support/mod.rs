@@ -54,6 +54,11 @@ pub fn base_config(dir: &Path) -> String {
     )
 }
 
+/// `config` with `keys` added to its `[api.ays]` section.
+pub fn with_api_keys(config: &str, keys: &str) -> String {
+    config.replacen("[api.ays]\n", &format!("[api.ays]\n{keys}\n"), 1)
+}
+
 impl Cockpit {
     /// Writes `base_config + extra` and starts the binary; waits for `cockpit ready`.
     pub fn start(extra: &str) -> Cockpit {
@@ -72,10 +77,58 @@ impl Cockpit {
         let config = dir.path().join("config.toml");
         std::fs::write(&config, text).expect("write config");
         let mut cockpit = Cockpit::spawn_logging(dir, config, rust_log);
-        let line = cockpit
+        cockpit.wait_ready();
+        cockpit
+    }
+
+    /// Starts the binary on an existing config without waiting.
+    pub fn spawn(dir: tempfile::TempDir, config: PathBuf) -> Cockpit {
+        Cockpit::spawn_logging(dir, config, &default_log())
+    }
+
+    /// Starts the binary on an existing config with `RUST_LOG` = `rust_log`, without waiting.
+    pub fn spawn_logging(dir: tempfile::TempDir, config: PathBuf, rust_log: &str) -> Cockpit {
+        Cockpit::spawn_with(dir, config, Command::new(bin()), rust_log)
+    }
+
+    /// Like [`Cockpit::start`], with `api_keys` added to `[api.ays]` and the process's soft
+    /// open-file limit set to `soft` (as most systems start services: 1024), whatever the test
+    /// runner's own limit is.
+    pub fn start_with_fd_limit(api_keys: &str, extra: &str, soft: u64) -> Cockpit {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!(
+            "{}{}",
+            with_api_keys(&base_config(dir.path()), api_keys),
+            extra
+        );
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, text).expect("write config");
+        let mut command = Command::new(bin());
+        // SAFETY: only getrlimit/setrlimit (async-signal-safe) between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let mut limit = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+                limit.rlim_cur = soft.min(limit.rlim_max);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+                Ok(())
+            });
+        }
+        let mut cockpit = Cockpit::spawn_with(dir, config, command, &default_log());
+        cockpit.wait_ready();
+        cockpit
+    }
+
+    /// Waits for `cockpit ready` and reads the addresses from it: a text line (`api=...
+    /// mail=...`) or a JSON one (`[log] format = "json"`).
+    fn wait_ready(&mut self) {
+        let line = self
             .wait_for_log("cockpit ready", Duration::from_secs(30))
-            .unwrap_or_else(|| panic!("no `cockpit ready`; logs:\n{}", cockpit.log_text()));
-        // A text line (`api=... mail=...`) or a JSON one (`[log] format = "json"`).
+            .unwrap_or_else(|| panic!("no `cockpit ready`; logs:\n{}", self.log_text()));
         let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         let field = |name: &str| {
             json["fields"][name]
@@ -87,19 +140,18 @@ impl Cockpit {
                         .map(str::to_string)
                 })
         };
-        cockpit.api = format!("http://{}", field("api").unwrap_or("off".into()));
-        cockpit.mail = field("mail").unwrap_or("off".into());
-        cockpit
+        self.api = format!("http://{}", field("api").unwrap_or("off".into()));
+        self.mail = field("mail").unwrap_or("off".into());
     }
 
-    /// Starts the binary on an existing config without waiting.
-    pub fn spawn(dir: tempfile::TempDir, config: PathBuf) -> Cockpit {
-        Cockpit::spawn_logging(dir, config, &default_log())
-    }
-
-    /// Starts the binary on an existing config with `RUST_LOG` = `rust_log`, without waiting.
-    pub fn spawn_logging(dir: tempfile::TempDir, config: PathBuf, rust_log: &str) -> Cockpit {
-        let mut child = Command::new(bin())
+    /// Starts `command` (the binary) on an existing config without waiting.
+    fn spawn_with(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        mut command: Command,
+        rust_log: &str,
+    ) -> Cockpit {
+        let mut child = command
             .args(["start", "-c"])
             .arg(&config)
             .env("RUST_LOG", rust_log)
