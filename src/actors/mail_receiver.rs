@@ -2,7 +2,7 @@
 //! error, never a panic) and runs the SMTP accept loop ([`crate::mail::listener`]) on a task it
 //! owns.
 //!
-//! Each accepted mail is recorded (files under `<storage>/mail/`, an `email` event in the store)
+//! Each accepted mail is recorded (one file under `<storage>/mail/`, an `email` event in the store)
 //! before the client gets its `250`; then the event is cast to the `Ays` actor, which runs every
 //! subscribed action and marks the event processed. If `Ays` is not there (restarting) or the
 //! process dies first, the event stays pending and `Ays` processes it when it starts.
@@ -12,7 +12,6 @@
 //! `post_stop`) closes the listener through [`ReceiverGuard`]'s `Drop`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,8 +24,9 @@ use tracing::{info, warn};
 use super::api_server::bind;
 use super::ays::{AysMsg, now_ms};
 use super::{Shared, names};
+use crate::mail::message::Storage;
 use crate::mail::session::{self, Door, Rules};
-use crate::mail::{Deliver, DeliverError, ReceivedMail, listener, message};
+use crate::mail::{Deliver, DeliverError, ReceivedMail, listener, message, retention};
 use crate::store::Store;
 
 /// Messages of the mail receiver.
@@ -67,7 +67,8 @@ type Pending = (
 /// Recording is group commit: one thread takes every mail waiting at that moment and records them
 /// together ([`message::record_batch`]: one filesystem sync and one transaction for all), so ten
 /// senders cost about one sync, not ten. Each sender still gets its `250` only after its own mail
-/// is durable. The thread ends when the receiver (and so this) is dropped.
+/// is durable. The same thread removes old mails' files ([`retention::sweep`]) at start and then
+/// every hour. The thread ends when the receiver (and so this) is dropped.
 struct Recorder {
     /// Feeds the recording thread.
     queue: std::sync::mpsc::Sender<Pending>,
@@ -76,11 +77,29 @@ struct Recorder {
 /// At most this many mails share one commit.
 const MAX_BATCH: usize = 64;
 
+/// How often old mails' files are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
 impl Recorder {
-    fn start(store: Store, root: PathBuf) -> Recorder {
+    fn start(store: Store, storage: Storage, keep_days: u32) -> Recorder {
         let (queue, waiting) = std::sync::mpsc::channel::<Pending>();
         std::thread::spawn(move || {
-            while let Ok(first) = waiting.recv() {
+            let keep_ms = i64::from(keep_days) * retention::DAY_MS;
+            let mut swept: Option<std::time::Instant> = None;
+            loop {
+                if swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
+                    match retention::sweep(&store, &storage.root, now_ms(), keep_ms) {
+                        Ok(0) => {}
+                        Ok(removed) => info!(removed, "old mails removed"),
+                        Err(err) => warn!(%err, "cannot remove old mails"),
+                    }
+                    swept = Some(std::time::Instant::now());
+                }
+                let first = match waiting.recv_timeout(SWEEP_EVERY) {
+                    Ok(first) => first,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                };
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
                     match waiting.try_recv() {
@@ -89,7 +108,7 @@ impl Recorder {
                     }
                 }
                 let mails: Vec<&ReceivedMail> = batch.iter().map(|(mail, _)| mail).collect();
-                let outcomes = message::record_batch(&store, &root, &mails, now_ms());
+                let outcomes = message::record_batch(&store, &storage, &mails, now_ms());
                 for ((_, done), outcome) in batch.into_iter().zip(outcomes) {
                     let _ = done.send(outcome);
                 }
@@ -155,13 +174,21 @@ impl Actor for MailReceiver {
             rules,
             deliver: Arc::new(Recorder::start(
                 shared.store.clone(),
-                message::mail_root(&shared.config.storage.path),
+                Storage::new(
+                    &shared.config.storage.path,
+                    mail.max_attachments as usize,
+                    mail.max_message_bytes,
+                ),
+                mail.keep_days,
             )),
             telemetry: shared.telemetry.clone(),
         });
         let (tx, rx) = watch::channel(false);
-        let max = mail.max_connections as usize;
-        let task = tokio::spawn(listener::run(listener, door, max, rx));
+        let limits = listener::Limits {
+            max_connections: mail.max_connections as usize,
+            max_per_peer: mail.max_connections_per_peer as usize,
+        };
+        let task = tokio::spawn(listener::run(listener, door, limits, rx));
         info!(%addr, domains = ?mail.domains, "mail receiver listening");
         if mail.domains.is_empty() {
             warn!("[mail].domain is not set: mail for any domain is accepted (never relayed)");

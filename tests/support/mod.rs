@@ -63,9 +63,13 @@ impl Cockpit {
 
     /// Starts the binary with this exact config text in `dir`; waits for `cockpit ready`.
     pub fn start_in(dir: tempfile::TempDir, text: &str) -> Cockpit {
+        Cockpit::start_at(dir, text, None)
+    }
+
+    fn start_at(dir: tempfile::TempDir, text: &str, cwd: Option<&Path>) -> Cockpit {
         let config = dir.path().join("config.toml");
         std::fs::write(&config, text).expect("write config");
-        let mut cockpit = Cockpit::spawn(dir, config);
+        let mut cockpit = Cockpit::spawn_at(dir, config, cwd);
         let line = cockpit
             .wait_for_log("cockpit ready", Duration::from_secs(30))
             .unwrap_or_else(|| panic!("no `cockpit ready`; logs:\n{}", cockpit.log_text()));
@@ -83,9 +87,25 @@ impl Cockpit {
         cockpit
     }
 
+    /// Starts the binary with this exact config text in `dir`, `dir` also its working
+    /// directory (for relative paths in the config); waits for `cockpit ready`.
+    pub fn start_in_cwd(dir: tempfile::TempDir, text: &str) -> Cockpit {
+        let cwd = dir.path().to_path_buf();
+        Cockpit::start_at(dir, text, Some(&cwd))
+    }
+
     /// Starts the binary on an existing config without waiting.
     pub fn spawn(dir: tempfile::TempDir, config: PathBuf) -> Cockpit {
-        let mut child = Command::new(bin())
+        Cockpit::spawn_at(dir, config, None)
+    }
+
+    /// Starts the binary on an existing config, in `cwd` if given, without waiting.
+    fn spawn_at(dir: tempfile::TempDir, config: PathBuf, cwd: Option<&Path>) -> Cockpit {
+        let mut command = Command::new(bin());
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        let mut child = command
             .args(["start", "-c"])
             .arg(&config)
             .env(
