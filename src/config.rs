@@ -867,6 +867,9 @@ mod tests {
             "sends keep to Telegram's limits unless told"
         );
         assert_eq!(config.mail.max_message_bytes, 10 << 20);
+        assert_eq!(config.mail.idle_timeout_secs, 300, "RFC 5321 §4.5.3.2.7");
+        assert_eq!(config.mail.keep_days, 7);
+        assert_eq!(config.mail.max_connections_per_peer, 50);
         assert_eq!(config.oauth.state_ttl_secs, 600);
         assert_eq!(config.supervisor.max_restarts, 5);
     }
