@@ -17,6 +17,8 @@
 //! The `MailReceiver` actor (`actors::mail_receiver`) binds the port and owns the listener.
 
 pub mod budget;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod listener;
 pub mod message;
 pub mod retention;
