@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes the SMTP receiver: `smtp_session` (whole conversations: the protocol, then the session
 # driver with its DATA reader) and `mime_event` (MIME into the `email` payload), each for
-# FUZZ_RUNS executions (default 10 000 000), with libFuzzer through cargo-fuzz.
+# FUZZ_RUNS executions (default 10 000 000) or FUZZ_SECONDS (default: no limit), whichever
+# comes first, with libFuzzer through cargo-fuzz.
 #
 # cargo-fuzz wants nightly flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain take them. No
 # sanitizer (safe Rust; it would halve the rate). The corpus grows in fuzz/corpus/<target>
@@ -14,6 +15,7 @@ if ! command -v cargo-fuzz >/dev/null; then
 fi
 export RUSTC_BOOTSTRAP=1
 runs="${FUZZ_RUNS:-10000000}"
+seconds="${FUZZ_SECONDS:-0}"
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(smtp_session mime_event)
 for target in "${targets[@]}"; do
@@ -22,7 +24,8 @@ for target in "${targets[@]}"; do
     started=$(date +%s)
     nice cargo fuzz run --fuzz-dir fuzz --sanitizer none "$target" \
         "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
-        -runs="$runs" -max_len=16384 -timeout=10 -print_final_stats=1 \
+        -runs="$runs" -max_total_time="$seconds" -max_len=16384 -timeout=10 \
+        -print_final_stats=1 \
         > "bench/.fuzz-$target.full.log" 2>&1 || {
         tail -40 "bench/.fuzz-$target.full.log"
         exit 1
