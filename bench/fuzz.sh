@@ -1,24 +1,40 @@
 #!/usr/bin/env bash
-# Fuzzes the request-authentication path (fuzz/fuzz_targets/request_auth.rs: bearer/cookie
-# choice, the cookie's same-site rule, JWT header and ES384 parsing) for FUZZ_RUNS executions
-# (10 million by default) with cargo-fuzz (libFuzzer) on the stable toolchain, and prints
-# libFuzzer's summary. Installs cargo-fuzz from crates.io when it is missing.
+# Fuzzes the SMTP receiver: `smtp_session` (whole conversations: the protocol, then the session
+# driver with its DATA reader) and `mime_event` (MIME into the `email` payload), and the HTTP
+# door's `request_auth` (bearer/cookie choice, the cookie's same-site rule, JWT header and ES384
+# parsing), each for
+# FUZZ_RUNS executions (default 10 000 000) or FUZZ_SECONDS (default: no limit), whichever
+# comes first, with libFuzzer through cargo-fuzz.
 #
-#   bash bench/fuzz.sh                 # 10 000 000 runs, one job
-#   FUZZ_RUNS=100000 bash bench/fuzz.sh  # fewer runs; FUZZ_SECONDS bounds the time (2 h)
+# cargo-fuzz wants nightly flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain take them. No
+# sanitizer (safe Rust; it would halve the rate). The corpus grows in fuzz/corpus/<target>
+# (seeded from fuzz/seeds/<target>); crashes land in fuzz/artifacts/<target>/ and the script
+# fails. The last lines of each run go to bench/.fuzz-<target>.log (stats for BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-# cargo-fuzz passes nightly-only flags (-Z sanitizer, -Cpasses=sancov-module); stable accepts them
-# with RUSTC_BOOTSTRAP. No sanitizer: the target is safe Rust, so a panic is what we look for.
+if ! command -v cargo-fuzz >/dev/null; then
+    cargo install cargo-fuzz --locked --version 0.13.2
+fi
 export RUSTC_BOOTSTRAP=1
-corpus=target/fuzz-corpus/request_auth
-mkdir -p "$corpus"
-# Seeds: a bearer token, a cookie with a same-site Origin, garbage.
-printf 'Bearer eyJhbGciOiJFUzM4NCIsInR5cCI6IkpXVCJ9.e30.AAAA' > "$corpus/seed-bearer"
-printf '\x01\xff\xffjwt\xffhttp://h:1\xff\xffh:1\xffapplication/json' > "$corpus/seed-cookie"
-start=$(date +%s)
-nice cargo fuzz run --sanitizer none --release request_auth "$corpus" -- \
-  -runs="${FUZZ_RUNS:-10000000}" -max_total_time="${FUZZ_SECONDS:-7200}" -max_len=4096 \
-  -print_final_stats=1 2>&1 | tail -25
-echo "elapsed: $(( $(date +%s) - start )) s"
+runs="${FUZZ_RUNS:-10000000}"
+seconds="${FUZZ_SECONDS:-0}"
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(smtp_session mime_event request_auth)
+for target in "${targets[@]}"; do
+    mkdir -p "fuzz/corpus/$target"
+    echo "fuzz: $target, $runs runs"
+    started=$(date +%s)
+    nice cargo fuzz run --fuzz-dir fuzz --sanitizer none "$target" \
+        "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
+        -runs="$runs" -max_total_time="$seconds" -max_len=16384 -timeout=10 \
+        -print_final_stats=1 \
+        > "bench/.fuzz-$target.full.log" 2>&1 || {
+        tail -40 "bench/.fuzz-$target.full.log"
+        exit 1
+    }
+    {
+        echo "seconds: $(( $(date +%s) - started ))"
+        grep -E '^(stat::|Done|#[0-9]+ +DONE)' "bench/.fuzz-$target.full.log" | tail -20
+    } > "bench/.fuzz-$target.log"
+    cat "bench/.fuzz-$target.log"
+done

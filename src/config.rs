@@ -153,6 +153,14 @@ pub struct MailConfig {
     pub max_connections: u32,
     /// Seconds of silence after which a client is disconnected.
     pub idle_timeout_secs: u64,
+    /// Concurrent SMTP connections from one IP address at most.
+    pub max_connections_per_peer: u32,
+    /// Seconds a whole `DATA` transfer may take, however steadily the client trickles.
+    pub data_timeout_secs: u64,
+    /// Attachments saved as files per mail at most (the rest are listed without a file).
+    pub max_attachments: u32,
+    /// Days a mail's files are kept once its event is processed.
+    pub keep_days: u32,
 }
 
 /// `[storage]`.
@@ -774,6 +782,10 @@ impl Reader {
                 "max_recipients",
                 "max_connections",
                 "idle_timeout_secs",
+                "max_connections_per_peer",
+                "data_timeout_secs",
+                "max_attachments",
+                "keep_days",
             ],
         );
         let present = s.table.is_some();
@@ -785,7 +797,12 @@ impl Reader {
             max_message_bytes: self.int(&s, "max_message_bytes", 1024, 1 << 30, 10 << 20) as u64,
             max_recipients: self.int(&s, "max_recipients", 1, 10_000, 100) as u32,
             max_connections: self.int(&s, "max_connections", 1, 100_000, 1024) as u32,
-            idle_timeout_secs: self.int(&s, "idle_timeout_secs", 1, 3600, 60) as u64,
+            idle_timeout_secs: self.int(&s, "idle_timeout_secs", 1, 3600, 300) as u64,
+            max_connections_per_peer: self.int(&s, "max_connections_per_peer", 1, 100_000, 50)
+                as u32,
+            data_timeout_secs: self.int(&s, "data_timeout_secs", 1, 86_400, 600) as u64,
+            max_attachments: self.int(&s, "max_attachments", 0, 10_000, 32) as u32,
+            keep_days: self.int(&s, "keep_days", 1, 36_500, 7) as u32,
         }
     }
 
@@ -1014,7 +1031,7 @@ mod tests {
             problems(text),
             vec![
                 "[mayl]: unknown section (known sections: oauth, api, bot, mail, storage, mode, supervisor, oauth_proxy, oauth_provider, ays, debug, log)",
-                "[mail].prot: unknown key (known keys: active, host, port, domain, max_message_bytes, max_recipients, max_connections, idle_timeout_secs)",
+                "[mail].prot: unknown key (known keys: active, host, port, domain, max_message_bytes, max_recipients, max_connections, idle_timeout_secs, max_connections_per_peer, data_timeout_secs, max_attachments, keep_days)",
             ]
         );
     }
@@ -1033,6 +1050,9 @@ mod tests {
             "sends keep to Telegram's limits unless told"
         );
         assert_eq!(config.mail.max_message_bytes, 10 << 20);
+        assert_eq!(config.mail.idle_timeout_secs, 300, "RFC 5321 §4.5.3.2.7");
+        assert_eq!(config.mail.keep_days, 7);
+        assert_eq!(config.mail.max_connections_per_peer, 50);
         assert_eq!(config.oauth.state_ttl_secs, 600);
         assert_eq!(config.supervisor.max_restarts, 5);
     }

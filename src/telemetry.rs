@@ -93,11 +93,17 @@ pub enum Count {
     MailConnectionsRefused,
     /// A mail that could not be recorded.
     MailRecordFailures,
+    /// A message refused for a bare LF in its data.
+    MailRefusedBareLf,
+    /// A DATA phase cut at its deadline.
+    MailRefusedDataTimeout,
+    /// An SMTP connection refused because its peer holds its share.
+    MailConnectionsRefusedPeer,
 }
 
 impl Count {
     /// Every counted event, in exposition order.
-    pub const ALL: [Count; 17] = [
+    pub const ALL: [Count; 20] = [
         Count::RepoRestarts,
         Count::RunsStarted,
         Count::RunsOk,
@@ -115,6 +121,9 @@ impl Count {
         Count::MailConnectionsCut,
         Count::MailConnectionsRefused,
         Count::MailRecordFailures,
+        Count::MailRefusedBareLf,
+        Count::MailRefusedDataTimeout,
+        Count::MailConnectionsRefusedPeer,
     ];
 
     /// The metric name without the `_total` suffix.
@@ -137,6 +146,9 @@ impl Count {
             Count::MailConnectionsCut => "cockpit_mail_connections_cut",
             Count::MailConnectionsRefused => "cockpit_mail_connections_refused",
             Count::MailRecordFailures => "cockpit_mail_record_failures",
+            Count::MailRefusedBareLf => "cockpit_mail_refused_bare_lf",
+            Count::MailRefusedDataTimeout => "cockpit_mail_refused_data_timeout",
+            Count::MailConnectionsRefusedPeer => "cockpit_mail_connections_refused_peer",
         }
     }
 
@@ -164,6 +176,11 @@ impl Count {
             Count::MailConnectionsCut => "Idle SMTP connections cut to make room (421)",
             Count::MailConnectionsRefused => "SMTP connections refused while all were busy (421)",
             Count::MailRecordFailures => "Accepted mails that could not be recorded",
+            Count::MailRefusedBareLf => "Messages refused for a bare LF in their data",
+            Count::MailRefusedDataTimeout => "DATA phases cut at their deadline",
+            Count::MailConnectionsRefusedPeer => {
+                "SMTP connections refused because their peer holds its share"
+            }
         }
     }
 }

@@ -82,9 +82,19 @@ async fn subscribe(api: &Api, job_file: &Path) {
 /// Creates repository `repo` with a `mailer__ops` service whose `onmail` action (`script`) is
 /// subscribed to `email`.
 async fn subscribe_repo(api: &Api, repo: &str, script: &str) {
+    subscribe_repo_at(api, Path::new(""), repo, script).await;
+}
+
+/// [`subscribe_repo`] for a cockpit whose working directory is `cwd`.
+async fn subscribe_repo_at(api: &Api, cwd: &Path, repo: &str, script: &str) {
     let (status, view) = api.post("", json!({"name": repo})).await;
     assert_eq!(status, 201, "{view}");
-    template(&repo_path(&view), "mailer", "", &[("onmail", script)]);
+    template(
+        &cwd.join(repo_path(&view)),
+        "mailer",
+        "",
+        &[("onmail", script)],
+    );
     let blueprint = "mailer__ops:\neventfilters:\n  - {channel: email, action: onmail}\n";
     let path = format!("/{repo}/blueprint");
     let (status, body) = api
@@ -297,7 +307,7 @@ async fn hundreds_of_idle_connections_never_stop_a_new_sender() {
     // Blocked senders would wait for idle clients to time out (60 s here); a prompt delivery is
     // one well under that, however noisy the machine.
     let cockpit = Cockpit::start(&mail_config(
-        "max_connections = 400\nidle_timeout_secs = 60",
+        "max_connections = 400\nidle_timeout_secs = 60\nmax_connections_per_peer = 1000",
     ));
     let connect = |n: usize| -> Vec<Raw> {
         (0..n)
@@ -453,4 +463,80 @@ async fn a_repository_that_was_down_gets_the_mail_when_back_and_nobody_runs_it_t
     tokio::time::sleep(Duration::from_secs(1)).await;
     let lines = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(lines.lines().count(), 2, "{lines}");
+}
+
+#[tokio::test]
+async fn a_bounce_from_the_null_sender_reaches_the_action_with_absolute_paths_under_a_relative_data_dir()
+ {
+    // The data dir is relative to cockpit's working directory; the action runs elsewhere (its
+    // service's directory) and must still be able to open what it is given.
+    let dir = tempfile::tempdir().expect("tmp");
+    let absolute = format!("path = \"{}\"", dir.path().join("data").display());
+    let text = format!("{}{}", support::base_config(dir.path()), mail_config(""))
+        .replace(&absolute, "path = \"data\"");
+    assert!(text.contains("path = \"data\""), "{text}");
+    let cockpit = Cockpit::start_in_cwd(dir, &text);
+    let api = Api::new(&cockpit);
+    let job_file = cockpit.dir.path().join("job.json");
+    // The action itself opens the raw mail by the path it was given.
+    let script = format!(
+        "cat > '{0}.tmp' && grep -o '\"raw\":\"[^\"]*\"' '{0}.tmp' | cut -d'\"' -f4 | xargs head -c 13 > '{0}.head' && mv '{0}.tmp' '{0}'",
+        job_file.display()
+    );
+    subscribe_repo_at(&api, cockpit.dir.path(), "inbox", &script).await;
+
+    let mut raw = Raw::connect(&cockpit.mail);
+    raw.expect("220");
+    raw.cmd("EHLO mailer-daemon.example", "250");
+    raw.cmd("MAIL FROM:<> SIZE=200 BODY=8BITMIME", "250 2.1.0");
+    raw.cmd("RCPT TO:<ops@cockpit.test> NOTIFY=NEVER", "250 2.1.5");
+    raw.cmd("DATA", "354");
+    raw.send(b"From: MAILER-DAEMON@example.org\r\nSubject: Undelivered Mail Returned to Sender\r\n\r\nbounced\r\n");
+    raw.cmd(".", "250 2.0.0");
+    raw.cmd("QUIT", "221 2.0.0");
+
+    let job = job(&job_file).await;
+    let args = &job["args"];
+    assert_eq!(args["envelope"]["from"], "");
+    assert_eq!(args["subject"], "Undelivered Mail Returned to Sender");
+    let data_dir = PathBuf::from(args["data_dir"].as_str().expect("data_dir"));
+    assert!(data_dir.is_absolute(), "{data_dir:?}");
+    assert_eq!(data_dir, cockpit.data_dir());
+    let raw_path = PathBuf::from(args["raw"].as_str().expect("raw"));
+    assert!(
+        raw_path.is_absolute() && raw_path.starts_with(data_dir.join("mail")),
+        "{raw_path:?}"
+    );
+    let head = std::fs::read_to_string(cockpit.dir.path().join("job.json.head")).expect("head");
+    assert_eq!(
+        head, "Return-Path: ",
+        "the action read the mail through its path"
+    );
+    let stored = std::fs::read_to_string(&raw_path).expect("raw");
+    assert!(
+        stored.starts_with("Return-Path: <>\r\nReceived: from mailer-daemon.example ([127.0.0.1])"),
+        "{stored}"
+    );
+}
+
+#[tokio::test]
+async fn one_address_gets_at_most_its_connections_and_the_rest_get_421() {
+    let cockpit = Cockpit::start(&mail_config("max_connections_per_peer = 2"));
+    let mut first = Raw::connect(&cockpit.mail);
+    first.expect("220");
+    let mut second = Raw::connect(&cockpit.mail);
+    second.expect("220");
+    let mut third = Raw::connect(&cockpit.mail);
+    third.expect("421 4.7.0 Too many connections from your host");
+    first.cmd("QUIT", "221");
+    // The place is free again once the first session has ended.
+    let code = eventually(Duration::from_secs(10), "a place again", || async {
+        let mut next = Raw::connect(&cockpit.mail);
+        let mut line = String::new();
+        next.reader.read_line(&mut line).ok()?;
+        line.starts_with("220").then_some(())
+    })
+    .await;
+    assert_eq!(code, ());
+    second.cmd("NOOP", "250");
 }

@@ -4,14 +4,13 @@
 //! At most `max_connections` sessions run. When a client connects while all places are taken,
 //! the session that has been waiting for its client the longest is cut (it gets a `421` and is
 //! closed), as Postfix's stress mode cuts idle clients first; only if no session is waiting at
-//! all does the newcomer get the `421`. Shutdown stops accepting, ends the sessions that wait for
+//! all does the newcomer get the `421`. One address (an IPv6 /64) holds at most
+//! `max_connections_per_peer` sessions; beyond that it gets `421` at once. Shutdown stops accepting, ends the sessions that wait for
 //! their client (sessions recording a mail finish first) and returns once all have ended.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use parking_lot::Mutex;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -19,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use super::budget::peer_key;
 use super::session::{self, Door, Slot};
 
 /// The running sessions by connection number.
@@ -26,11 +26,15 @@ use super::session::{self, Door, Slot};
 struct Table {
     /// Each session's slot (idle mark, cut signal).
     slots: Mutex<HashMap<u64, Arc<Slot>>>,
+    /// Open connections per peer key (until their task ends, cut or not).
+    peers: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl Table {
-    fn slots(&self) -> parking_lot::MutexGuard<'_, HashMap<u64, Arc<Slot>>> {
-        self.slots.lock()
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Slot>>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A slot for connection `id`, cutting the longest-idle session when all `max` are taken;
@@ -57,6 +61,48 @@ impl Table {
     fn leave(&self, id: u64) {
         self.slots().remove(&id);
     }
+
+    fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.peers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts a connection from `peer`; false (and not counted) when it has `max` already.
+    fn enter_peer(&self, peer: IpAddr, max: usize) -> bool {
+        let mut peers = self.peers();
+        let open = peers.entry(peer_key(peer)).or_default();
+        if *open >= max {
+            return false;
+        }
+        *open += 1;
+        true
+    }
+
+    fn leave_peer(&self, peer: IpAddr) {
+        let mut peers = self.peers();
+        let key = peer_key(peer);
+        if let Some(open) = peers.get_mut(&key) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                peers.remove(&key);
+            }
+        }
+    }
+}
+
+/// Uncounts a peer's connection however its task ends.
+struct LeavePeer {
+    /// The table.
+    table: Arc<Table>,
+    /// The peer.
+    peer: IpAddr,
+}
+
+impl Drop for LeavePeer {
+    fn drop(&mut self) {
+        self.table.leave_peer(self.peer);
+    }
 }
 
 /// Removes a session from the table however its task ends.
@@ -73,12 +119,21 @@ impl Drop for Leave {
     }
 }
 
+/// How many sessions may run.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// In all.
+    pub max_connections: usize,
+    /// From one peer (an IPv4 address or an IPv6 /64).
+    pub max_per_peer: usize,
+}
+
 /// Accepts connections on `listener` until `shutdown` turns true (or its sender is dropped),
 /// then waits for every session to end.
 pub async fn run(
     listener: TcpListener,
     door: Arc<Door>,
-    max_connections: usize,
+    limits: Limits,
     shutdown: watch::Receiver<bool>,
 ) {
     let table = Arc::new(Table::default());
@@ -103,10 +158,23 @@ pub async fn run(
         let _ = stream.set_nodelay(true);
         next_id += 1;
         let id = next_id;
-        let Some((slot, cut)) = table.admit(id, max_connections) else {
+        if !table.enter_peer(peer.ip(), limits.max_per_peer) {
+            door.telemetry
+                .count(crate::telemetry::Count::MailConnectionsRefusedPeer, 1);
+            tokio::spawn(refuse(stream, peer, PEER_FULL));
+            continue;
+        }
+        let leave_peer = LeavePeer {
+            table: table.clone(),
+            peer: peer.ip(),
+        };
+        let Some((slot, cut)) = table.admit(id, limits.max_connections) else {
             door.telemetry
                 .count(crate::telemetry::Count::MailConnectionsRefused, 1);
-            tokio::spawn(refuse(stream, peer));
+            tokio::spawn(async move {
+                let _leave_peer = leave_peer;
+                refuse(stream, peer, FULL).await;
+            });
             continue;
         };
         if cut {
@@ -124,6 +192,7 @@ pub async fn run(
         tokio::spawn(async move {
             let _running = running;
             let _leave = leave;
+            let _leave_peer = leave_peer;
             let result = session::run(stream, peer.ip(), &door, &slot, shutdown).await;
             session::log_end(peer.ip(), &result);
         });
@@ -137,10 +206,15 @@ pub async fn run(
     let _ = all_done.recv().await;
 }
 
-/// Tells a client there is no room (every session is busy) and closes.
-async fn refuse(mut stream: TcpStream, peer: SocketAddr) {
-    debug!(%peer, "smtp: full and nobody idle, refusing");
-    let reply = stream.write_all(b"421 4.7.0 Too busy, try again later\r\n");
+/// The reply when every session is busy.
+const FULL: &[u8] = b"421 4.7.0 Too busy, try again later\r\n";
+/// The reply when the client's address has all its connections open.
+const PEER_FULL: &[u8] = b"421 4.7.0 Too many connections from your host, try again later\r\n";
+
+/// Tells a client there is no room and closes.
+async fn refuse(mut stream: TcpStream, peer: SocketAddr, reply: &'static [u8]) {
+    debug!(%peer, "smtp: no room, refusing");
+    let reply = stream.write_all(reply);
     let _ = tokio::time::timeout(Duration::from_secs(5), reply).await;
 }
 
@@ -169,6 +243,19 @@ mod tests {
         assert!(table.admit(6, 3).is_none());
         assert_eq!(keys(&table), [1, 4, 5]);
         drop(first);
+    }
+
+    #[test]
+    fn one_peer_gets_at_most_its_connections_and_others_are_not_affected() {
+        let table = Table::default();
+        let a: IpAddr = [192, 0, 2, 1].into();
+        let b: IpAddr = [192, 0, 2, 2].into();
+        assert!(table.enter_peer(a, 2));
+        assert!(table.enter_peer(a, 2));
+        assert!(!table.enter_peer(a, 2));
+        assert!(table.enter_peer(b, 2));
+        table.leave_peer(a);
+        assert!(table.enter_peer(a, 2));
     }
 
     fn keys(table: &Table) -> Vec<u64> {

@@ -1,6 +1,6 @@
-//! A received mail into an `email` event: MIME parsing with `mail-parser`, the raw message and
-//! the attachments written under `<storage>/mail/<id>/`, and the payload every subscribed action
-//! gets as its job `args`:
+//! A received mail into an `email` event: MIME parsing with `mail-parser`, the raw message
+//! written as one file `<storage>/mail/<stamp>.eml`, its attachments (if it has any) in
+//! `<storage>/mail/<stamp>/`, and the payload every subscribed action gets as its job `args`:
 //!
 //! ```json
 //! {"sender": "alice@example.org", "sender_name": "Alice", "to": ["ops@cockpit.example.com"],
@@ -8,12 +8,16 @@
 //!  "text": "…", "html": null,
 //!  "attachments": [{"name": "report.txt", "path": "/…/mail/…/1-report.txt",
 //!                   "content_type": "text/plain", "size": 42}],
-//!  "raw": "/…/mail/…/message.eml",
+//!  "attachments_total": 1, "truncated": null,
+//!  "raw": "/…/mail/….eml", "data_dir": "/…",
 //!  "envelope": {"from": "…", "to": ["…"], "helo": "…", "peer": "192.0.2.7"}}
 //! ```
 //!
-//! File names in the mail never choose where a file goes: each attachment is written as
-//! `<n>-<safe name>` inside the mail's own directory.
+//! Paths are absolute (the action runs in its service's directory). File names in the mail
+//! never choose where a file goes: each attachment is written as `<n>-<safe name>` inside the
+//! mail's own directory. At most `max_attachments` attachments, and at most
+//! `max_attachment_bytes` in all, are saved; `truncated` then says what was left out and why,
+//! so a mail of 100 000 tiny parts costs a bounded number of files.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -24,6 +28,32 @@ use serde_json::{Value, json};
 
 use super::{DeliverError, ReceivedMail};
 use crate::store::Store;
+
+/// Where and how mails are kept.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    /// `<storage>/mail`, absolute: where each mail's file (and attachment directory) goes.
+    pub root: PathBuf,
+    /// The data directory, absolute (told to actions as `data_dir`).
+    pub data_dir: PathBuf,
+    /// Attachments saved per mail at most.
+    pub max_attachments: usize,
+    /// Bytes of attachments saved per mail at most.
+    pub max_attachment_bytes: u64,
+}
+
+impl Storage {
+    /// The storage under `data_dir` (made absolute against the working directory).
+    pub fn new(data_dir: &Path, max_attachments: usize, max_attachment_bytes: u64) -> Storage {
+        let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+        Storage {
+            root: mail_root(&data_dir),
+            data_dir,
+            max_attachments,
+            max_attachment_bytes,
+        }
+    }
+}
 
 /// The channel mail events are published on.
 pub const CHANNEL: &str = "email";
@@ -59,15 +89,21 @@ pub fn safe_name(name: &str) -> String {
 }
 
 /// Writes `bytes` to a new file at `path` (made durable by [`sync_filesystem`] afterwards).
+/// Mail is private: readable by cockpit's user only.
 fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    // Mail is private: readable by cockpit's user only.
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)?
         .write_all(bytes)
+}
+
+/// Creates a private directory (0700), its parents too.
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(dir)
 }
 
 /// Flushes everything written to the filesystem holding `dir` (files, directories, their
@@ -104,26 +140,52 @@ fn content_type(part: &mail_parser::MessagePart<'_>) -> String {
     }
 }
 
-/// Parses `mail`, writes `message.eml` and its attachments into `dir` (created; not yet synced),
-/// and returns the event payload. A message `mail-parser` cannot make sense of still gets a payload (envelope
-/// and raw file only).
-pub fn save(mail: &ReceivedMail, dir: &Path) -> io::Result<Value> {
-    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-        .create(dir)?;
-    let raw = dir.join("message.eml");
-    write_new(&raw, &mail.data)?;
+/// The event payload of `mail`, whose raw file is `raw` and whose attachments go into
+/// `attachment_dir`; each attachment to save is handed to `write` (path, contents), at most
+/// `storage`'s caps. A message `mail-parser` cannot make sense of still gets a payload
+/// (envelope and raw file only). No IO of its own.
+pub fn describe(
+    mail: &ReceivedMail,
+    raw: &Path,
+    attachment_dir: &Path,
+    storage: &Storage,
+    mut write: impl FnMut(&Path, &[u8]) -> io::Result<()>,
+) -> io::Result<Value> {
     let parsed = MessageParser::default().parse(&mail.data[..]);
     let mut attachments = Vec::new();
+    let mut total = 0usize;
+    let mut saved_bytes: u64 = 0;
+    let mut truncated: Option<String> = None;
     if let Some(message) = &parsed {
         for (i, part) in message.attachments().enumerate() {
+            total += 1;
+            if truncated.is_some() {
+                continue;
+            }
+            let contents = part.contents();
+            if attachments.len() >= storage.max_attachments {
+                truncated = Some(format!(
+                    "only the first {} attachments are saved ([mail] max_attachments)",
+                    storage.max_attachments
+                ));
+                continue;
+            }
+            if saved_bytes + contents.len() as u64 > storage.max_attachment_bytes {
+                truncated = Some(format!(
+                    "attachments beyond {} bytes in all are not saved",
+                    storage.max_attachment_bytes
+                ));
+                continue;
+            }
+            saved_bytes += contents.len() as u64;
             let original = part.attachment_name().unwrap_or_default();
-            let path = dir.join(format!("{}-{}", i + 1, safe_name(original)));
-            write_new(&path, part.contents())?;
+            let path = attachment_dir.join(format!("{}-{}", i + 1, safe_name(original)));
+            write(&path, contents)?;
             attachments.push(json!({
                 "name": original,
                 "path": path,
                 "content_type": content_type(part),
-                "size": part.contents().len(),
+                "size": contents.len(),
             }));
         }
     }
@@ -148,7 +210,10 @@ pub fn save(mail: &ReceivedMail, dir: &Path) -> io::Result<Value> {
             _ => Value::Null,
         }),
         "attachments": attachments,
+        "attachments_total": total,
+        "truncated": truncated,
         "raw": raw,
+        "data_dir": storage.data_dir,
         "envelope": {
             "from": mail.from,
             "to": mail.to,
@@ -158,24 +223,53 @@ pub fn save(mail: &ReceivedMail, dir: &Path) -> io::Result<Value> {
     }))
 }
 
-/// Records mails durably, together: each one's files under `<mail_root>/<now_ms>-<random>/`, one
-/// filesystem sync for all, then all their `email` events in one SQLite transaction. Returns, per
-/// mail and in order, its event id and payload, or why it was not recorded (then nothing of it is
-/// left behind, and its sender is told to retry).
+/// Writes `mail` as `<root>/<stem>.eml` and its attachments into `<root>/<stem>/` (created only
+/// when there is one; nothing synced yet); returns the event payload.
+pub fn save(mail: &ReceivedMail, stem: &str, storage: &Storage) -> io::Result<Value> {
+    let raw = storage.root.join(format!("{stem}.eml"));
+    let dir = storage.root.join(stem);
+    write_new(&raw, &mail.data)?;
+    let mut made_dir = false;
+    describe(mail, &raw, &dir, storage, |path, contents| {
+        if !made_dir {
+            create_private_dir(&dir)?;
+            made_dir = true;
+        }
+        write_new(path, contents)
+    })
+}
+
+/// Removes what [`save`] may have written for `stem`.
+fn remove(storage: &Storage, stem: &str) {
+    let _ = std::fs::remove_file(storage.root.join(format!("{stem}.eml")));
+    let _ = std::fs::remove_dir_all(storage.root.join(stem));
+}
+
+/// Records mails durably, together: each one's file `<root>/<now_ms>-<random>.eml` (and its
+/// attachments), one filesystem sync for all, then all their `email` events in one SQLite
+/// transaction. Returns, per mail and in order, its event id and payload, or why it was not
+/// recorded (then nothing of it is left behind, and its sender is told to retry).
 pub fn record_batch(
     store: &Store,
-    mail_root: &Path,
+    storage: &Storage,
     mails: &[&ReceivedMail],
     now_ms: i64,
 ) -> Vec<Result<(i64, Value), DeliverError>> {
+    let root = &storage.root;
+    if let Err(err) = create_private_dir(root) {
+        return mails
+            .iter()
+            .map(|_| Err(DeliverError::Record(format!("{}: {err}", root.display()))))
+            .collect();
+    }
     let mut saved = Vec::with_capacity(mails.len());
     for mail in mails {
-        let dir = mail_root.join(format!("{now_ms}-{:016x}", rand::random::<u64>()));
-        let payload = save(mail, &dir).map_err(|err| {
-            let _ = std::fs::remove_dir_all(&dir);
-            DeliverError::Record(format!("{}: {err}", dir.display()))
+        let stem = format!("{now_ms}-{:016x}", rand::random::<u64>());
+        let payload = save(mail, &stem, storage).map_err(|err| {
+            remove(storage, &stem);
+            DeliverError::Record(format!("{}/{stem}: {err}", root.display()))
         });
-        saved.push((dir, payload));
+        saved.push((stem, payload));
     }
     let written: Vec<(&str, &Value)> = saved
         .iter()
@@ -184,8 +278,8 @@ pub fn record_batch(
     let committed = if written.is_empty() {
         Ok(Vec::new())
     } else {
-        sync_filesystem(mail_root)
-            .map_err(|err| DeliverError::Record(format!("{}: {err}", mail_root.display())))
+        sync_filesystem(root)
+            .map_err(|err| DeliverError::Record(format!("{}: {err}", root.display())))
             .and_then(|()| {
                 store
                     .insert_events(&written, now_ms)
@@ -197,8 +291,8 @@ pub fn record_batch(
         Err(DeliverError::Record(why)) => {
             return saved
                 .into_iter()
-                .map(|(dir, payload)| {
-                    let _ = std::fs::remove_dir_all(&dir);
+                .map(|(stem, payload)| {
+                    remove(storage, &stem);
                     payload.and(Err(DeliverError::Record(why.clone())))
                 })
                 .collect();
@@ -232,6 +326,15 @@ mod tests {
             from: "bounce@example.org".into(),
             to: vec!["ops@cockpit.test".into()],
             data: data.replace('\n', "\r\n").into_bytes(),
+        }
+    }
+
+    fn storage(root: &Path) -> Storage {
+        Storage {
+            root: root.to_path_buf(),
+            data_dir: root.parent().unwrap_or(root).to_path_buf(),
+            max_attachments: 32,
+            max_attachment_bytes: 1 << 20,
         }
     }
 
@@ -273,8 +376,9 @@ AAECAw==
     #[test]
     fn a_mime_mail_becomes_a_payload_with_its_attachments_saved_inside_its_directory() {
         let tmp = tempfile::tempdir().expect("tmp");
+        let storage = storage(tmp.path());
         let dir = tmp.path().join("m1");
-        let payload = save(&mail(MIXED), &dir).expect("save");
+        let payload = save(&mail(MIXED), "m1", &storage).expect("save");
 
         assert_eq!(payload["sender"], "alice@example.org");
         assert_eq!(payload["sender_name"], "Alice");
@@ -313,9 +417,12 @@ AAECAw==
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect();
         files.sort();
-        assert_eq!(files, ["1-evil", "2-df.bin", "message.eml"]);
+        assert_eq!(files, ["1-evil", "2-df.bin"]);
+        assert_eq!(payload["raw"], json!(tmp.path().join("m1.eml")));
+        assert_eq!(payload["attachments_total"], 2);
+        assert_eq!(payload["truncated"], Value::Null);
         assert_eq!(
-            std::fs::read(dir.join("message.eml")).expect("raw"),
+            std::fs::read(tmp.path().join("m1.eml")).expect("raw"),
             mail(MIXED).data
         );
     }
@@ -323,7 +430,9 @@ AAECAw==
     #[test]
     fn a_plain_mail_without_headers_still_gets_a_payload() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let payload = save(&mail("just a line\n"), &tmp.path().join("m")).expect("save");
+        let payload = save(&mail("just a line\n"), "m", &storage(tmp.path())).expect("save");
+        let files: Vec<_> = std::fs::read_dir(tmp.path()).expect("dir").collect();
+        assert_eq!(files.len(), 1, "one file, no directory");
         assert_eq!(payload["sender"], "bounce@example.org", "envelope sender");
         assert_eq!(payload["subject"], Value::Null);
         assert_eq!(payload["date"], Value::Null);
@@ -336,7 +445,7 @@ AAECAw==
         let tmp = tempfile::tempdir().expect("tmp");
         let store = Store::open(tmp.path()).expect("store");
         let root = mail_root(tmp.path());
-        let (id, payload) = record_batch(&store, &root, &[&mail(MIXED)], 5)
+        let (id, payload) = record_batch(&store, &storage(&root), &[&mail(MIXED)], 5)
             .pop()
             .expect("one outcome")
             .expect("record");
@@ -349,7 +458,7 @@ AAECAw==
         // A mail root that cannot be created (a file is in the way): nothing is recorded.
         let blocked = tmp.path().join("blocked");
         std::fs::write(&blocked, "").expect("file");
-        let outcomes = record_batch(&store, &blocked, &[&mail(MIXED)], 6);
+        let outcomes = record_batch(&store, &storage(&blocked), &[&mail(MIXED)], 6);
         assert!(matches!(outcomes.as_slice(), [Err(_)]), "nothing recorded");
         assert_eq!(store.pending_events().expect("pending").len(), 1);
     }
@@ -360,7 +469,12 @@ AAECAw==
         let store = Store::open(tmp.path()).expect("store");
         let root = mail_root(tmp.path());
         let mails = [mail(MIXED), mail(MIXED), mail(MIXED)];
-        let outcomes = record_batch(&store, &root, &mails.iter().collect::<Vec<_>>(), 7);
+        let outcomes = record_batch(
+            &store,
+            &storage(&root),
+            &mails.iter().collect::<Vec<_>>(),
+            7,
+        );
         let ids: Vec<i64> = outcomes
             .into_iter()
             .map(|outcome| {
@@ -378,7 +492,62 @@ AAECAw==
             .map(|e| e.id)
             .collect();
         assert_eq!(pending, ids);
-        assert_eq!(std::fs::read_dir(&root).expect("root").count(), 3);
+        // Each mail: its file and its attachments' directory.
+        assert_eq!(std::fs::read_dir(&root).expect("root").count(), 6);
+    }
+
+    #[test]
+    fn a_mail_of_many_tiny_parts_leaves_a_bounded_number_of_files_and_says_why() {
+        let mut text = String::from(
+            "From: a@example.org\nSubject: parts\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"b\"\n\n",
+        );
+        for i in 0..5000 {
+            text.push_str(&format!(
+                "--b\nContent-Type: application/octet-stream\nContent-Disposition: attachment; filename=\"p{i}\"\n\nx\n"
+            ));
+        }
+        text.push_str("--b--\n");
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = tmp.path().join("mail");
+        let store = Store::open(tmp.path()).expect("store");
+        let (_, payload) = record_batch(&store, &storage(&root), &[&mail(&text)], 9)
+            .pop()
+            .expect("one outcome")
+            .expect("recorded");
+        assert_eq!(payload["attachments_total"], 5000);
+        assert_eq!(payload["attachments"].as_array().map(Vec::len), Some(32));
+        assert_eq!(
+            payload["truncated"],
+            "only the first 32 attachments are saved ([mail] max_attachments)"
+        );
+        let files = walk(&root);
+        assert_eq!(files, 1 + 1 + 32, "the mail, its directory, 32 attachments");
+
+        // The byte cap holds as well.
+        let small = Storage {
+            max_attachment_bytes: 10,
+            ..storage(&root)
+        };
+        let (_, payload) = record_batch(&store, &small, &[&mail(&text)], 10)
+            .pop()
+            .expect("one outcome")
+            .expect("recorded");
+        assert_eq!(payload["attachments"].as_array().map(Vec::len), Some(10));
+        assert_eq!(
+            payload["truncated"],
+            "attachments beyond 10 bytes in all are not saved"
+        );
+    }
+
+    /// Files and directories under `dir`, recursively.
+    fn walk(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .expect("dir")
+            .map(|entry| {
+                let path = entry.expect("entry").path();
+                if path.is_dir() { 1 + walk(&path) } else { 1 }
+            })
+            .sum()
     }
 
     #[test]

@@ -1,21 +1,30 @@
 //! The SMTP door: only this module knows SMTP and MIME.
 //!
-//! - [`session`]: one SMTP conversation over any async stream. The `mailin` engine (`Session`,
-//!   `Handler`) answers the commands; this module reads the lines (bounded), applies the
-//!   recipient and size limits, reads `DATA` itself and replies `250` only once the mail was
-//!   handed to a [`Deliver`] that recorded it durably.
-//! - [`listener`]: the tokio accept loop: one task per connection, at most `max_connections`,
-//!   the longest-idle client cut first when full, idle timeouts, clean shutdown.
-//! - [`message`]: MIME parsing (`mail-parser`) into the `email` event payload, attachments saved
-//!   under the data dir with safe names.
+//! - [`smtp`]: the protocol without IO (`smtp-proto` parses each command; the state, the rules
+//!   and the replies with their enhanced status codes are ours).
+//! - [`session`]: one SMTP conversation over any async stream: reads the lines (bounded), asks
+//!   [`smtp`] for the replies, reads `DATA` itself (CRLF-only ends, size and memory bounds, a
+//!   deadline) and replies `250` only once the mail was handed to a [`Deliver`] that recorded it
+//!   durably.
+//! - [`budget`]: the memory budget for messages in flight and each peer's share of it.
+//! - [`listener`]: the tokio accept loop: one task per connection, at most `max_connections`
+//!   (and `max_connections_per_peer` from one address), the longest-idle client cut first when
+//!   full, idle timeouts, clean shutdown.
+//! - [`message`]: MIME parsing (`mail-parser`) into the `email` event payload; each mail one
+//!   file under the data dir, its attachments (capped in number) saved with safe names.
+//! - [`retention`]: removes a mail's files `keep_days` after its event was processed.
 //!
-//! - [`receiver`]: the `MailReceiver` actor: owns the accept loop on the bound socket and hands
-//!   recorded mails to the AYS engine through its client.
+//! The `MailReceiver` actor (`actors::mail_receiver`) binds the port and owns the listener.
 
+pub mod budget;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod listener;
 pub mod message;
 pub mod receiver;
+pub mod retention;
 pub mod session;
+pub mod smtp;
 
 use std::net::IpAddr;
 
@@ -32,7 +41,8 @@ pub struct ReceivedMail {
     pub from: String,
     /// The accepted `RCPT TO` addresses (the envelope recipients).
     pub to: Vec<String>,
-    /// The message as sent, dot-unstuffed, lines ending in CRLF.
+    /// The message as sent, dot-unstuffed, lines ending in CRLF, after our `Return-Path:` and
+    /// `Received:` trace headers.
     pub data: Vec<u8>,
 }
 

@@ -1,10 +1,10 @@
 //! The `MailReceiver` actor: runs the SMTP accept loop ([`crate::mail::listener`]) on the
 //! listener bound at start (`[mail] host:port`), on a task it owns.
 //!
-//! Each accepted mail is recorded (files under `<storage>/mail/`, an `email` event in the store)
-//! before the client gets its `250`; then the event is handed to the AYS engine through the
-//! client, which runs every subscribed action and marks the event processed. If the engine is
-//! not there (restarting) or the process dies first, the event stays pending and the engine
+//! Each accepted mail is recorded (one file under `<storage>/mail/`, an `email` event in the
+//! store) before the client gets its `250`; then the event is handed to the AYS engine through
+//! the client, which runs every subscribed action and marks the event processed. If the engine
+//! is not there (restarting) or the process dies first, the event stays pending and the engine
 //! processes it when it starts.
 //!
 //! As with the API server, the accept loop is tied to the actor's state: stopping the actor
@@ -13,7 +13,6 @@
 //! accepts on a fresh handle of the same bound socket.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,8 +22,9 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use super::message::Storage;
 use super::session::{self, Door, Rules};
-use super::{Deliver, DeliverError, ReceivedMail, listener, message};
+use super::{Deliver, DeliverError, ReceivedMail, listener, message, retention};
 use crate::actors::{Shared, names};
 use crate::client::AysClient;
 use crate::clock::now_ms;
@@ -68,7 +68,8 @@ type Pending = (
 /// Recording is group commit: one thread takes every mail waiting at that moment and records them
 /// together ([`message::record_batch`]: one filesystem sync and one transaction for all), so ten
 /// senders cost about one sync, not ten. Each sender still gets its `250` only after its own mail
-/// is durable. The thread ends when the receiver (and so this) is dropped.
+/// is durable. The same thread removes old mails' files ([`retention::sweep`]) at start and then
+/// every hour. The thread ends when the receiver (and so this) is dropped.
 struct Recorder {
     /// Feeds the recording thread.
     queue: std::sync::mpsc::Sender<Pending>,
@@ -77,11 +78,29 @@ struct Recorder {
 /// At most this many mails share one commit.
 const MAX_BATCH: usize = 64;
 
+/// How often old mails' files are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
 impl Recorder {
-    fn start(store: Store, root: PathBuf) -> Recorder {
+    fn start(store: Store, storage: Storage, keep_days: u32) -> Recorder {
         let (queue, waiting) = std::sync::mpsc::channel::<Pending>();
         std::thread::spawn(move || {
-            while let Ok(first) = waiting.recv() {
+            let keep_ms = i64::from(keep_days) * retention::DAY_MS;
+            let mut swept: Option<std::time::Instant> = None;
+            loop {
+                if swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
+                    match retention::sweep(&store, &storage.root, now_ms(), keep_ms) {
+                        Ok(0) => {}
+                        Ok(removed) => info!(removed, "old mails removed"),
+                        Err(err) => warn!(%err, "cannot remove old mails"),
+                    }
+                    swept = Some(std::time::Instant::now());
+                }
+                let first = match waiting.recv_timeout(SWEEP_EVERY) {
+                    Ok(first) => first,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                };
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
                     match waiting.try_recv() {
@@ -90,7 +109,7 @@ impl Recorder {
                     }
                 }
                 let mails: Vec<&ReceivedMail> = batch.iter().map(|(mail, _)| mail).collect();
-                let outcomes = message::record_batch(&store, &root, &mails, now_ms());
+                let outcomes = message::record_batch(&store, &storage, &mails, now_ms());
                 for ((_, done), outcome) in batch.into_iter().zip(outcomes) {
                     let _ = done.send(outcome);
                 }
@@ -147,13 +166,21 @@ impl Actor for MailReceiver {
             rules,
             deliver: Arc::new(Recorder::start(
                 shared.store.clone(),
-                message::mail_root(&shared.config.storage.path),
+                Storage::new(
+                    &shared.config.storage.path,
+                    mail.max_attachments as usize,
+                    mail.max_message_bytes,
+                ),
+                mail.keep_days,
             )),
             telemetry: shared.telemetry.clone(),
         });
         let (tx, rx) = watch::channel(false);
-        let max = mail.max_connections as usize;
-        let task = tokio::spawn(listener::run(listener, door, max, rx));
+        let limits = listener::Limits {
+            max_connections: mail.max_connections as usize,
+            max_per_peer: mail.max_connections_per_peer as usize,
+        };
+        let task = tokio::spawn(listener::run(listener, door, limits, rx));
         info!(%addr, domains = ?mail.domains, "mail receiver listening");
         if mail.domains.is_empty() {
             warn!("[mail].domain is not set: mail for any domain is accepted (never relayed)");

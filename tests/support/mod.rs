@@ -81,6 +81,18 @@ impl Cockpit {
         cockpit
     }
 
+    /// Starts the binary with this exact config text in `dir`, `dir` also its working
+    /// directory (for relative paths in the config); waits for `cockpit ready`.
+    pub fn start_in_cwd(dir: tempfile::TempDir, text: &str) -> Cockpit {
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, text).expect("write config");
+        let mut command = Command::new(bin());
+        command.current_dir(dir.path());
+        let mut cockpit = Cockpit::spawn_with(dir, config, command, &default_log());
+        cockpit.wait_ready();
+        cockpit
+    }
+
     /// Starts the binary on an existing config without waiting.
     pub fn spawn(dir: tempfile::TempDir, config: PathBuf) -> Cockpit {
         Cockpit::spawn_logging(dir, config, &default_log())

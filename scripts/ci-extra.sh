@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# CI-only steps that need root or a system service, run by .ci/run after the default tests:
+# delivery through a real Postfix (scripts/postfix-test.sh installs and configures it).
+# Idempotent; on a fresh Debian 12 machine as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/postfix-test.sh
