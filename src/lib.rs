@@ -6,7 +6,8 @@
 //! - composition root: [`cli`] (the command line), [`server`] (bind, run, shut down),
 //!   [`supervisor`] (the root supervisor, the only place that knows every actor);
 //! - doors: [`api`] (warp routes and the HTTP server actor), [`bot`] (the Telegram bot's
-//!   actors, only it knows teloxide), [`mail`] (the SMTP receiver, only it knows `mailin`); they
+//!   actors, the only user of the Telegram library), [`mail`] (the SMTP receiver, the only user of
+//!   the SMTP engine); they
 //!   never import each other;
 //! - the core's facade: [`client`], the typed AYS client and the views the doors show;
 //! - the core: [`actors`] (AYS, repositories, OAuth cache, JWT verifier, notices), [`engine`]

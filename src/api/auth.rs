@@ -144,7 +144,7 @@ pub fn authenticated(shared: Shared) -> impl Filter<Extract = (), Error = Reject
                         tracing::warn!(
                             target: "cockpit::http",
                             reason = %reason,
-                            route = %super::openapi::template(path.as_str()),
+                            route = %super::paths::template(path.as_str()),
                             peer = %peer.map_or_else(|| "-".to_string(), |Peer(p)| p.to_string()),
                             "authentication failed"
                         );

@@ -13,12 +13,13 @@ use warp::{Filter, Rejection, Reply};
 
 use super::auth::authenticated;
 use super::error;
+use super::reply::{no_content, one_of, respond};
 use super::schemas::{
     AuthFailures, Blueprint, BodyFailures, Error, Executed, Problems, Repo, RepoFailures, Run,
     Service, ServiceSummary, Template,
 };
 use crate::actors::Shared;
-use crate::client::{AysClient, AysError, RunRequest};
+use crate::client::{AysClient, RunRequest};
 use crate::store::Origin;
 
 /// Largest JSON body accepted (a blueprint is inside it).
@@ -474,14 +475,6 @@ pub(crate) async fn get_run(repo: String, key: String) -> Response {
     respond(AysClient.get_run(&repo, key).await, StatusCode::OK)
 }
 
-/// The first of `routes` that matches. Each step is boxed: a long chain of unboxed `.or()`
-/// makes the filter type so deep that type checking takes minutes.
-pub(crate) fn one_of(routes: Vec<BoxedFilter<(Response,)>>) -> BoxedFilter<(Response,)> {
-    let mut routes = routes.into_iter();
-    let first = routes.next().expect("at least one route");
-    routes.fold(first, |acc, next| acc.or(next).unify().boxed())
-}
-
 /// A JSON body of at most [`MAX_BODY`] bytes, whatever its `Content-Type` says (`curl -d` sends
 /// form encoding by default; the body is still JSON, and saying so is friendlier than a 415), with
 /// a `Content-Length` or chunked (Python `requests` with a generator, Node's `http.request`).
@@ -524,43 +517,4 @@ where
     }
     serde_json::from_slice(&read)
         .map_err(|err| warp::reject::custom(super::BadJson(err.to_string())))
-}
-
-/// The status code of an error.
-fn status_of(err: &AysError) -> StatusCode {
-    match err {
-        AysError::NotFound(_) => StatusCode::NOT_FOUND,
-        AysError::Conflict(_) => StatusCode::CONFLICT,
-        AysError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        AysError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        AysError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-/// A result as JSON: the value with `ok`, or the error with its status. Validation errors also
-/// list every problem under `problems`.
-pub(crate) fn respond<T: serde::Serialize>(
-    result: Result<T, AysError>,
-    ok: StatusCode,
-) -> Response {
-    match result {
-        Ok(value) => warp::reply::with_status(warp::reply::json(&value), ok).into_response(),
-        Err(AysError::Invalid(problems)) => warp::reply::with_status(
-            warp::reply::json(&serde_json::json!({
-                "error": problems.join("; "),
-                "problems": problems,
-            })),
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .into_response(),
-        Err(err) => error(status_of(&err), err.to_string()).into_response(),
-    }
-}
-
-/// 204 on success.
-fn no_content(result: Result<impl Sized, AysError>) -> Response {
-    match result {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(err) => respond::<()>(Err(err), StatusCode::OK),
-    }
 }

@@ -224,7 +224,7 @@ where
     request.extensions_mut().insert(peer);
     let mut response = tracing::Instrument::instrument(service.call(request), span).await?;
     if response.status() == StatusCode::METHOD_NOT_ALLOWED
-        && let Some(allow) = super::openapi::allowed_methods(&path)
+        && let Some(allow) = super::paths::allowed_methods(&path)
         && let Ok(value) = HeaderValue::from_str(&allow)
     {
         response.headers_mut().insert("allow", value);

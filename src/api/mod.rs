@@ -10,7 +10,9 @@ pub mod http;
 pub mod login;
 pub mod oauth_proxy;
 pub mod openapi;
+pub mod paths;
 pub mod rate;
+pub mod reply;
 pub mod runs;
 pub mod schemas;
 pub mod server;
@@ -42,6 +44,7 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> WithStatus<Json>
 
 /// Every route of the server, with request metrics and JSON errors.
 pub fn routes(shared: Shared) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    paths::install(&openapi::document());
     let telemetry = shared.telemetry.clone();
     let verifier = shared.verifier.clone();
     let health = warp::path!("health")
@@ -61,7 +64,7 @@ pub fn routes(shared: Shared) -> impl Filter<Extract = (impl Reply,), Error = In
         .and(with(shared.clone()))
         .map(crash);
 
-    ays::one_of(vec![
+    reply::one_of(vec![
         health.map(Reply::into_response).boxed(),
         ready.map(Reply::into_response).boxed(),
         ays::routes(shared.clone()),
@@ -90,7 +93,7 @@ fn log_request(info: &warp::log::Info<'_>, verifier: Option<&crate::auth::pool::
         return;
     }
     let method = crate::telemetry::Method::of(info.method().as_str());
-    let route = openapi::template(info.path());
+    let route = paths::template(info.path());
     let headers = info.request_headers();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let cookie = header("cookie").and_then(|cookies| {

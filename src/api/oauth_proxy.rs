@@ -80,7 +80,7 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
             },
         )
         .boxed();
-    super::ays::one_of(vec![providers, key, jwks, authorize])
+    super::reply::one_of(vec![providers, key, jwks, authorize])
 }
 
 /// Central OAuth server: the provider names.

@@ -209,91 +209,18 @@ pub fn routes() -> warp::filters::BoxedFilter<(Response,)> {
             }
         })
         .boxed();
-    super::ays::one_of(vec![json, files])
-}
-
-/// The path templates of the document (`/ays/repository/{repo}`...), split at `/`.
-fn templates() -> &'static [(String, Vec<String>)] {
-    static TEMPLATES: OnceLock<Vec<(String, Vec<String>)>> = OnceLock::new();
-    TEMPLATES.get_or_init(|| {
-        let doc = document();
-        doc["paths"]
-            .as_object()
-            .map(|paths| {
-                paths
-                    .keys()
-                    .map(|t| (t.clone(), t.split('/').map(str::to_string).collect()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    })
-}
-
-/// The route template a request path matches (`/ays/repository/{repo}`), or `other`: the only
-/// values the request log writes (never the raw path, which may hold anything).
-pub fn template(path: &str) -> &'static str {
-    let wanted: Vec<&str> = path.split('/').collect();
-    templates()
-        .iter()
-        .find(|(_, segments)| {
-            segments.len() == wanted.len()
-                && segments.iter().zip(&wanted).all(|(template, segment)| {
-                    template == segment || (template.starts_with('{') && !segment.is_empty())
-                })
-        })
-        .map_or("other", |(template, _)| template.as_str())
-}
-
-/// The methods a path answers, as an `Allow` header value (`HEAD` with every `GET`), from the
-/// paths of the document; `None` when no path template matches.
-pub fn allowed_methods(path: &str) -> Option<String> {
-    static TABLE: std::sync::OnceLock<Vec<(Vec<String>, Vec<String>)>> = std::sync::OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        let doc = document();
-        let Some(paths) = doc["paths"].as_object() else {
-            return Vec::new();
-        };
-        paths
-            .iter()
-            .map(|(template, ops)| {
-                let segments = template.split('/').map(str::to_string).collect();
-                let methods = ops
-                    .as_object()
-                    .map(|ops| ops.keys().map(|m| m.to_ascii_uppercase()).collect())
-                    .unwrap_or_default();
-                (segments, methods)
-            })
-            .collect()
-    });
-    let wanted: Vec<&str> = path.split('/').collect();
-    let mut methods: Vec<&str> = Vec::new();
-    for (segments, ops) in table {
-        let matches = segments.len() == wanted.len()
-            && segments.iter().zip(&wanted).all(|(template, seg)| {
-                template == seg || (template.starts_with('{') && !seg.is_empty())
-            });
-        if matches {
-            methods.extend(ops.iter().map(String::as_str));
-        }
-    }
-    if methods.contains(&"GET") {
-        methods.push("HEAD");
-    }
-    const ORDER: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
-    let allowed: Vec<&str> = ORDER
-        .iter()
-        .copied()
-        .filter(|m| methods.contains(m))
-        .collect();
-    (!allowed.is_empty()).then(|| allowed.join(", "))
+    super::reply::one_of(vec![json, files])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use super::super::paths::{allowed_methods, install};
+
     #[test]
     fn paths_map_to_their_templates_or_other() {
+        install(&document());
         for (path, template) in [
             ("/health", "/health"),
             (
@@ -305,7 +232,7 @@ mod tests {
             ("/nope", "other"),
             ("/<key>", "other"),
         ] {
-            assert_eq!(super::template(path), template, "{path}");
+            assert_eq!(super::super::paths::template(path), template, "{path}");
         }
     }
 
@@ -357,6 +284,7 @@ mod tests {
 
     #[test]
     fn allow_lists_the_methods_of_the_matching_templates() {
+        install(&document());
         assert_eq!(allowed_methods("/health").as_deref(), Some("GET, HEAD"));
         assert_eq!(
             allowed_methods("/ays/repository/demo/blueprint/bp.yaml").as_deref(),

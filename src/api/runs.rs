@@ -17,7 +17,7 @@ use warp::reply::Response;
 use warp::sse::Event;
 use warp::{Filter, Reply};
 
-use super::ays::respond;
+use super::reply::respond;
 use super::schemas::{AuthFailures, Error, RepoFailures, Run};
 use crate::actors::Shared;
 use crate::actors::notice::Notice;

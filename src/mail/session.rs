@@ -27,7 +27,6 @@ use tracing::{debug, info, warn};
 use super::budget::{Budget, Held};
 use super::smtp::{Envelope, Protocol, Step};
 use super::{Deliver, ReceivedMail};
-use crate::config::MailConfig;
 use crate::telemetry::Telemetry;
 
 /// The longest command line read; RFC 5321 allows 512 octets, clients stay far below this.
@@ -37,53 +36,7 @@ const MAX_DATA_PIECE: usize = 64 * 1024;
 /// After this many refused commands the client is disconnected (as Postfix's hard error limit).
 pub(crate) const MAX_ERRORS: u32 = 20;
 
-/// The limits every session applies, from `[mail]`.
-#[derive(Debug, Clone)]
-pub struct Rules {
-    /// The name in the greeting.
-    pub hostname: String,
-    /// Accepted recipient domains, lower case; empty accepts every domain.
-    pub domains: Vec<String>,
-    /// Messages larger than this (after dot-unstuffing) get 552.
-    pub max_message_bytes: u64,
-    /// Recipients beyond this many get 452.
-    pub max_recipients: u32,
-    /// How long the client may stay silent.
-    pub idle_timeout: Duration,
-    /// How long a whole `DATA` transfer may take.
-    pub data_timeout: Duration,
-}
-
-impl Rules {
-    /// The rules of a `[mail]` section.
-    pub fn from_config(config: &MailConfig) -> Rules {
-        let domains: Vec<String> = config
-            .domains
-            .iter()
-            .map(|d| d.trim().to_ascii_lowercase())
-            .collect();
-        Rules {
-            hostname: domains.first().cloned().unwrap_or_else(|| "cockpit".into()),
-            domains,
-            max_message_bytes: config.max_message_bytes,
-            max_recipients: config.max_recipients,
-            idle_timeout: Duration::from_secs(config.idle_timeout_secs),
-            data_timeout: Duration::from_secs(config.data_timeout_secs),
-        }
-    }
-
-    /// True when mail for `address` is ours to take.
-    pub fn accepts(&self, address: &str) -> bool {
-        if self.domains.is_empty() {
-            return true;
-        }
-        let Some((_, domain)) = address.rsplit_once('@') else {
-            return false;
-        };
-        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-        self.domains.contains(&domain)
-    }
-}
+pub use super::smtp::Rules;
 
 /// Bytes of messages held in memory at once, across all sessions, at the least: with 1 024
 /// sessions of 10 MiB each a receiver could otherwise be made to hold 10 GiB.

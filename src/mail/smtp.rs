@@ -8,12 +8,13 @@
 //! parameters (`RET`, `ENVID`, `NOTIFY`, `ORCPT`) are accepted and ignored, other parameters
 //! get `555`; `RCPT TO:<Postmaster>` is always taken (RFC 5321 §4.5.1).
 
+use std::time::Duration;
+
+use crate::config::MailConfig;
 use crate::telemetry::Count;
 use std::borrow::Cow;
 
 use smtp_proto::{Error as ParseError, MailFrom, RcptTo, Request};
-
-use super::session::Rules;
 
 /// MAIL flags we accept; any other parsed flag is an extension we did not offer (555).
 const MAIL_FLAGS: u64 = smtp_proto::MAIL_BODY_7BIT
@@ -334,4 +335,51 @@ fn parse_error(err: ParseError) -> Reply {
         }
     }
     .counted(Count::MailRefusedSyntax)
+}
+/// The limits every session applies, from `[mail]`.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// The name in the greeting.
+    pub hostname: String,
+    /// Accepted recipient domains, lower case; empty accepts every domain.
+    pub domains: Vec<String>,
+    /// Messages larger than this (after dot-unstuffing) get 552.
+    pub max_message_bytes: u64,
+    /// Recipients beyond this many get 452.
+    pub max_recipients: u32,
+    /// How long the client may stay silent.
+    pub idle_timeout: Duration,
+    /// How long a whole `DATA` transfer may take.
+    pub data_timeout: Duration,
+}
+
+impl Rules {
+    /// The rules of a `[mail]` section.
+    pub fn from_config(config: &MailConfig) -> Rules {
+        let domains: Vec<String> = config
+            .domains
+            .iter()
+            .map(|d| d.trim().to_ascii_lowercase())
+            .collect();
+        Rules {
+            hostname: domains.first().cloned().unwrap_or_else(|| "cockpit".into()),
+            domains,
+            max_message_bytes: config.max_message_bytes,
+            max_recipients: config.max_recipients,
+            idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+            data_timeout: Duration::from_secs(config.data_timeout_secs),
+        }
+    }
+
+    /// True when mail for `address` is ours to take.
+    pub fn accepts(&self, address: &str) -> bool {
+        if self.domains.is_empty() {
+            return true;
+        }
+        let Some((_, domain)) = address.rsplit_once('@') else {
+            return false;
+        };
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        self.domains.contains(&domain)
+    }
 }
