@@ -7,8 +7,7 @@
 //!   [`supervisor`] (the root supervisor, the only place that knows every actor);
 //! - doors: [`api`] (warp routes and the HTTP server actor), [`bot`] (the Telegram bot's
 //!   actors, the only user of the Telegram library), [`mail`] (the SMTP receiver, the only user of
-//!   the SMTP engine); they
-//!   never import each other;
+//!   the SMTP engine); they never import each other;
 //! - the core's facade: [`client`], the typed AYS client and the views the doors show;
 //! - the core: [`actors`] (AYS, repositories, OAuth cache, JWT verifier, notices), [`engine`]
 //!   (templates, blueprints, services, run planning; no IO), [`runner`] (one action as a job),
