@@ -416,7 +416,9 @@ def template(repo_path, actor, schema, action_target=None, script=None):
     (actions.parent / "schema.yaml").write_text(schema)
     install = actions / "install"
     if action_target:
-        install.symlink_to(action_target)
+        # A copy, not a link: cockpit does not follow links out of a repository.
+        shutil.copy(action_target, install)
+        install.chmod(0o755)
     else:
         install.write_text(script)
         install.chmod(0o755)
