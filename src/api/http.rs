@@ -24,7 +24,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -114,10 +116,7 @@ struct Release {
 
 impl Drop for Release {
     fn drop(&mut self) {
-        self.registry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .release(self.id, self.ip);
+        self.registry.lock().release(self.id, self.ip);
     }
 }
 
@@ -152,10 +151,7 @@ pub async fn serve<S>(
             },
             () = &mut shutdown => break,
         };
-        let admission = registry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .admit(peer.ip(), &limits);
+        let admission = registry.lock().admit(peer.ip(), &limits);
         let Admission::Admitted { id, drop_rx } = admission else {
             debug!(%peer, "connection refused: this peer holds its maximum");
             drop(stream);
@@ -235,31 +231,15 @@ where
 /// Raises this process's soft limit on open files to its hard limit (connections are files);
 /// returns the soft limit in force afterwards.
 pub fn raise_fd_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit write to or read from a valid `rlimit` we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return None;
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard {
+        if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+            return Some(hard);
         }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                return Some(raised.rlim_cur);
-            }
-            warn!(
-                soft = limit.rlim_cur,
-                hard = limit.rlim_max,
-                "cannot raise the open-file limit"
-            );
-        }
+        warn!(soft, hard, "cannot raise the open-file limit");
     }
-    Some(limit.rlim_cur)
+    Some(soft)
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use tokio::time::Instant;
 use warp::{Filter, Rejection};
@@ -57,7 +59,7 @@ impl RateLimiter {
     /// Whether `ip` may make one more request now (and counts it).
     pub fn allow(&self, ip: IpAddr) -> bool {
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buckets = self.buckets.lock();
         if buckets.len() >= MAX_PEERS && !buckets.contains_key(&ip) {
             buckets.retain(|_, b| self.refilled(b, now) < self.burst);
             if buckets.len() >= MAX_PEERS {
@@ -85,7 +87,7 @@ impl RateLimiter {
 
     /// Peers remembered now.
     pub fn peers(&self) -> usize {
-        self.buckets.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.buckets.lock().len()
     }
 }
 

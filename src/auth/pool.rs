@@ -14,8 +14,10 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, RwLock};
+
+use parking_lot::{Mutex, RwLock};
 
 use tokio::sync::oneshot;
 
@@ -34,14 +36,14 @@ pub struct TokenCache {
 impl TokenCache {
     /// The cached verification of `token`, if it is still valid at `now`.
     pub fn fresh(&self, token: &str, now: u64) -> Option<Verified> {
-        let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
+        let tokens = self.tokens.read();
         tokens.get(token).filter(|hit| now < hit.exp).cloned()
     }
 
     /// Remembers an accepted token; at capacity the expired entries go, and if that is not
     /// enough, all of them (the cache is only a shortcut).
     fn insert(&self, token: &str, verified: Verified, now: u64) {
-        let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
+        let mut tokens = self.tokens.write();
         if tokens.len() >= CACHE_CAPACITY {
             tokens.retain(|_, v| now < v.exp);
             if tokens.len() >= CACHE_CAPACITY {
@@ -53,7 +55,7 @@ impl TokenCache {
 
     /// How many tokens are cached.
     pub fn len(&self) -> usize {
-        self.tokens.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.tokens.read().len()
     }
 
     /// Whether nothing is cached.
@@ -194,7 +196,7 @@ impl Verifier {
 
     /// Takes one of `peer`'s slots until the guard is dropped.
     fn peer_slot(&self, ip: IpAddr) -> Result<PeerSlot<'_>, Overload> {
-        let mut held = self.per_peer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = self.per_peer.lock();
         let count = held.entry(ip).or_insert(0);
         if *count >= self.size.per_peer {
             return Err(Overload::Peer);
@@ -212,11 +214,7 @@ struct PeerSlot<'a> {
 
 impl Drop for PeerSlot<'_> {
     fn drop(&mut self) {
-        let mut held = self
-            .verifier
-            .per_peer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut held = self.verifier.per_peer.lock();
         if let Some(count) = held.get_mut(&self.ip) {
             *count = count.saturating_sub(1);
             if *count == 0 {
@@ -235,7 +233,7 @@ pub fn now_secs() -> u64 {
 fn work(jobs: &Mutex<Receiver<Job>>, rules: &JwtRules, cache: &TokenCache) {
     loop {
         let job = {
-            let jobs = jobs.lock().unwrap_or_else(|p| p.into_inner());
+            let jobs = jobs.lock();
             match jobs.recv() {
                 Ok(job) => job,
                 Err(_) => return,
@@ -333,7 +331,7 @@ mod tests {
         // Another peer is unaffected by the first one's share.
         let other = Some(IpAddr::from([127, 0, 0, 3]));
         assert!(verifier.verify(&tokens[1], other, now).await.is_ok());
-        assert!(verifier.per_peer.lock().expect("lock").is_empty());
+        assert!(verifier.per_peer.lock().is_empty());
     }
 
     #[test]

@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 
 /// The key a peer is counted under: its IPv4 address or its IPv6 /64.
 pub fn peer_key(ip: IpAddr) -> IpAddr {
@@ -55,9 +57,7 @@ impl Budget {
     }
 
     fn counts(&self) -> MutexGuard<'_, Counts> {
-        self.counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.counts.lock()
     }
 
     /// True when `peer` holds so much that a new message of up to `room` bytes would not fit

@@ -10,7 +10,9 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -31,10 +33,8 @@ struct Table {
 }
 
 impl Table {
-    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Slot>>> {
-        self.slots
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn slots(&self) -> parking_lot::MutexGuard<'_, HashMap<u64, Arc<Slot>>> {
+        self.slots.lock()
     }
 
     /// A slot for connection `id`, cutting the longest-idle session when all `max` are taken;
@@ -62,10 +62,8 @@ impl Table {
         self.slots().remove(&id);
     }
 
-    fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
-        self.peers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn peers(&self) -> parking_lot::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.peers.lock()
     }
 
     /// Counts a connection from `peer`; false (and not counted) when it has `max` already.

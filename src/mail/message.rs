@@ -109,14 +109,8 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
 /// Flushes everything written to the filesystem holding `dir` (files, directories, their
 /// entries) with one `syncfs`: a batch of mails costs one sync, not one per file.
 fn sync_filesystem(dir: &Path) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     let handle = File::open(dir)?;
-    // SAFETY: `syncfs` only reads the descriptor, which `handle` keeps open for the call.
-    if unsafe { libc::syncfs(handle.as_raw_fd()) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    nix::unistd::syncfs(&handle).map_err(io::Error::from)
 }
 
 fn addresses(address: Option<&Address<'_>>) -> Vec<String> {

@@ -16,7 +16,9 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -78,10 +80,7 @@ pub struct Slot {
 impl Slot {
     /// Since when the session has been waiting for its client, if it is.
     pub fn idle_since(&self) -> Option<Instant> {
-        *self
-            .idle_since
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        *self.idle_since.lock()
     }
 
     /// Asks the session to close (at once if it waits for its client, else at its next wait).
@@ -91,10 +90,7 @@ impl Slot {
 
     /// Marks the session as waiting for its client (from now) or working.
     pub(super) fn set_idle(&self, idle: bool) {
-        *self
-            .idle_since
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = idle.then(Instant::now);
+        *self.idle_since.lock() = idle.then(Instant::now);
     }
 }
 
@@ -319,7 +315,8 @@ where
                 }
                 conn.say(b"354 End data with <CR><LF>.<CR><LF>\r\n").await?;
                 let envelope = protocol.take_envelope();
-                let trace = trace_headers(&envelope, peer, &door.rules.hostname, SystemTime::now());
+                let trace =
+                    trace_headers(&envelope, peer, &door.rules.hostname, crate::clock::now());
                 let deadline = Instant::now() + door.rules.data_timeout;
                 let held = door.buffered.hold(peer);
                 let data = conn
@@ -491,7 +488,7 @@ mod tests {
             let result = if self.fail {
                 Err(DeliverError::Record("disk full".into()))
             } else {
-                let mut mails = self.mails.lock().expect("mails");
+                let mut mails = self.mails.lock();
                 mails.push(mail);
                 Ok(mails.len() as i64)
             };
@@ -615,7 +612,7 @@ mod tests {
         }
 
         fn mails(&self) -> Vec<ReceivedMail> {
-            self.recorder.mails.lock().expect("mails").clone()
+            self.recorder.mails.lock().clone()
         }
     }
 
@@ -1126,7 +1123,7 @@ mod tests {
         normal.cmd("DATA", "354").await;
         normal.send(&[b'y'; 900]).await;
         normal.cmd("\r\n.", "250").await;
-        assert_eq!(recorder.mails.lock().expect("mails").len(), 1);
+        assert_eq!(recorder.mails.lock().len(), 1);
         drop(slow);
     }
 
