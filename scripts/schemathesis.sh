@@ -43,10 +43,12 @@ api=$(grep -o 'api=[^ ]*' "$work/log" | head -1 | cut -d= -f2)
 [ -n "$api" ] || { cat "$work/log"; echo "cockpit did not start" >&2; exit 1; }
 token=$(target/debug/cockpit token -c "$work/config.toml" --ttl 7200)
 
+# One worker: with two, CPython 3.11's parser fails now and then inside Hypothesis
+# ("AST constructor recursion depth mismatch"), a runtime error of the tool, not of cockpit.
 "$VENV/bin/st" --config-file scripts/schemathesis.toml run "http://$api/openapi.json" \
   --checks all \
   --phases examples,coverage,fuzzing,stateful \
   --header "Authorization: Bearer $token" \
   --max-examples "${ST_MAX_EXAMPLES:-50}" \
-  --workers 2 \
+  --workers 1 \
   --no-color

@@ -34,7 +34,7 @@ pub fn routes(shared: Shared) -> Vec<BoxedFilter<(Response,)>> {
     let logs = warp::path!(String / "aysrun" / String / "logs")
         .and(warp::get())
         .and(warp::query::<HashMap<String, String>>())
-        .and(warp::header::optional::<i64>("last-event-id"))
+        .and(warp::header::optional::<String>("last-event-id"))
         .and(super::with(shared))
         .then(run_logs)
         .boxed();
@@ -65,7 +65,7 @@ pub(crate) async fn cancel_run(repo: String, key: String) -> Response {
     params(("repo" = String, Path, description = "Repository name"),
         ("key" = String, Path, description = "Run key"),
         ("follow" = Option<String>, Query, description = "`true`: stream until the run ends"),
-        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this line")),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this line (an id this server sent; anything else starts from the first line)")),
     security(("jwt" = []), ("jwt_cookie" = [])),
     responses((status = 200, description = "The log as an event stream", content_type = "text/event-stream", body = String),
         AuthFailures, RepoFailures))]
@@ -73,9 +73,13 @@ pub(crate) async fn run_logs(
     repo: String,
     key: String,
     query: HashMap<String, String>,
-    last: Option<i64>,
+    last: Option<String>,
     shared: Shared,
 ) -> Response {
+    // An id this server did not send (not a line number) resumes from the start.
+    let last: Option<i64> = last
+        .and_then(|id| id.trim().parse().ok())
+        .filter(|id| *id >= 0);
     let follow = query.get("follow").is_some_and(|v| v == "true" || v == "1");
     // Subscribed before the first read: no line falls between the two.
     let notices = shared.notices.subscribe();
