@@ -65,6 +65,16 @@ pub struct Shared {
     pub faults: faults::Faults,
 }
 
+/// Aborts a task when dropped: a task tied to an actor's state ends with it, also when the actor
+/// fails (its state is then dropped without `post_stop`).
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The bound listener addresses.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Addresses {

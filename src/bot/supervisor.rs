@@ -20,7 +20,7 @@ use super::telegram::{self, Clients, Outbox};
 use super::{Incoming, Outgoing};
 use crate::actors::notice::{LoginOutcome, Notice};
 use crate::actors::supervise::{Children, Decision};
-use crate::actors::{Shared, names};
+use crate::actors::{AbortOnDrop, Shared, names};
 use crate::store::{Origin, RunState};
 
 /// The store setting that remembers the next update id to fetch.
@@ -73,15 +73,6 @@ pub struct TelegramState {
     _poller: AbortOnDrop,
     /// The task that forwards the core's notices here; aborted with the state.
     _notices: AbortOnDrop,
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 impl TelegramState {

@@ -11,7 +11,6 @@ use backon::{ExponentialBuilder, Retryable};
 use ractor::{ActorRef, call};
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinHandle;
 use tracing::warn;
 
 use super::RepoMsg;
@@ -23,15 +22,6 @@ pub struct PreparedJob {
     pub key: String,
     /// The process to run.
     pub job: ActionJob,
-}
-
-/// Aborts a task when dropped (a failed actor's state is dropped without `post_stop`).
-pub struct AbortOnDrop(pub JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Executes a run's steps in order, each step's jobs in parallel, and reports back.

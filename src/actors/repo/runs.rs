@@ -20,8 +20,9 @@ use ractor::ActorRef;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::driver::{AbortOnDrop, PreparedJob, drive, post_callback, random_key};
+use super::driver::{PreparedJob, drive, post_callback, random_key};
 use super::{MAX_LOG_LINES, RepoMsg, RepoState};
+use crate::actors::AbortOnDrop;
 use crate::actors::error::AysError;
 use crate::actors::notice::Notice;
 use crate::clock;
