@@ -75,6 +75,9 @@ pub async fn start(config: Config) -> Result<(), ServerError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
+    // The lock first: a second start of the same config must hear that the data directory is
+    // taken, not that its port is.
+    let lock = lock_data_dir(&config.storage.path)?;
     let listeners = bind(&config)?;
     let signalled = async move {
         tokio::select! {
@@ -82,7 +85,7 @@ pub async fn start(config: Config) -> Result<(), ServerError> {
             _ = sigint.recv() => info!("SIGINT: shutting down"),
         }
     };
-    run(config, listeners, signalled).await
+    serve(config, lock, listeners, signalled).await
 }
 
 /// Runs the server on already-bound sockets until `shutdown` completes (Ok) or the supervisor
@@ -92,13 +95,23 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    let lock = lock_data_dir(&config.storage.path)?;
+    serve(config, lock, listeners, shutdown).await
+}
+
+/// Runs the server while holding the data directory's `lock` (released when this returns, or by
+/// the OS if the process dies).
+async fn serve(
+    config: Config,
+    _lock: std::fs::File,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     if !config.mode.prod {
         warn!(
             "[mode].prod = false: the REST API does NOT check JWTs; never run this way in production"
         );
     }
-    // Held until this function returns; the OS releases it if the process dies.
-    let _lock = lock_data_dir(&config.storage.path)?;
     // Every connection is a file: take the whole budget the system grants.
     if let Some(limit) = crate::api::http::raise_fd_limit() {
         info!(open_files = limit, "open-file limit");

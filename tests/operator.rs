@@ -21,6 +21,31 @@ fn write_config(dir: &Path, text: &str) -> String {
 }
 
 #[test]
+fn a_second_start_of_the_same_config_names_the_holder_not_the_port() {
+    // The same data directory AND the same port: the lock is what the operator must hear about.
+    let first = Cockpit::start("");
+    let port = first.api.rsplit(':').next().expect("port");
+    let text = std::fs::read_to_string(&first.config)
+        .expect("config")
+        .replacen("port = 0", &format!("port = {port}"), 1);
+    let other = tempfile::tempdir().expect("tempdir");
+    let config = other.path().join("config.toml");
+    std::fs::write(&config, text).expect("write");
+    let mut second = Cockpit::spawn(other, config);
+    let status = second.wait_exit(Duration::from_secs(20)).expect("exits");
+    assert_eq!(status.code(), Some(1), "{}", second.log_text());
+    let logs = second.log_text();
+    assert!(
+        logs.contains(&format!(
+            "in use by another cockpit (pid {}",
+            first.child.id()
+        )),
+        "{logs}"
+    );
+    assert!(!logs.contains("cannot listen"), "{logs}");
+}
+
+#[test]
 fn a_second_start_on_a_locked_data_dir_exits_naming_the_holder() {
     let first = Cockpit::start("");
     // Another config (its own file and ports) on the same data directory.
