@@ -1,5 +1,5 @@
 //! The request-authentication path with arbitrary input: the credentials a request carries
-//! (method, `Authorization`, the `jwt` cookie, `Origin`, `Sec-Fetch-Site`, `Host`,
+//! (method, `Authorization`, the `Cookie` header and its `jwt` cookie, `Origin`, `Sec-Fetch-Site`, `Host`,
 //! `Content-Type`) through `api::auth::request_token` (bearer/cookie choice and the cookie's
 //! same-site rule), then the token through the verifier's header check and the ES384 rules.
 //! Nothing may panic; a token the rules accept must carry the member scope.
@@ -7,7 +7,7 @@
 
 use std::sync::OnceLock;
 
-use cockpit::api::auth::{Credentials, request_token};
+use cockpit::api::auth::{Credentials, jwt_cookie, request_token};
 use cockpit::auth::JwtRules;
 use libfuzzer_sys::fuzz_target;
 
@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
     let request = Credentials {
         method,
         authorization: field(0),
-        cookie: field(1),
+        cookie: field(1).and_then(jwt_cookie),
         origin: field(2),
         sec_fetch_site: field(3),
         host: field(4),

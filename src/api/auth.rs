@@ -110,27 +110,26 @@ pub fn same_site_proof(request: &Credentials) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The value of the `jwt` cookie in a `Cookie` header (`a=1; jwt=…; b=2`).
+pub fn jwt_cookie(cookies: &str) -> Option<&str> {
+    cookies
+        .split(';')
+        .filter_map(|c| c.trim().split_once('='))
+        .find_map(|(name, value)| (name == "jwt").then_some(value))
+}
+
 /// Passes requests with an accepted token (every request when `[mode].prod = false`).
 pub fn authenticated(shared: Shared) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     let verifier = shared.verifier.clone();
-    let header = |name: &'static str| warp::header::optional::<String>(name);
+    // One copy of the header map (its values are shared, not copied) rather than a String per
+    // header: this runs on every `/ays` request.
     warp::method()
-        .and(header("authorization"))
-        .and(warp::cookie::optional::<String>("jwt"))
-        .and(header("origin"))
-        .and(header("sec-fetch-site"))
-        .and(header("host"))
-        .and(header("content-type"))
+        .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<Peer>())
         .and(warp::path::full())
         .and_then(
             move |method: Method,
-                  authorization: Option<String>,
-                  cookie: Option<String>,
-                  origin: Option<String>,
-                  sec_fetch_site: Option<String>,
-                  host: Option<String>,
-                  content_type: Option<String>,
+                  headers: warp::http::HeaderMap,
                   peer: Option<Peer>,
                   path: warp::path::FullPath| {
                 let verifier = verifier.clone();
@@ -149,14 +148,15 @@ pub fn authenticated(shared: Shared) -> impl Filter<Extract = (), Error = Reject
                             "authentication failed"
                         );
                     };
+                    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
                     let request = Credentials {
                         method: method.as_str(),
-                        authorization: authorization.as_deref(),
-                        cookie: cookie.as_deref(),
-                        origin: origin.as_deref(),
-                        sec_fetch_site: sec_fetch_site.as_deref(),
-                        host: host.as_deref(),
-                        content_type: content_type.as_deref(),
+                        authorization: header("authorization"),
+                        cookie: header("cookie").and_then(jwt_cookie),
+                        origin: header("origin"),
+                        sec_fetch_site: header("sec-fetch-site"),
+                        host: header("host"),
+                        content_type: header("content-type"),
                     };
                     let token = match request_token(&request) {
                         Ok(token) => token,
@@ -189,6 +189,15 @@ pub fn authenticated(shared: Shared) -> impl Filter<Extract = (), Error = Reject
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_jwt_cookie_is_found_among_others_and_only_by_its_exact_name() {
+        assert_eq!(jwt_cookie("jwt=abc"), Some("abc"));
+        assert_eq!(jwt_cookie("a=1; jwt=abc; b=2"), Some("abc"));
+        assert_eq!(jwt_cookie("a=1;jwt=x=y"), Some("x=y"));
+        assert_eq!(jwt_cookie("xjwt=abc; jwtx=def"), None);
+        assert_eq!(jwt_cookie(""), None);
+    }
 
     fn cookie_post() -> Credentials<'static> {
         Credentials {

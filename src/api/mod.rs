@@ -96,12 +96,7 @@ fn log_request(info: &warp::log::Info<'_>, verifier: Option<&crate::auth::pool::
     let route = paths::template(info.path());
     let headers = info.request_headers();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let cookie = header("cookie").and_then(|cookies| {
-        cookies
-            .split(';')
-            .filter_map(|c| c.trim().split_once('='))
-            .find_map(|(name, value)| (name == "jwt").then_some(value))
-    });
+    let cookie = header("cookie").and_then(auth::jwt_cookie);
     let identity = crate::auth::token_from_parts(header("authorization"), cookie)
         .ok()
         .and_then(|token| {
