@@ -842,7 +842,10 @@ def write_markdown(results):
     """BENCHMARKS.md: the rows of `results`, the other sections as they were, then the notes."""
     path = ROOT / "BENCHMARKS.md"
     preamble, new = sections(report(results))
-    _, old = sections(path.read_text()) if path.exists() else ("", {})
+    old_preamble, old = sections(path.read_text()) if path.exists() else ("", {})
+    if old_preamble and any(h not in new for h in old):
+        # A partial run: the machine line stays the one of the rows kept; new rows give their date.
+        preamble = old_preamble
     body = [new.get(h) or old.get(h) for h in ORDER]
     body += [text for h, text in {**old, **new}.items() if h not in ORDER]
     notes = ROOT / "bench/NOTES.md"
