@@ -36,6 +36,13 @@ MAILS = 1000 if QUICK else 4000
 CHATS = 2000 if QUICK else 10000
 SERVICES = 10000
 NOOP_JOBS = 1000
+STREAM_JOBS = 1000
+SSE_CLIENTS = 50
+STREAM_TRIALS = 2 if QUICK else 3
+RECURRING = 10000
+IDLE_SECONDS = 10 if QUICK else 30
+# What a streamed job prints: two lines.
+STREAM_ACTION = "#!/bin/sh\necho \"$COCKPIT_SERVICE up\"\necho done\n"
 
 
 def log(*args):
@@ -424,14 +431,14 @@ def template(repo_path, actor, schema, action_target=None, script=None):
         install.chmod(0o755)
 
 
-def wait_run(cockpit, token, repo, key, timeout=600):
+def wait_run(cockpit, token, repo, key, timeout=600, poll=0.05):
     deadline = time.time() + timeout
     while time.time() < deadline:
         _, body = http("GET", f"{cockpit.api}/ays/repository/{repo}/aysrun/{key}", token=token)
         run = json.loads(body)
         if run.get("state") in ("ok", "error"):
             return run
-        time.sleep(0.05)
+        time.sleep(poll)
     raise RuntimeError(f"run {key} did not end")
 
 
@@ -478,6 +485,142 @@ def bench_engine(results):
     }
 
 
+def jobs_repo(cockpit, token, name, count, script, actions="actions:\n  - action: install\n"):
+    """Repository `name` with `count` services of a template whose `install` is `script`."""
+    base = cockpit.api + "/ays/repository"
+    status, body = http("POST", base, {"name": name}, token)
+    assert status == 201, body
+    template(json.loads(body)["path"], "job", "{}\n", script=script)
+    blueprint = "".join(f"job__j{i:05}:\n" for i in range(count)) + actions
+    status, body = http("POST", f"{base}/{name}/blueprint", {"name": "jobs.yaml", "content": blueprint}, token)
+    assert status == 201, body
+    status, body = http("POST", f"{base}/{name}/blueprint/jobs.yaml", None, token)
+    assert status == 200, body[:300]
+
+
+class SseClient(threading.Thread):
+    """Follows a run's log (`?follow=true`) to its `end` event; counts the `log` events."""
+
+    def __init__(self, api, path, token):
+        super().__init__(daemon=True)
+        host, port = api.removeprefix("http://").rsplit(":", 1)
+        self.address, self.path, self.token = (host, int(port)), path, token
+        self.status, self.logs, self.ended, self.error = None, 0, False, None
+
+    def run(self):
+        import http.client
+        try:
+            conn = http.client.HTTPConnection(*self.address, timeout=120)
+            conn.request("GET", self.path, headers={"Authorization": f"bearer {self.token}",
+                                                    "Accept": "text/event-stream"})
+            response = conn.getresponse()
+            self.status = response.status
+            chunks = []
+            while chunk := response.read1(65536):
+                chunks.append(chunk)
+            conn.close()
+        except OSError as err:
+            self.error = str(err)
+            return
+        for line in b"".join(chunks).decode(errors="replace").splitlines():
+            if line.startswith("event:"):
+                kind = line.split(":", 1)[1].strip()
+                self.logs += kind == "log"
+                self.ended |= kind == "end"
+
+
+def bench_stream(results):
+    log("live logs")
+    cockpit = Cockpit()
+    rates = {"plain": [], "stream": []}
+    events = []
+    try:
+        token = cockpit.token()
+        for trial in range(STREAM_TRIALS):
+            for mode in ("plain", "stream"):
+                name = f"{mode}{trial}"
+                jobs_repo(cockpit, token, name, STREAM_JOBS, STREAM_ACTION)
+                started = time.perf_counter()
+                status, body = http("POST", f"{cockpit.api}/ays/repository/{name}/aysrun", None, token)
+                assert status == 201, body[:300]
+                key = json.loads(body)["key"]
+                clients = []
+                if mode == "stream":
+                    path = f"/ays/repository/{name}/aysrun/{key}/logs?follow=true"
+                    clients = [SseClient(cockpit.api, path, token) for _ in range(SSE_CLIENTS)]
+                    for client in clients:
+                        client.start()
+                run = wait_run(cockpit, token, name, key, poll=0.1)
+                seconds = time.perf_counter() - started
+                assert run["state"] == "ok", run["state"]
+                for client in clients:
+                    client.join(120)
+                    assert client.status == 200 and client.ended, (client.status, client.error)
+                    events.append(client.logs)
+                rates[mode].append(STREAM_JOBS / seconds)
+                log(mode, f"{STREAM_JOBS / seconds:.0f} jobs/s")
+    finally:
+        cockpit.stop()
+    lines = 2 * STREAM_JOBS
+    if min(events) != lines:
+        raise RuntimeError(f"an SSE client got {min(events)} of {lines} lines")
+    results["stream"] = {
+        "plain_jobs_per_sec": statistics.median(rates["plain"]),
+        "stream_jobs_per_sec": statistics.median(rates["stream"]),
+        "plain_all": rates["plain"], "stream_all": rates["stream"],
+        "lines_per_client": lines, "clients": SSE_CLIENTS, "jobs": STREAM_JOBS,
+        "trials": STREAM_TRIALS, "loadavg": os.getloadavg()[0], "day": today(),
+    }
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_schedule(results):
+    log("recurring actions")
+    figures = {}
+    for mode, actions in [("plain", ""), ("recurring", "actions:\n  - {action: install, recurring: 1d}\n")]:
+        cockpit = Cockpit()
+        try:
+            token = cockpit.token()
+            time.sleep(2)
+            before = rss_mb(cockpit.proc.pid)
+            jobs_repo(cockpit, token, "sched", RECURRING, "#!/bin/sh\nexit 0\n", actions)
+            time.sleep(3)  # the first ticks record when each recurring action was first seen
+            after = rss_mb(cockpit.proc.pid)
+            cpu = cpu_seconds(cockpit.proc.pid)
+            started = time.perf_counter()
+            time.sleep(IDLE_SECONDS)
+            idle_cpu = (cpu_seconds(cockpit.proc.pid) - cpu) / (time.perf_counter() - started)
+            _, body = http("GET", cockpit.api + "/ays/repository/sched/service", token=token)
+            services = json.loads(body)
+            assert len(services) == RECURRING, len(services)
+        finally:
+            cockpit.stop()
+        if mode == "recurring":
+            db = sqlite3.connect(f"file:{cockpit.dir / 'data/cockpit.db'}?mode=ro", uri=True)
+            stored = db.execute("SELECT count(*) FROM recurring").fetchone()[0]
+            db.close()
+            if stored != RECURRING:
+                raise RuntimeError(f"{stored} recurring actions stored, {RECURRING} expected")
+        figures[mode] = {"rss_before_mb": before, "rss_after_mb": after,
+                         "idle_core_percent": idle_cpu * 100}
+        log(mode, json.dumps(figures[mode]))
+    results["schedule"] = {**figures, "actions": RECURRING, "idle_seconds": IDLE_SECONDS,
+                           "loadavg": os.getloadavg()[0], "day": today()}
+
+
+def bench_crash(results):
+    log("crash test")
+    sys.path.insert(0, str(ROOT / "bench"))
+    import crash
+    args = crash.parser().parse_args(["--bin", str(BIN)])
+    results["crash"] = crash.run(args)
+
+
 def bench_start(results):
     log("start")
     first = Cockpit()
@@ -494,6 +637,10 @@ def bench_start(results):
 
 # ---------------------------------------------------------------------------------------------
 # Report
+
+
+def today():
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d")
 
 
 def machine():
@@ -598,6 +745,38 @@ def report(r):
         add(f"| {NOOP_JOBS} no-op jobs | {x['jobs_per_sec']:.0f} jobs/s | ≥ 300 jobs/s | {holds(x['jobs_per_sec'] >= 300)} |")
         add("")
 
+    if "stream" in r:
+        x = r["stream"]
+        add("## Live logs\n")
+        add(f"Runs of {x['jobs']} jobs whose action prints two lines (`[ays] workers` = 8), each in a")
+        add(f"repository of its own, timed by the client from `POST …/aysrun` to the run's end: with nobody")
+        add(f"watching, and with {x['clients']} clients following `GET …/aysrun/{{key}}/logs?follow=true`")
+        add(f"(Server-Sent Events; each client checked to get all {x['lines_per_client']} lines and the `end`")
+        add(f"event). {x['trials']} runs of each, alternated; the medians. Measured {x['day']}, load average")
+        add(f"{x['loadavg']:.1f} (other agents building on the same 2 cores).\n")
+        add("| measurement | figure | reference | ratio | target | holds |")
+        add("|---|---|---|---|---|---|")
+        ratio = x["stream_jobs_per_sec"] / x["plain_jobs_per_sec"]
+        add(f"| jobs/s with {x['clients']} SSE clients vs none | {x['stream_jobs_per_sec']:.0f} | {x['plain_jobs_per_sec']:.0f} | {ratio:.2f}× | ≥ 0.9× | {holds(ratio >= 0.9)} |")
+        add("")
+
+    if "schedule" in r:
+        x = r["schedule"]
+        rec, plain = x["recurring"], x["plain"]
+        add("## Recurring actions\n")
+        add(f"A repository of {x['actions']} services whose `install` is recurring (`recurring: 1d`, so")
+        add("none falls due), executed over REST into a fresh server: the RSS after it against the RSS")
+        add(f"before, and the CPU time the idle server then uses over {x['idle_seconds']} s (`utime + stime`")
+        add("from `/proc/<pid>/stat`). The reference is the same blueprint without `recurring`, on its own")
+        add(f"server in the same run. Measured {x['day']}, load average {x['loadavg']:.1f}.\n")
+        add("| measurement | figure | reference | target | holds |")
+        add("|---|---|---|---|---|")
+        delta = rec["rss_after_mb"] - rec["rss_before_mb"]
+        ref = plain["rss_after_mb"] - plain["rss_before_mb"]
+        add(f"| RSS added by {x['actions']} recurring actions (services included) | {delta:.1f} MB | {ref:.1f} MB without `recurring` | < 50 MB | {holds(delta < 50)} |")
+        add(f"| CPU while idle | {rec['idle_core_percent']:.2f} % of a core | {plain['idle_core_percent']:.2f} % without `recurring` | < 5 % | {holds(rec['idle_core_percent'] < 5)} |")
+        add("")
+
     if "start" in r:
         x = r["start"]
         add("## Start\n")
@@ -608,7 +787,70 @@ def report(r):
         add(f"| start to ready, median of 10 (max) | {x['median_ms']:.0f} ms ({x['max_ms']:.0f} ms) | ≤ 300 ms | {holds(x['median_ms'] <= 300)} |")
         add(f"| first start on an empty data dir | {x['first_ms']:.0f} ms | ≤ 300 ms | {holds(x['first_ms'] <= 300)} |")
         add("")
+    if "crash" in r:
+        x = r["crash"]
+        add("## Crash test\n")
+        add("`bash bench/crash.sh` (`bench/crash.py`): the server is killed with `kill -9` at "
+            f"{x['kills']} random")
+        add(f"moments (seed {x['seed']}, 0.5–5 s apart) while REST runs, mails and webhooks keep arriving, and")
+        add("restarted each time; at the end its own client checks that every acknowledged request (a `201`")
+        add("run, a `250` mail, a `2xx` webhook) ran its actions to the end at least once, and the actions'")
+        add("own log (each holds a lock per service and action while it runs) that no action ran twice at")
+        add(f"the same time. Binary `{x['binary']}`; measured {x['date']}, load average {x['loadavg'][0]:.1f}.\n")
+        add("| source | sent | acknowledged | not acknowledged | lost |")
+        add("|---|---|---|---|---|")
+        for name, s in x["sources"].items():
+            refused = ", ".join(f"{k}: {v}" for k, v in sorted(s["not_acknowledged"].items())) or "—"
+            add(f"| {name} | {s['attempts']} | {s['acknowledged']} | {refused} | {s['lost']} |")
+        rest = x["sources"].get("rest")
+        if rest:
+            add(f"| rest runs cut short by a kill (`error: interrupted`, not run again) | {rest['interrupted']} | action started: {rest['interrupted_action_started']} | action ran to its end: {rest['interrupted_action_ended']} | |")
+        for reason in x["skipped"]:
+            add(f"| {reason.split(' ', 1)[0]} | skipped: {reason.split(' ', 1)[1].strip('()')} | | | |")
+        add("")
+        a = x["actions"]
+        add("| measurement | figure | target | holds |")
+        add("|---|---|---|---|")
+        add(f"| kills / restarts | {x['kills']} / {x['restarts']} (restart to ready: median {x['restart_median_ms']:.0f} ms) | 30 | {holds(x['kills'] >= 30 and x['restarts'] == x['kills'])} |")
+        add(f"| acknowledged requests never run to the end | {sum(s['lost'] for s in x['sources'].values())} | 0 | {holds(not any(s['lost'] for s in x['sources'].values()))} |")
+        add(f"| an action running twice at the same time | {a['overlap_lines']} | 0 | {holds(a['overlap_lines'] == 0 and not any('twice at once' in v or 'outlived' in v for v in x['violations']))} |")
+        add(f"| action processes started / run to the end | {a['starts']} / {a['ends']} (requests run again after a crash: {a['event_ids_run_again_after_a_crash']}, as at-least-once allows) | — | — |")
+        add("")
+        for v in x["violations"]:
+            add(f"- violation: {v}")
+        if x["violations"]:
+            add("")
     return "\n".join(lines)
+
+
+# The sections of BENCHMARKS.md in order; a row not measured in this run keeps its section.
+ORDER = ["REST", "SMTP", "Telegram", "Actors", "Engine", "Live logs", "Recurring actions", "Start",
+         "Crash test"]
+
+
+def sections(text):
+    """The `## ` sections above the notes, by heading."""
+    text = text.split("\n## How to reproduce")[0]
+    parts = re.split(r"(?m)^## ", text)
+    found = {}
+    for part in parts[1:]:
+        found[part.split("\n", 1)[0].strip()] = "## " + part.rstrip() + "\n"
+    return parts[0], found
+
+
+def write_markdown(results):
+    """BENCHMARKS.md: the rows of `results`, the other sections as they were, then the notes."""
+    path = ROOT / "BENCHMARKS.md"
+    preamble, new = sections(report(results))
+    old_preamble, old = sections(path.read_text()) if path.exists() else ("", {})
+    if old_preamble and any(h not in new for h in old):
+        # A partial run: the machine line stays the one of the rows kept; new rows give their date.
+        preamble = old_preamble
+    body = [new.get(h) or old.get(h) for h in ORDER]
+    body += [text for h, text in {**old, **new}.items() if h not in ORDER]
+    notes = ROOT / "bench/NOTES.md"
+    text = preamble + "\n".join(t for t in body if t)
+    path.write_text(text + ("\n" + notes.read_text() if notes.exists() else ""))
 
 
 def main():
@@ -617,15 +859,20 @@ def main():
     # always come from one run, side by side.
     stored = ROOT / "bench/results.json"
     results = json.loads(stored.read_text()) if only and stored.exists() else {}
-    for name, bench in [("rest", bench_rest), ("smtp", bench_smtp), ("telegram", bench_telegram),
-                        ("engine", bench_engine), ("start", bench_start)]:
+    rows = [("rest", bench_rest), ("smtp", bench_smtp), ("telegram", bench_telegram),
+            ("engine", bench_engine), ("stream", bench_stream), ("schedule", bench_schedule),
+            ("start", bench_start), ("crash", bench_crash)]
+    unknown = only - {name for name, _ in rows}
+    if unknown:
+        sys.exit(f"unknown rows {sorted(unknown)}; rows: {[name for name, _ in rows]}")
+    measured = {}
+    for name, bench in rows:
         if not only or name in only:
-            bench(results)
-            log(name, json.dumps(results[name]))
+            bench(measured)
+            log(name, json.dumps(measured[name]))
+    results.update(measured)
     stored.write_text(json.dumps(results, indent=2))
-    notes = ROOT / "bench/NOTES.md"
-    text = report(results) + ("\n" + notes.read_text() if notes.exists() else "")
-    (ROOT / "BENCHMARKS.md").write_text(text)
+    write_markdown(measured)
     log("BENCHMARKS.md written")
 
 

@@ -199,6 +199,59 @@ pub fn kill_leftover_group(pgid: i32, run: &str) -> bool {
     .is_ok()
 }
 
+/// Kills every process whose environment has `COCKPIT_RUN=<run>` for one of `runs`, and its
+/// process group: what a crash left of those runs' actions, including a job whose group was not
+/// recorded yet (a crash between spawning it and storing its group) and descendants that left
+/// their group. Processes of other users are not readable and not ours. How many were killed.
+pub fn kill_leftovers_of_runs(runs: &[String]) -> usize {
+    use nix::sys::signal::{Signal, kill, killpg};
+    use nix::unistd::{Pid, getpgid, getpgrp};
+    if runs.is_empty() {
+        return 0;
+    }
+    let wanted: Vec<Vec<u8>> = runs
+        .iter()
+        .map(|run| format!("COCKPIT_RUN={run}").into_bytes())
+        .collect();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let own = (std::process::id(), getpgrp());
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid <= 1 || pid as u32 == own.0 {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if !environ
+            .split(|b| *b == 0)
+            .any(|var| wanted.iter().any(|w| var == w.as_slice()))
+        {
+            continue;
+        }
+        let pid = Pid::from_raw(pid);
+        if let Ok(group) = getpgid(Some(pid))
+            && group.as_raw() > 1
+            && group != own.1
+        {
+            let _ = killpg(group, Signal::SIGKILL);
+        }
+        if kill(pid, Signal::SIGKILL).is_ok() {
+            killed += 1;
+        }
+    }
+    killed
+}
+
 /// Sends `SIGTERM` to process group `pgid` (a cancelled job: it may clean up before the
 /// `SIGKILL` that follows after a grace period).
 pub fn terminate_group(pgid: i32) {

@@ -95,6 +95,12 @@ impl RepoState {
             }
         }
         let interrupted = self.interrupt(reason)?;
+        // Also the actions whose group the store does not have: a crash came between spawning
+        // one and recording its group (found by the crash test, bench/crash.py).
+        let killed = crate::runner::kill_leftovers_of_runs(&interrupted);
+        if killed > 0 {
+            warn!(repo = %self.name, killed, "killed actions of interrupted runs");
+        }
         for key in interrupted {
             let Some(run) = self.shared.store.run(&self.name, &key)? else {
                 continue;

@@ -235,6 +235,69 @@ async fn a_run_cut_short_by_a_crash_is_marked_interrupted_by_the_next_actor() {
     let _ = handle.await;
 }
 
+/// True while process `pid` exists and is not a zombie.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(") ")
+                .map(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn a_crash_before_the_job_group_was_stored_still_kills_the_action_at_the_next_start() {
+    // The crash test (bench/crash.py) found a second copy of an action running beside the first:
+    // the server was killed after spawning a job and before storing its process group. The
+    // action's child leaves its group (`setsid`), so only its environment tells whose it is.
+    let bench = bench(
+        &[(
+            "install",
+            "setsid sleep 30 &\necho $! > \"$COCKPIT_DATA/sleeper.tmp\"\nmv \"$COCKPIT_DATA/sleeper.tmp\" \"$COCKPIT_DATA/sleeper\"\nwait",
+        )],
+        1,
+    )
+    .await;
+    let run = bench.create_run().await;
+    let pid_file = bench.shared.config.storage.path.join("sleeper");
+    let mut sleeper = None;
+    for _ in 0..400 {
+        let job = &bench.run(&run.key).await.steps[0].jobs[0];
+        if job.state == JobState::Running
+            && let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok())
+        {
+            sleeper = Some((pid, job.key.clone()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (pid, job) = sleeper.expect("the action runs");
+    // What the store holds when the crash came before the group was recorded.
+    bench.shared.store.set_job_group(&job, 0).expect("store");
+    bench.actor.cast(RepoMsg::Crash).expect("cast");
+    let _ = bench.handle.await;
+    assert!(alive(pid), "the action outlives its actor");
+    let (actor, handle) = spawn(&bench.shared, &bench.repo_dir).await;
+    let mut gone = false;
+    for _ in 0..200 {
+        if !alive(pid) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    assert!(gone, "the interrupted run's action was killed at start");
+    actor.stop(None);
+    let _ = handle.await;
+}
+
 #[tokio::test]
 async fn an_event_during_a_run_is_queued_and_runs_after_it() {
     let mut bench = bench(&[("install", "sleep 0.3; echo done"), ("report", "cat")], 1).await;
