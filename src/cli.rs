@@ -60,6 +60,15 @@ pub enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// Print attachment INDEX (from 1, as in the `email` event's `attachments`) of a received
+    /// mail's file, decoded (what a mail action runs as its attachment's `extract`).
+    #[command(name = "mail-attachment")]
+    MailAttachment {
+        /// The mail's file (the event's `raw`).
+        raw: PathBuf,
+        /// The attachment's `index`.
+        index: usize,
+    },
 }
 
 /// Runs the command line and returns the process exit code.
@@ -69,6 +78,7 @@ pub fn main() -> ExitCode {
         init_logging(LogFormat::Text);
     }
     match cli.command {
+        Command::MailAttachment { raw, index } => mail_attachment(&raw, index),
         Command::CheckConfig { config } => {
             let path = config_path(config.as_deref());
             match load(&path) {
@@ -141,6 +151,30 @@ pub fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+/// Writes attachment `index` of the mail file `raw` to stdout.
+fn mail_attachment(raw: &Path, index: usize) -> ExitCode {
+    use std::io::Write as _;
+    let data = match std::fs::read(raw) {
+        Ok(data) => data,
+        Err(err) => {
+            eprintln!("cannot read the mail {}: {err}", raw.display());
+            return ExitCode::from(1);
+        }
+    };
+    let Some(contents) = crate::mail::message::attachment(&data, index) else {
+        eprintln!("{} has no attachment {index}", raw.display());
+        return ExitCode::from(1);
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(&contents).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("cannot write the attachment: {err}");
+            ExitCode::from(1)
         }
     }
 }

@@ -157,10 +157,13 @@ pub struct MailConfig {
     pub max_connections_per_peer: u32,
     /// Seconds a whole `DATA` transfer may take, however steadily the client trickles.
     pub data_timeout_secs: u64,
-    /// Attachments saved as files per mail at most (the rest are listed without a file).
+    /// Attachments listed in a mail's event per mail at most (the rest are only counted).
     pub max_attachments: u32,
     /// Days a mail's files are kept once its event is processed.
     pub keep_days: u32,
+    /// Work waiting for the engine (runs not started, events not yet turned into runs) beyond
+    /// which new mail gets `452` at `RCPT` and `DATA`.
+    pub max_queued_runs: u64,
 }
 
 /// `[storage]`.
@@ -786,6 +789,7 @@ impl Reader {
                 "data_timeout_secs",
                 "max_attachments",
                 "keep_days",
+                "max_queued_runs",
             ],
         );
         let present = s.table.is_some();
@@ -803,6 +807,7 @@ impl Reader {
             data_timeout_secs: self.int(&s, "data_timeout_secs", 1, 86_400, 600) as u64,
             max_attachments: self.int(&s, "max_attachments", 0, 10_000, 32) as u32,
             keep_days: self.int(&s, "keep_days", 1, 36_500, 7) as u32,
+            max_queued_runs: self.int(&s, "max_queued_runs", 1, 10_000_000, 10_000) as u64,
         }
     }
 
@@ -1031,7 +1036,7 @@ mod tests {
             problems(text),
             vec![
                 "[mayl]: unknown section (known sections: oauth, api, bot, mail, storage, mode, supervisor, oauth_proxy, oauth_provider, ays, debug, log)",
-                "[mail].prot: unknown key (known keys: active, host, port, domain, max_message_bytes, max_recipients, max_connections, idle_timeout_secs, max_connections_per_peer, data_timeout_secs, max_attachments, keep_days)",
+                "[mail].prot: unknown key (known keys: active, host, port, domain, max_message_bytes, max_recipients, max_connections, idle_timeout_secs, max_connections_per_peer, data_timeout_secs, max_attachments, keep_days, max_queued_runs)",
             ]
         );
     }

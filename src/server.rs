@@ -125,6 +125,26 @@ async fn serve(
         }
     }
     let store = Store::open(&config.storage.path)?;
+    if config.mail.active {
+        // Before any actor: the engine hands pending mail events to actions as soon as it starts,
+        // and their files must be there (a system crash can lose them; the store keeps a copy).
+        let root = crate::mail::message::mail_root(
+            &std::path::absolute(&config.storage.path)
+                .unwrap_or_else(|_| config.storage.path.clone()),
+        );
+        match crate::mail::message::restore(&store, &root) {
+            Ok(0) => {}
+            Ok(restored) => warn!(
+                restored,
+                "mail files lost in a crash written again from the store"
+            ),
+            Err(err) => {
+                return Err(ServerError::Start(format!(
+                    "cannot restore the mail files: {err}"
+                )));
+            }
+        }
+    }
     let proxy_key = match &config.oauth_proxy {
         Some(proxy) => {
             let (key, origin) = crate::oauth::key::load_or_generate(&proxy.signing_key)

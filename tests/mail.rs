@@ -225,28 +225,29 @@ async fn a_mail_with_an_attachment_runs_the_subscribed_action_with_the_mail_as_a
     );
     assert_eq!(args["envelope"]["from"], "alice@example.org");
     let attachment = &args["attachments"][0];
+    assert_eq!(attachment["index"], 1);
     assert_eq!(attachment["name"], "../df.txt");
     assert_eq!(attachment["content_type"], "text/plain");
-    let path = PathBuf::from(attachment["path"].as_str().expect("path"));
-    assert!(
-        path.starts_with(cockpit.data_dir().join("mail")),
-        "{path:?} stays under the data dir"
-    );
-    assert_eq!(path.file_name().and_then(|n| n.to_str()), Some("1-df.txt"));
-    assert_eq!(
-        std::fs::read_to_string(&path).expect("attachment"),
-        "/dev/sda1 100%"
-    );
-    // Mail is private: its directory 0700, its files 0600.
+    assert_eq!(attachment["size"], 14);
+    // The attachment is not a file of its own: its `extract` command prints it.
+    let extract: Vec<String> = serde_json::from_value(attachment["extract"].clone()).expect("argv");
+    let output = std::process::Command::new(&extract[0])
+        .args(&extract[1..])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("extract");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(output.stdout, b"/dev/sda1 100%");
+    // One private file per mail, under the data dir.
+    let raw = PathBuf::from(args["raw"].as_str().expect("raw"));
+    let mail_dir = cockpit.data_dir().join("mail");
+    assert_eq!(raw.parent(), Some(mail_dir.as_path()));
+    assert_eq!(std::fs::read_dir(&mail_dir).expect("mail dir").count(), 1);
     let mode = |p: &std::path::Path| {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
     };
-    let raw = PathBuf::from(args["raw"].as_str().expect("raw"));
-    assert_eq!(
-        (mode(&path), mode(&raw), mode(path.parent().expect("dir"))),
-        (0o600, 0o600, 0o700)
-    );
+    assert_eq!((mode(&raw), mode(&mail_dir)), (0o600, 0o700));
     eventually(
         Duration::from_secs(10),
         "the event marked processed",
@@ -539,4 +540,62 @@ async fn one_address_gets_at_most_its_connections_and_the_rest_get_421() {
     .await;
     assert_eq!(code, ());
     second.cmd("NOOP", "250");
+}
+
+#[tokio::test]
+async fn too_many_waiting_runs_get_452_nothing_is_recorded_for_them_and_mail_flows_again_once_drained()
+ {
+    let cockpit = Cockpit::start(&mail_config("max_queued_runs = 3"));
+    let api = Api::new(&cockpit);
+    let gate = cockpit.dir.path().join("gate");
+    let log = cockpit.dir.path().join("runs.log");
+    // A slow action: each run waits for the gate.
+    let script = format!(
+        "while [ ! -e '{}' ]; do sleep 0.05; done; echo ran >> '{}'",
+        gate.display(),
+        log.display()
+    );
+    subscribe_repo(&api, "inbox", &script).await;
+
+    let mut accepted = 0;
+    let mut refusal = None;
+    for n in 0..10 {
+        match send(smtp(&cockpit), simple(&format!("mail {n}"))).await {
+            Ok(250) => accepted += 1,
+            Ok(other) => panic!("mail {n}: {other}"),
+            Err(err) => {
+                refusal = Some(err);
+                break;
+            }
+        }
+    }
+    let refusal = refusal.expect("a 452 once 3 runs wait");
+    assert!(refusal.contains("4.3.1"), "{refusal}");
+    // Three waiting, one running, and a batch in flight at most.
+    assert!((1..=5).contains(&accepted), "{accepted} accepted");
+    assert_eq!(
+        events(&cockpit.data_dir()).len(),
+        accepted,
+        "nothing recorded for it"
+    );
+
+    std::fs::write(&gate, "").expect("open the gate");
+    eventually(Duration::from_secs(30), "mail accepted again", || {
+        let transport = smtp(&cockpit);
+        async move { (send(transport, simple("after")).await == Ok(250)).then_some(()) }
+    })
+    .await;
+    let runs = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    eventually(
+        Duration::from_secs(30),
+        "every accepted mail ran",
+        || async { (runs() == accepted + 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(events(&cockpit.data_dir()).len(), accepted + 1);
 }

@@ -255,14 +255,14 @@ async fn mail_relayed_by_postfix_reaches_the_subscribed_action() {
     );
 
     let attachment = one("attachment");
-    let file = attachment["attachments"][0]["path"]
-        .as_str()
-        .expect("attachment path");
     assert_eq!(attachment["attachments"][0]["name"], "report.txt");
-    assert_eq!(
-        std::fs::read_to_string(file).expect("attachment"),
-        "hello attachment"
-    );
+    let extract: Vec<String> =
+        serde_json::from_value(attachment["attachments"][0]["extract"].clone()).expect("argv");
+    let output = std::process::Command::new(&extract[0])
+        .args(&extract[1..])
+        .output()
+        .expect("extract");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "hello attachment");
 
     let bounce = one("Undelivered Mail Returned to Sender");
     assert_eq!(bounce["envelope"]["from"], "");

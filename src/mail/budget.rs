@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, MutexGuard};
 
@@ -134,9 +135,59 @@ impl Drop for Held {
     }
 }
 
+/// Whether too much work waits for the engine: runs not started and mail events not yet turned
+/// into runs, past `[mail] max_queued_runs`. While it is full, `RCPT` and `DATA` answer `452`, so
+/// a flood of mail for a slow action waits at the senders (who retry) instead of in our store.
+/// The recorder thread sets it from the store after each batch and every second; sessions only
+/// read it (no store access on the SMTP path).
+#[derive(Debug, Clone, Default)]
+pub struct Backlog {
+    /// True while the waiting work is at or past the bound.
+    full: Arc<AtomicBool>,
+    /// The bound (`[mail] max_queued_runs`); 0 means none.
+    limit: u64,
+}
+
+impl Backlog {
+    /// A backlog refusing mail once `limit` items wait.
+    pub fn new(limit: u64) -> Backlog {
+        Backlog {
+            full: Arc::default(),
+            limit,
+        }
+    }
+
+    /// True while new mail is to be deferred.
+    pub fn full(&self) -> bool {
+        self.full.load(Ordering::Relaxed)
+    }
+
+    /// Records how much work waits now; true when that turned the backlog full or not full.
+    pub fn update(&self, waiting: u64) -> bool {
+        let full = self.limit > 0 && waiting >= self.limit;
+        self.full.swap(full, Ordering::Relaxed) != full
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_backlog_is_full_from_its_limit_and_reports_changes() {
+        let backlog = Backlog::new(3);
+        let shared = backlog.clone();
+        assert!(!shared.full());
+        assert!(!backlog.update(2));
+        assert!(backlog.update(3));
+        assert!(shared.full());
+        assert!(!backlog.update(7));
+        assert!(backlog.update(0));
+        assert!(!shared.full());
+        let unbounded = Backlog::default();
+        assert!(!unbounded.update(u64::MAX));
+        assert!(!unbounded.full());
+    }
 
     #[test]
     fn a_peer_holds_at_most_its_share_and_everything_comes_back() {

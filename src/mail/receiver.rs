@@ -1,9 +1,9 @@
 //! The `MailReceiver` actor: runs the SMTP accept loop ([`crate::mail::listener`]) on the
 //! listener bound at start (`[mail] host:port`), on a task it owns.
 //!
-//! Each accepted mail is recorded (one file under `<storage>/mail/`, an `email` event in the
-//! store) before the client gets its `250`; then the event is handed to the AYS engine through
-//! the client, which runs every subscribed action and marks the event processed. If the engine
+//! Each accepted mail is recorded (its bytes and its `email` event in the store, one file under
+//! `<storage>/mail/`) before the client gets its `250`; then the event is handed to the AYS
+//! engine through the client, which runs every subscribed action and marks the event processed. If the engine
 //! is not there (restarting) or the process dies first, the event stays pending and the engine
 //! processes it when it starts.
 //!
@@ -22,6 +22,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use super::budget::Backlog;
 use super::message::Storage;
 use super::session::{self, Door, Rules};
 use super::{Deliver, DeliverError, ReceivedMail, listener, message, retention};
@@ -66,10 +67,11 @@ type Pending = (
 /// Records mails in the store and hands them to the `Ays` actor.
 ///
 /// Recording is group commit: one thread takes every mail waiting at that moment and records them
-/// together ([`message::record_batch`]: one filesystem sync and one transaction for all), so ten
-/// senders cost about one sync, not ten. Each sender still gets its `250` only after its own mail
-/// is durable. The same thread removes old mails' files ([`retention::sweep`]) at start and then
-/// every hour. The thread ends when the receiver (and so this) is dropped.
+/// together ([`message::record_batch`]: one transaction, so one sync, for all of them and their
+/// events), so ten senders cost about one sync, not ten. Each sender still gets its `250` only
+/// after its own mail is durable. The same thread removes old mails ([`retention::sweep`]) at
+/// start and then every hour, and sets the door's [`Backlog`] after each batch and every second.
+/// The thread ends when the receiver (and so this) is dropped.
 struct Recorder {
     /// Feeds the recording thread.
     queue: std::sync::mpsc::Sender<Pending>,
@@ -81,8 +83,12 @@ const MAX_BATCH: usize = 64;
 /// How often old mails' files are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
+/// How often the work waiting for the engine is counted when no mail comes (it is counted
+/// after every batch as well).
+const BACKLOG_EVERY: Duration = Duration::from_secs(1);
+
 impl Recorder {
-    fn start(store: Store, storage: Storage, keep_days: u32) -> Recorder {
+    fn start(store: Store, storage: Storage, keep_days: u32, backlog: Backlog) -> Recorder {
         let (queue, waiting) = std::sync::mpsc::channel::<Pending>();
         std::thread::spawn(move || {
             let keep_ms = i64::from(keep_days) * retention::DAY_MS;
@@ -96,7 +102,8 @@ impl Recorder {
                     }
                     swept = Some(std::time::Instant::now());
                 }
-                let first = match waiting.recv_timeout(SWEEP_EVERY) {
+                measure_backlog(&store, &backlog);
+                let first = match waiting.recv_timeout(BACKLOG_EVERY) {
                     Ok(first) => first,
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
@@ -116,6 +123,25 @@ impl Recorder {
             }
         });
         Recorder { queue }
+    }
+}
+
+/// Tells the sessions whether too much work waits for the engine.
+fn measure_backlog(store: &Store, backlog: &Backlog) {
+    match store.waiting_work() {
+        Ok(waiting) => {
+            if backlog.update(waiting) {
+                if backlog.full() {
+                    warn!(
+                        waiting,
+                        "too much work waits for the engine: new mail gets 452"
+                    );
+                } else {
+                    info!(waiting, "the engine caught up: mail is accepted again");
+                }
+            }
+        }
+        Err(err) => warn!(%err, "cannot count the work waiting for the engine"),
     }
 }
 
@@ -163,17 +189,14 @@ impl Actor for MailReceiver {
         let rules = Rules::from_config(mail);
         let door = Arc::new(Door {
             buffered: session::buffer_budget(&rules),
-            rules,
             deliver: Arc::new(Recorder::start(
                 shared.store.clone(),
-                Storage::new(
-                    &shared.config.storage.path,
-                    mail.max_attachments as usize,
-                    mail.max_message_bytes,
-                ),
+                Storage::new(&shared.config.storage.path, mail.max_attachments as usize),
                 mail.keep_days,
+                rules.backlog.clone(),
             )),
             telemetry: shared.telemetry.clone(),
+            rules,
         });
         let (tx, rx) = watch::channel(false);
         let limits = listener::Limits {

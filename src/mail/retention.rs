@@ -1,9 +1,10 @@
-//! Removes mails' files once they are old and no longer needed.
+//! Removes mails once they are old and no longer needed.
 //!
-//! A mail's files (`<root>/<ms>-<hex>.eml` and the directory `<root>/<ms>-<hex>/` of its
-//! attachments) are removed `keep_days` after they were written, unless the store still has the
-//! mail's event unprocessed: its runs have not been handed out yet, so they will need the files.
-//! The age comes from the `<ms>` of the name (when the mail was recorded), not from file times.
+//! A mail's file (`<root>/<ms>-<hex>.eml`; a directory `<root>/<ms>-<hex>/` of attachments if an
+//! older version wrote one) and the store's copy of its bytes are removed `keep_days` after it was
+//! recorded, unless the store still has the mail's event unprocessed: its runs have not been
+//! handed out yet, so they will need the file. The age comes from the `<ms>` of the name (when the
+//! mail was recorded), not from file times.
 
 use std::collections::HashSet;
 use std::io;
@@ -25,10 +26,13 @@ fn stem_of(name: &str) -> Option<(&str, i64)> {
     Some((stem, ms.parse().ok()?))
 }
 
-/// Removes, under `root`, the files of mails recorded more than `keep_ms` before `now_ms`
-/// whose event is processed; returns how many mails were removed. Entries that are not mail
-/// files are left alone.
+/// Removes, under `root` and in the store, the mails recorded more than `keep_ms` before
+/// `now_ms` whose event is processed; returns how many mails' files were removed. Entries that
+/// are not mail files are left alone.
 pub fn sweep(store: &Store, root: &Path, now_ms: i64, keep_ms: i64) -> io::Result<usize> {
+    store
+        .forget_mails(now_ms.saturating_sub(keep_ms))
+        .map_err(io::Error::other)?;
     let entries = match std::fs::read_dir(root) {
         Ok(entries) => entries,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(0),
@@ -106,7 +110,7 @@ mod tests {
     fn old_mails_of_processed_events_go_and_pending_or_recent_ones_stay() {
         let tmp = tempfile::tempdir().expect("tmp");
         let store = Store::open(tmp.path()).expect("store");
-        let storage = Storage::new(tmp.path(), 8, 1 << 20);
+        let storage = Storage::new(tmp.path(), 8);
         let keep = 7 * DAY_MS;
         let day = |n: i64| n * DAY_MS;
         let record = |subject: &str, at: i64| {
@@ -125,12 +129,17 @@ mod tests {
 
         let now = day(10);
         assert_eq!(sweep(&store, &storage.root, now, keep).expect("sweep"), 1);
+        assert_eq!(
+            store.mail_files().expect("kept").len(),
+            2,
+            "and its bytes in the store"
+        );
         let mut left: Vec<String> = std::fs::read_dir(&storage.root)
             .expect("dir")
             .map(|e| e.expect("entry").file_name().into_string().expect("name"))
             .collect();
         left.sort();
-        assert_eq!(left.len(), 5, "{left:?}");
+        assert_eq!(left.len(), 3, "{left:?}");
         assert!(
             left.iter().all(|n| !n.starts_with(&day(1).to_string())),
             "{left:?}"
@@ -146,6 +155,7 @@ mod tests {
             .collect();
         store.mark_events_processed(&pending).expect("mark");
         assert_eq!(sweep(&store, &storage.root, now, keep).expect("sweep"), 1);
+        assert_eq!(store.mail_files().expect("kept").len(), 1);
         assert_eq!(sweep(&store, &storage.root, now, keep).expect("sweep"), 0);
     }
 

@@ -520,6 +520,7 @@ mod tests {
             max_recipients: 2,
             idle_timeout: Duration::from_secs(30),
             data_timeout: Duration::from_secs(120),
+            backlog: Default::default(),
         }
     }
 
@@ -747,6 +748,37 @@ mod tests {
         c.cmd("DATA", "354").await;
         c.cmd("Subject: x\r\n\r\nbody\r\n.", "451 4.3.0").await;
         c.cmd("MAIL FROM:<alice@example.org>", "250").await;
+    }
+
+    #[tokio::test]
+    async fn too_much_waiting_work_defers_new_recipients_and_data_with_452_until_it_drains() {
+        let backlog = crate::mail::budget::Backlog::new(10);
+        let busy = Rules {
+            backlog: backlog.clone(),
+            ..rules()
+        };
+        let mut c = Client::connect(busy, Recorder::default()).await;
+        c.cmd("EHLO client.example", "250").await;
+        c.cmd("MAIL FROM:<alice@example.org>", "250").await;
+        c.cmd("RCPT TO:<ops@cockpit.test>", "250").await;
+        backlog.update(10);
+        c.cmd(
+            "RCPT TO:<two@cockpit.test>",
+            "452 4.3.1 Too much mail waiting",
+        )
+        .await;
+        // Not a reason to relay: other domains still get 550.
+        c.cmd("RCPT TO:<x@elsewhere.org>", "550 5.7.1").await;
+        // The recipient taken before: the transaction is deferred as a whole at DATA.
+        c.cmd("DATA", "452 4.3.1").await;
+        c.cmd("RCPT TO:<ops@cockpit.test>", "503 5.5.1").await;
+        backlog.update(9);
+        c.cmd("MAIL FROM:<alice@example.org>", "250").await;
+        c.cmd("RCPT TO:<ops@cockpit.test>", "250").await;
+        c.cmd("DATA", "354").await;
+        c.send(b"Subject: later\r\n\r\nhi\r\n").await;
+        c.cmd(".", "250").await;
+        assert_eq!(c.mails().len(), 1, "only the mail sent after it drained");
     }
 
     #[tokio::test]

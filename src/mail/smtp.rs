@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use super::budget::Backlog;
 use crate::config::MailConfig;
 use crate::telemetry::Count;
 use std::borrow::Cow;
@@ -28,6 +29,9 @@ const RCPT_FLAGS: u64 = smtp_proto::RCPT_NOTIFY_SUCCESS
     | smtp_proto::RCPT_NOTIFY_FAILURE
     | smtp_proto::RCPT_NOTIFY_DELAY
     | smtp_proto::RCPT_NOTIFY_NEVER;
+
+/// The text of the `452` while too much work waits for the engine.
+const BACKLOG_FULL: &str = "4.3.1 Too much mail waiting to be processed, try again later";
 
 /// One reply, ready to send, and the counter it bumps when it refuses something.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +182,11 @@ impl<'a> Protocol<'a> {
                     Step::Reply(Reply::new(503, "5.5.1 Error: need MAIL command"))
                 } else if self.to.is_empty() {
                     Step::Reply(Reply::new(554, "5.5.1 Error: no valid recipients"))
+                } else if self.rules.backlog.full() {
+                    // The recipients were taken before the backlog filled; the client retries
+                    // the whole transaction later.
+                    self.reset();
+                    Step::Reply(Reply::new(452, BACKLOG_FULL).counted(Count::MailRefusedBusy))
                 } else {
                     Step::Data
                 }
@@ -265,6 +274,9 @@ impl<'a> Protocol<'a> {
             return Reply::new(550, "5.7.1 Recipient domain not served here (no relaying)")
                 .counted(Count::MailRefusedRecipient);
         }
+        if self.rules.backlog.full() {
+            return Reply::new(452, BACKLOG_FULL).counted(Count::MailRefusedBusy);
+        }
         self.to.push(address);
         Reply::new(250, "2.1.5 OK")
     }
@@ -351,6 +363,8 @@ pub struct Rules {
     pub idle_timeout: Duration,
     /// How long a whole `DATA` transfer may take.
     pub data_timeout: Duration,
+    /// Whether too much work waits for the engine (then `RCPT` and `DATA` get `452`).
+    pub backlog: Backlog,
 }
 
 impl Rules {
@@ -368,6 +382,7 @@ impl Rules {
             max_recipients: config.max_recipients,
             idle_timeout: Duration::from_secs(config.idle_timeout_secs),
             data_timeout: Duration::from_secs(config.data_timeout_secs),
+            backlog: Backlog::new(config.max_queued_runs),
         }
     }
 

@@ -8,6 +8,7 @@
 
 mod ays;
 mod chat;
+mod mail;
 mod oauth;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ pub use ays::{
     EventRecord, JobRecord, JobState, LogRecord, Origin, RepoRecord, RunRecord, RunState,
     StepRecord,
 };
+pub use mail::{MailFile, MailRecord};
 pub use oauth::{AuthorizedUser, CleanReport, PendingState};
 
 /// Why a store operation failed.
@@ -157,6 +159,16 @@ const MIGRATIONS: &[&str] = &[
         last_due_ms INTEGER NOT NULL,
         PRIMARY KEY (repo, service, action)
     );",
+    // h-mail: each received mail's bytes, committed with its `email` event (the durable copy of
+    // the mail's file), and indexes for counting the work waiting (the SMTP door's 452).
+    "CREATE TABLE mail_messages (
+        event_id INTEGER PRIMARY KEY,
+        file TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        data BLOB NOT NULL
+    );
+    CREATE INDEX events_pending ON events (id) WHERE processed = 0;
+    CREATE INDEX runs_new ON runs (created) WHERE state = 'new';",
 ];
 
 /// The handle to durable state; cheap to clone, safe to share between actors and threads.
