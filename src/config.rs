@@ -62,6 +62,49 @@ pub struct Config {
     pub debug: DebugConfig,
     /// `[log]`: how log lines are written.
     pub log: LogConfig,
+    /// `[notify]`: failure notices sent to HTTP webhooks.
+    pub notify: NotifyConfig,
+    /// `[webhooks]`: events from outside (`POST /ays/event/{channel}`, `POST /webhooks/github`).
+    pub webhooks: WebhooksConfig,
+}
+
+/// `[notify]`: where failure notices (a run ended `error` or `cancelled`) are POSTed, and how
+/// hard cockpit tries.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// `webhooks = [{url, secret}]`: each gets every failure notice, signed with its secret.
+    pub webhooks: Vec<WebhookTarget>,
+    /// How long one delivery may take before it counts as failed.
+    pub timeout_ms: u64,
+    /// The delay before the first retry; it doubles with each failed attempt.
+    pub retry_min_ms: u64,
+    /// The longest delay between two attempts.
+    pub retry_max_ms: u64,
+    /// Attempts after which a notice is given up.
+    pub max_attempts: u32,
+    /// Age after which an undelivered notice is given up.
+    pub max_age_secs: u64,
+    /// Undelivered notices kept at most; beyond it the oldest are dropped.
+    pub max_outbox: u32,
+}
+
+/// One webhook of `[notify] webhooks`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookTarget {
+    /// Where notices are POSTed.
+    pub url: String,
+    /// The HMAC-SHA256 key of `X-Cockpit-Signature-256`.
+    pub secret: Secret,
+}
+
+/// `[webhooks]`: events from outside.
+#[derive(Debug, Clone)]
+pub struct WebhooksConfig {
+    /// The secret GitHub signs its deliveries with; `POST /webhooks/github` refuses every
+    /// request while it is unset.
+    pub github_secret: Option<Secret>,
+    /// The largest body `POST /ays/event/{channel}` and `POST /webhooks/github` accept.
+    pub max_body_bytes: u64,
 }
 
 /// `[log]`.
@@ -588,6 +631,8 @@ impl Reader {
             "ays",
             "debug",
             "log",
+            "notify",
+            "webhooks",
         ];
         for key in root.keys() {
             if !TOP.contains(&key.as_str()) {
@@ -633,6 +678,15 @@ impl Reader {
             }
         };
         let log = LogConfig { format };
+        let notify = self.notify(root);
+        let s = self.section(root, "webhooks", &["github_secret", "max_body_bytes"]);
+        let webhooks = WebhooksConfig {
+            github_secret: self
+                .string(&s, "github_secret")
+                .filter(|v| !v.is_empty())
+                .map(Secret),
+            max_body_bytes: self.int(&s, "max_body_bytes", 1024, 25 << 20, 1 << 20) as u64,
+        };
         if let Some(key) = &oauth.jwt_key
             && key.contains("-----BEGIN PUBLIC KEY-----")
             && let Err(err) =
@@ -676,6 +730,116 @@ impl Reader {
             ays,
             debug,
             log,
+            notify,
+            webhooks,
+        }
+    }
+
+    fn notify(&mut self, root: &Table) -> NotifyConfig {
+        let s = self.section(
+            root,
+            "notify",
+            &[
+                "webhooks",
+                "timeout_ms",
+                "retry_min_ms",
+                "retry_max_ms",
+                "max_attempts",
+                "max_age_secs",
+                "max_outbox",
+            ],
+        );
+        let mut webhooks = Vec::new();
+        match self.get(&s, "webhooks") {
+            None => {}
+            Some(Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    let path = format!("[notify].webhooks[{i}]");
+                    let Value::Table(table) = item else {
+                        self.problem(
+                            path,
+                            format!("expected a table {{url, secret}}, got {}", kind(item)),
+                        );
+                        continue;
+                    };
+                    for key in table
+                        .keys()
+                        .filter(|k| !["url", "secret"].contains(&k.as_str()))
+                    {
+                        self.problem(
+                            format!("{path}.{key}"),
+                            "unknown key (known keys: url, secret)",
+                        );
+                    }
+                    let url = match table.get("url") {
+                        Some(Value::String(url)) => {
+                            self.check_url(format!("{path}.url"), url);
+                            url.clone()
+                        }
+                        Some(other) => {
+                            self.problem(
+                                format!("{path}.url"),
+                                format!("expected a string, got {}", kind(other)),
+                            );
+                            continue;
+                        }
+                        None => {
+                            self.problem(format!("{path}.url"), "required");
+                            continue;
+                        }
+                    };
+                    let secret = match table.get("secret") {
+                        Some(Value::String(secret)) if !secret.is_empty() => Secret(secret.clone()),
+                        Some(Value::String(_)) => {
+                            self.problem(format!("{path}.secret"), "must not be empty");
+                            continue;
+                        }
+                        Some(other) => {
+                            self.problem(
+                                format!("{path}.secret"),
+                                format!("expected a string, got {}", kind(other)),
+                            );
+                            continue;
+                        }
+                        None => {
+                            self.problem(
+                                format!("{path}.secret"),
+                                "required (the receiver checks the signature with it)",
+                            );
+                            continue;
+                        }
+                    };
+                    if webhooks.iter().any(|w: &WebhookTarget| w.url == url) {
+                        self.problem(format!("{path}.url"), format!("duplicate webhook {url:?}"));
+                        continue;
+                    }
+                    webhooks.push(WebhookTarget { url, secret });
+                }
+            }
+            Some(other) => self.problem(
+                "[notify].webhooks".into(),
+                format!(
+                    "expected an array of tables {{url, secret}}, got {}",
+                    kind(other)
+                ),
+            ),
+        }
+        let retry_min_ms = self.int(&s, "retry_min_ms", 1, 3_600_000, 1_000) as u64;
+        let retry_max_ms = self.int(&s, "retry_max_ms", 1, 86_400_000, 600_000) as u64;
+        if retry_max_ms < retry_min_ms {
+            self.problem(
+                "[notify].retry_max_ms".into(),
+                format!("must be at least retry_min_ms ({retry_min_ms})"),
+            );
+        }
+        NotifyConfig {
+            webhooks,
+            timeout_ms: self.int(&s, "timeout_ms", 1, 600_000, 10_000) as u64,
+            retry_min_ms,
+            retry_max_ms,
+            max_attempts: self.int(&s, "max_attempts", 1, 1000, 12) as u32,
+            max_age_secs: self.int(&s, "max_age_secs", 1, 30 * 86_400, 86_400) as u64,
+            max_outbox: self.int(&s, "max_outbox", 1, 1_000_000, 10_000) as u32,
         }
     }
 
@@ -1035,7 +1199,7 @@ mod tests {
         assert_eq!(
             problems(text),
             vec![
-                "[mayl]: unknown section (known sections: oauth, api, bot, mail, storage, mode, supervisor, oauth_proxy, oauth_provider, ays, debug, log)",
+                "[mayl]: unknown section (known sections: oauth, api, bot, mail, storage, mode, supervisor, oauth_proxy, oauth_provider, ays, debug, log, notify, webhooks)",
                 "[mail].prot: unknown key (known keys: active, host, port, domain, max_message_bytes, max_recipients, max_connections, idle_timeout_secs, max_connections_per_peer, data_timeout_secs, max_attachments, keep_days, max_queued_runs)",
             ]
         );

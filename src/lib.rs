@@ -7,7 +7,8 @@
 //!   [`supervisor`] (the root supervisor, the only place that knows every actor);
 //! - doors: [`api`] (warp routes and the HTTP server actor), [`bot`] (the Telegram bot's
 //!   actors, the only user of the Telegram library), [`mail`] (the SMTP receiver, the only user of
-//!   the SMTP engine); they never import each other;
+//!   the SMTP engine), [`notify`] (failure notices to HTTP webhooks, from the store's outbox); they
+//!   never import each other;
 //! - the core's facade: [`client`], the typed AYS client and the views the doors show;
 //! - the core: [`actors`] (AYS, repositories, OAuth cache, JWT verifier, notices), [`engine`]
 //!   (templates, blueprints, services, run planning; no IO), [`runner`] (one action as a job),
@@ -27,6 +28,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod mail;
+pub mod notify;
 pub mod oauth;
 pub mod runner;
 pub mod server;

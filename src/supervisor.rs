@@ -22,6 +22,7 @@ use crate::actors::{Shared, names};
 use crate::api::server::ApiServer;
 use crate::bot::supervisor::TelegramBot;
 use crate::mail::receiver::MailReceiver;
+use crate::notify::webhook::WebhookNotifier;
 use crate::telemetry::ActorStatus;
 
 /// The kinds of children, in start order.
@@ -31,6 +32,8 @@ pub enum ChildKind {
     OAuthCache,
     /// The AYS engine and its repository actors.
     Ays,
+    /// The webhook notifier (when `[notify] webhooks` is not empty).
+    Notifier,
     /// The Telegram bot and its chat sessions (when `[bot].active`).
     TelegramBot,
     /// The SMTP receiver (when `[mail].active`).
@@ -45,6 +48,7 @@ impl ChildKind {
         match self {
             ChildKind::OAuthCache => names::OAUTH_CACHE,
             ChildKind::Ays => names::AYS,
+            ChildKind::Notifier => names::NOTIFIER,
             ChildKind::TelegramBot => names::TELEGRAM_BOT,
             ChildKind::MailReceiver => names::MAIL_RECEIVER,
             ChildKind::ApiServer => names::API_SERVER,
@@ -55,6 +59,9 @@ impl ChildKind {
     pub fn enabled(shared: &Shared) -> Vec<ChildKind> {
         let mut kinds = vec![ChildKind::OAuthCache];
         kinds.push(ChildKind::Ays);
+        if !shared.config.notify.webhooks.is_empty() {
+            kinds.push(ChildKind::Notifier);
+        }
         if shared.config.bot.active {
             kinds.push(ChildKind::TelegramBot);
         }
@@ -85,6 +92,12 @@ impl ChildKind {
                 .await?
                 .0
                 .get_cell(),
+            ChildKind::Notifier => {
+                Actor::spawn_linked(name, WebhookNotifier, shared.clone(), supervisor)
+                    .await?
+                    .0
+                    .get_cell()
+            }
             ChildKind::TelegramBot => {
                 Actor::spawn_linked(name, TelegramBot, shared.clone(), supervisor)
                     .await?

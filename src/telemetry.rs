@@ -99,11 +99,21 @@ pub enum Count {
     MailRefusedDataTimeout,
     /// An SMTP connection refused because its peer holds its share.
     MailConnectionsRefusedPeer,
+    /// A failure notice delivered to a webhook.
+    NoticesDelivered,
+    /// A failed attempt to deliver a failure notice to a webhook (retried later).
+    NoticeAttemptsFailed,
+    /// A failure notice given up (too many attempts, too old, or its webhook is gone).
+    NoticesGivenUp,
+    /// A `POST /webhooks/github` refused for a missing or wrong signature.
+    WebhooksRefusedSignature,
+    /// A `POST /webhooks/github` whose delivery id was taken before (a replay; nothing ran).
+    WebhooksReplayed,
 }
 
 impl Count {
     /// Every counted event, in exposition order.
-    pub const ALL: [Count; 20] = [
+    pub const ALL: [Count; 25] = [
         Count::RepoRestarts,
         Count::RunsStarted,
         Count::RunsOk,
@@ -124,6 +134,11 @@ impl Count {
         Count::MailRefusedBareLf,
         Count::MailRefusedDataTimeout,
         Count::MailConnectionsRefusedPeer,
+        Count::NoticesDelivered,
+        Count::NoticeAttemptsFailed,
+        Count::NoticesGivenUp,
+        Count::WebhooksRefusedSignature,
+        Count::WebhooksReplayed,
     ];
 
     /// The metric name without the `_total` suffix.
@@ -149,6 +164,11 @@ impl Count {
             Count::MailRefusedBareLf => "cockpit_mail_refused_bare_lf",
             Count::MailRefusedDataTimeout => "cockpit_mail_refused_data_timeout",
             Count::MailConnectionsRefusedPeer => "cockpit_mail_connections_refused_peer",
+            Count::NoticesDelivered => "cockpit_notices_delivered",
+            Count::NoticeAttemptsFailed => "cockpit_notice_attempts_failed",
+            Count::NoticesGivenUp => "cockpit_notices_given_up",
+            Count::WebhooksRefusedSignature => "cockpit_webhooks_refused_signature",
+            Count::WebhooksReplayed => "cockpit_webhooks_replayed",
         }
     }
 
@@ -181,6 +201,15 @@ impl Count {
             Count::MailConnectionsRefusedPeer => {
                 "SMTP connections refused because their peer holds its share"
             }
+            Count::NoticesDelivered => "Failure notices delivered to webhooks",
+            Count::NoticeAttemptsFailed => {
+                "Failed attempts to deliver a failure notice to a webhook (retried)"
+            }
+            Count::NoticesGivenUp => "Failure notices given up undelivered",
+            Count::WebhooksRefusedSignature => {
+                "GitHub webhooks refused for a missing or wrong signature (401)"
+            }
+            Count::WebhooksReplayed => "GitHub webhooks whose delivery id was seen before",
         }
     }
 }

@@ -3,7 +3,7 @@
 //! Each owns its state and a mailbox and delegates the actual work to the pure modules
 //! (`engine`, `auth`, `store`).
 //!
-//! The core knows no door: nothing here imports `api`, `bot` or `mail`. Doors reach the AYS
+//! The core knows no door: nothing here imports `api`, `bot`, `mail` or `notify`. Doors reach the AYS
 //! actors through [`crate::client`] and hear from them through [`notice`]. The doors' own actors
 //! (the HTTP server, the Telegram bot and its chat sessions, the mail receiver) live in their
 //! doors.
@@ -40,6 +40,8 @@ pub mod names {
     pub const TELEGRAM_BOT: &str = "telegram_bot";
     /// The SMTP receiver.
     pub const MAIL_RECEIVER: &str = "mail_receiver";
+    /// The webhook notifier (failure notices to `[notify] webhooks`).
+    pub const NOTIFIER: &str = "notifier";
 }
 
 /// What every actor is started with: configuration and the process-wide handles.

@@ -130,3 +130,51 @@ impl Notices {
         self.sender.subscribe()
     }
 }
+
+/// The durable form of a failure notice, for the subscribers that must get it even across a
+/// crash (the HTTP webhooks of `[notify]`): written to the store's outbox in the transaction
+/// that ends the run. `None` when the run did not fail or nobody subscribed.
+pub fn durable(
+    config: &crate::config::Config,
+    ended: &RunEnd<'_>,
+) -> Option<crate::store::DurableNotice> {
+    if !matches!(ended.state, RunState::Error | RunState::Cancelled)
+        || config.notify.webhooks.is_empty()
+    {
+        return None;
+    }
+    let body = serde_json::json!({
+        "event": "run.ended",
+        "repo": ended.repo,
+        "run": ended.run,
+        "state": ended.state,
+        "error": ended.error,
+        "origin": ended.origin.to_json(),
+        "ended": crate::clock::now_secs(),
+    });
+    Some(crate::store::DurableNotice {
+        targets: config
+            .notify
+            .webhooks
+            .iter()
+            .map(|w| w.url.clone())
+            .collect(),
+        body: body.to_string(),
+        cap: config.notify.max_outbox,
+        at_ms: crate::clock::now_ms(),
+    })
+}
+
+/// What [`durable`] needs to know about a run that ended.
+pub struct RunEnd<'a> {
+    /// Its repository.
+    pub repo: &'a str,
+    /// Its key.
+    pub run: &'a str,
+    /// How it ended.
+    pub state: RunState,
+    /// Why.
+    pub error: Option<&'a str>,
+    /// Who asked for it.
+    pub origin: &'a Origin,
+}

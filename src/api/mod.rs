@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod ays;
+pub mod events;
 pub mod http;
 pub mod login;
 pub mod oauth_proxy;
@@ -64,7 +65,7 @@ pub fn routes(shared: Shared) -> impl Filter<Extract = (impl Reply,), Error = In
         .and(with(shared.clone()))
         .map(crash);
 
-    reply::one_of(vec![
+    let mut all = vec![
         health.map(Reply::into_response).boxed(),
         ready.map(Reply::into_response).boxed(),
         ays::routes(shared.clone()),
@@ -73,16 +74,18 @@ pub fn routes(shared: Shared) -> impl Filter<Extract = (impl Reply,), Error = In
         metrics.map(Reply::into_response).boxed(),
         openapi::routes(),
         crash.map(Reply::into_response).boxed(),
-    ])
-    .recover(recover)
-    .with(warp::log::custom(move |info| {
-        telemetry.request(
-            info.method().as_str(),
-            info.status().as_u16(),
-            info.elapsed(),
-        );
-        log_request(&info, verifier.as_deref());
-    }))
+    ];
+    all.extend(events::routes(shared.clone()));
+    reply::one_of(all)
+        .recover(recover)
+        .with(warp::log::custom(move |info| {
+            telemetry.request(
+                info.method().as_str(),
+                info.status().as_u16(),
+                info.elapsed(),
+            );
+            log_request(&info, verifier.as_deref());
+        }))
 }
 
 /// One INFO line per request: method, route template (never the raw path, which may hold

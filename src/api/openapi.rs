@@ -51,6 +51,8 @@ use warp::{Filter, Reply};
         super::ays::get_run,
         super::runs::cancel_run,
         super::runs::run_logs,
+        super::events::raise_event,
+        super::events::github_webhook,
         super::login::callback,
         super::oauth_proxy::providers,
         super::oauth_proxy::key,
@@ -62,6 +64,7 @@ use warp::{Filter, Reply};
         (name = "server", description = "Health, metrics and this document"),
         (name = "repositories"), (name = "blueprints"), (name = "services"),
         (name = "templates"), (name = "runs"),
+        (name = "events", description = "Events from outside that run subscribed actions"),
         (name = "login", description = "Telegram login and the central OAuth2 server"),
     )
 )]

@@ -16,6 +16,8 @@ pub enum Command {
     Service(ServiceCmd),
     /// `/run ...`.
     Run(RunCmd),
+    /// `/notify ...`: the failure notices of a repository in this chat.
+    Notify(NotifyCmd),
     /// `/crash`: fault injection (only with `[debug].fault_injection`).
     Crash,
     /// A subcommand without its argument: a picker of the items it applies to (a page of it).
@@ -35,6 +37,18 @@ pub enum Command {
     Unknown(String),
     /// Plain text (the answer to a prompt, e.g. a pasted blueprint).
     Text(String),
+}
+
+/// `/notify` subcommands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyCmd {
+    /// `/notify`: which repositories this chat hears about.
+    Status,
+    /// `on [repo]`: tell this chat when a run of the repository (the selected one by default)
+    /// ends `error` or `cancelled`.
+    On(Option<String>),
+    /// `off [repo]`: stop telling it.
+    Off(Option<String>),
 }
 
 /// `/repo` subcommands.
@@ -130,6 +144,8 @@ pub enum RunCmd {
     Simulate,
     /// `create` or `execute`: plan the pending actions and run them.
     Execute,
+    /// `cancel <key>`: cancel a running or queued run (the Cancel button of a run message).
+    Cancel(String),
 }
 
 /// The run states `/run list <state>` filters on.
@@ -272,6 +288,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("blueprint", "Manage your blueprints"),
     ("service", "Perform actions on your service instances"),
     ("run", "Look at runs"),
+    ("notify", "Hear about failed runs of a repository"),
     ("help", "Show what I can do"),
 ];
 
@@ -282,6 +299,7 @@ pub const HELP: &str = "I can drive your AYS repositories:\n\
 /blueprint list | get <name> | add <name> | execute <name> | delete <name> | archive <name> | restore <name>\n\
 /service list | inspect <role>!<name> | execute <action> <role>[!<name>] | delete <role>!<name>\n\
 /run list [new|running|ok|error] | inspect <key> | simulate | create | execute\n\
+/notify on [repo] | off [repo] - hear here when a run fails or is cancelled\n\
 /help - this list\n\
 Every command without arguments shows a menu.";
 
@@ -309,6 +327,14 @@ pub fn parse(input: &str) -> Command {
         "blueprint" | "bp" => blueprint(&args),
         "service" => service(&args),
         "run" => run(&args),
+        "notify" => match args.as_slice() {
+            [] => Command::Notify(NotifyCmd::Status),
+            ["on"] => Command::Notify(NotifyCmd::On(None)),
+            ["off"] => Command::Notify(NotifyCmd::Off(None)),
+            ["on", repo] => Command::Notify(NotifyCmd::On(Some(repo.to_string()))),
+            ["off", repo] => Command::Notify(NotifyCmd::Off(Some(repo.to_string()))),
+            _ => Command::Usage("/notify on [repo] | /notify off [repo]".into()),
+        },
         // The ‹ › of a picker.
         "pick" => match args.as_slice() {
             [id, page] => match (
@@ -481,6 +507,7 @@ fn run(args: &[&str]) -> Command {
         Some("inspect") => one(args, "/run inspect <key>").map(|k| RunCmd::Inspect(k.into())),
         Some("simulate") => Ok(RunCmd::Simulate),
         Some("create" | "execute") => Ok(RunCmd::Execute),
+        Some("cancel") => one(args, "/run cancel <key>").map(|k| RunCmd::Cancel(k.into())),
         Some(_) => Err(Command::Usage(
             "/run list [new|running|ok|error] | inspect <key> | simulate | create | execute".into(),
         )),
@@ -556,6 +583,24 @@ mod tests {
         check(
             "/run inspect abc",
             Command::Run(RunCmd::Inspect("abc".into())),
+        );
+        check(
+            "/run cancel 0123456789abcdef",
+            Command::Run(RunCmd::Cancel("0123456789abcdef".into())),
+        );
+        check("/notify", Command::Notify(NotifyCmd::Status));
+        check("/notify on", Command::Notify(NotifyCmd::On(None)));
+        check(
+            "/notify on nightly",
+            Command::Notify(NotifyCmd::On(Some("nightly".into()))),
+        );
+        check(
+            "/notify off nightly",
+            Command::Notify(NotifyCmd::Off(Some("nightly".into()))),
+        );
+        check(
+            "/notify maybe",
+            Command::Usage("/notify on [repo] | /notify off [repo]".into()),
         );
         check("hello: world", Command::Text("hello: world".into()));
     }

@@ -8,6 +8,7 @@
 //! - [`session`]: the `ChatSession` actor: one chat's commands, through the AYS client.
 
 pub mod commands;
+pub mod progress;
 pub mod render;
 pub mod session;
 pub mod supervisor;
@@ -98,12 +99,41 @@ pub enum Outgoing {
         /// The caption (MarkdownV2, already escaped; at most 1024 characters shown).
         caption: String,
     },
+    /// A message whose id is wanted once it is sent (a run's message, edited with its progress).
+    Tracked {
+        /// The chat.
+        chat_id: i64,
+        /// The text (MarkdownV2, already escaped; one message long).
+        text: String,
+        /// Rows of buttons.
+        keyboard: Vec<Vec<Button>>,
+        /// Called with the message's id once Telegram took it.
+        on_sent: OnSent,
+    },
     /// The answer to a button press (stops the client's spinner).
     AnswerCallback {
         /// The callback query id.
         id: String,
     },
 }
+
+/// What to do with a sent message's id (see [`Outgoing::Tracked`]).
+#[derive(Clone)]
+pub struct OnSent(pub std::sync::Arc<dyn Fn(i64) + Send + Sync>);
+
+impl std::fmt::Debug for OnSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnSent")
+    }
+}
+
+impl PartialEq for OnSent {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for OnSent {}
 
 impl Outgoing {
     /// A plain text message (escaped here).

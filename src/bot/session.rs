@@ -7,11 +7,14 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, call_t};
 use serde_json::{Value, json};
 use tracing::warn;
 
-use super::commands::{self, Ask, BlueprintCmd, Command, Pick, RepoCmd, RunCmd, ServiceCmd};
+use super::commands::{
+    self, Ask, BlueprintCmd, Command, NotifyCmd, Pick, RepoCmd, RunCmd, ServiceCmd,
+};
+use super::progress::{self, RunMessages};
 use super::render::escape;
 use super::telegram::{self, Outbox};
 use super::views::{self, BlueprintItem, BlueprintView, RunItem, ServiceItem, View};
-use super::{Button, Incoming, IncomingKind, Outgoing};
+use super::{Button, Incoming, IncomingKind, OnSent, Outgoing};
 use crate::actors::oauth_cache::OAuthCacheMsg;
 use crate::actors::{Shared, names};
 use crate::client::{AysClient, AysError, RunRequest};
@@ -46,6 +49,8 @@ pub struct ChatSessionArgs {
     pub outbox: Outbox,
     /// For document downloads.
     pub client: teloxide::Bot,
+    /// The run messages the bot edits with their progress.
+    pub runs: RunMessages,
 }
 
 /// The chat session actor.
@@ -61,6 +66,8 @@ pub struct ChatState {
     outbox: Outbox,
     /// For document downloads.
     client: teloxide::Bot,
+    /// The run messages the bot edits with their progress.
+    runs: RunMessages,
     /// While a list's ‹ › press is handled: the message showing the list, which the next page
     /// replaces.
     edit: Option<i64>,
@@ -89,6 +96,7 @@ impl Actor for ChatSession {
             chat_id: args.chat_id,
             outbox: args.outbox,
             client: args.client,
+            runs: args.runs,
             edit: None,
         })
     }
@@ -343,6 +351,7 @@ impl ChatState {
                     Command::Blueprint(cmd) => self.blueprint(&user, cmd).await,
                     Command::Service(cmd) => self.service(&user, cmd).await,
                     Command::Run(cmd) => self.run(&user, cmd).await,
+                    Command::Notify(cmd) => self.notify(&user, cmd).await,
                     Command::Pick { pick, page } => self.pick(&user, pick, page).await,
                     Command::Ask(ask) => self.ask(&user, ask),
                     Command::Skip => self.skip(&user).await,
@@ -391,6 +400,68 @@ impl ChatState {
             "Hello! To use this cockpit, log in with ItsYou.online and allow me to check that you are a member of {}:\n{url}",
             oauth.organization
         ));
+    }
+
+    /// `/notify`: which repositories' failed runs this chat hears about.
+    async fn notify(&mut self, user: &AuthorizedUser, cmd: NotifyCmd) -> Result<(), AysError> {
+        // role: viewer — for now every authorized user may subscribe a chat; the role check
+        // goes here.
+        let store = &self.shared.store;
+        let (on, repo) = match cmd {
+            NotifyCmd::Status => {
+                let repos = store.notify_repos(self.chat_id)?;
+                return Ok(if repos.is_empty() {
+                    self.say("This chat hears about no repository's failed runs. /notify on <repo> to start.")
+                } else {
+                    self.say(&format!(
+                        "This chat hears when a run fails or is cancelled in: {}.\n/notify off <repo> to stop.",
+                        repos.join(", ")
+                    ))
+                });
+            }
+            NotifyCmd::On(repo) => (true, repo),
+            NotifyCmd::Off(repo) => (false, repo),
+        };
+        let repo = match repo {
+            Some(repo) => repo,
+            None => Self::current_repo(user)?,
+        };
+        if on {
+            // Only an existing repository (the answer is the client's 404 otherwise).
+            AysClient.get_repo(repo.clone()).await?;
+        }
+        self.shared.store.set_notify_chat(self.chat_id, &repo, on)?;
+        if on {
+            self.say(&format!(
+                "This chat will hear when a run of {repo} fails or is cancelled. /notify off {repo} to stop."
+            ));
+        } else {
+            self.say(&format!(
+                "This chat will no longer hear about failed runs of {repo}."
+            ));
+        }
+        Ok(())
+    }
+
+    /// The message of a run the chat started, with its Cancel button (the same cancel as REST);
+    /// once sent, the bot edits it with the run's progress.
+    fn started(&self, repo: &str, key: &str, steps: usize) {
+        let text = progress::started(key, steps);
+        let runs = self.runs.clone();
+        let (run, repo, chat_id, shown) = (
+            key.to_string(),
+            repo.to_string(),
+            self.chat_id,
+            text.clone(),
+        );
+        self.outbox.send(Outgoing::Tracked {
+            chat_id: self.chat_id,
+            text,
+            keyboard: progress::cancel_button(key),
+            on_sent: OnSent(std::sync::Arc::new(move |message_id: i64| {
+                runs.track(&run, &repo, chat_id, message_id, shown.clone());
+            })),
+        });
     }
 
     fn current_repo(user: &AuthorizedUser) -> Result<String, AysError> {
@@ -628,11 +699,7 @@ impl ChatState {
                     },
                 };
                 let run = AysClient.create_run(&repo, request).await?;
-                self.say(&format!(
-                    "Run {} started: {} step(s). I will tell you when it ends.",
-                    run.key,
-                    run.steps.len()
-                ));
+                self.started(&repo, &run.key, run.steps.len());
             }
             ServiceCmd::Delete { role, name } => {
                 let removed = AysClient.delete_service(&repo, role, name).await?;
@@ -701,11 +768,13 @@ impl ChatState {
                     },
                 };
                 let run = AysClient.create_run(&repo, request).await?;
-                self.say(&format!(
-                    "Run {} started: {} step(s). I will tell you when it ends.",
-                    run.key,
-                    run.steps.len()
-                ));
+                self.started(&repo, &run.key, run.steps.len());
+            }
+            RunCmd::Cancel(key) => {
+                // role: operator — every authorized user may cancel for now.
+                let who = format!("{} (Telegram)", user.username);
+                let run = AysClient.cancel_run(&repo, key, &who).await?;
+                self.say(&format!("Run {} cancelled.", run.key));
             }
             RunCmd::Inspect(key) => {
                 let run = AysClient.get_run(&repo, key).await?;

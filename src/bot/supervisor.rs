@@ -13,14 +13,16 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent, call};
 use tokio::sync::broadcast::error::RecvError;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use super::progress::{self, RunMessages, Tracked};
 use super::session::{ChatMsg, ChatSession, ChatSessionArgs};
 use super::telegram::{self, Clients, Outbox};
 use super::{Incoming, Outgoing};
 use crate::actors::notice::{LoginOutcome, Notice};
 use crate::actors::supervise::{Children, Decision};
 use crate::actors::{AbortOnDrop, Shared, names};
+use crate::client::AysClient;
 use crate::store::{Origin, RunState};
 
 /// The store setting that remembers the next update id to fetch.
@@ -42,6 +44,9 @@ pub enum TelegramMsg {
     Notice(Arc<Notice>),
     /// Stops the sessions idle for longer than [`SESSION_IDLE`] (sent to itself every 30 s).
     Sweep,
+    /// Edits the messages of running runs with their progress (sent to itself every
+    /// [`progress::EVERY`]).
+    Progress,
     /// Fault injection: panics inside the handler.
     Crash,
 }
@@ -69,6 +74,8 @@ pub struct TelegramState {
     sessions: HashMap<i64, Session>,
     /// Which session actor is which chat, and their recent failures.
     chats: Children<i64>,
+    /// The run messages edited with their progress.
+    runs: RunMessages,
     /// The poller task; aborted with the state.
     _poller: AbortOnDrop,
     /// The task that forwards the core's notices here; aborted with the state.
@@ -88,6 +95,7 @@ impl TelegramState {
                 chat_id,
                 outbox: outbox.clone(),
                 client: self.clients.poll.clone(),
+                runs: self.runs.clone(),
             };
             // Unnamed: a crashed session's name could still be registered while its successor
             // starts. Sessions are found through `sessions` and `chats`.
@@ -106,6 +114,50 @@ impl TelegramState {
         self.sessions
             .get(&chat_id)
             .ok_or_else(|| "session vanished".into())
+    }
+}
+
+impl TelegramState {
+    /// Edits a run's message with its progress when its text changed; once the run has ended
+    /// (or `ended`), the last time, without the Cancel button.
+    async fn show_progress(
+        &mut self,
+        myself: &ActorRef<TelegramMsg>,
+        run: &str,
+        tracked: Tracked,
+        ended: bool,
+    ) -> Result<(), ActorProcessingErr> {
+        let view = match AysClient.get_run(&tracked.repo, run.to_string()).await {
+            Ok(view) => view,
+            Err(err) => {
+                // Deleted meanwhile, or the engine is restarting: stop following it.
+                debug!(%run, %err, "run message no longer followed");
+                self.runs.take(run);
+                return Ok(());
+            }
+        };
+        let text = progress::text(&tracked.repo, &view);
+        let over = ended || view.state.is_final();
+        if over {
+            self.runs.take(run);
+        }
+        if text == tracked.shown {
+            return Ok(());
+        }
+        let keyboard = if over {
+            Vec::new()
+        } else {
+            progress::cancel_button(run)
+        };
+        self.runs.shown(run, &text);
+        let session = self.session(myself, tracked.chat_id).await?;
+        session.outbox.send(Outgoing::Edit {
+            chat_id: tracked.chat_id,
+            message_id: tracked.message_id,
+            text,
+            keyboard,
+        });
+        Ok(())
     }
 }
 
@@ -192,12 +244,14 @@ impl Actor for TelegramBot {
             .faults
             .join(names::TELEGRAM_BOT, myself.clone(), || TelegramMsg::Crash);
         myself.send_interval(Duration::from_secs(30), || TelegramMsg::Sweep);
+        myself.send_interval(progress::EVERY, || TelegramMsg::Progress);
         info!("telegram bot polling");
         Ok(TelegramState {
             shared,
             clients,
             sessions: HashMap::new(),
             chats: Children::default(),
+            runs: RunMessages::default(),
             _poller: AbortOnDrop(poller),
             _notices: AbortOnDrop(listener),
         })
@@ -241,10 +295,37 @@ impl Actor for TelegramBot {
                     !idle
                 });
             }
+            TelegramMsg::Progress => {
+                for (run, tracked) in state.runs.all() {
+                    state.show_progress(&myself, &run, tracked, false).await?;
+                }
+            }
             TelegramMsg::Notice(notice) => {
+                if let Notice::RunEnded { run, .. } = &*notice
+                    && let Some(tracked) = state.runs.take(run)
+                {
+                    // The run's message shows how it ended, before the chat is told.
+                    state.show_progress(&myself, run, tracked, true).await?;
+                }
+                let mut told = None;
                 if let Some((chat_id, text)) = tell(&notice) {
                     let session = state.session(&myself, chat_id).await?;
                     session.outbox.send(Outgoing::text(chat_id, &text));
+                    told = Some(chat_id);
+                }
+                // The chats that asked (`/notify on <repo>`) hear about every failed run.
+                if let Some((repo, text)) = failure(&notice) {
+                    let chats = match state.shared.store.notify_chats(repo) {
+                        Ok(chats) => chats,
+                        Err(err) => {
+                            warn!(%repo, %err, "cannot read the chats to notify");
+                            Vec::new()
+                        }
+                    };
+                    for chat_id in chats.into_iter().filter(|c| Some(*c) != told) {
+                        let session = state.session(&myself, chat_id).await?;
+                        session.outbox.send(Outgoing::text(chat_id, &text));
+                    }
                 }
             }
             TelegramMsg::Crash => panic!("fault injection: telegram_bot crashed on request"),
@@ -314,7 +395,34 @@ impl Actor for TelegramBot {
 
 /// True for the notices some chat is to be told about.
 fn concerns_a_chat(notice: &Notice) -> bool {
-    tell(notice).is_some()
+    tell(notice).is_some() || failure(notice).is_some()
+}
+
+/// A run that ended `error` or `cancelled`: its repository and what subscribed chats are told.
+fn failure(notice: &Notice) -> Option<(&str, String)> {
+    match notice {
+        Notice::RunEnded {
+            repo,
+            run,
+            state: state @ (RunState::Error | RunState::Cancelled),
+            error,
+            ..
+        } => Some((
+            repo.as_str(),
+            ended_text(repo, run, *state, error.as_deref()),
+        )),
+        _ => None,
+    }
+}
+
+/// How a chat is told that a run ended.
+fn ended_text(repo: &str, run: &str, state: RunState, error: Option<&str>) -> String {
+    let mut text = format!("Run {run} in {repo} ended: {state}.");
+    if let (RunState::Error | RunState::Cancelled, Some(error)) = (state, error) {
+        text.push_str(&format!("\n{error}"));
+    }
+    text.push_str(&format!("\nDetails: /run inspect {run}"));
+    text
 }
 
 /// What to tell which chat about a notice, if anything: a run a chat started has ended, a chat's
@@ -327,14 +435,7 @@ fn tell(notice: &Notice) -> Option<(i64, String)> {
             state,
             error,
             origin: Origin::Chat { chat_id },
-        } => {
-            let mut text = format!("Run {run} in {repo} ended: {state}.");
-            if let (RunState::Error, Some(error)) = (state, error) {
-                text.push_str(&format!("\n{error}"));
-            }
-            text.push_str(&format!("\nDetails: /run inspect {run}"));
-            Some((*chat_id, text))
-        }
+        } => Some((*chat_id, ended_text(repo, run, *state, error.as_deref()))),
         Notice::LoginFinished { chat_id, outcome } => {
             let text = match outcome {
                 LoginOutcome::Authorized { username } => {

@@ -322,7 +322,19 @@ pub async fn send(client: &Client, telemetry: &Telemetry, out: Outgoing) {
             chat_id,
             text,
             keyboard,
-        } => send_message(client, telemetry, chat_id, &text, keyboard).await,
+        } => {
+            send_message(client, telemetry, chat_id, &text, keyboard).await;
+        }
+        Outgoing::Tracked {
+            chat_id,
+            text,
+            keyboard,
+            on_sent,
+        } => {
+            if let Some(id) = send_message(client, telemetry, chat_id, &text, keyboard).await {
+                (on_sent.0)(id);
+            }
+        }
         Outgoing::Edit {
             chat_id,
             message_id,
@@ -331,7 +343,8 @@ pub async fn send(client: &Client, telemetry: &Telemetry, out: Outgoing) {
         } => {
             let parts = render::split(&text);
             if parts.len() != 1 {
-                return send_message(client, telemetry, chat_id, &text, keyboard).await;
+                send_message(client, telemetry, chat_id, &text, keyboard).await;
+                return;
             }
             let markup = markup(keyboard.clone());
             let edit = |text: String, markdown: bool| {
@@ -414,14 +427,14 @@ fn markup(keyboard: Vec<Vec<Button>>) -> Option<InlineKeyboardMarkup> {
 }
 
 /// Sends a MarkdownV2 text as as many messages as it needs, the keyboard on the last; a part
-/// refused as unparsable goes again as plain text.
+/// refused as unparsable goes again as plain text. The id of the last message, if it was sent.
 async fn send_message(
     client: &Client,
     telemetry: &Telemetry,
     chat_id: i64,
     text: &str,
     keyboard: Vec<Vec<Button>>,
-) {
+) -> Option<i64> {
     let mut parts = render::split(text);
     if parts.is_empty() {
         // Nothing visible: say so rather than lose the keyboard (Telegram refuses blank texts).
@@ -429,6 +442,7 @@ async fn send_message(
     }
     let last = parts.len() - 1;
     let markup = markup(keyboard);
+    let mut sent = None;
     for (i, part) in parts.into_iter().enumerate() {
         let markup = if i == last { markup.clone() } else { None };
         let send = |text: String, markdown: bool| {
@@ -440,10 +454,12 @@ async fn send_message(
             fell_back(telemetry);
             result = send(render::plain(&part), false).await;
         }
-        if let Err(err) = result {
-            warn!(chat_id, error = %err, "sendMessage failed");
+        match result {
+            Ok(id) => sent = Some(id),
+            Err(err) => warn!(chat_id, error = %err, "sendMessage failed"),
         }
     }
+    sent
 }
 
 /// One `sendMessage`, as MarkdownV2 or plain text, with retries.
@@ -453,7 +469,7 @@ async fn send_text(
     text: String,
     markdown: bool,
     markup: Option<InlineKeyboardMarkup>,
-) -> Result<(), RequestError> {
+) -> Result<i64, RequestError> {
     with_client!(client, c => with_retries(|| {
         let request = c.send_message(ChatId(chat_id), text.clone());
         let request = if markdown {
@@ -467,7 +483,7 @@ async fn send_text(
         }
     })
     .await)
-    .map(|_| ())
+    .map(|message| i64::from(message.id.0))
 }
 
 /// One `editMessageText`, as MarkdownV2 or plain text, with retries.

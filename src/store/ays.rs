@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Store, StoreError};
+use super::{DurableNotice, Store, StoreError};
 
 /// The state of a run: `new` (recorded, waiting) → `running` → `ok` or `error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -423,6 +423,29 @@ impl Store {
         Ok(())
     }
 
+    /// Ends a run: its state, end time and error, and with `notice` its outbox rows, in one
+    /// transaction (a crash leaves both or neither).
+    pub fn end_run(
+        &self,
+        key: &str,
+        state: RunState,
+        ended: i64,
+        error: Option<&str>,
+        notice: Option<&DurableNotice>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE runs SET state = ?2, ended = ?3, error = COALESCE(?4, error) WHERE key = ?1",
+            params![key, state, ended, error],
+        )?;
+        if let Some(notice) = notice {
+            super::notify::enqueue(&tx, notice)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Records a job's new state and appends its log lines, in one transaction; the lines'
     /// sequence numbers.
     pub fn finish_job(
@@ -549,11 +572,15 @@ impl Store {
     /// Marks every run of `repo` still `running` as `error` with `reason`, and its unfinished
     /// jobs too (queued `new` runs stay queued). Returns the `(service_key, action)` of jobs that
     /// were cut short, and the keys of the runs.
+    ///
+    /// `notice` gives each cut-short run's durable notice (from its key and origin), written in
+    /// the same transaction.
     pub fn interrupt_runs(
         &self,
         repo: &str,
         reason: &str,
         now: i64,
+        notice: &dyn Fn(&str, &Origin) -> Option<DurableNotice>,
     ) -> Result<Interrupted, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
@@ -569,10 +596,19 @@ impl Store {
                 cut.push(row?);
             }
             let mut stmt =
-                tx.prepare("SELECT key FROM runs WHERE repo = ?1 AND state = 'running'")?;
-            let rows = stmt.query_map(params![repo], |row| row.get(0))?;
+                tx.prepare("SELECT key, origin FROM runs WHERE repo = ?1 AND state = 'running'")?;
+            let rows = stmt.query_map(params![repo], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })?;
             for row in rows {
-                runs.push(row?);
+                let (key, origin) = row?;
+                let origin = serde_json::from_str(&origin)
+                    .map(|o| Origin::from_json(&o))
+                    .unwrap_or(Origin::Unknown);
+                if let Some(notice) = notice(&key, &origin) {
+                    super::notify::enqueue(&tx, &notice)?;
+                }
+                runs.push(key);
             }
         }
         tx.execute(
@@ -646,9 +682,19 @@ impl Store {
     }
 
     /// Ends a run as cancelled: the run and every unfinished job.
-    pub fn cancel_run(&self, key: &str, now: i64, reason: &str) -> Result<(), StoreError> {
+    /// With `notice`, its outbox rows are written in the same transaction.
+    pub fn cancel_run(
+        &self,
+        key: &str,
+        now: i64,
+        reason: &str,
+        notice: Option<&DurableNotice>,
+    ) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        if let Some(notice) = notice {
+            super::notify::enqueue(&tx, notice)?;
+        }
         tx.execute(
             "UPDATE jobs SET state = 'cancelled' WHERE run_key = ?1 AND state IN ('new', 'running')",
             params![key],
@@ -869,7 +915,7 @@ mod tests {
             .finish_job("j1", JobState::Running, &[])
             .expect("running");
         let cut = store
-            .interrupt_runs("demo", "cockpit stopped", 200)
+            .interrupt_runs("demo", "cockpit stopped", 200, &|_, _| None)
             .expect("interrupt");
         assert_eq!(cut.0, vec![("node!a".to_string(), "install".to_string())]);
         assert_eq!(cut.1, vec!["r1".to_string()]);

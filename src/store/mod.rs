@@ -9,6 +9,7 @@
 mod ays;
 mod chat;
 mod mail;
+mod notify;
 mod oauth;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ pub use ays::{
     StepRecord,
 };
 pub use mail::{MailFile, MailRecord};
+pub use notify::{DurableNotice, OutboxRow};
 pub use oauth::{AuthorizedUser, CleanReport, PendingState};
 
 /// Why a store operation failed.
@@ -169,6 +171,29 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_pending ON events (id) WHERE processed = 0;
     CREATE INDEX runs_new ON runs (created) WHERE state = 'new';",
+    // h-runs-a: failure notices: the outbox of notices for HTTP webhooks (written with the run's
+    // end), the chats that asked for a repository's notices, the GitHub delivery ids taken.
+    "CREATE TABLE notify_outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        target TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_ms INTEGER NOT NULL,
+        last_error TEXT
+    );
+    CREATE INDEX notify_outbox_due ON notify_outbox (next_ms);
+    CREATE TABLE notify_chats (
+        chat_id INTEGER NOT NULL,
+        repo TEXT NOT NULL,
+        PRIMARY KEY (chat_id, repo)
+    );
+    CREATE INDEX notify_chats_repo ON notify_chats (repo);
+    CREATE TABLE webhook_deliveries (
+        id TEXT PRIMARY KEY,
+        received_ms INTEGER NOT NULL
+    );
+    CREATE INDEX webhook_deliveries_age ON webhook_deliveries (received_ms);",
 ];
 
 /// The handle to durable state; cheap to clone, safe to share between actors and threads.

@@ -5,6 +5,7 @@ pub mod api;
 pub mod fake_itsyou;
 pub mod fake_telegram;
 pub mod inprocess;
+pub mod webhook_receiver;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

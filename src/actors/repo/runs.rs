@@ -24,7 +24,7 @@ use super::driver::{PreparedJob, drive, post_callback, random_key};
 use super::{MAX_LOG_LINES, RepoMsg, RepoState};
 use crate::actors::AbortOnDrop;
 use crate::actors::error::AysError;
-use crate::actors::notice::Notice;
+use crate::actors::notice::{Notice, RunEnd, durable};
 use crate::clock;
 use crate::engine::{self, ActionState, ServiceState};
 use crate::runner::{self, ActionJob, ActionOutcome};
@@ -146,10 +146,24 @@ impl RepoState {
     /// Marks runs left `running` as `error` and the actions they had running as `error`; the
     /// keys of those runs.
     pub(super) fn interrupt(&mut self, reason: &str) -> Result<Vec<String>, AysError> {
+        let config = self.shared.config.clone();
+        let repo = self.name.clone();
+        let notice = move |run: &str, origin: &Origin| {
+            crate::actors::notice::durable(
+                &config,
+                &RunEnd {
+                    repo: &repo,
+                    run,
+                    state: RunState::Error,
+                    error: Some(reason),
+                    origin,
+                },
+            )
+        };
         let (cut, runs) =
             self.shared
                 .store
-                .interrupt_runs(&self.name, reason, clock::now_secs())?;
+                .interrupt_runs(&self.name, reason, clock::now_secs(), &notice)?;
         let mut touched = Vec::new();
         for (key, action) in cut {
             if let Some(service) = self.services.get_mut(&key) {
@@ -499,9 +513,23 @@ impl RepoState {
         } else {
             RunState::Ok
         };
-        self.shared
-            .store
-            .set_run_state(run, state, Some(clock::now_secs()), error.as_deref())?;
+        let notice = durable(
+            &self.shared.config,
+            &RunEnd {
+                repo: &self.name,
+                run,
+                state,
+                error: error.as_deref(),
+                origin: &active.origin,
+            },
+        );
+        self.shared.store.end_run(
+            run,
+            state,
+            clock::now_secs(),
+            error.as_deref(),
+            notice.as_ref(),
+        )?;
         match &error {
             Some(error) => warn!(repo = %self.name, %run, %state, %error, "run ended"),
             None => info!(repo = %self.name, %run, %state, "run ended"),
@@ -608,9 +636,19 @@ impl RepoState {
                 }
             }
             self.save(touched.iter(), &[])?;
+            let notice = durable(
+                &self.shared.config,
+                &RunEnd {
+                    repo: &self.name,
+                    run: key,
+                    state: RunState::Cancelled,
+                    error: Some(reason.as_str()),
+                    origin: &active.origin,
+                },
+            );
             self.shared
                 .store
-                .cancel_run(key, clock::now_secs(), &reason)?;
+                .cancel_run(key, clock::now_secs(), &reason, notice.as_ref())?;
             info!(repo = %self.name, run = %key, %who, "run cancelled");
             self.shared.telemetry.count(Count::RunsCancelled, 1);
             self.shared.notices.publish(Notice::RunEnded {
@@ -623,10 +661,34 @@ impl RepoState {
             self.after_run(myself)?;
         } else if let Some(at) = self.runs.queue.iter().position(|k| k == key) {
             self.runs.queue.remove(at);
+            let origin = self
+                .shared
+                .store
+                .run(&self.name, key)?
+                .map(|r| r.origin)
+                .unwrap_or(Origin::Unknown);
+            let notice = durable(
+                &self.shared.config,
+                &RunEnd {
+                    repo: &self.name,
+                    run: key,
+                    state: RunState::Cancelled,
+                    error: Some(reason.as_str()),
+                    origin: &origin,
+                },
+            );
             self.shared
                 .store
-                .cancel_run(key, clock::now_secs(), &reason)?;
+                .cancel_run(key, clock::now_secs(), &reason, notice.as_ref())?;
             info!(repo = %self.name, run = %key, %who, "queued run cancelled");
+            self.shared.telemetry.count(Count::RunsCancelled, 1);
+            self.shared.notices.publish(Notice::RunEnded {
+                repo: self.name.clone(),
+                run: key.to_string(),
+                state: RunState::Cancelled,
+                error: Some(reason),
+                origin,
+            });
         } else {
             return match self.shared.store.run(&self.name, key)? {
                 Some(run) => Err(AysError::Conflict(format!(
