@@ -22,7 +22,7 @@ pub use ays::{
     EventRecord, JobRecord, JobState, LogRecord, Origin, RepoRecord, RunRecord, RunState,
     StepRecord,
 };
-pub use oauth::{AuthorizedUser, CleanReport, PendingState};
+pub use oauth::{AuthorizedUser, CleanReport, Credential, PendingState};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +157,14 @@ const MIGRATIONS: &[&str] = &[
         last_due_ms INTEGER NOT NULL,
         PRIMARY KEY (repo, service, action)
     );",
+    // h-id-a: who a Telegram user is at their login provider (identity, groups), until when the
+    // login lasts, when membership was last checked, and what the check uses (provider tokens).
+    "ALTER TABLE telegram_users ADD COLUMN identity TEXT;
+    ALTER TABLE telegram_users ADD COLUMN groups TEXT;
+    ALTER TABLE telegram_users ADD COLUMN provider TEXT;
+    ALTER TABLE telegram_users ADD COLUMN login_expires_at_ms INTEGER;
+    ALTER TABLE telegram_users ADD COLUMN checked_at_ms INTEGER;
+    ALTER TABLE telegram_users ADD COLUMN credential TEXT;",
 ];
 
 /// The handle to durable state; cheap to clone, safe to share between actors and threads.
