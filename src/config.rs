@@ -952,9 +952,7 @@ impl Reader {
             "oauth_proxy",
             &["url", "signing_key", "allowed_redirects"],
         );
-        if s.table.is_none() {
-            return None;
-        }
+        s.table?;
         let url = match self.string(&s, "url") {
             Some(url) => self.url(&s, "url", url),
             None => {
