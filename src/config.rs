@@ -54,8 +54,14 @@ pub struct Config {
     pub mode: ModeConfig,
     /// `[supervisor]`: restart policy of the actor tree.
     pub supervisor: SupervisorConfig,
-    /// `[oauth_proxy]` and `[[oauth_provider]]`: the central OAuth2 server; `None` when disabled.
+    /// `[oauth_proxy]`: the central OAuth2 server; `None` when disabled.
     pub oauth_proxy: Option<OAuthProxyConfig>,
+    /// `[[oauth_provider]]`: the login providers, used by the central OAuth2 server and by
+    /// `[login]` (the bot's login).
+    pub providers: Vec<ProviderConfig>,
+    /// `[login]`: how people log in to the bot, how long a login lasts, how often membership is
+    /// checked again.
+    pub login: LoginConfig,
     /// `[ays]`: the engine's job execution.
     pub ays: AysConfig,
     /// `[debug]`: switches for operators testing their deployment; all off by default.
@@ -237,7 +243,7 @@ pub struct SupervisorConfig {
     pub backoff_max_ms: u64,
 }
 
-/// `[oauth_proxy]` with its providers.
+/// `[oauth_proxy]`; its providers are the top-level `[[oauth_provider]]` list.
 #[derive(Debug, Clone)]
 pub struct OAuthProxyConfig {
     /// The public base URL of the proxy (`https://host/oauth`).
@@ -246,25 +252,73 @@ pub struct OAuthProxyConfig {
     pub signing_key: PathBuf,
     /// Redirect URLs apps may ask for, matched exactly.
     pub allowed_redirects: Vec<String>,
-    /// The upstream login providers.
-    pub providers: Vec<ProviderConfig>,
+}
+
+/// `[login]`.
+#[derive(Debug, Clone)]
+pub struct LoginConfig {
+    /// The `[[oauth_provider]]` the bot logs people in with; `None`: ItsYou.online through
+    /// `[oauth]`, as before providers existed.
+    pub provider: Option<String>,
+    /// Where the provider sends the browser back: cockpit's public `/oauth/callback`. Defaults
+    /// to `[oauth].redirect_uri`.
+    pub redirect_uri: String,
+    /// Groups whose members may log in (any one of them). Defaults to `[oauth].organization`;
+    /// empty: anyone the provider knows may log in (roles decide what they may do).
+    pub allowed_groups: Vec<String>,
+    /// Days a Telegram login lasts before the user must log in again.
+    pub session_days: u32,
+    /// Hours between two membership checks with the provider (0: at every command).
+    pub recheck_hours: u32,
+}
+
+/// What kind of provider a `[[oauth_provider]]` is: how its user is identified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// GitHub: identity `github:<login>`, groups its organizations and `org/team` slugs.
+    Github,
+    /// OpenID Connect: endpoints from discovery, a verified ID token.
+    Oidc,
+    /// Plain OAuth2 with a user info endpoint.
+    OAuth2,
+}
+
+/// How the client authenticates at the token endpoint (RFC 6749 §2.3.1, OIDC Core §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAuth {
+    /// HTTP Basic with the form-encoded client id and secret.
+    Basic,
+    /// `client_id` and `client_secret` in the form body.
+    Post,
 }
 
 /// One `[[oauth_provider]]`.
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
-    /// The provider's name in URLs (`github`).
+    /// The provider's name in URLs (`github`) and identities (`<name>:<user>` for OIDC and OAuth2).
     pub name: String,
+    /// What kind of provider it is.
+    pub kind: ProviderKind,
     /// Client id at the provider.
     pub client_id: String,
     /// Client secret at the provider; never logged.
     pub client_secret: Secret,
-    /// The provider's authorize endpoint.
+    /// How the client secret is sent to the token endpoint.
+    pub token_auth: TokenAuth,
+    /// The provider's authorize endpoint (empty for OIDC: from discovery).
     pub authorize_url: String,
-    /// The provider's token endpoint.
+    /// The provider's token endpoint (empty for OIDC: from discovery).
     pub access_token_url: String,
-    /// The provider's user info endpoint.
+    /// The provider's user info endpoint (empty for OIDC: from discovery).
     pub user_info_url: String,
+    /// The OIDC issuer (`kind = "oidc"`): discovery at `{issuer}/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// The GitHub REST API's base URL (`kind = "github"`).
+    pub api_url: String,
+    /// The claim (OIDC) or user info field (OAuth2) naming the user in the identity.
+    pub identity_claim: String,
+    /// The claim or user info field that lists the user's groups.
+    pub groups_claim: String,
     /// Scope requested from the provider.
     pub scope: String,
     /// Which user info fields are passed on to apps.
@@ -628,6 +682,7 @@ impl Reader {
             "supervisor",
             "oauth_proxy",
             "oauth_provider",
+            "login",
             "ays",
             "debug",
             "log",
@@ -655,7 +710,9 @@ impl Reader {
             prod: self.bool(&s, "prod").unwrap_or(true),
         };
         let supervisor = self.supervisor(root);
+        let providers = self.providers(root);
         let oauth_proxy = self.oauth_proxy(root);
+        let login = self.login(root, &oauth, &providers);
         let s = self.section(root, "ays", &["workers", "job_timeout_secs"]);
         let ays = AysConfig {
             workers: self.int(&s, "workers", 1, 1024, 8) as usize,
@@ -694,7 +751,7 @@ impl Reader {
         {
             self.problem("[oauth].jwt_key".into(), err.to_string());
         }
-        if bot.active {
+        if bot.active && login.provider.is_none() {
             // The bot logs users in through ItsYou.online: without these, /start cannot work.
             let needed = [
                 ("client_id", oauth.client_id.is_empty()),
@@ -727,6 +784,8 @@ impl Reader {
             mode,
             supervisor,
             oauth_proxy,
+            providers,
+            login,
             ays,
             debug,
             log,
@@ -840,6 +899,68 @@ impl Reader {
             max_attempts: self.int(&s, "max_attempts", 1, 1000, 12) as u32,
             max_age_secs: self.int(&s, "max_age_secs", 1, 30 * 86_400, 86_400) as u64,
             max_outbox: self.int(&s, "max_outbox", 1, 1_000_000, 10_000) as u32,
+        }
+    }
+
+    fn login(
+        &mut self,
+        root: &Table,
+        oauth: &OAuthConfig,
+        providers: &[ProviderConfig],
+    ) -> LoginConfig {
+        let s = self.section(
+            root,
+            "login",
+            &[
+                "provider",
+                "redirect_uri",
+                "allowed_groups",
+                "session_days",
+                "recheck_hours",
+            ],
+        );
+        let provider = self.string(&s, "provider");
+        if let Some(name) = &provider
+            && !providers.iter().any(|p| &p.name == name)
+        {
+            let known: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+            self.problem(
+                "[login].provider".into(),
+                format!(
+                    "no [[oauth_provider]] is named {name:?} (configured: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            );
+        }
+        let redirect_uri = match self.string(&s, "redirect_uri") {
+            Some(uri) => {
+                self.check_url("[login].redirect_uri".into(), &uri);
+                uri
+            }
+            None => oauth.redirect_uri.clone(),
+        };
+        if provider.is_some() && redirect_uri.is_empty() {
+            self.problem(
+                "[login].redirect_uri".into(),
+                "required with [login].provider (cockpit's public /oauth/callback URL), \
+                 unless [oauth].redirect_uri is set",
+            );
+        }
+        let allowed_groups = match self.get(&s, "allowed_groups") {
+            Some(_) => self.strings(&s, "allowed_groups"),
+            None if oauth.organization.is_empty() => Vec::new(),
+            None => vec![oauth.organization.clone()],
+        };
+        LoginConfig {
+            provider,
+            redirect_uri,
+            allowed_groups,
+            session_days: self.int(&s, "session_days", 1, 3650, 30) as u32,
+            recheck_hours: self.int(&s, "recheck_hours", 0, 8760, 24) as u32,
         }
     }
 
@@ -1000,16 +1121,7 @@ impl Reader {
             "oauth_proxy",
             &["url", "signing_key", "allowed_redirects"],
         );
-        let providers = self.providers(root);
-        if s.table.is_none() {
-            if !providers.is_empty() {
-                self.problem(
-                    "[[oauth_provider]]".into(),
-                    "providers are configured but [oauth_proxy] is missing",
-                );
-            }
-            return None;
-        }
+        s.table?;
         let url = match self.string(&s, "url") {
             Some(url) => self.url(&s, "url", url),
             None => {
@@ -1025,7 +1137,6 @@ impl Reader {
             url,
             signing_key: PathBuf::from(self.name_or(&s, "signing_key", "data/oauth_proxy.key")),
             allowed_redirects,
-            providers,
         })
     }
 
@@ -1043,11 +1154,17 @@ impl Reader {
         };
         let keys = [
             "name",
+            "kind",
             "client_id",
             "client_secret",
+            "token_endpoint_auth_method",
             "authorize_url",
             "access_token_url",
             "user_info_url",
+            "issuer",
+            "api_url",
+            "identity_claim",
+            "groups_claim",
             "scope",
             "user_info_fields",
         ];
@@ -1072,26 +1189,109 @@ impl Reader {
                     String::new()
                 }
             };
+            let kind = match self.string(&s, "kind").as_deref() {
+                None | Some("oauth2") => ProviderKind::OAuth2,
+                Some("github") => ProviderKind::Github,
+                Some("oidc") => ProviderKind::Oidc,
+                Some(other) => {
+                    self.problem(
+                        format!("[{name}].kind"),
+                        format!("expected \"github\", \"oidc\" or \"oauth2\", got {other:?}"),
+                    );
+                    ProviderKind::OAuth2
+                }
+            };
+            let token_auth = match self.string(&s, "token_endpoint_auth_method").as_deref() {
+                None | Some("client_secret_basic") => TokenAuth::Basic,
+                Some("client_secret_post") => TokenAuth::Post,
+                Some(other) => {
+                    self.problem(
+                        format!("[{name}].token_endpoint_auth_method"),
+                        format!(
+                            "expected \"client_secret_basic\" or \"client_secret_post\", got {other:?}"
+                        ),
+                    );
+                    TokenAuth::Basic
+                }
+            };
             let provider_name = required(self, "name");
+            if provider_name.contains(':') {
+                self.problem(
+                    format!("[{name}].name"),
+                    "must not contain ':' (it starts identities such as name:user)",
+                );
+            }
             let client_id = required(self, "client_id");
             let client_secret = Secret(required(self, "client_secret"));
-            let authorize_url = required(self, "authorize_url");
-            let access_token_url = required(self, "access_token_url");
-            let user_info_url = required(self, "user_info_url");
+            // An endpoint: required for plain OAuth2, defaulted for GitHub, from discovery for
+            // OIDC unless given.
+            let endpoint = |r: &mut Reader, key: &str, github: &str| match kind {
+                ProviderKind::OAuth2 => {
+                    let value = required(r, key);
+                    r.url(&s, key, value)
+                }
+                ProviderKind::Github => {
+                    let value = r.string_or(&s, key, github);
+                    r.url(&s, key, value)
+                }
+                ProviderKind::Oidc => match r.string(&s, key) {
+                    Some(value) => r.url(&s, key, value),
+                    None => String::new(),
+                },
+            };
+            let authorize_url = endpoint(
+                self,
+                "authorize_url",
+                "https://github.com/login/oauth/authorize",
+            );
+            let access_token_url = endpoint(
+                self,
+                "access_token_url",
+                "https://github.com/login/oauth/access_token",
+            );
+            let api_url = self.string_or(&s, "api_url", "https://api.github.com");
+            let api_url = self.url(&s, "api_url", api_url);
+            let user_info_url = endpoint(self, "user_info_url", &format!("{api_url}/user"));
+            let issuer = match (kind, self.string(&s, "issuer")) {
+                (ProviderKind::Oidc, Some(issuer)) => {
+                    self.check_url(format!("[{name}].issuer"), &issuer);
+                    issuer
+                }
+                (ProviderKind::Oidc, None) => {
+                    self.problem(format!("[{name}].issuer"), "required for kind = \"oidc\"");
+                    String::new()
+                }
+                (_, Some(_)) => {
+                    self.problem(format!("[{name}].issuer"), "only for kind = \"oidc\"");
+                    String::new()
+                }
+                (_, None) => String::new(),
+            };
             if out.iter().any(|p| p.name == provider_name) {
                 self.problem(
                     format!("[{name}].name"),
                     format!("duplicate provider name {provider_name:?}"),
                 );
             }
+            let default_scope = match kind {
+                ProviderKind::Github => "read:user read:org",
+                ProviderKind::Oidc => "openid profile",
+                ProviderKind::OAuth2 => "",
+            };
             out.push(ProviderConfig {
                 name: provider_name,
+                kind,
                 client_id,
                 client_secret,
-                authorize_url: self.url(&s, "authorize_url", authorize_url),
-                access_token_url: self.url(&s, "access_token_url", access_token_url),
-                user_info_url: self.url(&s, "user_info_url", user_info_url),
-                scope: self.string_or(&s, "scope", ""),
+                token_auth,
+                authorize_url,
+                access_token_url,
+                user_info_url,
+                issuer,
+                api_url,
+                identity_claim: self.name_or(&s, "identity_claim", ""),
+                groups_claim: self.name_or(&s, "groups_claim", "groups"),
+                scope: self.string_or(&s, "scope", default_scope),
                 user_info_fields: self.strings(&s, "user_info_fields"),
             });
         }
@@ -1199,7 +1399,7 @@ mod tests {
         assert_eq!(
             problems(text),
             vec![
-                "[mayl]: unknown section (known sections: oauth, api, bot, mail, storage, mode, supervisor, oauth_proxy, oauth_provider, ays, debug, log, notify, webhooks)",
+                "[mayl]: unknown section (known sections: oauth, api, bot, mail, storage, mode, supervisor, oauth_proxy, oauth_provider, login, ays, debug, log, notify, webhooks)",
                 "[mail].prot: unknown key (known keys: active, host, port, domain, max_message_bytes, max_recipients, max_connections, idle_timeout_secs, max_connections_per_peer, data_timeout_secs, max_attachments, keep_days, max_queued_runs)",
             ]
         );

@@ -15,6 +15,18 @@ use support::{Cockpit, base_config, eventually};
 const BOT_TOKEN: &str = "424242:BOT-token-SECRET-never-logged";
 const WAIT: Duration = Duration::from_secs(30);
 
+/// The one-time code in a login page's `https://t.me/<bot>?start=<code>` link.
+fn code_in(page: &str) -> String {
+    let prefix = "https://t.me/cockpit_test_bot?start=";
+    let at = page
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no t.me link in {page}"));
+    page[at + prefix.len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect()
+}
+
 /// The doubles and the real binary wired to them.
 struct World {
     telegram: FakeTelegram,
@@ -100,8 +112,14 @@ impl World {
             .await;
         assert_eq!(status, 200, "{page}");
         self.telegram
-            .wait_new_text(user, since, "You have been authorized", WAIT)
+            .wait_new_text(user, since, "open it with this Telegram account", WAIT)
             .await;
+        self.say(
+            user,
+            &format!("/start {}", code_in(&page)),
+            "You have been authorized",
+        )
+        .await;
     }
 
     /// `GET /ays/repository` over REST with a token signed by the test key.
@@ -168,13 +186,18 @@ async fn login_link_callback_and_single_use_states() {
         .await;
     assert_eq!(status, 200, "{page}");
     assert!(content_type.starts_with("text/html"), "{content_type}");
-    assert!(
-        page.contains("<html") && page.contains("authorized"),
-        "{page}"
-    );
+    assert!(page.contains("<html") && page.contains("alice"), "{page}");
     world
         .telegram
-        .wait_new_text(1, since, "You have been authorized, alice", WAIT)
+        .wait_new_text(1, since, "open it with this Telegram account", WAIT)
+        .await;
+    // The login page's one-time link back to the bot finishes the login.
+    world
+        .say(
+            1,
+            &format!("/start {}", code_in(&page)),
+            "You have been authorized, alice",
+        )
         .await;
     // The code was exchanged with the client's credentials, for this redirect.
     let exchange = world.itsyou.requests().pop().expect("a token request");

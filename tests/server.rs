@@ -213,6 +213,7 @@ async fn clean_cache_works_while_the_server_runs() {
                 username: "bob".into(),
                 current_repo: None,
                 token_expires_at: None,
+                ..Default::default()
             },
             0,
         )
@@ -280,6 +281,7 @@ fn store_writer_child() {
             username: format!("user{id}"),
             current_repo: Some("r".repeat(200)),
             token_expires_at: None,
+            ..Default::default()
         };
         store.upsert_user(&user, id).expect("write");
         println!("committed {id}");

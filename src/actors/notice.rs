@@ -88,11 +88,9 @@ pub enum Notice {
 /// How a chat's login ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoginOutcome {
-    /// The user is authorized, under this name.
-    Authorized {
-        /// The provider's user name.
-        username: String,
-    },
+    /// Someone logged in at the provider: the chat waits for the one-time `/start <code>` the
+    /// login page showed them (the chat is not authorized by the browser alone).
+    Completed,
     /// The user cancelled at the provider.
     Cancelled,
     /// The user is not a member of the organization.

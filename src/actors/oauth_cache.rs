@@ -20,6 +20,8 @@ pub enum OAuthCacheMsg {
         purpose: String,
         /// What it is bound to (the Telegram user and chat, the app's redirect...).
         data: serde_json::Value,
+        /// How long it lives, when not the cache's usual lifetime (`[oauth].state_ttl_secs`).
+        ttl: Option<Duration>,
         /// Gets the new state string.
         reply: RpcReplyPort<Result<String, StoreError>>,
     },
@@ -140,13 +142,14 @@ impl Actor for OAuthCache {
             OAuthCacheMsg::NewState {
                 purpose,
                 data,
+                ttl,
                 reply,
             } => {
                 let pending = PendingState {
                     state: random_state(),
                     purpose,
                     data,
-                    expires_at_ms: now + state.ttl.as_millis() as i64,
+                    expires_at_ms: now + ttl.unwrap_or(state.ttl).as_millis() as i64,
                 };
                 let result = state
                     .store
@@ -228,6 +231,7 @@ mod tests {
         call!(cache, |reply| OAuthCacheMsg::NewState {
             purpose: purpose.into(),
             data: json!({"chat_id": 1, "user_id": 2}),
+            ttl: None,
             reply
         })
         .expect("call")
@@ -309,6 +313,11 @@ mod tests {
             username: "alice".into(),
             current_repo: None,
             token_expires_at: Some(1_900_000_000),
+            identity: "itsyouonline:alice".into(),
+            groups: vec!["myorg".into()],
+            provider: "itsyouonline".into(),
+            checked_at_ms: Some(5),
+            ..Default::default()
         };
         call!(cache, |reply| OAuthCacheMsg::Authorize {
             user: user.clone(),

@@ -5,9 +5,11 @@
 //! app ──► /oauth/authorize?provider&redirect_url&state
 //!           redirect_url exactly in allowed_redirects, else 400 (no redirect)
 //!           OAuthCache.NewState("proxy", {redirect_url, app_state, provider, pkce_verifier})
-//!       ◄── 302 provider authorize URL (client_id, redirect_uri=<url>/callback, our state, S256)
+//!       ◄── 302 provider authorize URL (client_id, redirect_uri=<url>/callback, our state, S256;
+//!           for OIDC the endpoints come from discovery)
 //! provider ──► /oauth/callback?code&state       (login.rs takes the state: purpose "proxy")
-//!           code + PKCE verifier → token (oauth2 crate); GET user_info_url; keep user_info_fields
+//!           code + PKCE verifier → token (oauth::provider: client_secret_basic or _post, JSON
+//!           or form-encoded answers); GET the user info endpoint; keep user_info_fields
 //!       ◄── 302 redirect_url?jwt=<EdDSA token>&state=<app_state>
 //!           or  redirect_url?error=access_denied&state=<app_state> when the provider said no
 //! ```
@@ -15,18 +17,11 @@
 //! Nothing here logs a code, a token, the client secret or the signing key.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
-use std::time::Duration;
 
-use oauth2::basic::BasicClient;
-use oauth2::url::Url;
-use oauth2::{
-    AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse, TokenUrl,
-};
 use ractor::{ActorRef, call_t};
 use serde_json::{Value, json};
 use tracing::{info, warn};
+use url::Url;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -35,7 +30,8 @@ use warp::{Filter, Reply};
 use super::{error, with};
 use crate::actors::oauth_cache::OAuthCacheMsg;
 use crate::actors::{Shared, names};
-use crate::config::{OAuthProxyConfig, ProviderConfig};
+use crate::config::OAuthProxyConfig;
+use crate::oauth::provider::{self, LoginSecrets, ProviderError};
 use crate::oauth::token::{LoginClaims, SigningKey, filter_fields, redirect_allowed};
 
 /// The purpose of the proxy's pending logins in the OAuth cache.
@@ -46,9 +42,6 @@ const MAX_APP_STATE: usize = 512;
 
 /// The largest user info document read from a provider.
 const MAX_USER_INFO_BYTES: usize = 256 * 1024;
-
-type ProviderClient =
-    BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
 
 /// The proxy's routes other than the shared callback.
 pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
@@ -89,8 +82,13 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         (status = 404, description = "`[oauth_proxy]` is not configured", body = super::schemas::Error)))]
 pub(crate) fn providers(shared: Shared) -> Response {
     match proxy(&shared) {
-        Ok((config, _)) => {
-            let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
+        Ok(_) => {
+            let names: Vec<&str> = shared
+                .config
+                .providers
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect();
             warp::reply::json(&names).into_response()
         }
         Err(off) => *off,
@@ -138,31 +136,6 @@ fn callback_url(config: &OAuthProxyConfig) -> String {
     format!("{}/callback", config.url.trim_end_matches('/'))
 }
 
-fn client(config: &OAuthProxyConfig, provider: &ProviderConfig) -> Result<ProviderClient, String> {
-    Ok(BasicClient::new(ClientId::new(provider.client_id.clone()))
-        .set_client_secret(ClientSecret::new(
-            provider.client_secret.expose().to_string(),
-        ))
-        .set_auth_uri(AuthUrl::new(provider.authorize_url.clone()).map_err(|e| e.to_string())?)
-        .set_token_uri(TokenUrl::new(provider.access_token_url.clone()).map_err(|e| e.to_string())?)
-        .set_redirect_uri(RedirectUrl::new(callback_url(config)).map_err(|e| e.to_string())?))
-}
-
-/// One HTTP client for all provider calls: no redirects followed, bounded time.
-fn http() -> Result<&'static oauth2::reqwest::Client, String> {
-    static HTTP: OnceLock<oauth2::reqwest::Client> = OnceLock::new();
-    if let Some(client) = HTTP.get() {
-        return Ok(client);
-    }
-    let client = oauth2::reqwest::ClientBuilder::new()
-        .redirect(oauth2::reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(15))
-        .user_agent(concat!("cockpit-oauth-proxy/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-    Ok(HTTP.get_or_init(|| client))
-}
-
 /// Central OAuth server: starts a login at a provider for an app.
 #[utoipa::path(get, path = "/oauth/authorize", tag = "login",
     params(
@@ -175,6 +148,7 @@ fn http() -> Result<&'static oauth2::reqwest::Client, String> {
         (status = 400, description = "Unknown provider, a redirect_url not allowed, or no state (no redirect)", body = super::schemas::Error),
         (status = 404, description = "`[oauth_proxy]` is not configured", body = super::schemas::Error),
         (status = 500, description = "The provider is misconfigured", body = super::schemas::Error),
+        (status = 502, description = "The provider's discovery document cannot be had (OIDC)", body = super::schemas::Error),
         (status = 503, description = "Login is restarting", body = super::schemas::Error),
         super::schemas::RateFailures))]
 pub(crate) async fn authorize(query: HashMap<String, String>, shared: Shared) -> Response {
@@ -201,7 +175,7 @@ pub(crate) async fn authorize(query: HashMap<String, String>, shared: Shared) ->
         .get("provider")
         .map(String::as_str)
         .unwrap_or_default();
-    let Some(provider) = config.providers.iter().find(|p| p.name == name) else {
+    let Some(provider) = shared.config.providers.iter().find(|p| p.name == name) else {
         return error(
             StatusCode::BAD_REQUEST,
             format!("unknown provider {name:?}"),
@@ -216,9 +190,13 @@ pub(crate) async fn authorize(query: HashMap<String, String>, shared: Shared) ->
         )
         .into_response();
     }
-    let client = match client(config, provider) {
-        Ok(client) => client,
-        Err(why) => {
+    let endpoints = match provider::http() {
+        Ok(http) => provider::endpoints(http, provider).await,
+        Err(err) => Err(err),
+    };
+    let endpoints = match endpoints {
+        Ok(endpoints) => endpoints,
+        Err(ProviderError::Config(why)) => {
             warn!(provider = name, "oauth proxy: bad provider URLs: {why}");
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -226,8 +204,16 @@ pub(crate) async fn authorize(query: HashMap<String, String>, shared: Shared) ->
             )
             .into_response();
         }
+        Err(why) => {
+            warn!(provider = name, "oauth proxy: {why}");
+            return error(
+                StatusCode::BAD_GATEWAY,
+                "the provider cannot be reached; retry",
+            )
+            .into_response();
+        }
     };
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let secrets = LoginSecrets::new();
     let Some(cache) = ActorRef::<OAuthCacheMsg>::where_is(names::OAUTH_CACHE) else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -239,13 +225,14 @@ pub(crate) async fn authorize(query: HashMap<String, String>, shared: Shared) ->
         "redirect_url": redirect_url,
         "app_state": app_state,
         "provider": name,
-        "pkce_verifier": verifier.secret(),
+        "pkce_verifier": secrets.verifier,
     });
     let created = call_t!(
         cache,
         |reply| OAuthCacheMsg::NewState {
             purpose: PURPOSE.to_string(),
             data,
+            ttl: None,
             reply
         },
         10_000
@@ -257,13 +244,23 @@ pub(crate) async fn authorize(query: HashMap<String, String>, shared: Shared) ->
         )
         .into_response();
     };
-    let mut request = client
-        .authorize_url(|| CsrfToken::new(state))
-        .set_pkce_challenge(challenge);
-    for scope in provider.scope.split([' ', ',']).filter(|s| !s.is_empty()) {
-        request = request.add_scope(Scope::new(scope.to_string()));
-    }
-    let (url, _) = request.url();
+    let url = match provider::authorize_url(
+        provider,
+        &endpoints,
+        &callback_url(config),
+        &state,
+        &secrets,
+    ) {
+        Ok(url) => url,
+        Err(why) => {
+            warn!(provider = name, "oauth proxy: {why}");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the provider is misconfigured",
+            )
+            .into_response();
+        }
+    };
     info!(provider = name, redirect_url, "oauth proxy: login started");
     found(url.as_str())
 }
@@ -329,36 +326,37 @@ pub async fn callback(query: HashMap<String, String>, data: Value, shared: Share
             &[("error", "server_error"), ("state", &app_state)],
         )
     };
-    let Some(provider) = config.providers.iter().find(|p| p.name == name) else {
+    let Some(provider) = shared.config.providers.iter().find(|p| p.name == name) else {
         return fail("the provider is no longer configured");
     };
     let Some(code) = query.get("code").filter(|c| !c.is_empty()) else {
         return fail("the provider sent no code");
     };
-    let client = match client(config, provider) {
-        Ok(client) => client,
-        Err(why) => return fail(&why),
-    };
-    let http = match http() {
+    let http = match provider::http() {
         Ok(http) => http,
-        Err(why) => return fail(&why),
+        Err(why) => return fail(&why.to_string()),
     };
-    let token = match client
-        .exchange_code(AuthorizationCode::new(code.clone()))
-        .set_pkce_verifier(PkceCodeVerifier::new(verifier))
-        .request_async(http)
-        .await
+    let endpoints = match provider::endpoints(http, provider).await {
+        Ok(endpoints) => endpoints,
+        Err(why) => return fail(&why.to_string()),
+    };
+    let token = match provider::exchange_code(
+        http,
+        provider,
+        &endpoints,
+        code,
+        &callback_url(config),
+        Some(&verifier),
+    )
+    .await
     {
         Ok(token) => token,
-        Err(oauth2::RequestTokenError::ServerResponse(resp)) => {
-            return fail(&format!("the provider refused the code: {}", resp.error()));
-        }
-        Err(oauth2::RequestTokenError::Request(_)) => {
-            return fail("the provider's token endpoint is unreachable");
-        }
-        Err(_) => return fail("unexpected answer from the provider's token endpoint"),
+        Err(why) => return fail(&why.to_string()),
     };
-    let info = match user_info(http, provider, token.access_token().secret()).await {
+    let Some(user_info_url) = &endpoints.userinfo else {
+        return fail("the provider has no user info endpoint");
+    };
+    let info = match user_info(http, user_info_url, &token.access_token).await {
         Ok(info) => info,
         Err(why) => return fail(&why),
     };
@@ -379,14 +377,10 @@ pub async fn callback(query: HashMap<String, String>, data: Value, shared: Share
     back_to_app(&redirect_url, &[("jwt", &jwt), ("state", &app_state)])
 }
 
-/// Fetches the provider's user info with the access token.
-async fn user_info(
-    http: &oauth2::reqwest::Client,
-    provider: &ProviderConfig,
-    access_token: &str,
-) -> Result<Value, String> {
+/// Fetches the provider's user info with the access token: a JSON object.
+async fn user_info(http: &reqwest::Client, url: &str, access_token: &str) -> Result<Value, String> {
     let resp = http
-        .get(&provider.user_info_url)
+        .get(url)
         .bearer_auth(access_token)
         .header("accept", "application/json")
         .send()

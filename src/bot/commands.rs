@@ -4,8 +4,9 @@
 /// A parsed chat input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// `/start`: log in, or welcome back.
-    Start,
+    /// `/start`: log in, or welcome back; `/start <code>` finishes a login with the one-time
+    /// code the login page showed (Telegram's `t.me/<bot>?start=<code>` links send it).
+    Start(Option<String>),
     /// `/help`: the command list.
     Help,
     /// `/repo ...`.
@@ -283,7 +284,7 @@ pub fn menu(command: &str) -> &'static [(&'static str, &'static str)] {
 
 /// The commands registered with `setMyCommands`, with their descriptions.
 pub const COMMANDS: &[(&str, &str)] = &[
-    ("start", "Log in with ItsYou.online"),
+    ("start", "Log in"),
     ("repo", "Manage your AYS repositories"),
     ("blueprint", "Manage your blueprints"),
     ("service", "Perform actions on your service instances"),
@@ -294,7 +295,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
 
 /// The `/help` text (plain; the renderer escapes it).
 pub const HELP: &str = "I can drive your AYS repositories:\n\
-/start - log in with ItsYou.online\n\
+/start - log in\n\
 /repo list | create <name> [git_url] | select <name> | delete <name>\n\
 /blueprint list | get <name> | add <name> | execute <name> | delete <name> | archive <name> | restore <name>\n\
 /service list | inspect <role>!<name> | execute <action> <role>[!<name>] | delete <role>!<name>\n\
@@ -319,7 +320,7 @@ pub fn parse(input: &str) -> Command {
         .to_ascii_lowercase();
     let args: Vec<&str> = words.collect();
     match name.as_str() {
-        "start" => Command::Start,
+        "start" => Command::Start(args.first().map(|code| code.to_string())),
         "help" => Command::Help,
         "crash" => Command::Crash,
         "skip" => Command::Skip,
@@ -525,7 +526,8 @@ mod tests {
 
     #[test]
     fn commands_parse_with_and_without_arguments() {
-        check("/start", Command::Start);
+        check("/start", Command::Start(None));
+        check("/start 0123abc", Command::Start(Some("0123abc".into())));
         check("  /HELP ", Command::Help);
         check("/repo", Command::Repo(RepoCmd::Menu));
         check("/repo@cockpit_bot list", Command::Repo(RepoCmd::List(None)));

@@ -18,6 +18,8 @@ use super::{Button, Incoming, IncomingKind, OnSent, Outgoing};
 use crate::actors::oauth_cache::OAuthCacheMsg;
 use crate::actors::{Shared, names};
 use crate::client::{AysClient, AysError, RunRequest};
+use crate::oauth::login;
+use crate::oauth::provider::LoginSecrets;
 use crate::store::{AuthorizedUser, Origin};
 
 /// How long an actor call may take before the chat is told to retry.
@@ -71,6 +73,8 @@ pub struct ChatState {
     /// While a list's ‹ › press is handled: the message showing the list, which the next page
     /// replaces.
     edit: Option<i64>,
+    /// Whether the chat was just told its login ended (so "please use /start" is not repeated).
+    told: std::sync::atomic::AtomicBool,
 }
 
 /// What a chat waits for, stored as JSON: `{"blueprint": name, "repo": repo}`.
@@ -98,6 +102,7 @@ impl Actor for ChatSession {
             client: args.client,
             runs: args.runs,
             edit: None,
+            told: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -247,7 +252,7 @@ impl ChatState {
                 size,
             } => {
                 if self.user(user_id).await.is_none() {
-                    return self.say("I don't know you yet, please use /start");
+                    return self.unknown();
                 }
                 if !matches!(self.pending(), Some(Some(_))) {
                     return self.say(
@@ -284,21 +289,61 @@ impl ChatState {
         }
     }
 
+    /// The logged-in user, once their login passed its checks (age, and membership at the
+    /// provider when a recheck is due). A login that ended is removed, and the chat told why.
     async fn user(&self, user_id: i64) -> Option<AuthorizedUser> {
         let cache = ractor::ActorRef::<OAuthCacheMsg>::where_is(names::OAUTH_CACHE)?;
-        call_t!(
+        let user = call_t!(
             cache,
             |reply| OAuthCacheMsg::User { user_id, reply },
             CALL_MS
         )
         .ok()?
-        .ok()?
+        .ok()??;
+        let now = crate::clock::now_ms();
+        match login::check(&self.shared.config, &user, now).await {
+            login::Check::Valid => Some(user),
+            login::Check::Confirmed { groups, credential } => {
+                if let Err(err) =
+                    self.shared
+                        .store
+                        .record_check(user_id, &groups, credential.as_ref(), now)
+                {
+                    warn!(chat_id = self.chat_id, %err, "cannot record a membership check");
+                }
+                Some(AuthorizedUser { groups, ..user })
+            }
+            login::Check::Unverified(why) => {
+                warn!(
+                    chat_id = self.chat_id,
+                    user_id, "membership check failed, retried at the next command: {why}"
+                );
+                Some(user)
+            }
+            login::Check::Ended(ended) => {
+                if let Err(err) = self.shared.store.end_login(user_id) {
+                    warn!(chat_id = self.chat_id, %err, "cannot end a login");
+                }
+                tracing::info!(chat_id = self.chat_id, user_id, reason = ?ended, "telegram login ended");
+                self.told.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.say(&format!("{} Send /start to log in again.", ended.message()));
+                None
+            }
+        }
+    }
+
+    /// Tells a chat whose user is not logged in how to log in, unless the check that found it
+    /// out just told them why.
+    fn unknown(&self) {
+        if !self.told.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            self.say("I don't know you yet, please use /start");
+        }
     }
 
     /// Plain text: the answer to a prompt, or a hint.
     async fn text(&mut self, user_id: i64, text: &str) {
         if self.user(user_id).await.is_none() {
-            return self.say("I don't know you yet, please use /start");
+            return self.unknown();
         }
         if let Ok(Some(prompt)) = self.shared.store.chat_pending(self.chat_id)
             && prompt["ask"].is_string()
@@ -327,7 +372,7 @@ impl ChatState {
     async fn command(&mut self, user_id: i64, username: &str, command: Command) {
         match command {
             Command::Help => self.say(commands::HELP),
-            Command::Start => self.start(user_id, username).await,
+            Command::Start(code) => self.start(user_id, username, code).await,
             Command::Unknown(name) => self.say(&format!(
                 "I don't know the command /{name}. /help lists what I can do."
             )),
@@ -344,7 +389,7 @@ impl ChatState {
             }
             command => {
                 let Some(user) = self.user(user_id).await else {
-                    return self.say("I don't know you yet, please use /start");
+                    return self.unknown();
                 };
                 let result = match command {
                     Command::Repo(cmd) => self.repo(&user, cmd).await,
@@ -364,20 +409,27 @@ impl ChatState {
         }
     }
 
-    async fn start(&mut self, user_id: i64, username: &str) {
+    async fn start(&mut self, user_id: i64, username: &str, code: Option<String>) {
+        if let Some(code) = code {
+            return self.confirm(user_id, &code).await;
+        }
         if let Some(user) = self.user(user_id).await {
             return self.say(&format!("Welcome back {}!", user.username));
         }
-        let oauth = &self.shared.config.oauth;
+        self.told.store(false, std::sync::atomic::Ordering::Relaxed);
+        let config = &self.shared.config;
+        let provider = login::login_provider(config);
         let Some(cache) = ractor::ActorRef::<OAuthCacheMsg>::where_is(names::OAUTH_CACHE) else {
             return self.say("Login is restarting; try /start again in a moment.");
         };
-        let data = json!({"chat_id": self.chat_id, "user_id": user_id, "username": username});
+        let secrets = LoginSecrets::new();
+        let data = login::start_data(self.chat_id, user_id, username, provider.name(), &secrets);
         let state = call_t!(
             cache,
             |reply| OAuthCacheMsg::NewState {
-                purpose: "telegram".into(),
+                purpose: login::PURPOSE.into(),
                 data,
+                ttl: None,
                 reply
             },
             CALL_MS
@@ -385,21 +437,91 @@ impl ChatState {
         let Ok(Ok(state)) = state else {
             return self.say("Login is unavailable right now; try /start again in a moment.");
         };
-        let mut url =
-            match reqwest::Url::parse(&format!("{}/v1/oauth/authorize", oauth.itsyouonlinehost)) {
-                Ok(url) => url,
-                Err(_) => return self.say("Login is misconfigured ([oauth].itsyouonlinehost)."),
-            };
-        url.query_pairs_mut()
-            .append_pair("response_type", "code")
-            .append_pair("client_id", &oauth.client_id)
-            .append_pair("redirect_uri", &oauth.redirect_uri)
-            .append_pair("state", &state)
-            .append_pair("scope", &format!("user:memberof:{}", oauth.organization));
+        let url = match login::authorize_url(config, provider, &state, &secrets).await {
+            Ok(url) => url,
+            Err(err) => {
+                warn!(chat_id = self.chat_id, %err, "cannot start a login");
+                return self.say("Login is unavailable right now; try /start again in a moment.");
+            }
+        };
+        let after = "At the end, the login page shows a link back to me: open it with this \
+                     Telegram account to finish.";
+        match provider {
+            login::LoginProvider::ItsYou(oauth) => self.say(&format!(
+                "Hello! To use this cockpit, log in with ItsYou.online and allow me to check that you are a member of {}:\n{url}\n{after}",
+                oauth.organization
+            )),
+            login::LoginProvider::Provider(p) => {
+                let who = login::allowed_in_words(config);
+                let members = if who.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (members of {who})")
+                };
+                self.say(&format!(
+                    "Hello! To use this cockpit, log in with {}{members}:\n{url}\n{after}",
+                    p.name
+                ))
+            }
+        }
+    }
+
+    /// `/start <code>`: the one-time code of a login completed in a browser. It authorizes only
+    /// the Telegram user who sent `/start` for that login, in the same chat.
+    async fn confirm(&mut self, user_id: i64, code: &str) {
+        let Some(cache) = ractor::ActorRef::<OAuthCacheMsg>::where_is(names::OAUTH_CACHE) else {
+            return self.say("Login is restarting; try again in a moment.");
+        };
+        let taken = call_t!(
+            cache,
+            |reply| OAuthCacheMsg::TakeState {
+                state: code.to_string(),
+                purpose: login::CONFIRM.into(),
+                reply
+            },
+            CALL_MS
+        );
+        let Ok(Ok(Some(data))) = taken else {
+            return self.say(
+                "This login link is unknown, already used or expired. Send /start to log in again.",
+            );
+        };
+        let now = crate::clock::now_ms();
+        let user = match login::confirmed_user(
+            &self.shared.config,
+            &data,
+            self.chat_id,
+            user_id,
+            now,
+        ) {
+            Ok(user) => user,
+            Err(login::Refusal::OtherAccount) => {
+                warn!(
+                    chat_id = self.chat_id,
+                    user_id,
+                    "a login code was sent from another Telegram account than the one that started the login"
+                );
+                return self.say(
+                    "This login link belongs to another Telegram account's login, so it does not log you in. Send /start to log in yourself.",
+                );
+            }
+            Err(login::Refusal::Damaged) => {
+                return self.say("This login link is damaged. Send /start to log in again.");
+            }
+        };
+        let username = user.username.clone();
+        let stored = call_t!(
+            cache,
+            |reply| OAuthCacheMsg::Authorize { user, reply },
+            CALL_MS
+        );
+        if !matches!(stored, Ok(Ok(()))) {
+            return self.say("Could not record the login; send /start to try again.");
+        }
+        tracing::info!(chat_id = self.chat_id, user_id, "telegram user authorized");
         self.say(&format!(
-            "Hello! To use this cockpit, log in with ItsYou.online and allow me to check that you are a member of {}:\n{url}",
-            oauth.organization
-        ));
+            "You have been authorized, {username}. /help lists what I can do."
+        ))
     }
 
     /// `/notify`: which repositories' failed runs this chat hears about.
@@ -880,7 +1002,7 @@ impl ChatState {
     /// The answer to a question [`Self::ask`] asked.
     async fn answer(&mut self, user_id: i64, prompt: &Value, text: &str) {
         let Some(user) = self.user(user_id).await else {
-            return self.say("I don't know you yet, please use /start");
+            return self.unknown();
         };
         let text = text.trim();
         let result = match prompt["ask"].as_str() {

@@ -193,6 +193,13 @@ impl Actor for TelegramBot {
         let telemetry = shared.telemetry.clone();
         let me = myself.clone();
         let poller = tokio::spawn(async move {
+            // Login pages link back to the bot by its username.
+            if let Some(name) = telegram::username(&poll_client).await
+                && let Err(err) =
+                    store.set_setting(crate::oauth::login::BOT_USERNAME_SETTING, &name)
+            {
+                warn!(%err, "cannot record the bot's username");
+            }
             telegram::register_commands(&poll_client).await;
             telegram::poll(
                 poll_client,
@@ -438,8 +445,10 @@ fn tell(notice: &Notice) -> Option<(i64, String)> {
         } => Some((*chat_id, ended_text(repo, run, *state, error.as_deref()))),
         Notice::LoginFinished { chat_id, outcome } => {
             let text = match outcome {
-                LoginOutcome::Authorized { username } => {
-                    format!("You have been authorized, {username}. /help lists what I can do.")
+                LoginOutcome::Completed => {
+                    "The login page shows a link back to me: open it with this \
+                     Telegram account to finish logging in."
+                        .to_string()
                 }
                 LoginOutcome::Cancelled => {
                     "The login was cancelled. Send /start to try again.".to_string()

@@ -105,6 +105,17 @@ pub fn clients(
     })
 }
 
+/// The bot's own Telegram username (`getMe`), for `https://t.me/<bot>` links.
+pub async fn username(client: &Bot) -> Option<String> {
+    match with_retries(|| client.get_me()).await {
+        Ok(me) => me.user.username.clone(),
+        Err(err) => {
+            warn!(error = %cause(&err), "getMe failed");
+            None
+        }
+    }
+}
+
 /// Registers the commands for the client's menu.
 pub async fn register_commands(client: &Bot) {
     let commands = super::commands::COMMANDS

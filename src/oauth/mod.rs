@@ -4,6 +4,11 @@
 //! - [`token`]: the login token the proxy signs for an app — claims, EdDSA signing and
 //!   verification, the redirect allowlist and the `next_url` rule. No IO; the caller passes the time.
 //! - [`key`]: the proxy's Ed25519 signing key: a PKCS#8 PEM file generated on first start (0600).
+//! - [`provider`]: one `[[oauth_provider]]` (github, oidc, oauth2): discovery, the authorize
+//!   URL, the token endpoint (client_secret_basic or _post; JSON or form answers), identity
+//!   and groups, ID token verification.
+//! - [`login`]: the bot's login through `[login].provider` (ItsYou.online by default): start,
+//!   completion, the one-time code that binds it to the person, expiry and membership checks.
 //! - [`client`]: the app side, warp filters and functions mirroring the seed's `oauth_proxy` tool:
 //!   `login_required`, `login`, `callback`, server-side sessions and `logout`.
 //!
@@ -11,4 +16,6 @@
 
 pub mod client;
 pub mod key;
+pub mod login;
+pub mod provider;
 pub mod token;

@@ -26,7 +26,7 @@ pub use ays::{
 };
 pub use mail::{MailFile, MailRecord};
 pub use notify::{DurableNotice, OutboxRow};
-pub use oauth::{AuthorizedUser, CleanReport, PendingState};
+pub use oauth::{AuthorizedUser, CleanReport, Credential, PendingState};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +194,14 @@ const MIGRATIONS: &[&str] = &[
         received_ms INTEGER NOT NULL
     );
     CREATE INDEX webhook_deliveries_age ON webhook_deliveries (received_ms);",
+    // h-id-a: who a Telegram user is at their login provider (identity, groups), until when the
+    // login lasts, when membership was last checked, and what the check uses (provider tokens).
+    "ALTER TABLE telegram_users ADD COLUMN identity TEXT;
+    ALTER TABLE telegram_users ADD COLUMN groups TEXT;
+    ALTER TABLE telegram_users ADD COLUMN provider TEXT;
+    ALTER TABLE telegram_users ADD COLUMN login_expires_at_ms INTEGER;
+    ALTER TABLE telegram_users ADD COLUMN checked_at_ms INTEGER;
+    ALTER TABLE telegram_users ADD COLUMN credential TEXT;",
 ];
 
 /// The handle to durable state; cheap to clone, safe to share between actors and threads.

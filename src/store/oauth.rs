@@ -18,8 +18,19 @@ pub struct PendingState {
     pub expires_at_ms: i64,
 }
 
-/// A Telegram user who proved membership of the organization.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What a membership check presents to the provider: its access and refresh tokens, as JSON.
+/// A secret: it never prints.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Credential(pub String);
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credential(***)")
+    }
+}
+
+/// A Telegram user who logged in through the login provider.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct AuthorizedUser {
     /// Telegram user id: the identity (usernames change).
     pub user_id: i64,
@@ -29,8 +40,21 @@ pub struct AuthorizedUser {
     pub username: String,
     /// The repository the user's commands work on.
     pub current_repo: Option<String>,
-    /// When the ItsYou.online token expires (Unix seconds), if it said.
+    /// When the provider's access token expires (Unix seconds), if it said.
     pub token_expires_at: Option<i64>,
+    /// Who they are: `itsyouonline:<username>`, `github:<login>`, `<provider>:<sub>`. Empty for
+    /// a login recorded before identities existed (an ItsYou.online one).
+    pub identity: String,
+    /// The groups the provider put them in (`myorg`, `myorg/ops`) at the last check.
+    pub groups: Vec<String>,
+    /// The provider they logged in with (`itsyouonline` for `[oauth]`).
+    pub provider: String,
+    /// When the login ends (Unix milliseconds); `None`: `authorized_at` plus `session_days`.
+    pub login_expires_at_ms: Option<i64>,
+    /// When membership was last confirmed by the provider (Unix milliseconds); `None`: at login.
+    pub checked_at_ms: Option<i64>,
+    /// What the next membership check presents to the provider, if anything.
+    pub credential: Option<Credential>,
 }
 
 /// What `clean_cache` removed.
@@ -172,46 +196,125 @@ impl Store {
 
     /// Records (or refreshes) an authorized user.
     pub fn upsert_user(&self, user: &AuthorizedUser, now_ms: i64) -> Result<(), StoreError> {
+        let groups =
+            serde_json::to_string(&user.groups).map_err(|e| StoreError::Decode(e.to_string()))?;
         self.lock().execute(
             "INSERT INTO telegram_users
-                (user_id, chat_id, username, current_repo, token_expires_at, authorized_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                (user_id, chat_id, username, current_repo, token_expires_at, authorized_at_ms,
+                 identity, groups, provider, login_expires_at_ms, checked_at_ms, credential)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
              ON CONFLICT (user_id) DO UPDATE SET
                 chat_id = excluded.chat_id, username = excluded.username,
                 current_repo = excluded.current_repo,
                 token_expires_at = excluded.token_expires_at,
-                authorized_at_ms = excluded.authorized_at_ms",
+                authorized_at_ms = excluded.authorized_at_ms,
+                identity = excluded.identity, groups = excluded.groups,
+                provider = excluded.provider,
+                login_expires_at_ms = excluded.login_expires_at_ms,
+                checked_at_ms = excluded.checked_at_ms, credential = excluded.credential",
             params![
                 user.user_id,
                 user.chat_id,
                 user.username,
                 user.current_repo,
                 user.token_expires_at,
-                now_ms
+                now_ms,
+                user.identity,
+                groups,
+                user.provider,
+                user.login_expires_at_ms,
+                user.checked_at_ms,
+                user.credential.as_ref().map(|c| c.0.as_str()),
             ],
         )?;
         Ok(())
     }
 
-    /// The authorized user with this Telegram id, if any.
+    /// The authorized user with this Telegram id, if any. A login recorded before identities
+    /// existed reads as an ItsYou.online one, expiring `session` after it was made.
     pub fn user(&self, user_id: i64) -> Result<Option<AuthorizedUser>, StoreError> {
-        Ok(self
+        let row = self
             .lock()
             .query_row(
-                "SELECT user_id, chat_id, username, current_repo, token_expires_at
+                "SELECT user_id, chat_id, username, current_repo, token_expires_at,
+                        identity, groups, provider, login_expires_at_ms, checked_at_ms,
+                        credential, authorized_at_ms
                  FROM telegram_users WHERE user_id = ?1",
                 params![user_id],
                 |row| {
-                    Ok(AuthorizedUser {
-                        user_id: row.get(0)?,
-                        chat_id: row.get(1)?,
-                        username: row.get(2)?,
-                        current_repo: row.get(3)?,
-                        token_expires_at: row.get(4)?,
-                    })
+                    Ok((
+                        AuthorizedUser {
+                            user_id: row.get(0)?,
+                            chat_id: row.get(1)?,
+                            username: row.get(2)?,
+                            current_repo: row.get(3)?,
+                            token_expires_at: row.get(4)?,
+                            identity: row.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                            groups: Vec::new(),
+                            provider: row.get::<_, Option<String>>(7)?.unwrap_or_default(),
+                            login_expires_at_ms: row.get(8)?,
+                            checked_at_ms: row.get(9)?,
+                            credential: row.get::<_, Option<String>>(10)?.map(Credential),
+                        },
+                        row.get::<_, Option<String>>(6)?,
+                        row.get::<_, i64>(11)?,
+                    ))
                 },
             )
-            .optional()?)
+            .optional()?;
+        let Some((mut user, groups, authorized_at_ms)) = row else {
+            return Ok(None);
+        };
+        if let Some(groups) = groups {
+            user.groups =
+                serde_json::from_str(&groups).map_err(|e| StoreError::Decode(e.to_string()))?;
+        }
+        if user.provider.is_empty() {
+            user.provider = "itsyouonline".into();
+        }
+        if user.checked_at_ms.is_none() {
+            user.checked_at_ms = Some(authorized_at_ms);
+        }
+        Ok(Some(user))
+    }
+
+    /// Who a logged-in Telegram user is: their identity (`github:alice`) and groups (`myorg`,
+    /// `myorg/ops`), as of their last membership check. `None` when they are not logged in.
+    /// Whether the login is still valid is [`crate::oauth::login::check`]'s question.
+    pub fn telegram_identity(
+        &self,
+        user_id: i64,
+    ) -> Result<Option<(String, Vec<String>)>, StoreError> {
+        Ok(self
+            .user(user_id)?
+            .and_then(|user| (!user.identity.is_empty()).then_some((user.identity, user.groups))))
+    }
+
+    /// Records a successful membership check: the groups now, when, and the provider's new tokens.
+    pub fn record_check(
+        &self,
+        user_id: i64,
+        groups: &[String],
+        credential: Option<&Credential>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let groups =
+            serde_json::to_string(groups).map_err(|e| StoreError::Decode(e.to_string()))?;
+        self.lock().execute(
+            "UPDATE telegram_users SET groups = ?2, checked_at_ms = ?3,
+                credential = coalesce(?4, credential)
+             WHERE user_id = ?1",
+            params![user_id, groups, now_ms, credential.map(|c| c.0.as_str())],
+        )?;
+        Ok(())
+    }
+
+    /// Logs a Telegram user out; `true` when they were logged in.
+    pub fn end_login(&self, user_id: i64) -> Result<bool, StoreError> {
+        Ok(self.lock().execute(
+            "DELETE FROM telegram_users WHERE user_id = ?1",
+            params![user_id],
+        )? > 0)
     }
 
     /// Empties the OAuth cache: every user must log in again, every pending login is void.
@@ -310,6 +413,12 @@ mod tests {
             username: "ops".into(),
             current_repo: Some("demo".into()),
             token_expires_at: None,
+            identity: "github:ops".into(),
+            groups: vec!["myorg".into(), "myorg/ops".into()],
+            provider: "github".into(),
+            login_expires_at_ms: Some(99),
+            checked_at_ms: Some(1),
+            credential: Some(Credential("{\"access_token\":\"t\"}".into())),
         };
         store.upsert_user(&user, 1).expect("upsert");
         store
@@ -318,6 +427,25 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path()).expect("reopen");
         assert_eq!(store.user(42).expect("user"), Some(user));
+        assert_eq!(
+            store.telegram_identity(42).expect("identity"),
+            Some((
+                "github:ops".into(),
+                vec!["myorg".into(), "myorg/ops".into()]
+            ))
+        );
+        store
+            .record_check(42, &["myorg".into()], None, 5)
+            .expect("check");
+        let checked = store.user(42).expect("user").expect("still there");
+        assert_eq!(
+            (checked.groups, checked.checked_at_ms),
+            (vec!["myorg".to_string()], Some(5))
+        );
+        assert!(
+            checked.credential.is_some(),
+            "kept when the check brought none"
+        );
         let report = store.clean_oauth_cache().expect("clean");
         assert_eq!(
             report,
