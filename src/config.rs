@@ -62,6 +62,38 @@ pub struct Config {
     pub debug: DebugConfig,
     /// `[log]`: how log lines are written.
     pub log: LogConfig,
+    /// `[access]`: who gets which role; `None` when the section is absent (members of
+    /// `[oauth].organization` are admins then, as before roles existed).
+    pub access: Option<AccessConfig>,
+    /// `[audit]`: how long the audit trail is kept.
+    pub audit: AuditConfig,
+}
+
+/// `[access]`: identities (`github:alice`, `itsyouonline:bob`) and groups (`group:myorg`,
+/// `group:myorg/ops`) per role, and the actions that need a second admin.
+#[derive(Debug, Clone, Default)]
+pub struct AccessConfig {
+    /// Who may read.
+    pub viewer: Vec<String>,
+    /// Who may also add and execute blueprints, start and cancel runs, execute service actions.
+    pub operator: Vec<String>,
+    /// Who may do everything.
+    pub admin: Vec<String>,
+    /// Actions (`repo.delete`...) held until a second admin approves.
+    pub two_person: Vec<String>,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// Days an audit row is kept (365 by default).
+    pub keep_days: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { keep_days: 365 }
+    }
 }
 
 /// `[log]`.
@@ -585,6 +617,8 @@ impl Reader {
             "ays",
             "debug",
             "log",
+            "access",
+            "audit",
         ];
         for key in root.keys() {
             if !TOP.contains(&key.as_str()) {
@@ -630,6 +664,11 @@ impl Reader {
             }
         };
         let log = LogConfig { format };
+        let access = self.access(root);
+        let s = self.section(root, "audit", &["keep_days"]);
+        let audit = AuditConfig {
+            keep_days: self.int(&s, "keep_days", 1, 36_500, 365) as u64,
+        };
         if let Some(key) = &oauth.jwt_key
             && key.contains("-----BEGIN PUBLIC KEY-----")
             && let Err(err) =
@@ -673,7 +712,53 @@ impl Reader {
             ays,
             debug,
             log,
+            access,
+            audit,
         }
+    }
+
+    fn access(&mut self, root: &Table) -> Option<AccessConfig> {
+        let s = self.section(
+            root,
+            "access",
+            &["viewer", "operator", "admin", "two_person"],
+        );
+        s.table?;
+        let mut access = AccessConfig::default();
+        for (key, list) in [
+            ("viewer", &mut access.viewer),
+            ("operator", &mut access.operator),
+            ("admin", &mut access.admin),
+        ] {
+            for (i, entry) in self.strings(&s, key).into_iter().enumerate() {
+                let valid = entry
+                    .split_once(':')
+                    .is_some_and(|(kind, name)| !kind.is_empty() && !name.is_empty());
+                if valid {
+                    list.push(entry);
+                } else {
+                    self.problem(
+                        format!("[access].{key}[{i}]"),
+                        format!(
+                            "expected an identity (\"github:alice\", \"itsyouonline:bob\") or a group (\"group:myorg\", \"group:myorg/ops\"), got {entry:?}"
+                        ),
+                    );
+                }
+            }
+        }
+        for (i, action) in self.strings(&s, "two_person").into_iter().enumerate() {
+            if crate::auth::access::Action::parse(&action).is_some_and(|a| a.holdable()) {
+                access.two_person.push(action);
+            } else {
+                self.problem(
+                    format!("[access].two_person[{i}]"),
+                    format!(
+                        "expected repo.delete, blueprint.delete or service.delete, got {action:?}"
+                    ),
+                );
+            }
+        }
+        Some(access)
     }
 
     fn oauth(&mut self, root: &Table) -> OAuthConfig {

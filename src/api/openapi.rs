@@ -51,6 +51,13 @@ use warp::{Filter, Reply};
         super::ays::get_run,
         super::runs::cancel_run,
         super::runs::run_logs,
+        super::access::list_tokens,
+        super::access::create_token,
+        super::access::revoke_token,
+        super::access::list_users,
+        super::access::revoke_user,
+        super::access::list_audit,
+        super::access::approve,
         super::login::callback,
         super::oauth_proxy::providers,
         super::oauth_proxy::key,
@@ -62,6 +69,7 @@ use warp::{Filter, Reply};
         (name = "server", description = "Health, metrics and this document"),
         (name = "repositories"), (name = "blueprints"), (name = "services"),
         (name = "templates"), (name = "runs"),
+        (name = "access", description = "API tokens, users and the audit trail"),
         (name = "login", description = "Telegram login and the central OAuth2 server"),
     )
 )]

@@ -14,6 +14,19 @@ pub mod supervisor;
 pub mod telegram;
 pub mod views;
 
+/// Who a logged-in Telegram user is to `[access]`: today every Telegram login is an
+/// ItsYou.online login that proved membership of `[oauth].organization`, so the identity is
+/// `itsyouonline:<username>` and the one group is that organization.
+pub fn principal(
+    user: &crate::store::AuthorizedUser,
+    config: &crate::config::Config,
+) -> crate::auth::access::Principal {
+    crate::auth::access::Principal::new(
+        format!("itsyouonline:{}", user.username),
+        vec![config.oauth.organization.clone()],
+    )
+}
+
 /// One update from a user, as the chat session sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Incoming {

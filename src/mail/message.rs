@@ -269,6 +269,25 @@ pub fn record_batch(
         .iter()
         .filter_map(|(_, payload)| payload.as_ref().ok().map(|p| (CHANNEL, p)))
         .collect();
+    // The audit trail names the sender and the recipients, never the message.
+    let audit: Vec<_> = written
+        .iter()
+        .map(|(_, payload)| {
+            let envelope = &payload["envelope"];
+            let from = envelope["from"].as_str().unwrap_or_default();
+            let to: Vec<&str> = envelope["to"]
+                .as_array()
+                .map(|to| to.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            crate::auth::audit::record(
+                crate::auth::audit::Door::Mail,
+                &format!("mail:{from}"),
+                crate::auth::access::Action::MailReceive,
+                &to.join(","),
+                &crate::auth::audit::Outcome::Ok,
+            )
+        })
+        .collect();
     let committed = if written.is_empty() {
         Ok(Vec::new())
     } else {
@@ -276,7 +295,7 @@ pub fn record_batch(
             .map_err(|err| DeliverError::Record(format!("{}: {err}", root.display())))
             .and_then(|()| {
                 store
-                    .insert_events(&written, now_ms)
+                    .insert_events_audited(&written, &audit, now_ms)
                     .map_err(|err| DeliverError::Record(err.to_string()))
             })
     };
