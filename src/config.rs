@@ -1115,7 +1115,7 @@ mod tests {
         assert_eq!(
             problems(text),
             vec![
-                "[mayl]: unknown section (known sections: oauth, api, bot, mail, storage, mode, supervisor, oauth_proxy, oauth_provider, ays, debug, log)",
+                "[mayl]: unknown section (known sections: oauth, api, bot, mail, storage, mode, supervisor, oauth_proxy, oauth_provider, ays, debug, log, access, audit)",
                 "[mail].prot: unknown key (known keys: active, host, port, domain, max_message_bytes, max_recipients, max_connections, idle_timeout_secs, max_connections_per_peer, data_timeout_secs, max_attachments, keep_days)",
             ]
         );

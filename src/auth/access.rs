@@ -172,12 +172,12 @@ impl Access {
             return member.then_some(Role::Admin);
         };
         let matches = |entries: &[String]| {
-            entries.iter().any(|entry| {
-                *entry == who.identity
-                    || entry
-                        .strip_prefix("group:")
-                        .is_some_and(|group| who.groups.iter().any(|g| g == group))
-            })
+            entries
+                .iter()
+                .any(|entry| match entry.strip_prefix("group:") {
+                    Some(group) => who.groups.iter().any(|g| g == group),
+                    None => *entry == who.identity,
+                })
         };
         [
             (Role::Admin, &table.admin),

@@ -369,7 +369,11 @@ impl ChatState {
                 };
                 if matches!(
                     command,
-                    Command::Pick { .. } | Command::Ask(_) | Command::Skip
+                    Command::Pick { .. }
+                        | Command::Ask(_)
+                        | Command::Skip
+                        | Command::Token
+                        | Command::Approve(_)
                 ) && self.permit(&user, &command).is_none()
                 {
                     return;
