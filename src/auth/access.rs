@@ -167,8 +167,7 @@ impl Access {
     /// The highest role the principal's identity or one of its groups is given, or `None`.
     pub fn role(&self, who: &Principal) -> Option<Role> {
         let Some(table) = &self.table else {
-            let member =
-                !self.organization.is_empty() && who.groups.iter().any(|g| *g == self.organization);
+            let member = !self.organization.is_empty() && who.groups.contains(&self.organization);
             return member.then_some(Role::Admin);
         };
         let matches = |entries: &[String]| {
