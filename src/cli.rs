@@ -1,4 +1,5 @@
-//! The command line: `start`, `clean_cache` (alias `clean-cache`), `check-config`.
+//! The command line: `start`, `clean_cache` (alias `clean-cache`), `check-config`, `token`,
+//! `tokens create | list | revoke`, `users list | revoke`.
 //!
 //! Exit codes: 0 success, 1 a runtime failure (port taken, data directory locked, no data,
 //! supervisor gave up), 2 a bad config.
@@ -54,6 +55,24 @@ pub enum Command {
         #[arg(long, default_value = "local-dev")]
         user: String,
     },
+    /// API tokens issued by cockpit (works with or without a running server).
+    Tokens {
+        /// The configuration file [default: config.toml].
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        /// What to do with them.
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+    /// The people who hold access (works with or without a running server).
+    Users {
+        /// The configuration file [default: config.toml].
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        /// What to do with them.
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
     /// Validate a configuration file: exit 0, or list every problem and exit 2.
     CheckConfig {
         /// The configuration file [default: config.toml].
@@ -69,6 +88,162 @@ pub enum Command {
         /// The attachment's `index`.
         index: usize,
     },
+}
+
+/// `cockpit tokens ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Issue a token and print it (the only time it is shown).
+    Create {
+        /// Whose token it is (`github:alice`, `itsyouonline:bob`).
+        #[arg(long)]
+        identity: String,
+        /// `viewer`, `operator` or `admin`.
+        #[arg(long)]
+        role: String,
+        /// Days until it stops working.
+        #[arg(long, default_value_t = 90)]
+        ttl_days: u64,
+        /// What it is for.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// List every token (never the tokens themselves).
+    List,
+    /// Revoke a token by its id: the next request with it is refused, also by a running server.
+    Revoke {
+        /// The token's id (`tok_…`).
+        id: String,
+    },
+}
+
+/// `cockpit users ...`.
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// List everyone who holds a Telegram login or an API token.
+    List,
+    /// Log someone out everywhere: their Telegram links and their tokens.
+    Revoke {
+        /// The identity (`itsyouonline:bob`).
+        identity: String,
+    },
+}
+
+/// Who runs the command line, for the audit trail: `cli:<login>`.
+fn cli_identity() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_string());
+    format!("cli:{user}")
+}
+
+/// Runs `cockpit tokens ...` on an existing database.
+fn tokens_command(config: &Config, command: TokensCommand) -> Result<(), String> {
+    use crate::auth::access::{Access, Principal, Role};
+    use crate::auth::audit::{self, Door, Outcome};
+    use crate::auth::tokens;
+    let store = Store::open_existing(&config.storage.path).map_err(|e| e.to_string())?;
+    let actor = cli_identity();
+    match command {
+        TokensCommand::Create {
+            identity,
+            role,
+            ttl_days,
+            name,
+        } => {
+            let role = Role::parse(&role).ok_or_else(|| {
+                format!("--role: expected viewer, operator or admin, got {role:?}")
+            })?;
+            // With `[access]`, the owner's role is what it gives the identity itself (groups
+            // are only known at login); without it, the operator at the machine vouches.
+            let owner = if config.access.is_some() {
+                Access::new(config).role(&Principal::new(identity.clone(), Vec::new()))
+            } else {
+                Some(Role::Admin)
+            };
+            let Some(owner) = owner else {
+                let why = format!("{identity} has no role in [access]");
+                let row = audit::record(
+                    Door::Cli,
+                    &actor,
+                    crate::auth::access::Action::TokenCreate,
+                    &identity,
+                    &Outcome::Denied(why.clone()),
+                );
+                audit::write(&store, &row);
+                return Err(why);
+            };
+            let (token, record) = tokens::issue(
+                &store,
+                Door::Cli,
+                &actor,
+                &identity,
+                owner,
+                &name,
+                role,
+                ttl_days,
+            )
+            .map_err(|e| e.to_string())?;
+            eprintln!(
+                "token {} for {} ({}), expires at {} ms; shown only this once:",
+                record.id, record.identity, record.role, record.expires_ms
+            );
+            println!("{token}");
+        }
+        TokensCommand::List => {
+            let list = store.list_tokens(None).map_err(|e| e.to_string())?;
+            for t in list {
+                println!(
+                    "{}\t{}\t{}\t{}\texpires_ms={}",
+                    t.id, t.identity, t.role, t.name, t.expires_ms
+                );
+            }
+        }
+        TokensCommand::Revoke { id } => {
+            let row = audit::record(
+                Door::Cli,
+                &actor,
+                crate::auth::access::Action::TokenRevoke,
+                &id,
+                &Outcome::Ok,
+            );
+            if !store.revoke_token(&id, &row).map_err(|e| e.to_string())? {
+                return Err(format!("no token {id}"));
+            }
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+/// Runs `cockpit users ...` on an existing database.
+fn users_command(config: &Config, command: UsersCommand) -> Result<(), String> {
+    use crate::auth::audit::{self, Door, Outcome};
+    let store = Store::open_existing(&config.storage.path).map_err(|e| e.to_string())?;
+    match command {
+        UsersCommand::List => {
+            for (identity, links, tokens) in store.list_users().map_err(|e| e.to_string())? {
+                println!("{identity}\ttelegram_links={links}\ttokens={tokens}");
+            }
+        }
+        UsersCommand::Revoke { identity } => {
+            let row = audit::record(
+                Door::Cli,
+                &cli_identity(),
+                crate::auth::access::Action::UserRevoke,
+                &identity,
+                &Outcome::Ok,
+            );
+            let (links, tokens) = store
+                .revoke_user(&identity, &row)
+                .map_err(|e| e.to_string())?;
+            if links + tokens == 0 {
+                return Err(format!("nobody of identity {identity} holds access"));
+            }
+            println!("logged out {identity}: {links} Telegram link(s), {tokens} token(s)");
+        }
+    }
+    Ok(())
 }
 
 /// Runs the command line and returns the process exit code.
@@ -96,7 +271,19 @@ pub fn main() -> ExitCode {
             };
             let data = absolute(&config.storage.path);
             println!("data directory: {}", data.display());
-            match Store::open_existing(&config.storage.path).and_then(|s| s.clean_oauth_cache()) {
+            let cleaned = Store::open_existing(&config.storage.path).and_then(|store| {
+                let report = store.clean_oauth_cache()?;
+                let row = crate::auth::audit::record(
+                    crate::auth::audit::Door::Cli,
+                    &cli_identity(),
+                    crate::auth::access::Action::CacheClean,
+                    "oauth_cache",
+                    &crate::auth::audit::Outcome::Ok,
+                );
+                crate::auth::audit::write(&store, &row);
+                Ok(report)
+            });
+            match cleaned {
                 Ok(report) => {
                     println!(
                         "removed {} authorized user(s) and {} pending login state(s)",
@@ -106,6 +293,32 @@ pub fn main() -> ExitCode {
                 }
                 Err(err) => {
                     eprintln!("clean_cache failed: {err}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Tokens { config, command } => {
+            let config = match load(&config_path(config.as_deref())) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            match tokens_command(&config, command) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("tokens: {err}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Users { config, command } => {
+            let config = match load(&config_path(config.as_deref())) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            match users_command(&config, command) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("users: {err}");
                     ExitCode::from(1)
                 }
             }

@@ -72,6 +72,11 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// `[webhooks]`: events from outside (`POST /ays/event/{channel}`, `POST /webhooks/github`).
     pub webhooks: WebhooksConfig,
+    /// `[access]`: who gets which role; `None` when the section is absent (members of
+    /// `[oauth].organization` are admins then, as before roles existed).
+    pub access: Option<AccessConfig>,
+    /// `[audit]`: how long the audit trail is kept.
+    pub audit: AuditConfig,
 }
 
 /// `[notify]`: where failure notices (a run ended `error` or `cancelled`) are POSTed, and how
@@ -111,6 +116,33 @@ pub struct WebhooksConfig {
     pub github_secret: Option<Secret>,
     /// The largest body `POST /ays/event/{channel}` and `POST /webhooks/github` accept.
     pub max_body_bytes: u64,
+}
+
+/// `[access]`: identities (`github:alice`, `itsyouonline:bob`) and groups (`group:myorg`,
+/// `group:myorg/ops`) per role, and the actions that need a second admin.
+#[derive(Debug, Clone, Default)]
+pub struct AccessConfig {
+    /// Who may read.
+    pub viewer: Vec<String>,
+    /// Who may also add and execute blueprints, start and cancel runs, execute service actions.
+    pub operator: Vec<String>,
+    /// Who may do everything.
+    pub admin: Vec<String>,
+    /// Actions (`repo.delete`...) held until a second admin approves.
+    pub two_person: Vec<String>,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// Days an audit row is kept (365 by default).
+    pub keep_days: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { keep_days: 365 }
+    }
 }
 
 /// `[log]`.
@@ -688,6 +720,8 @@ impl Reader {
             "log",
             "notify",
             "webhooks",
+            "access",
+            "audit",
         ];
         for key in root.keys() {
             if !TOP.contains(&key.as_str()) {
@@ -744,6 +778,11 @@ impl Reader {
                 .map(Secret),
             max_body_bytes: self.int(&s, "max_body_bytes", 1024, 25 << 20, 1 << 20) as u64,
         };
+        let access = self.access(root);
+        let s = self.section(root, "audit", &["keep_days"]);
+        let audit = AuditConfig {
+            keep_days: self.int(&s, "keep_days", 1, 36_500, 365) as u64,
+        };
         if let Some(key) = &oauth.jwt_key
             && key.contains("-----BEGIN PUBLIC KEY-----")
             && let Err(err) =
@@ -791,6 +830,8 @@ impl Reader {
             log,
             notify,
             webhooks,
+            access,
+            audit,
         }
     }
 
@@ -962,6 +1003,50 @@ impl Reader {
             session_days: self.int(&s, "session_days", 1, 3650, 30) as u32,
             recheck_hours: self.int(&s, "recheck_hours", 0, 8760, 24) as u32,
         }
+    }
+
+    fn access(&mut self, root: &Table) -> Option<AccessConfig> {
+        let s = self.section(
+            root,
+            "access",
+            &["viewer", "operator", "admin", "two_person"],
+        );
+        s.table?;
+        let mut access = AccessConfig::default();
+        for (key, list) in [
+            ("viewer", &mut access.viewer),
+            ("operator", &mut access.operator),
+            ("admin", &mut access.admin),
+        ] {
+            for (i, entry) in self.strings(&s, key).into_iter().enumerate() {
+                let valid = entry
+                    .split_once(':')
+                    .is_some_and(|(kind, name)| !kind.is_empty() && !name.is_empty());
+                if valid {
+                    list.push(entry);
+                } else {
+                    self.problem(
+                        format!("[access].{key}[{i}]"),
+                        format!(
+                            "expected an identity (\"github:alice\", \"itsyouonline:bob\") or a group (\"group:myorg\", \"group:myorg/ops\"), got {entry:?}"
+                        ),
+                    );
+                }
+            }
+        }
+        for (i, action) in self.strings(&s, "two_person").into_iter().enumerate() {
+            if crate::auth::access::Action::parse(&action).is_some_and(|a| a.holdable()) {
+                access.two_person.push(action);
+            } else {
+                self.problem(
+                    format!("[access].two_person[{i}]"),
+                    format!(
+                        "expected repo.delete, blueprint.delete or service.delete, got {action:?}"
+                    ),
+                );
+            }
+        }
+        Some(access)
     }
 
     fn oauth(&mut self, root: &Table) -> OAuthConfig {
@@ -1399,7 +1484,7 @@ mod tests {
         assert_eq!(
             problems(text),
             vec![
-                "[mayl]: unknown section (known sections: oauth, api, bot, mail, storage, mode, supervisor, oauth_proxy, oauth_provider, login, ays, debug, log, notify, webhooks)",
+                "[mayl]: unknown section (known sections: oauth, api, bot, mail, storage, mode, supervisor, oauth_proxy, oauth_provider, login, ays, debug, log, notify, webhooks, access, audit)",
                 "[mail].prot: unknown key (known keys: active, host, port, domain, max_message_bytes, max_recipients, max_connections, idle_timeout_secs, max_connections_per_peer, data_timeout_secs, max_attachments, keep_days, max_queued_runs)",
             ]
         );

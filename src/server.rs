@@ -193,6 +193,21 @@ async fn serve(
         "cockpit ready"
     );
 
+    // The audit trail keeps `[audit] keep_days`: swept now and every hour while running.
+    let sweeper = {
+        let store = shared.store.clone();
+        let keep_ms = (shared.config.audit.keep_days as i64).saturating_mul(86_400_000);
+        crate::actors::AbortOnDrop(tokio::spawn(async move {
+            let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                hourly.tick().await;
+                let before = crate::clock::now_ms().saturating_sub(keep_ms);
+                if let Err(err) = store.sweep_audit(before) {
+                    warn!(%err, "cannot sweep the audit trail");
+                }
+            }
+        }))
+    };
     let mut handle = handle;
     tokio::pin!(shutdown);
     tokio::select! {
@@ -203,6 +218,7 @@ async fn serve(
         let _ = call!(root, SupervisorMsg::Shutdown);
         let _ = handle.await;
     }
+    drop(sweeper);
     let why = escalation.lock().take();
     match why {
         Some(why) => {

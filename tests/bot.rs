@@ -37,6 +37,11 @@ struct World {
 
 impl World {
     async fn start() -> World {
+        World::start_with("").await
+    }
+
+    /// The world with `extra` appended to the config.
+    async fn start_with(extra: &str) -> World {
         let telegram = FakeTelegram::start(BOT_TOKEN).await;
         let itsyou = FakeItsYou::start().await;
         let dir = tempfile::tempdir().expect("tempdir");
@@ -46,7 +51,7 @@ impl World {
             &format!("[oauth]\nitsyouonlinehost = \"{}\"\n", itsyou.url),
             1,
         ) + &format!(
-            "[bot]\ntoken = \"{BOT_TOKEN}\"\napi_url = \"{}\"\n\n[debug]\nfault_injection = true\n",
+            "[bot]\ntoken = \"{BOT_TOKEN}\"\napi_url = \"{}\"\n\n[debug]\nfault_injection = true\n{extra}",
             telegram.url
         );
         let cockpit = Cockpit::start_in(dir, &text);
@@ -837,7 +842,8 @@ async fn every_subcommand_is_reachable_from_its_bare_command_by_buttons() {
     };
     follow("/repo", &["List"], "Repositories:").await;
     follow("/repo", &["Select", "spare"], "Repository spare selected").await;
-    follow("/repo", &["Delete", "spare"], "Repository spare deleted").await;
+    follow("/repo", &["Delete", "spare"], "Really repo delete spare?").await;
+    follow("", &["Confirm"], "Repository spare deleted").await;
     // Prompts take free text where no list fits: the name, then the git URL (or Skip).
     follow("/repo", &["Create"], "name of the new repository").await;
     world.say(user, "fresh", "Send me the git URL").await;
@@ -873,12 +879,19 @@ async fn every_subcommand_is_reachable_from_its_bare_command_by_buttons() {
     follow(
         "/blueprint",
         &["Delete", "other.yaml"],
-        "Blueprint other.yaml deleted",
+        "Press Confirm within 60 seconds",
     )
     .await;
+    follow("", &["Confirm"], "Blueprint other.yaml deleted").await;
     follow("/service", &["List"], "Services in demo").await;
     follow("/service", &["Inspect", "web!site"], "Service web!site").await;
-    follow("/service", &["Delete", "web!other"], "Deleted").await;
+    follow(
+        "/service",
+        &["Delete", "web!other"],
+        "Really service delete",
+    )
+    .await;
+    follow("", &["Confirm"], "Deleted").await;
     follow(
         "/blueprint",
         &["Execute", "sched.yaml"],
@@ -919,5 +932,140 @@ async fn every_subcommand_is_reachable_from_its_bare_command_by_buttons() {
             );
         }
     }
+    world.assert_no_secrets_logged();
+}
+
+#[tokio::test]
+async fn the_bot_allows_and_refuses_as_configured_and_audits_it() {
+    // alice1 is an admin by name; every member of myorg (alice2) may read; the REST client `ops`
+    // is an admin too, to read the audit trail.
+    let world = World::start_with(
+        "[access]\nviewer = [\"group:myorg\"]\nadmin = [\"itsyouonline:alice1\", \"itsyouonline:ops\"]\n",
+    )
+    .await;
+    world.log_in(1).await;
+    world.log_in(2).await;
+    world
+        .say(
+            2,
+            "/repo create demo",
+            "this needs the admin role; you have viewer",
+        )
+        .await;
+    world.say(2, "/repo create", "needs the admin role").await;
+    world
+        .say(
+            1,
+            "/repo create demo",
+            "Repository demo created and selected",
+        )
+        .await;
+    world
+        .say(2, "/repo select demo", "Repository demo selected")
+        .await;
+    world
+        .say(2, "/run execute", "this needs the operator role")
+        .await;
+    world
+        .say(2, "/blueprint add x.yaml", "this needs the operator role")
+        .await;
+    assert_eq!(world.rest_repositories().await[0]["name"], "demo");
+
+    // `/token` in the private chat: a viewer token that reads but cannot create.
+    let answer = world.say(2, "/token", "Your API token (viewer").await;
+    let token = answer
+        .split_whitespace()
+        .find(|w| w.starts_with("ck_"))
+        .expect("a token")
+        .to_string();
+    let http = reqwest::Client::new();
+    let url = format!("{}/ays/repository", world.cockpit.api);
+    let read = http
+        .get(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(read.status().as_u16(), 200);
+    let create = http
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"name": "other"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(create.status().as_u16(), 403);
+
+    let api = Api::new(&world.cockpit);
+    let response = http
+        .get(format!(
+            "{}/audit?door=telegram&limit=100",
+            world.cockpit.api
+        ))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .expect("audit");
+    assert_eq!(response.status().as_u16(), 200);
+    let page: Value = response.json().await.expect("json");
+    let mut rows: Vec<(String, String, String, String)> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+            (s("identity"), s("action"), s("target"), s("outcome"))
+        })
+        .collect();
+    rows.reverse();
+    let token_id = rows
+        .iter()
+        .find(|r| r.1 == "token.create")
+        .map(|r| r.2.clone())
+        .unwrap_or_default();
+    let row = |who: &str, action: &str, target: &str, outcome: &str| {
+        (
+            who.to_string(),
+            action.to_string(),
+            target.to_string(),
+            outcome.to_string(),
+        )
+    };
+    assert_eq!(
+        rows,
+        vec![
+            row("itsyouonline:alice2", "repo.create", "demo", "denied"),
+            row("itsyouonline:alice2", "repo.create", "-", "denied"),
+            row("itsyouonline:alice1", "repo.create", "demo", "ok"),
+            row("itsyouonline:alice2", "run.create", "demo", "denied"),
+            row(
+                "itsyouonline:alice2",
+                "blueprint.add",
+                "demo/x.yaml",
+                "denied"
+            ),
+            row("itsyouonline:alice2", "token.create", &token_id, "ok"),
+        ]
+    );
+    assert!(token_id.starts_with("tok_"), "{token_id}");
+    assert!(
+        !page.to_string().contains(&token),
+        "no token in the audit trail"
+    );
+
+    // A destructive command waits for its Confirm: unconfirmed, nothing is deleted.
+    world
+        .say(
+            1,
+            "/repo delete demo",
+            "Really repo delete demo? Press Confirm",
+        )
+        .await;
+    assert_eq!(world.rest_repositories().await[0]["name"], "demo");
+    world.say(1, "/confirm", "Repository demo deleted").await;
+    world
+        .say(1, "/confirm", "There is nothing to confirm")
+        .await;
+    assert_eq!(world.rest_repositories().await, serde_json::json!([]));
     world.assert_no_secrets_logged();
 }

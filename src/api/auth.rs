@@ -8,14 +8,20 @@
 //! on its own).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use warp::http::Method;
+use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use super::http::Peer;
 use crate::actors::Shared;
+use crate::auth::access::{Access, Action, Principal, Role, refusal};
+use crate::auth::audit::{self, Door, Outcome};
 use crate::auth::pool::{Overload, VerifyError, now_secs};
 use crate::auth::{AuthError, token_from_parts};
+use crate::auth::{approvals, tokens};
+use crate::store::Store;
 
 /// A refused request: 401 with the message of the [`AuthError`].
 #[derive(Debug)]
@@ -118,9 +124,72 @@ pub fn jwt_cookie(cookies: &str) -> Option<&str> {
         .find_map(|(name, value)| (name == "jwt").then_some(value))
 }
 
-/// Passes requests with an accepted token (every request when `[mode].prod = false`).
-pub fn authenticated(shared: Shared) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+/// Who made a request and the role `[access]` gives them.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The identity and its groups.
+    pub principal: Principal,
+    /// Their role, or `None`: then only routes that need no role are open to them.
+    pub role: Option<Role>,
+}
+
+/// A request the role table refuses: 403 naming the role needed.
+#[derive(Debug)]
+pub struct Forbidden(pub String);
+
+impl warp::reject::Reject for Forbidden {}
+
+/// A request `[access].two_person` holds until a second admin approves it: 202 with the
+/// approval's id.
+#[derive(Debug)]
+pub struct Held {
+    /// The approval's id, for `POST /auth/approvals/{id}`.
+    pub id: String,
+    /// The held action.
+    pub action: Action,
+    /// What it acts on.
+    pub target: String,
+}
+
+impl warp::reject::Reject for Held {}
+
+/// A request that passed the role table, with what the audit trail will say about it.
+#[derive(Debug, Clone)]
+pub struct Guarded {
+    /// Who.
+    pub caller: Caller,
+    /// The route's action, when it changes something (reads are not audited when allowed).
+    pub action: Option<Action>,
+    /// The names in the path (`demo/web.yaml`).
+    pub target: String,
+}
+
+/// The principal of an accepted ItsYou.online JWT: `itsyouonline:<user>` with the organizations
+/// of its `user:memberof:` scopes as groups.
+pub fn jwt_principal(verified: &crate::auth::Verified) -> Principal {
+    Principal::new(
+        format!("itsyouonline:{}", verified.user),
+        verified.groups.clone(),
+    )
+}
+
+/// The caller of every request when `[mode].prod = false` and no cockpit token is shown.
+fn development_caller() -> Caller {
+    Caller {
+        principal: Principal::new("dev:anonymous", Vec::new()),
+        role: Some(Role::Admin),
+    }
+}
+
+/// Passes requests with an accepted token (every request when `[mode].prod = false`) and names
+/// the caller: a cockpit API token (`ck_…`, looked up by its hash on every request, so a revoked
+/// one fails at once), else a JWT through the verifier.
+pub fn authenticated(
+    shared: Shared,
+) -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone {
     let verifier = shared.verifier.clone();
+    let store = shared.store.clone();
+    let access = Arc::new(Access::new(&shared.config));
     // One copy of the header map (its values are shared, not copied) rather than a String per
     // header: this runs on every `/ays` request.
     warp::method()
@@ -133,10 +202,9 @@ pub fn authenticated(shared: Shared) -> impl Filter<Extract = (), Error = Reject
                   peer: Option<Peer>,
                   path: warp::path::FullPath| {
                 let verifier = verifier.clone();
+                let store = store.clone();
+                let access = access.clone();
                 async move {
-                    let Some(verifier) = verifier else {
-                        return Ok(());
-                    };
                     // Every refusal leaves a WARN line with its reason and where it came from;
                     // the token itself is never logged.
                     let refused = |reason: &dyn std::fmt::Display| {
@@ -160,6 +228,7 @@ pub fn authenticated(shared: Shared) -> impl Filter<Extract = (), Error = Reject
                     };
                     let token = match request_token(&request) {
                         Ok(token) => token,
+                        Err(_) if verifier.is_none() => return Ok(development_caller()),
                         Err(Rejected::Token(err)) => {
                             refused(&err);
                             return Err(warp::reject::custom(Unauthorized(err)));
@@ -169,9 +238,32 @@ pub fn authenticated(shared: Shared) -> impl Filter<Extract = (), Error = Reject
                             return Err(warp::reject::custom(CrossSite(why)));
                         }
                     };
+                    if token.starts_with(tokens::PREFIX) {
+                        return match tokens::check(&store, token, crate::clock::now_ms()) {
+                            Ok(Some(holder)) => Ok(Caller {
+                                principal: Principal::new(holder.identity, Vec::new()),
+                                role: Some(holder.role),
+                            }),
+                            Ok(None) => {
+                                refused(&"unknown, revoked or expired API token");
+                                Err(warp::reject::custom(Unauthorized(AuthError::Invalid)))
+                            }
+                            Err(err) => {
+                                tracing::error!(%err, "cannot check an API token");
+                                Err(warp::reject::custom(Overloaded(Overload::Busy)))
+                            }
+                        };
+                    }
+                    let Some(verifier) = verifier else {
+                        return Ok(development_caller());
+                    };
                     let peer: Option<IpAddr> = peer.map(|Peer(addr)| addr.ip());
                     match verifier.verify(token, peer, now_secs()).await {
-                        Ok(_who) => Ok(()),
+                        Ok(verified) => {
+                            let principal = jwt_principal(&verified);
+                            let role = access.role(&principal);
+                            Ok(Caller { principal, role })
+                        }
                         Err(VerifyError::Refused(err)) => {
                             refused(&err);
                             Err(warp::reject::custom(Unauthorized(err)))
@@ -183,7 +275,116 @@ pub fn authenticated(shared: Shared) -> impl Filter<Extract = (), Error = Reject
                 }
             },
         )
-        .untuple_one()
+}
+
+/// [`authenticated`], then the role the route table ([`super::paths::ROUTES`]) asks for: a
+/// caller below it gets 403 naming the role, and an audit row `denied`.
+pub fn guarded(shared: Shared) -> impl Filter<Extract = (Guarded,), Error = Rejection> + Clone {
+    let store = shared.store.clone();
+    let access = Arc::new(Access::new(&shared.config));
+    warp::method()
+        .and(warp::path::full())
+        .and(authenticated(shared))
+        .and_then(
+            move |method: Method, path: warp::path::FullPath, caller: Caller| {
+                let store = store.clone();
+                let access = access.clone();
+                async move {
+                    let Some(route) = super::paths::route(method.as_str(), path.as_str()) else {
+                        // Not a route: the routes answer 404 or 405.
+                        return Ok(Guarded {
+                            caller,
+                            action: None,
+                            target: String::new(),
+                        });
+                    };
+                    let target = super::paths::target(route.template, path.as_str());
+                    if caller.role < Some(route.role) {
+                        let why = refusal(route.role, caller.role);
+                        let row = audit::record(
+                            Door::Rest,
+                            &caller.principal.identity,
+                            route.action,
+                            &target,
+                            &Outcome::Denied(why.clone()),
+                        );
+                        audit::write(&store, &row);
+                        return Err(warp::reject::custom(Forbidden(why)));
+                    }
+                    if access.two_person(route.action) {
+                        let held = approvals::request(
+                            &store,
+                            Door::Rest,
+                            &caller.principal.identity,
+                            route.action,
+                            &target,
+                        );
+                        return match held {
+                            Ok(id) => Err(warp::reject::custom(Held {
+                                id,
+                                action: route.action,
+                                target,
+                            })),
+                            Err(err) => {
+                                tracing::error!(%err, "cannot hold an action for approval");
+                                Err(warp::reject::custom(Overloaded(Overload::Busy)))
+                            }
+                        };
+                    }
+                    let action = route.action.changes().then_some(route.action);
+                    Ok(Guarded {
+                        caller,
+                        action,
+                        target,
+                    })
+                }
+            },
+        )
+}
+
+/// What a handler's reply is about when the path does not say (a new repository's name), for
+/// the audit trail.
+#[derive(Debug, Clone)]
+pub struct AuditTarget(pub String);
+
+/// The error message a handler put on its reply, for the audit trail.
+#[derive(Debug, Clone)]
+pub struct AuditNote(pub String);
+
+/// Writes the audit row of a request that changes something, from its reply's status (and the
+/// error message a handler left in [`AuditNote`]), and passes the reply on.
+pub fn audited(store: &Store, guarded: &Guarded, response: Response) -> Response {
+    let Some(action) = guarded.action else {
+        return response;
+    };
+    let status = response.status();
+    let outcome = if status.is_success() {
+        Outcome::Ok
+    } else {
+        let note = response
+            .extensions()
+            .get::<AuditNote>()
+            .map(|n| n.0.clone());
+        let why = note.unwrap_or_else(|| status.to_string());
+        if status == warp::http::StatusCode::FORBIDDEN {
+            Outcome::Denied(why)
+        } else {
+            Outcome::Error(why)
+        }
+    };
+    let target = response
+        .extensions()
+        .get::<AuditTarget>()
+        .map_or(guarded.target.as_str(), |t| t.0.as_str());
+    let row = audit::record(
+        Door::Rest,
+        &guarded.caller.principal.identity,
+        action,
+        target,
+        &outcome,
+    );
+    audit::write(store, &row);
+    response
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use super::auth::authenticated;
+use super::auth::{AuditTarget, Guarded, audited, guarded};
 use super::error;
 use super::reply::{no_content, one_of, respond};
 use super::schemas::{
@@ -172,10 +172,12 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
     ];
     all.extend(super::runs::routes(shared.clone()));
     let routes = one_of(all);
+    let store = shared.store.clone();
     warp::path("ays")
         .and(warp::path("repository"))
-        .and(authenticated(shared))
+        .and(guarded(shared))
         .and(routes)
+        .map(move |guarded: Guarded, response: Response| audited(&store, &guarded, response))
         .boxed()
 }
 
@@ -197,8 +199,11 @@ pub(crate) async fn list_repos() -> Response {
         BodyFailures, AuthFailures, RepoFailures))]
 pub(crate) async fn create_repo(body: NewRepo) -> Response {
     let git_url = body.git_url.filter(|u| !u.is_empty());
+    let target = AuditTarget(body.name.clone());
     let result = AysClient.create_repo(body.name, git_url).await;
-    respond(result, StatusCode::CREATED)
+    let mut response = respond(result, StatusCode::CREATED);
+    response.extensions_mut().insert(target);
+    response
 }
 
 /// Show a repository.
@@ -244,10 +249,13 @@ pub(crate) async fn list_blueprints(repo: String, q: ListBlueprints) -> Response
         (status = 409, description = "A blueprint of that name exists", body = Error),
         BodyFailures, AuthFailures, RepoFailures))]
 pub(crate) async fn create_blueprint(repo: String, body: NewBlueprint) -> Response {
+    let target = AuditTarget(format!("{repo}/{}", body.name));
     let result = AysClient
         .put_blueprint(&repo, body.name, body.content, true)
         .await;
-    respond(result, StatusCode::CREATED)
+    let mut response = respond(result, StatusCode::CREATED);
+    response.extensions_mut().insert(target);
+    response
 }
 
 /// Show a blueprint.
@@ -478,8 +486,8 @@ pub(crate) async fn get_run(repo: String, key: String) -> Response {
 /// A JSON body of at most [`MAX_BODY`] bytes, whatever its `Content-Type` says (`curl -d` sends
 /// form encoding by default; the body is still JSON, and saying so is friendlier than a 415), with
 /// a `Content-Length` or chunked (Python `requests` with a generator, Node's `http.request`).
-fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone
-{
+pub(crate) fn json_body<T: DeserializeOwned + Send>()
+-> impl Filter<Extract = (T,), Error = Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
         .and_then(|length: Option<u64>| async move {
             match length {

@@ -25,7 +25,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use super::auth::authenticated;
+use super::auth::{Guarded, audited, guarded};
 use super::error;
 use super::schemas::{AuthFailures, Error};
 use crate::actors::Shared;
@@ -63,12 +63,14 @@ pub(crate) struct GithubRecorded {
 /// The two routes.
 pub fn routes(shared: Shared) -> Vec<BoxedFilter<(Response,)>> {
     let max = shared.config.webhooks.max_body_bytes;
+    let store = shared.store.clone();
     let event = warp::path!("ays" / "event" / String)
         .and(warp::post())
-        .and(authenticated(shared.clone()))
+        .and(guarded(shared.clone()))
         .and(bounded_body(max))
         .and(super::with(shared.clone()))
         .then(raise_event)
+        .map(move |(guarded, response): (Guarded, Response)| audited(&store, &guarded, response))
         .boxed();
     let header = |name: &'static str| warp::header::optional::<String>(name);
     let github = warp::path!("webhooks" / "github")
@@ -183,8 +185,18 @@ async fn record(shared: &Shared, channel: String, payload: Value) -> Response {
         (status = 400, description = "Not a valid channel name, or the body is not a JSON object", body = Error),
         (status = 413, description = "The body is over `[webhooks] max_body_bytes`", body = Error),
         AuthFailures))]
-pub(crate) async fn raise_event(channel: String, body: Vec<u8>, shared: Shared) -> Response {
-    // role: operator — every authenticated token may raise events for now.
+pub(crate) async fn raise_event(
+    channel: String,
+    guarded: Guarded,
+    body: Vec<u8>,
+    shared: Shared,
+) -> (Guarded, Response) {
+    // The role (operator) was checked by `guarded` against `paths::ROUTES`.
+    (guarded, event_reply(channel, body, shared).await)
+}
+
+/// What `POST /ays/event/{channel}` answers.
+async fn event_reply(channel: String, body: Vec<u8>, shared: Shared) -> Response {
     if !valid_channel(&channel) {
         return error(
             StatusCode::BAD_REQUEST,

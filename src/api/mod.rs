@@ -4,6 +4,7 @@
 //! Every error leaves as `{"error": "..."}` with a real status code; handlers reach actors through
 //! their registered names and never hold an actor reference across a restart.
 
+pub mod access;
 pub mod auth;
 pub mod ays;
 pub mod events;
@@ -69,6 +70,7 @@ pub fn routes(shared: Shared) -> impl Filter<Extract = (impl Reply,), Error = In
         health.map(Reply::into_response).boxed(),
         ready.map(Reply::into_response).boxed(),
         ays::routes(shared.clone()),
+        access::routes(shared.clone()),
         login::routes(shared.clone()),
         oauth_proxy::routes(shared.clone()),
         metrics.map(Reply::into_response).boxed(),
@@ -246,6 +248,22 @@ async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         return Ok(retry_later(status, why.to_string()));
     } else if let Some(auth::CrossSite(why)) = rejection.find() {
         error(StatusCode::FORBIDDEN, *why)
+    } else if let Some(auth::Forbidden(why)) = rejection.find() {
+        error(StatusCode::FORBIDDEN, why.clone())
+    } else if let Some(held) = rejection.find::<auth::Held>() {
+        let body = serde_json::json!({
+            "approval": held.id,
+            "action": held.action.as_str(),
+            "target": held.target,
+            "error": format!(
+                "{} needs a second admin: POST /auth/approvals/{} (or /approve {} in Telegram)",
+                held.action.as_str(), held.id, held.id
+            ),
+        });
+        return Ok(
+            warp::reply::with_status(warp::reply::json(&body), StatusCode::ACCEPTED)
+                .into_response(),
+        );
     } else if let Some(limited) = rejection.find::<RateLimited>() {
         return Ok(retry_later(
             StatusCode::TOO_MANY_REQUESTS,

@@ -53,6 +53,13 @@ use warp::{Filter, Reply};
         super::runs::run_logs,
         super::events::raise_event,
         super::events::github_webhook,
+        super::access::list_tokens,
+        super::access::create_token,
+        super::access::revoke_token,
+        super::access::list_users,
+        super::access::revoke_user,
+        super::access::list_audit,
+        super::access::approve,
         super::login::callback,
         super::oauth_proxy::providers,
         super::oauth_proxy::key,
@@ -65,6 +72,7 @@ use warp::{Filter, Reply};
         (name = "repositories"), (name = "blueprints"), (name = "services"),
         (name = "templates"), (name = "runs"),
         (name = "events", description = "Events from outside that run subscribed actions"),
+        (name = "access", description = "API tokens, users and the audit trail"),
         (name = "login", description = "Telegram login and the central OAuth2 server"),
     )
 )]

@@ -51,7 +51,13 @@ pub(crate) fn respond<T: serde::Serialize>(
             StatusCode::UNPROCESSABLE_ENTITY,
         )
         .into_response(),
-        Err(err) => error(status_of(&err), err.to_string()).into_response(),
+        Err(err) => {
+            let mut response = error(status_of(&err), err.to_string()).into_response();
+            response
+                .extensions_mut()
+                .insert(super::auth::AuditNote(err.to_string()));
+            response
+        }
     }
 }
 

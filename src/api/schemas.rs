@@ -221,7 +221,8 @@ pub enum AuthFailures {
     /// No token, or a token that is invalid, expired or not a member's.
     #[response(status = 401)]
     Unauthorized(Error),
-    /// A state-changing request with the `jwt` cookie that is not from this site, or not JSON.
+    /// The caller's role is below the one the route needs (the message names it), or a
+    /// state-changing request with the `jwt` cookie is not from this site, or not JSON.
     #[response(status = 403)]
     CrossSite(Error),
     /// This client has too many token verifications waiting; retry after `Retry-After` seconds.

@@ -101,7 +101,13 @@ pub struct Verified {
     pub exp: u64,
     /// Who the token speaks for: its `username`, else its `globalid`, else its `azp`, else its `sub`.
     pub user: String,
+    /// The organizations its `user:memberof:<org>` scopes name (the configured organization
+    /// always among them): the groups `[access]` maps to roles.
+    pub groups: Vec<String>,
 }
+
+/// The most groups taken from one token's scopes (the rest are ignored).
+const MAX_GROUPS: usize = 64;
 
 /// The JWT rules of one configuration: the issuer's P-384 public key, the issuer and organization.
 #[derive(Clone)]
@@ -219,9 +225,28 @@ impl JwtRules {
             .find_map(|name| claims.get(*name).and_then(Value::as_str))
             .filter(|user| !user.is_empty())
             .ok_or(AuthError::Invalid)?;
+        let mut groups: Vec<String> = match claims.get("scope") {
+            Some(Value::Array(scopes)) => scopes
+                .iter()
+                .filter_map(|s| s.as_str()?.trim().strip_prefix("user:memberof:"))
+                .map(str::to_owned)
+                .collect(),
+            Some(Value::String(scopes)) => scopes
+                .split(',')
+                .filter_map(|s| s.trim().strip_prefix("user:memberof:"))
+                .map(str::to_owned)
+                .collect(),
+            _ => Vec::new(),
+        };
+        groups.retain(|g| !g.is_empty());
+        groups.truncate(MAX_GROUPS);
+        if !groups.contains(&self.organization) {
+            groups.push(self.organization.clone());
+        }
         Ok(Verified {
             exp,
             user: user.to_owned(),
+            groups,
         })
     }
 
@@ -583,9 +608,18 @@ mod tests {
             rules.verify(&token, NOW),
             Ok(Verified {
                 exp: NOW + 3600,
-                user: "alice".into()
+                user: "alice".into(),
+                groups: vec![ORG.into()],
             })
         );
+        let more = mint(
+            PRIVATE,
+            &with(
+                json!({"scope": format!("user:memberof:{ORG}, user:memberof:{ORG}/ops,user:name")}),
+            ),
+        );
+        let groups = rules.verify(&more, NOW).map(|v| v.groups);
+        assert_eq!(groups, Ok(vec![ORG.to_string(), format!("{ORG}/ops")]));
         assert!(rules.verify(&token, NOW + 3599).is_ok());
         assert_eq!(rules.verify(&token, NOW + 3600), Err(AuthError::Expired));
     }

@@ -5,10 +5,16 @@
 //! (algorithm pinned to ES384) and which claims make its bearer a member of the organization.
 //! `pool` runs those rules on a bounded pool of threads behind a cache of accepted tokens (the
 //! REST filter asks it); `jwt` itself touches neither the network, the disk nor the clock (the
-//! caller passes the current time).
+//! caller passes the current time). `access` maps a principal to a role and every command to the
+//! role it needs (no IO either); `audit` writes the audit trail and `tokens` issues and checks the
+//! API tokens cockpit itself issues (both through the store).
 
+pub mod access;
+pub mod approvals;
+pub mod audit;
 pub mod jwt;
 pub mod pool;
+pub mod tokens;
 
 pub use jwt::{
     AuthError, JwtRules, KeyError, MAX_TOKEN_BYTES, Verified, mint_token, token_from_parts,

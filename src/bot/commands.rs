@@ -1,5 +1,7 @@
 //! Bot commands: text (or a keyboard button's callback data, which is command text too) in,
-//! a typed [`Command`] out. No IO, no teloxide.
+//! a typed [`Command`] out, and the role each command needs ([`needs`]). No IO, no teloxide.
+
+use crate::auth::access::Action;
 
 /// A parsed chat input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +23,12 @@ pub enum Command {
     Notify(NotifyCmd),
     /// `/crash`: fault injection (only with `[debug].fault_injection`).
     Crash,
+    /// `/token`: a new API token for the user, in their private chat.
+    Token,
+    /// `/confirm`: carry out the destructive command this user asked for in the last 60 s.
+    Confirm,
+    /// `/approve <id>`: approve, as a second admin, an action `[access].two_person` holds.
+    Approve(String),
     /// A subcommand without its argument: a picker of the items it applies to (a page of it).
     Pick {
         /// What the picked item is for.
@@ -290,6 +298,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("service", "Perform actions on your service instances"),
     ("run", "Look at runs"),
     ("notify", "Hear about failed runs of a repository"),
+    ("token", "Get an API token for the REST API"),
     ("help", "Show what I can do"),
 ];
 
@@ -301,8 +310,127 @@ pub const HELP: &str = "I can drive your AYS repositories:\n\
 /service list | inspect <role>!<name> | execute <action> <role>[!<name>] | delete <role>!<name>\n\
 /run list [new|running|ok|error] | inspect <key> | simulate | create | execute\n\
 /notify on [repo] | off [repo] - hear here when a run fails or is cancelled\n\
+/token - an API token for the REST API, with your role (in a private chat)\n\
+/approve <id> - approve, as a second admin, an action held for approval\n\
 /help - this list\n\
 Every command without arguments shows a menu.";
+
+/// The action a command is (and so the role it needs: [`Action::role`]), or `None` for
+/// commands anyone may send (`/start`, `/help`, unknown ones). The one table of the bot's roles:
+/// viewers read, operators add and execute blueprints, run and execute service actions, admins
+/// create and delete repositories and delete blueprints and services.
+pub fn needs(command: &Command) -> Option<Action> {
+    use Action as A;
+    Some(match command {
+        Command::Start(_)
+        | Command::Help
+        | Command::Confirm
+        | Command::Crash
+        | Command::Usage(_)
+        | Command::Unknown(_)
+        | Command::Text(_) => return None,
+        Command::Token => A::TokenCreate,
+        Command::Approve(_) => A::ApprovalApprove,
+        Command::Skip => A::RepoCreate,
+        Command::Ask(Ask::RepoName) => A::RepoCreate,
+        Command::Ask(Ask::BlueprintName) => A::BlueprintAdd,
+        Command::Pick { pick, .. } => match pick {
+            Pick::RepoDelete => A::RepoDelete,
+            Pick::BlueprintExecute => A::BlueprintExecute,
+            Pick::BlueprintDelete => A::BlueprintDelete,
+            Pick::BlueprintArchive => A::BlueprintArchive,
+            Pick::BlueprintRestore => A::BlueprintRestore,
+            Pick::ServiceExecute => A::ServiceExecute,
+            Pick::ServiceDelete => A::ServiceDelete,
+            Pick::RepoSelect | Pick::BlueprintGet | Pick::ServiceInspect | Pick::RunInspect => {
+                A::Read
+            }
+        },
+        Command::Repo(cmd) => match cmd {
+            RepoCmd::Menu | RepoCmd::List(_) | RepoCmd::Select(_) => A::Read,
+            RepoCmd::Create { .. } => A::RepoCreate,
+            RepoCmd::Delete(_) => A::RepoDelete,
+        },
+        Command::Blueprint(cmd) => match cmd {
+            BlueprintCmd::Menu | BlueprintCmd::List(_) | BlueprintCmd::Get(_) => A::Read,
+            BlueprintCmd::Add(_) => A::BlueprintAdd,
+            BlueprintCmd::Execute(_) => A::BlueprintExecute,
+            BlueprintCmd::Delete(_) => A::BlueprintDelete,
+            BlueprintCmd::Archive(_) => A::BlueprintArchive,
+            BlueprintCmd::Restore(_) => A::BlueprintRestore,
+        },
+        Command::Service(cmd) => match cmd {
+            ServiceCmd::Menu | ServiceCmd::List(_) | ServiceCmd::Inspect { .. } => A::Read,
+            ServiceCmd::Execute { .. } => A::ServiceExecute,
+            ServiceCmd::Delete { .. } => A::ServiceDelete,
+        },
+        Command::Run(cmd) => match cmd {
+            RunCmd::Menu
+            | RunCmd::List(_)
+            | RunCmd::ListIn { .. }
+            | RunCmd::Inspect(_)
+            | RunCmd::Simulate => A::Read,
+            RunCmd::Execute => A::RunCreate,
+            RunCmd::Cancel(_) => A::RunCancel,
+        },
+        Command::Notify(cmd) => match cmd {
+            NotifyCmd::Status => A::Read,
+            NotifyCmd::On(_) | NotifyCmd::Off(_) => A::NotifySet,
+        },
+    })
+}
+
+/// How long a destructive command waits for its confirmation.
+pub const CONFIRM_MS: i64 = 60_000;
+
+/// The text of a destructive command, which waits for a Confirm button from the same user
+/// (`/repo delete`, `/blueprint delete`, `/service delete`); `None` for every other command.
+pub fn destructive(command: &Command) -> Option<String> {
+    match command {
+        Command::Repo(RepoCmd::Delete(name)) => Some(format!("/repo delete {name}")),
+        Command::Blueprint(BlueprintCmd::Delete(name)) => Some(format!("/blueprint delete {name}")),
+        Command::Service(ServiceCmd::Delete { role, name }) => {
+            Some(format!("/service delete {role}!{name}"))
+        }
+        _ => None,
+    }
+}
+
+/// The command a stored confirmation (`{"confirm", "user_id", "expires_ms"}`) lets `user_id`
+/// carry out at `now_ms`: only its own user's, and only before it expires.
+pub fn confirmed(pending: &serde_json::Value, user_id: i64, now_ms: i64) -> Option<String> {
+    let text = pending["confirm"].as_str()?;
+    let mine = pending["user_id"].as_i64() == Some(user_id);
+    let fresh = pending["expires_ms"].as_i64().is_some_and(|t| now_ms < t);
+    (mine && fresh).then(|| text.to_string())
+}
+
+/// What a command acts on, for the audit trail: `demo`, `demo/web.yaml`, `demo/node/main`.
+pub fn target(command: &Command, repo: Option<&str>) -> String {
+    let repo = repo.unwrap_or("-");
+    match command {
+        Command::Repo(RepoCmd::Create { name, .. })
+        | Command::Repo(RepoCmd::Select(name))
+        | Command::Repo(RepoCmd::Delete(name)) => name.clone(),
+        Command::Blueprint(
+            BlueprintCmd::Get(name)
+            | BlueprintCmd::Add(name)
+            | BlueprintCmd::Execute(name)
+            | BlueprintCmd::Delete(name)
+            | BlueprintCmd::Archive(name)
+            | BlueprintCmd::Restore(name),
+        ) => format!("{repo}/{name}"),
+        Command::Service(
+            ServiceCmd::Inspect { role, name } | ServiceCmd::Delete { role, name },
+        ) => {
+            format!("{repo}/{role}/{name}")
+        }
+        Command::Service(ServiceCmd::Execute { action, role, name }) => {
+            format!("{repo}/{role}/{}/{action}", name.as_deref().unwrap_or("*"))
+        }
+        _ => repo.to_string(),
+    }
+}
 
 /// Parses one input.
 pub fn parse(input: &str) -> Command {
@@ -323,6 +451,12 @@ pub fn parse(input: &str) -> Command {
         "start" => Command::Start(args.first().map(|code| code.to_string())),
         "help" => Command::Help,
         "crash" => Command::Crash,
+        "token" => Command::Token,
+        "confirm" => Command::Confirm,
+        "approve" => match args.as_slice() {
+            [id] => Command::Approve(id.to_string()),
+            _ => Command::Usage("/approve <id>".into()),
+        },
         "skip" => Command::Skip,
         "repo" => repo(&args),
         "blueprint" | "bp" => blueprint(&args),
@@ -605,6 +739,61 @@ mod tests {
             Command::Usage("/notify on [repo] | /notify off [repo]".into()),
         );
         check("hello: world", Command::Text("hello: world".into()));
+    }
+
+    #[test]
+    fn a_confirmation_holds_for_its_user_for_60_seconds() {
+        let text = destructive(&parse("/repo delete demo")).expect("destructive");
+        assert_eq!(text, "/repo delete demo");
+        assert_eq!(destructive(&parse("/repo select demo")), None);
+        assert_eq!(
+            destructive(&parse("/service delete web!site")).as_deref(),
+            Some("/service delete web!site")
+        );
+        let pending =
+            serde_json::json!({"confirm": text, "user_id": 7, "expires_ms": 1_000 + CONFIRM_MS});
+        assert_eq!(
+            confirmed(&pending, 7, 1_000).as_deref(),
+            Some("/repo delete demo")
+        );
+        assert_eq!(
+            confirmed(&pending, 7, 1_000 + CONFIRM_MS - 1).as_deref(),
+            Some("/repo delete demo")
+        );
+        assert_eq!(confirmed(&pending, 7, 1_000 + CONFIRM_MS), None, "expired");
+        assert_eq!(confirmed(&pending, 8, 1_000), None, "another user");
+        assert_eq!(
+            confirmed(&serde_json::json!({"ask": "repo_name"}), 7, 1_000),
+            None
+        );
+    }
+
+    #[test]
+    fn every_command_states_its_role() {
+        use crate::auth::access::Role;
+        let check = |input: &str, role: Option<Role>| {
+            assert_eq!(needs(&parse(input)).map(Action::role), role, "{input}");
+        };
+        check("/start", None);
+        check("/help", None);
+        check("/repo list", Some(Role::Viewer));
+        check("/repo select demo", Some(Role::Viewer));
+        check("/repo create demo", Some(Role::Admin));
+        check("/repo create", Some(Role::Admin));
+        check("/repo delete demo", Some(Role::Admin));
+        check("/repo delete", Some(Role::Admin));
+        check("/blueprint get a.yaml", Some(Role::Viewer));
+        check("/blueprint add a.yaml", Some(Role::Operator));
+        check("/blueprint execute a.yaml", Some(Role::Operator));
+        check("/blueprint delete a.yaml", Some(Role::Admin));
+        check("/service inspect a!b", Some(Role::Viewer));
+        check("/service execute install a!b", Some(Role::Operator));
+        check("/service delete a!b", Some(Role::Admin));
+        check("/run list", Some(Role::Viewer));
+        check("/run simulate", Some(Role::Viewer));
+        check("/run execute", Some(Role::Operator));
+        check("/token", Some(Role::Viewer));
+        check("/approve apr_1", Some(Role::Admin));
     }
 
     #[test]

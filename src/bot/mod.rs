@@ -15,6 +15,24 @@ pub mod supervisor;
 pub mod telegram;
 pub mod views;
 
+/// Who a logged-in Telegram user is to `[access]`: the identity and groups their login provider
+/// gave at the last check; for a login recorded before identities existed (always an
+/// ItsYou.online member of `[oauth].organization`), `itsyouonline:<username>` in that group.
+pub fn principal(
+    user: &crate::store::AuthorizedUser,
+    config: &crate::config::Config,
+) -> crate::auth::access::Principal {
+    if !user.identity.is_empty() {
+        // Who the login provider said they are, with the groups of its last check.
+        return crate::auth::access::Principal::new(user.identity.clone(), user.groups.clone());
+    }
+    // A login recorded before identities existed: an ItsYou.online member of the organization.
+    crate::auth::access::Principal::new(
+        format!("itsyouonline:{}", user.username),
+        vec![config.oauth.organization.clone()],
+    )
+}
+
 /// One update from a user, as the chat session sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Incoming {

@@ -17,6 +17,10 @@ use super::views::{self, BlueprintItem, BlueprintView, RunItem, ServiceItem, Vie
 use super::{Button, Incoming, IncomingKind, OnSent, Outgoing};
 use crate::actors::oauth_cache::OAuthCacheMsg;
 use crate::actors::{Shared, names};
+use crate::auth::access::{Access, Action, Principal, refusal};
+use crate::auth::approvals::{self, ApprovalError};
+use crate::auth::audit::{self, Door, Outcome};
+use crate::auth::tokens;
 use crate::client::{AysClient, AysError, RunRequest};
 use crate::oauth::login;
 use crate::oauth::provider::LoginSecrets;
@@ -24,6 +28,9 @@ use crate::store::{AuthorizedUser, Origin};
 
 /// How long an actor call may take before the chat is told to retry.
 const CALL_MS: u64 = 30_000;
+
+/// Days a token from `/token` stays valid.
+const TOKEN_DAYS: u64 = 30;
 
 /// The largest blueprint accepted as an uploaded document.
 const MAX_DOCUMENT: u32 = 1024 * 1024;
@@ -75,6 +82,8 @@ pub struct ChatState {
     edit: Option<i64>,
     /// Whether the chat was just told its login ended (so "please use /start" is not repeated).
     told: std::sync::atomic::AtomicBool,
+    /// While `/confirm` carries out a destructive command: it may run without asking again.
+    confirmed: bool,
 }
 
 /// What a chat waits for, stored as JSON: `{"blueprint": name, "repo": repo}`.
@@ -103,6 +112,7 @@ impl Actor for ChatSession {
             runs: args.runs,
             edit: None,
             told: std::sync::atomic::AtomicBool::new(false),
+            confirmed: false,
         })
     }
 
@@ -354,9 +364,28 @@ impl ChatState {
             return self.say("Send a command; /help lists them.");
         };
         let _ = self.shared.store.set_chat_pending(self.chat_id, None);
+        let Some(user) = self.user(user_id).await else {
+            return self.say("I don't know you yet, please use /start");
+        };
+        let command = Command::Blueprint(BlueprintCmd::Add(name.clone()));
+        let Some(action) = self.permit(&user, &command) else {
+            return;
+        };
         let result = AysClient
             .put_blueprint(&repo, name.clone(), text.to_string(), true)
             .await;
+        let audited = result.as_ref().map(|_| ()).map_err(Clone::clone);
+        let row = audit::record(
+            Door::Telegram,
+            &self.principal(&user).identity,
+            action,
+            &format!("{repo}/{name}"),
+            &match &audited {
+                Ok(()) => Outcome::Ok,
+                Err(err) => Outcome::Error(err.to_string()),
+            },
+        );
+        audit::write(&self.shared.store, &row);
         match result {
             Ok(_) => self.say_with(
                 &format!("Blueprint {name} saved in {repo}."),
@@ -391,7 +420,21 @@ impl ChatState {
                 let Some(user) = self.user(user_id).await else {
                     return self.unknown();
                 };
+                if matches!(
+                    command,
+                    Command::Pick { .. }
+                        | Command::Ask(_)
+                        | Command::Skip
+                        | Command::Token
+                        | Command::Approve(_)
+                ) && self.permit(&user, &command).is_none()
+                {
+                    return;
+                }
                 let result = match command {
+                    Command::Token => self.token(&user),
+                    Command::Confirm => self.confirm_command(&user).await,
+                    Command::Approve(id) => self.approve(&user, &id).await,
                     Command::Repo(cmd) => self.repo(&user, cmd).await,
                     Command::Blueprint(cmd) => self.blueprint(&user, cmd).await,
                     Command::Service(cmd) => self.service(&user, cmd).await,
@@ -524,10 +567,19 @@ impl ChatState {
         ))
     }
 
-    /// `/notify`: which repositories' failed runs this chat hears about.
+    /// `/notify`, once the user's role allows it (viewer), audited.
     async fn notify(&mut self, user: &AuthorizedUser, cmd: NotifyCmd) -> Result<(), AysError> {
-        // role: viewer — for now every authorized user may subscribe a chat; the role check
-        // goes here.
+        let command = Command::Notify(cmd.clone());
+        let Some(action) = self.permit(user, &command) else {
+            return Ok(());
+        };
+        let result = self.notify_do(user, cmd).await;
+        self.audit_result(user, action, &command, &result);
+        result
+    }
+
+    /// `/notify`: which repositories' failed runs this chat hears about.
+    async fn notify_do(&mut self, user: &AuthorizedUser, cmd: NotifyCmd) -> Result<(), AysError> {
         let store = &self.shared.store;
         let (on, repo) = match cmd {
             NotifyCmd::Status => {
@@ -586,6 +638,183 @@ impl ChatState {
         });
     }
 
+    /// Who the user is to `[access]`.
+    fn principal(&self, user: &AuthorizedUser) -> Principal {
+        super::principal(user, &self.shared.config)
+    }
+
+    /// The action `command` is, when the user's role allows it ([`commands::needs`]); a refusal
+    /// is said (naming the role needed) and audited, and gives `None`.
+    fn permit(&self, user: &AuthorizedUser, command: &Command) -> Option<Action> {
+        let action = commands::needs(command)?;
+        let principal = self.principal(user);
+        let role = Access::new(&self.shared.config).role(&principal);
+        if role >= Some(action.role()) {
+            return Some(action);
+        }
+        let why = refusal(action.role(), role);
+        let target = commands::target(command, user.current_repo.as_deref());
+        let row = audit::record(
+            Door::Telegram,
+            &principal.identity,
+            action,
+            &target,
+            &Outcome::Denied(why.clone()),
+        );
+        audit::write(&self.shared.store, &row);
+        self.say(&format!("Sorry, {why}."));
+        None
+    }
+
+    /// The audit row of a command that changes something.
+    fn audit_result(
+        &self,
+        user: &AuthorizedUser,
+        action: Action,
+        command: &Command,
+        result: &Result<(), AysError>,
+    ) {
+        if !action.changes() {
+            return;
+        }
+        let outcome = match result {
+            Ok(()) => Outcome::Ok,
+            Err(err) => Outcome::Error(err.to_string()),
+        };
+        let target = commands::target(command, user.current_repo.as_deref());
+        let row = audit::record(
+            Door::Telegram,
+            &self.principal(user).identity,
+            action,
+            &target,
+            &outcome,
+        );
+        audit::write(&self.shared.store, &row);
+    }
+
+    /// Whether `[access].two_person` holds the action until a second admin approves it (then the
+    /// chat is told how to approve).
+    fn held(&self, user: &AuthorizedUser, action: Action, command: &Command) -> bool {
+        if !Access::new(&self.shared.config).two_person(action) {
+            return false;
+        }
+        let target = commands::target(command, user.current_repo.as_deref());
+        let who = self.principal(user).identity;
+        match approvals::request(&self.shared.store, Door::Telegram, &who, action, &target) {
+            Ok(id) => self.say(&format!(
+                "{} {target} needs a second admin: they send /approve {id} (or POST /auth/approvals/{id}).",
+                action.as_str()
+            )),
+            Err(err) => self.say(&format!("I could not hold that for approval: {err}")),
+        }
+        true
+    }
+
+    /// `/approve <id>`: a second admin approves a held action, which is carried out now.
+    async fn approve(&mut self, user: &AuthorizedUser, id: &str) -> Result<(), AysError> {
+        let approver = self.principal(user).identity;
+        let held = approvals::approve(&self.shared.store, Door::Telegram, &approver, id);
+        let (action, target, requested_by) = match held {
+            Ok(held) => held,
+            Err(ApprovalError::Store(err)) => return Err(err.into()),
+            Err(err) => {
+                self.say(&format!("Not approved: {err}."));
+                return Ok(());
+            }
+        };
+        let result = AysClient.carry_out(action, &target).await;
+        let outcome = match &result {
+            Ok(()) => Outcome::Ok,
+            Err(err) => Outcome::Error(format!("approved by {approver}: {err}")),
+        };
+        let row = audit::record(Door::Telegram, &requested_by, action, &target, &outcome);
+        audit::write(&self.shared.store, &row);
+        result?;
+        self.say(&format!(
+            "Approved: {} {target} (asked by {requested_by}) is done.",
+            action.as_str()
+        ));
+        Ok(())
+    }
+
+    /// Holds a destructive command until the same user presses Confirm (within 60 s).
+    fn ask_confirmation(&self, user: &AuthorizedUser, text: &str) -> Result<(), AysError> {
+        let pending = json!({
+            "confirm": text,
+            "user_id": user.user_id,
+            "expires_ms": crate::clock::now_ms().saturating_add(commands::CONFIRM_MS),
+        });
+        self.shared
+            .store
+            .set_chat_pending(self.chat_id, Some(&pending))?;
+        self.say_with(
+            &format!("Really {}? Press Confirm within 60 seconds.", &text[1..]),
+            vec![vec![button("Confirm", "/confirm")]],
+        );
+        Ok(())
+    }
+
+    /// `/confirm`: carries out the destructive command this user asked for, if still fresh.
+    async fn confirm_command(&mut self, user: &AuthorizedUser) -> Result<(), AysError> {
+        let pending = self.shared.store.chat_pending(self.chat_id)?;
+        let Some(pending) = pending.filter(|p| p["confirm"].is_string()) else {
+            self.say("There is nothing to confirm.");
+            return Ok(());
+        };
+        if pending["user_id"].as_i64() != Some(user.user_id) {
+            self.say("Only the person who asked can confirm.");
+            return Ok(());
+        }
+        self.shared.store.set_chat_pending(self.chat_id, None)?;
+        let Some(text) = commands::confirmed(&pending, user.user_id, crate::clock::now_ms()) else {
+            self.say("That confirmation has expired; send the command again.");
+            return Ok(());
+        };
+        self.confirmed = true;
+        let result = match commands::parse(&text) {
+            Command::Repo(cmd) => self.repo(user, cmd).await,
+            Command::Blueprint(cmd) => self.blueprint(user, cmd).await,
+            Command::Service(cmd) => self.service(user, cmd).await,
+            _ => Ok(()),
+        };
+        self.confirmed = false;
+        result
+    }
+
+    /// `/token`: a new API token with the user's role, shown only in their private chat.
+    fn token(&self, user: &AuthorizedUser) -> Result<(), AysError> {
+        if self.chat_id != user.user_id {
+            self.say(
+                "Send /token in a private chat with me: a token must not be shown in a group.",
+            );
+            return Ok(());
+        }
+        let principal = self.principal(user);
+        let Some(role) = Access::new(&self.shared.config).role(&principal) else {
+            return Ok(());
+        };
+        let issued = tokens::issue(
+            &self.shared.store,
+            Door::Telegram,
+            &principal.identity,
+            &principal.identity,
+            role,
+            "telegram",
+            role,
+            TOKEN_DAYS,
+        );
+        match issued {
+            Ok((token, record)) => {
+                self.say(&format!(
+                    "Your API token ({role}, id {}, valid {TOKEN_DAYS} days). It is shown only this once; send it as `Authorization: Bearer <token>`:\n{token}",
+                    record.id
+                ));
+                Ok(())
+            }
+            Err(err) => Err(AysError::Internal(err.to_string())),
+        }
+    }
+
     fn current_repo(user: &AuthorizedUser) -> Result<String, AysError> {
         user.current_repo.clone().ok_or_else(|| {
             AysError::BadRequest(
@@ -595,6 +824,24 @@ impl ChatState {
     }
 
     async fn repo(&mut self, user: &AuthorizedUser, cmd: RepoCmd) -> Result<(), AysError> {
+        let command = Command::Repo(cmd.clone());
+        let Some(action) = self.permit(user, &command) else {
+            return Ok(());
+        };
+        if !self.confirmed
+            && let Some(text) = commands::destructive(&command)
+        {
+            return self.ask_confirmation(user, &text);
+        }
+        if self.held(user, action, &command) {
+            return Ok(());
+        }
+        let result = self.repo_do(user, cmd).await;
+        self.audit_result(user, action, &command, &result);
+        result
+    }
+
+    async fn repo_do(&mut self, user: &AuthorizedUser, cmd: RepoCmd) -> Result<(), AysError> {
         match cmd {
             RepoCmd::Menu => self.show(views::menu(
                 "What do you want to do with repositories?",
@@ -660,6 +907,31 @@ impl ChatState {
     }
 
     async fn blueprint(
+        &mut self,
+        user: &AuthorizedUser,
+        cmd: BlueprintCmd,
+    ) -> Result<(), AysError> {
+        let command = Command::Blueprint(cmd.clone());
+        let Some(action) = self.permit(user, &command) else {
+            return Ok(());
+        };
+        if !self.confirmed
+            && let Some(text) = commands::destructive(&command)
+        {
+            return self.ask_confirmation(user, &text);
+        }
+        if self.held(user, action, &command) {
+            return Ok(());
+        }
+        let result = self.blueprint_do(user, cmd).await;
+        // `add` only asks for the YAML: the save is audited when it comes.
+        if !matches!(command, Command::Blueprint(BlueprintCmd::Add(_))) {
+            self.audit_result(user, action, &command, &result);
+        }
+        result
+    }
+
+    async fn blueprint_do(
         &mut self,
         user: &AuthorizedUser,
         cmd: BlueprintCmd,
@@ -747,6 +1019,24 @@ impl ChatState {
     }
 
     async fn service(&mut self, user: &AuthorizedUser, cmd: ServiceCmd) -> Result<(), AysError> {
+        let command = Command::Service(cmd.clone());
+        let Some(action) = self.permit(user, &command) else {
+            return Ok(());
+        };
+        if !self.confirmed
+            && let Some(text) = commands::destructive(&command)
+        {
+            return self.ask_confirmation(user, &text);
+        }
+        if self.held(user, action, &command) {
+            return Ok(());
+        }
+        let result = self.service_do(user, cmd).await;
+        self.audit_result(user, action, &command, &result);
+        result
+    }
+
+    async fn service_do(&mut self, user: &AuthorizedUser, cmd: ServiceCmd) -> Result<(), AysError> {
         let repo = Self::current_repo(user)?;
         match cmd {
             ServiceCmd::Menu => self.show(views::menu(
@@ -832,6 +1122,16 @@ impl ChatState {
     }
 
     async fn run(&mut self, user: &AuthorizedUser, cmd: RunCmd) -> Result<(), AysError> {
+        let command = Command::Run(cmd.clone());
+        let Some(action) = self.permit(user, &command) else {
+            return Ok(());
+        };
+        let result = self.run_do(user, cmd).await;
+        self.audit_result(user, action, &command, &result);
+        result
+    }
+
+    async fn run_do(&mut self, user: &AuthorizedUser, cmd: RunCmd) -> Result<(), AysError> {
         let repo = Self::current_repo(user)?;
         match cmd {
             RunCmd::Menu => self.show(views::menu(
@@ -893,7 +1193,6 @@ impl ChatState {
                 self.started(&repo, &run.key, run.steps.len());
             }
             RunCmd::Cancel(key) => {
-                // role: operator — every authorized user may cancel for now.
                 let who = format!("{} (Telegram)", user.username);
                 let run = AysClient.cancel_run(&repo, key, &who).await?;
                 self.say(&format!("Run {} cancelled.", run.key));

@@ -110,6 +110,31 @@ impl AysClient {
             .map(Into::into)
     }
 
+    /// Carries out an action a second admin approved (`[access].two_person`): a deletion of
+    /// `demo`, `demo/web.yaml` or `demo/role/name`.
+    pub async fn carry_out(
+        &self,
+        action: crate::auth::access::Action,
+        target: &str,
+    ) -> Result<(), AysError> {
+        use crate::auth::access::Action;
+        let parts: Vec<&str> = target.split('/').collect();
+        match (action, parts.as_slice()) {
+            (Action::RepoDelete, [repo]) => self.delete_repo(repo.to_string()).await,
+            (Action::BlueprintDelete, [repo, name]) => {
+                self.delete_blueprint(repo, name.to_string()).await
+            }
+            (Action::ServiceDelete, [repo, role, name]) => self
+                .delete_service(repo, role.to_string(), name.to_string())
+                .await
+                .map(|_| ()),
+            _ => Err(AysError::BadRequest(format!(
+                "{} on {target:?} cannot be held for approval",
+                action.as_str()
+            ))),
+        }
+    }
+
     /// Deletes a repository with its files, services and runs.
     pub async fn delete_repo(&self, name: String) -> Result<(), AysError> {
         ask_ays(|reply| AysMsg::DeleteRepo { name, reply }).await

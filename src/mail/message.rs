@@ -227,10 +227,29 @@ pub fn record_batch(
             })
         })
         .collect();
+    // The audit trail names the sender and the recipients, never the message.
+    let audit: Vec<_> = records
+        .iter()
+        .map(|record| {
+            let envelope = &record.payload["envelope"];
+            let from = envelope["from"].as_str().unwrap_or_default();
+            let to: Vec<&str> = envelope["to"]
+                .as_array()
+                .map(|to| to.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            crate::auth::audit::record(
+                crate::auth::audit::Door::Mail,
+                &format!("mail:{from}"),
+                crate::auth::access::Action::MailReceive,
+                &to.join(","),
+                &crate::auth::audit::Outcome::Ok,
+            )
+        })
+        .collect();
     let committed = if records.is_empty() {
         Ok(Vec::new())
     } else {
-        store.insert_mails(CHANNEL, &records, now_ms)
+        store.insert_mails(CHANNEL, &records, &audit, now_ms)
     };
     let mut ids = match committed {
         Ok(ids) => ids.into_iter(),

@@ -749,8 +749,22 @@ impl Store {
         events: &[(&str, &serde_json::Value)],
         now_ms: i64,
     ) -> Result<Vec<i64>, StoreError> {
+        self.insert_events_audited(events, &[], now_ms)
+    }
+
+    /// [`Store::insert_events`] with the audit rows of the commands that brought them, in the
+    /// same transaction.
+    pub fn insert_events_audited(
+        &self,
+        events: &[(&str, &serde_json::Value)],
+        audit: &[super::AuditRecord],
+        now_ms: i64,
+    ) -> Result<Vec<i64>, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        for record in audit {
+            super::access::insert_audit_tx(&tx, record)?;
+        }
         let mut ids = Vec::with_capacity(events.len());
         for (channel, payload) in events {
             tx.execute(

@@ -36,10 +36,14 @@ impl Store {
         &self,
         channel: &str,
         mails: &[MailRecord<'_>],
+        audit: &[super::AuditRecord],
         now_ms: i64,
     ) -> Result<Vec<i64>, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        for record in audit {
+            super::access::insert_audit_tx(&tx, record)?;
+        }
         let mut ids = Vec::with_capacity(mails.len());
         {
             let mut event = tx.prepare_cached(
@@ -131,6 +135,7 @@ mod tests {
                         data: b"three",
                     },
                 ],
+                &[],
                 1,
             )
             .expect("insert");

@@ -6,6 +6,7 @@
 //! Durability: WAL journal with `synchronous = FULL`, every write in one transaction, so a `kill -9`
 //! at any moment leaves the file consistent and every acknowledged write present.
 
+mod access;
 mod ays;
 mod chat;
 mod mail;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+pub use access::{ApiTokenRecord, ApprovalRecord, AuditQuery, AuditRecord, AuditRow};
 pub use ays::{
     EventRecord, JobRecord, JobState, LogRecord, Origin, RepoRecord, RunRecord, RunState,
     StepRecord,
@@ -202,6 +204,39 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE telegram_users ADD COLUMN login_expires_at_ms INTEGER;
     ALTER TABLE telegram_users ADD COLUMN checked_at_ms INTEGER;
     ALTER TABLE telegram_users ADD COLUMN credential TEXT;",
+    // h-id-b: the audit trail, API tokens issued by cockpit (only their SHA-256 hash), and
+    // approvals waiting for a second admin.
+    "CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        door TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX audit_time ON audit (at_ms);
+    CREATE INDEX audit_identity ON audit (identity, id);
+    CREATE TABLE api_tokens (
+        id TEXT PRIMARY KEY,
+        identity TEXT NOT NULL,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL
+    );
+    CREATE INDEX api_tokens_identity ON api_tokens (identity);
+    CREATE TABLE approvals (
+        id TEXT PRIMARY KEY,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        requested_by TEXT NOT NULL,
+        door TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        approved_by TEXT
+    );",
 ];
 
 /// The handle to durable state; cheap to clone, safe to share between actors and threads.
