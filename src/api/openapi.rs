@@ -51,6 +51,7 @@ use warp::{Filter, Reply};
         super::ays::get_run,
         super::runs::cancel_run,
         super::runs::run_logs,
+        super::runs::rerun_run,
         super::login::callback,
         super::oauth_proxy::providers,
         super::oauth_proxy::key,
