@@ -238,6 +238,9 @@ pub struct RetryRecord {
     pub origin: Origin,
 }
 
+/// A page of runs, and where it ends, `(created, rowid)`, when more follow.
+pub type RunPage = (Vec<RunRecord>, Option<(i64, i64)>);
+
 /// A run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunRecord {
@@ -534,7 +537,7 @@ impl Store {
         state: Option<RunState>,
         after: Option<(i64, i64)>,
         limit: usize,
-    ) -> Result<(Vec<RunRecord>, Option<(i64, i64)>), StoreError> {
+    ) -> Result<RunPage, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
             "SELECT key, repo, state, created, ended, error, callback_url, origin, rowid

@@ -20,7 +20,7 @@ use rusqlite::Connection;
 
 pub use ays::{
     EventRecord, JobRecord, JobState, LogRecord, Origin, RecurringSlot, RepoRecord, RetryRecord,
-    RunRecord, RunState, StepRecord,
+    RunPage, RunRecord, RunState, StepRecord,
 };
 pub use oauth::{AuthorizedUser, CleanReport, PendingState};
 

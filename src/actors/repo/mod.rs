@@ -45,8 +45,7 @@ pub type RunLog = (
     crate::store::RunState,
 );
 
-/// A page of runs and where it ends when more follow, `(created, rowid)`.
-pub type RunPage = (Vec<RunRecord>, Option<(i64, i64)>);
+pub use crate::store::RunPage;
 
 /// A reply port carrying a result or an AYS error.
 type Reply<T> = RpcReplyPort<Result<T, AysError>>;
