@@ -364,6 +364,11 @@ pub struct AysConfig {
     pub workers: usize,
     /// Seconds after which a job's process is killed and the job is `error`.
     pub job_timeout_secs: u64,
+    /// Whether a recurring slot that passed while cockpit was down runs once at start (true) or
+    /// is skipped until the next slot (false).
+    pub run_missed: bool,
+    /// Days ended runs (with their jobs and logs) are kept before they are pruned.
+    pub keep_days: u32,
 }
 
 /// `[debug]`.
@@ -747,10 +752,16 @@ impl Reader {
         let providers = self.providers(root);
         let oauth_proxy = self.oauth_proxy(root);
         let login = self.login(root, &oauth, &providers);
-        let s = self.section(root, "ays", &["workers", "job_timeout_secs"]);
+        let s = self.section(
+            root,
+            "ays",
+            &["workers", "job_timeout_secs", "run_missed", "keep_days"],
+        );
         let ays = AysConfig {
             workers: self.int(&s, "workers", 1, 1024, 8) as usize,
             job_timeout_secs: self.int(&s, "job_timeout_secs", 1, 86_400, 600) as u64,
+            run_missed: self.bool(&s, "run_missed").unwrap_or(true),
+            keep_days: self.int(&s, "keep_days", 1, 36_500, 30) as u32,
         };
         let s = self.section(root, "debug", &["fault_injection"]);
         let debug = DebugConfig {

@@ -6,7 +6,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::api::Api;
 use support::fake_itsyou::FakeItsYou;
 use support::fake_telegram::FakeTelegram;
@@ -1067,5 +1067,55 @@ async fn the_bot_allows_and_refuses_as_configured_and_audits_it() {
         .say(1, "/confirm", "There is nothing to confirm")
         .await;
     assert_eq!(world.rest_repositories().await, serde_json::json!([]));
+    world.assert_no_secrets_logged();
+}
+
+#[tokio::test]
+async fn service_execute_gives_key_value_args_to_the_action() {
+    let world = World::start().await;
+    world.log_in(3).await;
+    world
+        .say(3, "/repo create demo", "Repository demo created")
+        .await;
+    let repos = world.rest_repositories().await;
+    let path = std::path::PathBuf::from(repos[0]["path"].as_str().expect("path"));
+    web_template(&path);
+    world
+        .say(3, "/blueprint add site.yaml", "Send me the YAML")
+        .await;
+    world
+        .say(3, "web__site:\n  port: 8080\n", "Blueprint site.yaml saved")
+        .await;
+    world
+        .say(3, "/blueprint execute site.yaml", "executed")
+        .await;
+    world
+        .say(3, "/service execute install web!site =x", "key=value")
+        .await;
+    let started = world
+        .say(
+            3,
+            "/service execute install web!site target=s3 level=9",
+            "started",
+        )
+        .await;
+    let key = started
+        .split_whitespace()
+        .nth(1)
+        .expect("run key")
+        .to_string();
+    world
+        .telegram
+        .wait_text(3, &format!("Run {key} in demo ended: ok"), WAIT)
+        .await;
+    let input: Value = serde_json::from_str(
+        &std::fs::read_to_string(path.join("services/web/site/input.json")).expect("job input"),
+    )
+    .expect("job json");
+    assert_eq!(
+        input["args"],
+        json!({"target": "s3", "level": "9"}),
+        "{input}"
+    );
     world.assert_no_secrets_logged();
 }

@@ -364,3 +364,91 @@ async fn live_logs_arrive_while_the_job_runs_and_resume_after_a_reconnect() {
         .collect();
     assert_eq!(logs, ["first line", "second line"], "{run}");
 }
+
+#[tokio::test]
+async fn scheduled_args_reach_the_action_and_a_rerun_runs_the_same_actions_with_them() {
+    let cockpit = Cockpit::start("");
+    let api = Api::new(&cockpit);
+    let script = "cat > input.json; printf '%s' \"$COCKPIT_ARGS\" > env.json";
+    let dir = repository(&api, "demo", &[("install", script)]).await;
+    let service_dir = dir.join("services/node/a");
+    // Args must be an object.
+    let (status, body) = api
+        .post("/demo/service/node/a/action/install", json!({"args": [1]}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = api
+        .post(
+            "/demo/service/node/a/action/install",
+            json!({"args": {"target": "s3", "level": 9}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, run) = api.post("/demo/aysrun", json!({})).await;
+    assert_eq!(status, 201, "{run}");
+    let key = run["key"].as_str().expect("key").to_string();
+    assert_eq!(ended(&api, "demo", &key).await["state"], "ok");
+    let input: Value =
+        serde_json::from_str(&std::fs::read_to_string(service_dir.join("input.json")).expect("in"))
+            .expect("json");
+    assert_eq!(
+        input["args"],
+        json!({"target": "s3", "level": 9}),
+        "{input}"
+    );
+    let env: Value =
+        serde_json::from_str(&std::fs::read_to_string(service_dir.join("env.json")).expect("env"))
+            .expect("json");
+    assert_eq!(env, json!({"target": "s3", "level": 9}));
+    // The args went with that run: the next plan of the action has none...
+    std::fs::remove_file(service_dir.join("input.json")).expect("rm");
+    // ...but a rerun of that run plans the same action with the same args.
+    let (status, again) = api
+        .post(&format!("/demo/aysrun/{key}/rerun"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{again}");
+    let again_key = again["key"].as_str().expect("key").to_string();
+    assert_ne!(again_key, key);
+    let done = ended(&api, "demo", &again_key).await;
+    assert_eq!(done["state"], "ok", "{done}");
+    assert_eq!(done["steps"][0]["jobs"][0]["action_name"], "install");
+    let input: Value =
+        serde_json::from_str(&std::fs::read_to_string(service_dir.join("input.json")).expect("in"))
+            .expect("json");
+    assert_eq!(
+        input["args"],
+        json!({"target": "s3", "level": 9}),
+        "{input}"
+    );
+    let (status, body) = api.post("/demo/aysrun/nosuchrun/rerun", json!({})).await;
+    assert_eq!(status, 404, "{body}");
+
+    // Runs are listed a page at a time, newest first, and filtered by state.
+    let (status, page, link) = api.get_with_link("/demo/aysrun?limit=1").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page.as_array().map(Vec::len), Some(1));
+    assert_eq!(page[0]["key"], again_key);
+    let link = link.expect("a next link");
+    let next = link
+        .strip_prefix("</ays/repository")
+        .and_then(|l| l.strip_suffix(">; rel=\"next\""))
+        .expect("link form");
+    let (status, page, link) = api.get_with_link(next).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page[0]["key"], key);
+    assert!(link.is_none(), "{link:?}");
+    let (_, oks) = api.get("/demo/aysrun?state=ok").await;
+    assert_eq!(oks.as_array().map(Vec::len), Some(2));
+    let (_, errors) = api.get("/demo/aysrun?state=error").await;
+    assert_eq!(errors, json!([]));
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "limit=x",
+        "state=done",
+        "cursor=bm9wZQ",
+    ] {
+        let (status, body) = api.get(&format!("/demo/aysrun?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+}

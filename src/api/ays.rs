@@ -62,6 +62,41 @@ pub(crate) struct ListBlueprints {
     archived: Option<String>,
 }
 
+/// `POST .../service/{role}/{name}/action/{action}` body (optional).
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ScheduleBody {
+    /// What the action's job is given: a JSON object of names to values (at most 16 KiB as
+    /// JSON). The job reads them merged into its input's `args` and, alone, from the
+    /// `COCKPIT_ARGS` environment variable.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    args: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `GET .../aysrun` query.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListRuns {
+    /// How many runs at most (1 to 1000; 100 when absent).
+    #[serde(default)]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    limit: Option<String>,
+    /// Where to go on from: the `cursor` of the `Link: <…>; rel="next"` header of the previous
+    /// page (opaque).
+    #[serde(default)]
+    cursor: Option<String>,
+    /// Only runs in this state: `new`, `running`, `ok`, `error` or `cancelled`.
+    #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^(new|running|ok|error|cancelled)$")]
+    state: Option<String>,
+}
+
+/// Runs per page when `limit` is absent.
+const RUNS_PAGE: usize = 100;
+/// The largest `limit` of a page of runs.
+const MAX_RUNS_PAGE: usize = 1000;
+
 /// `POST .../aysrun` query.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -146,6 +181,7 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
             String / "service" / String / String / "action" / String
         ))
         .and(warp::post())
+        .and(json_body_or_empty::<ScheduleBody>())
         .then(schedule_action)
         .boxed(),
         base.and(warp::path!(String / "template"))
@@ -158,6 +194,7 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
             .boxed(),
         base.and(warp::path!(String / "aysrun"))
             .and(warp::get())
+            .and(warp::query::<ListRuns>())
             .then(list_runs)
             .boxed(),
         base.and(warp::path!(String / "aysrun"))
@@ -389,23 +426,31 @@ pub(crate) async fn delete_service(repo: String, role: String, name: String) -> 
     no_content(AysClient.delete_service(&repo, role, name).await)
 }
 
-/// Schedule one action of a service (a later run executes it).
+/// Schedule one action of a service (a later run executes it), optionally with `args` for its
+/// job.
 #[utoipa::path(post, path = "/ays/repository/{repo}/service/{role}/{name}/action/{action}", tag = "services",
     params(("repo" = String, Path, description = "Repository name"),
         ("role" = String, Path, description = "Role"),
         ("name" = String, Path, description = "Instance name"),
         ("action" = String, Path, description = "Action name")),
+    request_body(content = Option<ScheduleBody>, description = "Optional JSON: `{\"args\": {...}}`"),
     security(("jwt" = []), ("jwt_cookie" = [])),
     responses((status = 200, description = "Scheduled", body = Service),
-        (status = 400, description = "The service's template has no such action", body = Error),
+        (status = 400, description = "The service's template has no such action, or the body is not JSON", body = Error),
+        (status = 413, description = "The body is too large", body = Error),
+        (status = 422, description = "`args` too large", body = Problems),
         AuthFailures, RepoFailures))]
 pub(crate) async fn schedule_action(
     repo: String,
     role: String,
     name: String,
     action: String,
+    body: ScheduleBody,
 ) -> Response {
-    let result = AysClient.schedule_action(&repo, role, name, action).await;
+    let args = body.args.map(serde_json::Value::Object);
+    let result = AysClient
+        .schedule_action(&repo, role, name, action, args)
+        .await;
     respond(result, StatusCode::OK)
 }
 
@@ -430,14 +475,60 @@ pub(crate) async fn get_template(repo: String, name: String) -> Response {
     respond(AysClient.get_template(&repo, &name).await, StatusCode::OK)
 }
 
-/// List runs, newest first.
+/// List runs, newest first, a page at a time (without their steps). When more follow, the
+/// answer has a `Link: <…?limit=…&cursor=…>; rel="next"` header.
 #[utoipa::path(get, path = "/ays/repository/{repo}/aysrun", tag = "runs",
-    params(("repo" = String, Path, description = "Repository name")),
+    params(("repo" = String, Path, description = "Repository name"), ListRuns),
     security(("jwt" = []), ("jwt_cookie" = [])),
-    responses((status = 200, description = "The runs", body = Vec<Run>),
+    responses((status = 200, description = "A page of runs", body = Vec<Run>,
+            headers(("Link" = String, description = "`<url>; rel=\"next\"` when more runs follow"))),
+        (status = 400, description = "A bad `limit`, `state` or `cursor`", body = Error),
         AuthFailures, RepoFailures))]
-pub(crate) async fn list_runs(repo: String) -> Response {
-    respond(AysClient.list_runs(&repo).await, StatusCode::OK)
+pub(crate) async fn list_runs(repo: String, q: ListRuns) -> Response {
+    let limit = match q.limit.as_deref().map(str::parse::<usize>) {
+        None => RUNS_PAGE,
+        Some(Ok(n)) if (1..=MAX_RUNS_PAGE).contains(&n) => n,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("limit must be a number from 1 to {MAX_RUNS_PAGE}"),
+            )
+            .into_response();
+        }
+    };
+    let state = match q.state.as_deref() {
+        None => None,
+        Some(text) => match crate::store::RunState::parse(text) {
+            Some(state) => Some(state),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "state must be new, running, ok, error or cancelled",
+                )
+                .into_response();
+            }
+        },
+    };
+    match AysClient
+        .list_runs_page(&repo, state, q.cursor.as_deref(), limit)
+        .await
+    {
+        Ok((runs, next)) => {
+            let mut reply = respond(Ok(runs), StatusCode::OK);
+            if let Some(cursor) = next {
+                let mut url =
+                    format!("/ays/repository/{repo}/aysrun?limit={limit}&cursor={cursor}");
+                if let Some(state) = state {
+                    url.push_str(&format!("&state={state}"));
+                }
+                if let Ok(value) = format!("<{url}>; rel=\"next\"").parse() {
+                    reply.headers_mut().insert(warp::http::header::LINK, value);
+                }
+            }
+            reply
+        }
+        Err(err) => respond::<()>(Err(err), StatusCode::OK),
+    }
 }
 
 /// Plan and start a run of every scheduled action.
@@ -500,10 +591,66 @@ pub(crate) fn json_body<T: DeserializeOwned + Send>()
         .and_then(|body| read_json::<T, _, _>(body))
 }
 
+/// [`json_body`], where no body at all (or an empty one) is `T::default()`.
+fn json_body_or_empty<T: DeserializeOwned + Default + Send>()
+-> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and_then(|length: Option<u64>| async move {
+            match length {
+                Some(n) if n > MAX_BODY => Err(warp::reject::custom(super::TooLarge)),
+                _ => Ok(()),
+            }
+        })
+        .untuple_one()
+        .and(warp::body::stream())
+        .and_then(|body| read_json_or_default::<T, _, _>(body))
+}
+
+/// [`read_json`], where an empty body is `T::default()`.
+async fn read_json_or_default<T, S, B>(body: S) -> Result<T, Rejection>
+where
+    T: DeserializeOwned + Default,
+    S: futures::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    let value: Option<serde_json::Value> = read_json_opt(body).await?;
+    match value {
+        None => Ok(T::default()),
+        Some(value) => serde_json::from_value(value)
+            .map_err(|err| warp::reject::custom(super::BadJson(err.to_string()))),
+    }
+}
+
+/// Reads a streamed body of at most [`MAX_BODY`] bytes: `None` when it is empty.
+async fn read_json_opt<S, B>(body: S) -> Result<Option<serde_json::Value>, Rejection>
+where
+    S: futures::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    let read = read_body(body).await?;
+    if read.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(&read)
+        .map(Some)
+        .map_err(|err| warp::reject::custom(super::BadJson(err.to_string())))
+}
+
 /// Reads a streamed body of at most [`MAX_BODY`] bytes and parses it as JSON.
 async fn read_json<T, S, B>(body: S) -> Result<T, Rejection>
 where
     T: DeserializeOwned,
+    S: futures::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    let read = read_body(body).await?;
+    serde_json::from_slice(&read)
+        .map_err(|err| warp::reject::custom(super::BadJson(err.to_string())))
+}
+
+/// Reads a streamed body of at most [`MAX_BODY`] bytes.
+async fn read_body<S, B>(body: S) -> Result<Vec<u8>, Rejection>
+where
     S: futures::Stream<Item = Result<B, warp::Error>>,
     B: bytes::Buf,
 {
@@ -523,6 +670,5 @@ where
             chunk.advance(n);
         }
     }
-    serde_json::from_slice(&read)
-        .map_err(|err| warp::reject::custom(super::BadJson(err.to_string())))
+    Ok(read)
 }

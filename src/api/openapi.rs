@@ -60,6 +60,7 @@ use warp::{Filter, Reply};
         super::access::revoke_user,
         super::access::list_audit,
         super::access::approve,
+        super::runs::rerun_run,
         super::login::callback,
         super::oauth_proxy::providers,
         super::oauth_proxy::key,

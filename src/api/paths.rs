@@ -143,6 +143,12 @@ pub const ROUTES: &[RouteAccess] = {
             A::RunCancel,
         ),
         rule(
+            "POST",
+            "/ays/repository/{repo}/aysrun/{key}/rerun",
+            Operator,
+            A::RunCreate,
+        ),
+        rule(
             "GET",
             "/ays/repository/{repo}/aysrun/{key}/logs",
             Viewer,

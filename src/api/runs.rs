@@ -38,7 +38,27 @@ pub fn routes(shared: Shared) -> Vec<BoxedFilter<(Response,)>> {
         .and(super::with(shared))
         .then(run_logs)
         .boxed();
-    vec![cancel, logs]
+    let rerun = warp::path!(String / "aysrun" / String / "rerun")
+        .and(warp::post())
+        .then(rerun_run)
+        .boxed();
+    vec![cancel, logs, rerun]
+}
+
+/// Plan the actions of a run again, with the same args, as a new run: it starts at once, or
+/// waits behind the run in progress (state `new`).
+#[utoipa::path(post, path = "/ays/repository/{repo}/aysrun/{key}/rerun", tag = "runs",
+    params(("repo" = String, Path, description = "Repository name"),
+        ("key" = String, Path, description = "Key of the run to run again")),
+    security(("jwt" = []), ("jwt_cookie" = [])),
+    responses((status = 201, description = "The new run", body = Run),
+        (status = 422, description = "The run's services are gone", body = super::schemas::Problems),
+        AuthFailures, RepoFailures))]
+pub(crate) async fn rerun_run(repo: String, key: String) -> Response {
+    respond(
+        AysClient.rerun(&repo, key, crate::store::Origin::Api).await,
+        StatusCode::CREATED,
+    )
 }
 
 /// Cancel a running or queued run: its jobs get SIGTERM, then SIGKILL after 5 s; the run ends

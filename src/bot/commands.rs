@@ -115,7 +115,7 @@ pub enum ServiceCmd {
         /// The instance name.
         name: String,
     },
-    /// `execute <action> <role>[!<name>]`.
+    /// `execute <action> <role>[!<name>] [key=value…]`.
     Execute {
         /// The action.
         action: String,
@@ -123,6 +123,8 @@ pub enum ServiceCmd {
         role: String,
         /// One instance, or every service of the role.
         name: Option<String>,
+        /// Args for the action's job, in the order given.
+        args: Vec<(String, String)>,
     },
     /// `delete <role>!<name>`.
     Delete {
@@ -307,7 +309,7 @@ pub const HELP: &str = "I can drive your AYS repositories:\n\
 /start - log in\n\
 /repo list | create <name> [git_url] | select <name> | delete <name>\n\
 /blueprint list | get <name> | add <name> | execute <name> | delete <name> | archive <name> | restore <name>\n\
-/service list | inspect <role>!<name> | execute <action> <role>[!<name>] | delete <role>!<name>\n\
+/service list | inspect <role>!<name> | execute <action> <role>[!<name>] [key=value…] | delete <role>!<name>\n\
 /run list [new|running|ok|error] | inspect <key> | simulate | create | execute\n\
 /notify on [repo] | off [repo] - hear here when a run fails or is cancelled\n\
 /token - an API token for the REST API, with your role (in a private chat)\n\
@@ -425,7 +427,9 @@ pub fn target(command: &Command, repo: Option<&str>) -> String {
         ) => {
             format!("{repo}/{role}/{name}")
         }
-        Command::Service(ServiceCmd::Execute { action, role, name }) => {
+        Command::Service(ServiceCmd::Execute {
+            action, role, name, ..
+        }) => {
             format!("{repo}/{role}/{}/{action}", name.as_deref().unwrap_or("*"))
         }
         _ => repo.to_string(),
@@ -599,22 +603,35 @@ fn service(args: &[&str]) -> Command {
                 role_name(v).ok_or(Command::Usage("/service delete <role>!<name>".into()))
             })
             .map(|(role, name)| ServiceCmd::Delete { role, name }),
-        Some("execute") => match args {
-            [_, action, target] => {
-                let (role, name) = match role_name(target) {
-                    Some((role, name)) => (role, Some(name)),
-                    None => (target.trim_end_matches('!').to_string(), None),
-                };
-                Ok(ServiceCmd::Execute {
-                    action: action.to_string(),
-                    role,
-                    name,
-                })
+        Some("execute") => {
+            const USAGE: &str = "/service execute <action> <role>[!<name>] [key=value…]";
+            match args {
+                [_, action, target, rest @ ..] => {
+                    let (role, name) = match role_name(target) {
+                        Some((role, name)) => (role, Some(name)),
+                        None => (target.trim_end_matches('!').to_string(), None),
+                    };
+                    let pairs: Option<Vec<(String, String)>> = rest
+                        .iter()
+                        .map(|kv| {
+                            kv.split_once('=')
+                                .filter(|(k, _)| !k.is_empty())
+                                .map(|(k, v)| (k.to_string(), v.to_string()))
+                        })
+                        .collect();
+                    match pairs {
+                        Some(args) => Ok(ServiceCmd::Execute {
+                            action: action.to_string(),
+                            role,
+                            name,
+                            args,
+                        }),
+                        None => Err(Command::Usage(USAGE.into())),
+                    }
+                }
+                _ => Err(Command::Usage(USAGE.into())),
             }
-            _ => Err(Command::Usage(
-                "/service execute <action> <role>[!<name>]".into(),
-            )),
-        },
+        }
         Some(_) => Err(Command::Usage(
             "/service list | inspect <role>!<name> | execute <action> <role>[!<name>] | delete <role>!<name>".into(),
         )),
@@ -706,7 +723,21 @@ mod tests {
                 action: "install".into(),
                 role: "node".into(),
                 name: Some("main".into()),
+                args: Vec::new(),
             }),
+        );
+        check(
+            "/service execute backup node!main target=s3 level=9",
+            Command::Service(ServiceCmd::Execute {
+                action: "backup".into(),
+                role: "node".into(),
+                name: Some("main".into()),
+                args: vec![("target".into(), "s3".into()), ("level".into(), "9".into())],
+            }),
+        );
+        check(
+            "/service execute backup node!main =s3",
+            Command::Usage("/service execute <action> <role>[!<name>] [key=value…]".into()),
         );
         check(
             "/service execute install node",
@@ -714,6 +745,7 @@ mod tests {
                 action: "install".into(),
                 role: "node".into(),
                 name: None,
+                args: Vec::new(),
             }),
         );
         check(

@@ -1085,7 +1085,19 @@ impl ChatState {
                 }));
                 self.say_with(&text, keyboard);
             }
-            ServiceCmd::Execute { action, role, name } => {
+            ServiceCmd::Execute {
+                action,
+                role,
+                name,
+                args,
+            } => {
+                let args = (!args.is_empty()).then(|| {
+                    serde_json::Value::Object(
+                        args.into_iter()
+                            .map(|(k, v)| (k, serde_json::Value::String(v)))
+                            .collect(),
+                    )
+                });
                 let targets: Vec<String> = match name {
                     Some(name) => vec![name],
                     None => AysClient
@@ -1100,7 +1112,13 @@ impl ChatState {
                 }
                 for name in &targets {
                     AysClient
-                        .schedule_action(&repo, role.clone(), name.clone(), action.clone())
+                        .schedule_action(
+                            &repo,
+                            role.clone(),
+                            name.clone(),
+                            action.clone(),
+                            args.clone(),
+                        )
                         .await?;
                 }
                 let request = RunRequest {

@@ -244,18 +244,24 @@ impl AysClient {
         ask_repo(repo, |reply| RepoMsg::DeleteService { role, name, reply }).await
     }
 
-    /// Schedules one action of a service.
+    /// Schedules one action of a service; `args` (a JSON object of at most
+    /// [`MAX_ARGS_BYTES`]) are given to its job by the next run.
     pub async fn schedule_action(
         &self,
         repo: &str,
         role: String,
         name: String,
         action: String,
+        args: Option<Value>,
     ) -> Result<ServiceView, AysError> {
+        if let Some(args) = &args {
+            check_args(args)?;
+        }
         ask_repo(repo, |reply| RepoMsg::ScheduleAction {
             role,
             name,
             action,
+            args,
             reply,
         })
         .await
@@ -285,6 +291,35 @@ impl AysClient {
             .map(all)
     }
 
+    /// One page of the runs of a repository, newest first, without their steps: at most
+    /// `limit`, only those in `state` when given, from `cursor` (from a previous page) on; and
+    /// the cursor of the next page when more follow. A cursor that is not ours is a bad request.
+    pub async fn list_runs_page(
+        &self,
+        repo: &str,
+        state: Option<crate::store::RunState>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<RunView>, Option<String>), AysError> {
+        let after = match cursor {
+            None => None,
+            Some(cursor) => Some(decode_cursor(cursor).ok_or_else(|| {
+                AysError::BadRequest(
+                    "cursor is not one this server gave: use the next cursor of a previous page"
+                        .into(),
+                )
+            })?),
+        };
+        let (runs, next) = ask_repo(repo, |reply| RepoMsg::ListRunsPage {
+            state,
+            after,
+            limit,
+            reply,
+        })
+        .await?;
+        Ok((all(runs), next.map(encode_cursor)))
+    }
+
     /// One run with its steps, jobs and logs.
     pub async fn get_run(&self, repo: &str, key: String) -> Result<RunView, AysError> {
         ask_repo(repo, |reply| RepoMsg::GetRun { key, reply })
@@ -302,6 +337,19 @@ impl AysClient {
         })
         .await
         .map(Into::into)
+    }
+
+    /// Plans the actions of run `key` again, with the same args, as a new run (queued behind
+    /// the run in progress, if any).
+    pub async fn rerun(
+        &self,
+        repo: &str,
+        key: String,
+        origin: Origin,
+    ) -> Result<RunView, AysError> {
+        ask_repo(repo, |reply| RepoMsg::RerunRun { key, origin, reply })
+            .await
+            .map(Into::into)
     }
 
     /// The log lines of a run after sequence number `after` (at most 10,000), and its state.
@@ -345,4 +393,41 @@ impl AysClient {
             .is_ok()
         })
     }
+}
+
+/// The most bytes the args of one scheduled action may take as JSON: they travel in the job's
+/// environment (`COCKPIT_ARGS`), which the OS bounds.
+pub const MAX_ARGS_BYTES: usize = 16 * 1024;
+
+/// Args must be a JSON object of at most [`MAX_ARGS_BYTES`].
+fn check_args(args: &Value) -> Result<(), AysError> {
+    if !args.is_object() {
+        return Err(AysError::Invalid(vec![
+            "args must be a JSON object of names to values".into(),
+        ]));
+    }
+    let size = args.to_string().len();
+    if size > MAX_ARGS_BYTES {
+        return Err(AysError::Invalid(vec![format!(
+            "args take {size} bytes as JSON; at most {MAX_ARGS_BYTES} are allowed"
+        )]));
+    }
+    Ok(())
+}
+
+/// A page cursor: where the page ended, `(created, rowid)`, as opaque URL-safe text.
+fn encode_cursor((created, rowid): (i64, i64)) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{created}.{rowid}"))
+}
+
+/// Reads a cursor made by [`encode_cursor`].
+fn decode_cursor(cursor: &str) -> Option<(i64, i64)> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (created, rowid) = text.split_once('.')?;
+    Some((created.parse().ok()?, rowid.parse().ok()?))
 }

@@ -309,6 +309,8 @@ impl<'a> Execution<'a> {
                         .map(|a| (a.clone(), ActionState::New))
                         .collect(),
                     recurring: BTreeMap::new(),
+                    retries: BTreeMap::new(),
+                    args: BTreeMap::new(),
                     subscriptions: Vec::new(),
                 }
             }
@@ -318,8 +320,9 @@ impl<'a> Execution<'a> {
             service
                 .recurring
                 .entry(r.action.clone())
-                .or_insert(r.period);
+                .or_insert_with(|| r.schedule.clone());
         }
+        service.retries = template.config.retries.clone();
         for hook in &template.config.events {
             for action in &hook.actions {
                 service.subscribe(&hook.channel, action);
@@ -608,8 +611,10 @@ impl<'a> Execution<'a> {
             {
                 *state = ActionState::Scheduled;
             }
-            if let Some(period) = entry.recurring {
-                service.recurring.insert(entry.action.clone(), period);
+            if let Some(schedule) = &entry.recurring {
+                service
+                    .recurring
+                    .insert(entry.action.clone(), schedule.clone());
             }
         }
     }

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::template::{describe, period_from_value};
+use super::template::describe;
 use super::yaml::parse_ordered;
 use super::{Problem, valid_name};
 
@@ -68,8 +68,8 @@ pub struct ActionEntry {
     pub actor: Option<String>,
     /// Only services with this instance name, when given.
     pub service: Option<String>,
-    /// Also run the action every this many seconds, when given.
-    pub recurring: Option<u64>,
+    /// Also run the action on this schedule (a period or a cron expression), when given.
+    pub recurring: Option<super::Schedule>,
 }
 
 /// An entry of `eventfilters:`.
@@ -261,8 +261,20 @@ fn action_entry(
     );
     let recurring = match map.get("recurring") {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => period_from_value(v).map(Some).map_err(|m| {
-            problems.push(Problem::new(format!("{loc}.recurring"), m));
+        Some(v) => super::Schedule::from_value(v).map(Some).map_err(|m| {
+            let action = map.get("action").and_then(Value::as_str).unwrap_or("?");
+            let whom = match (
+                map.get("service").and_then(Value::as_str),
+                map.get("actor").and_then(Value::as_str),
+            ) {
+                (Some(service), _) => format!("service `{service}`"),
+                (None, Some(actor)) => format!("every service of actor `{actor}`"),
+                (None, None) => "every service".to_string(),
+            };
+            problems.push(Problem::new(
+                format!("{loc}.recurring"),
+                format!("action `{action}` of {whom}: {m}"),
+            ));
         }),
     };
     let mut fields = fields?.into_iter();
@@ -427,7 +439,7 @@ mod tests {
             &[
                 "on email report actor=- service=-",
                 "on tg ping actor=mailer service=m1",
-                "action check actor=mailer service=7 recurring=Some(300)",
+                "action check actor=mailer service=7 recurring=Some(Period(300))",
                 r#"a b {"flag":"yes","mode":"0755"}"#,
             ],
         );
@@ -441,6 +453,7 @@ mod tests {
             "bad.yaml",
             "nounderscore: {}\nnode__: {}\n__x: {}\nnode__a b: {}\nok__one: 5\n\
              actions:\n  - {actor: x}\n  - install\n  - {action: a, recurring: 0}\n  - {action: a, when: now}\n\
+             \x20 - {action: backup, service: db, recurring: {cron: '0 3 * * *', tz: Mars/Olympus}}\n\
              eventfilters:\n  - {action: a}\n",
             &[
                 "bad.yaml: nounderscore: `nounderscore` needs to be actor__instance (or `actions` / `eventfilters`)",
@@ -450,8 +463,9 @@ mod tests {
                 "bad.yaml: ok__one: arguments must be a mapping, got 5",
                 "bad.yaml: actions item 1: missing `action`",
                 "bad.yaml: actions item 2: expected a mapping, got \"install\"",
-                "bad.yaml: actions item 3.recurring: period `0` must be more than zero",
+                "bad.yaml: actions item 3.recurring: action `a` of every service: period `0` must be more than zero",
                 "bad.yaml: actions item 4: unknown key `when` (known: action, actor, service, recurring)",
+                "bad.yaml: actions item 5.recurring: action `backup` of service `db`: time zone `Mars/Olympus` is unknown; expected an IANA name such as Europe/Brussels or UTC",
                 "bad.yaml: eventfilters item 1: missing `channel`",
             ],
         );

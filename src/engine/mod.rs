@@ -7,6 +7,7 @@
 //!   (schedule one action, find event subscribers, remove a service tree).
 //! - [`apply`]: executing a blueprint against the current services.
 //! - [`plan`]: turning pending actions into ordered steps of parallel jobs.
+//! - [`schedule`]: when a recurring action is due (a period or a cron expression in a time zone).
 //!
 //! Architecture invariant: nothing here touches the filesystem, the network or the clock;
 //! callers read files and pass text in, and persist what comes out.
@@ -14,6 +15,7 @@
 pub mod apply;
 pub mod blueprint;
 pub mod plan;
+pub mod schedule;
 pub mod service;
 pub mod template;
 mod yaml;
@@ -21,13 +23,14 @@ mod yaml;
 pub use apply::{Outcome, execute_blueprint};
 pub use blueprint::{ActionEntry, Block, Blueprint, EventFilter, ServiceDecl, is_archived};
 pub use plan::{JobSpec, Plan, PlanError, Step, consumer_cycle, plan_run, plan_scheduled};
+pub use schedule::Schedule;
 pub use service::{
     ActionState, EngineError, Service, ServiceRef, ServiceState, Subscription, remove_service,
     schedule_action, subscribers,
 };
 pub use template::{
-    Consume, EventHook, Field, FieldType, PeriodError, Recurring, Schema, Template, TemplateConfig,
-    parse_period, role_of,
+    Consume, EventHook, Field, FieldType, PeriodError, Recurring, RetryPolicy, Schema, Template,
+    TemplateConfig, parse_period, role_of,
 };
 
 use serde::{Deserialize, Serialize};

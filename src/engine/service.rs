@@ -166,9 +166,16 @@ pub struct Service {
     /// The state of each of its template's actions.
     #[serde(default)]
     pub actions: BTreeMap<String, ActionState>,
-    /// Actions run on a period: action name to period in seconds.
+    /// Actions that recur: action name to its schedule (a period, or cron in a time zone).
     #[serde(default)]
-    pub recurring: BTreeMap<String, u64>,
+    pub recurring: BTreeMap<String, super::Schedule>,
+    /// The args a scheduled action was given (`/service execute … key=value`), by action; the
+    /// next run that plans the action takes them for its job.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub args: BTreeMap<String, Value>,
+    /// How its failed actions are retried (from its template's `config.yaml`), by action.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub retries: BTreeMap<String, super::RetryPolicy>,
     /// Events this service reacts to, without duplicates.
     #[serde(default)]
     pub subscriptions: Vec<Subscription>,

@@ -1,6 +1,7 @@
 //! Actor templates: the schema of a service's fields, its action names and its
 //! `config.yaml` (recurring actions and event hooks).
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize, Serializer};
@@ -399,13 +400,13 @@ impl Schema {
     }
 }
 
-/// A recurring action from `config.yaml`: run `action` every `period` seconds.
+/// A recurring action from `config.yaml`: run `action` on a schedule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Recurring {
     /// The action to run; must be one of the template's actions.
     pub action: String,
-    /// How often, in seconds.
-    pub period: u64,
+    /// When: a period or a cron expression in a time zone.
+    pub schedule: super::Schedule,
 }
 
 /// An event hook from `config.yaml`: an event on `channel` runs these actions.
@@ -424,7 +425,38 @@ pub struct TemplateConfig {
     pub recurring: Vec<Recurring>,
     /// Actions that run on events.
     pub events: Vec<EventHook>,
+    /// How failed actions are retried, by action name.
+    pub retries: BTreeMap<String, RetryPolicy>,
 }
+
+/// How a failed action is retried (`config.yaml`: `actions: {name: {retries, retry_delay,
+/// retry_max_delay}}`): up to `retries` more attempts, the n-th after `delay × 2^(n-1)`
+/// seconds, never more than `max_delay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Attempts after the first failure.
+    pub retries: u32,
+    /// Seconds before the first retry.
+    pub delay: u64,
+    /// The cap of the doubling delay, in seconds.
+    pub max_delay: u64,
+}
+
+impl RetryPolicy {
+    /// The delay before the attempt that follows failure number `failures` (1-based), in
+    /// seconds: `delay`, then doubled per failure, capped at `max_delay`.
+    pub fn delay_after(&self, failures: u32) -> u64 {
+        let doublings = failures.saturating_sub(1).min(62);
+        self.delay
+            .saturating_mul(1u64 << doublings)
+            .min(self.max_delay.max(self.delay))
+    }
+}
+
+/// The default cap of a retry delay: one hour.
+const DEFAULT_MAX_RETRY_DELAY: u64 = 3_600;
+/// At most this many retries of one failure.
+const MAX_RETRIES: u64 = 100;
 
 /// `config.yaml` as written, before validation.
 #[derive(Deserialize)]
@@ -436,6 +468,24 @@ struct RawConfig {
     /// Event hooks.
     #[serde(default)]
     events: Vec<RawEvent>,
+    /// Per-action settings (retries).
+    #[serde(default)]
+    actions: BTreeMap<String, RawAction>,
+}
+
+/// An `actions` entry as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAction {
+    /// Attempts after a failure.
+    #[serde(default)]
+    retries: Option<Value>,
+    /// The first delay (`30s`, or seconds).
+    #[serde(default)]
+    retry_delay: Option<Value>,
+    /// The cap of the doubling delay.
+    #[serde(default)]
+    retry_max_delay: Option<Value>,
 }
 
 /// A `recurring` entry as written.
@@ -445,7 +495,14 @@ struct RawRecurring {
     /// The action to repeat.
     action: String,
     /// A period string (`5m`) or seconds.
-    period: Value,
+    #[serde(default)]
+    period: Option<Value>,
+    /// A cron expression, instead of a period.
+    #[serde(default)]
+    cron: Option<String>,
+    /// The time zone of `cron`.
+    #[serde(default)]
+    tz: Option<String>,
 }
 
 /// An `events` entry as written.
@@ -470,14 +527,25 @@ impl TemplateConfig {
         let mut problems = Vec::new();
         let mut recurring = Vec::new();
         for (i, r) in raw.recurring.into_iter().enumerate() {
-            match period_from_value(&r.period) {
-                Ok(period) => recurring.push(Recurring {
+            let mut written = serde_json::Map::new();
+            if let Some(period) = r.period {
+                written.insert("period".into(), period);
+            }
+            if let Some(cron) = r.cron {
+                written.insert("cron".into(), Value::String(cron));
+            }
+            if let Some(tz) = r.tz {
+                written.insert("tz".into(), Value::String(tz));
+            }
+            match super::Schedule::from_value(&Value::Object(written)) {
+                Ok(schedule) => recurring.push(Recurring {
                     action: r.action,
-                    period,
+                    schedule,
                 }),
-                Err(m) => {
-                    problems.push(Problem::new(format!("{FILE}: recurring item {}", i + 1), m))
-                }
+                Err(m) => problems.push(Problem::new(
+                    format!("{FILE}: recurring item {} (action `{}`)", i + 1, r.action),
+                    m,
+                )),
             }
         }
         let events = raw
@@ -488,8 +556,56 @@ impl TemplateConfig {
                 actions: e.actions,
             })
             .collect();
+        let mut retries = BTreeMap::new();
+        for (action, a) in raw.actions {
+            let at = format!("{FILE}: actions.{action}");
+            let count = match &a.retries {
+                None => 0,
+                Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= MAX_RETRIES) => {
+                    n.as_u64().unwrap_or_default()
+                }
+                Some(other) => {
+                    problems.push(Problem::new(
+                        format!("{at}.retries"),
+                        format!(
+                            "expected a number from 0 to {MAX_RETRIES}, got {}",
+                            describe(other)
+                        ),
+                    ));
+                    continue;
+                }
+            };
+            let mut period = |key: &str, value: &Option<Value>, default: u64| match value {
+                None => Some(default),
+                Some(v) => period_from_value(v)
+                    .map_err(|m| problems.push(Problem::new(format!("{at}.{key}"), m)))
+                    .ok(),
+            };
+            let delay = period("retry_delay", &a.retry_delay, 60);
+            let max_delay = period(
+                "retry_max_delay",
+                &a.retry_max_delay,
+                DEFAULT_MAX_RETRY_DELAY,
+            );
+            if let (Some(delay), Some(max_delay)) = (delay, max_delay)
+                && count > 0
+            {
+                retries.insert(
+                    action,
+                    RetryPolicy {
+                        retries: count as u32,
+                        delay,
+                        max_delay,
+                    },
+                );
+            }
+        }
         if problems.is_empty() {
-            Ok(TemplateConfig { recurring, events })
+            Ok(TemplateConfig {
+                recurring,
+                events,
+                retries,
+            })
         } else {
             Err(problems)
         }
@@ -547,7 +663,8 @@ impl Template {
             .recurring
             .iter()
             .map(|r| &r.action)
-            .chain(config.events.iter().flat_map(|e| e.actions.iter()));
+            .chain(config.events.iter().flat_map(|e| e.actions.iter()))
+            .chain(config.retries.keys());
         for action in named {
             if actions.binary_search(action).is_err() {
                 problems.push(Problem::new(
@@ -737,11 +854,11 @@ mod tests {
             [
                 Recurring {
                     action: "check".into(),
-                    period: 300
+                    schedule: crate::engine::Schedule::Period(300)
                 },
                 Recurring {
                     action: "report".into(),
-                    period: 60
+                    schedule: crate::engine::Schedule::Period(60)
                 }
             ]
         );
@@ -767,9 +884,18 @@ mod tests {
         assert_eq!(
             TemplateConfig::parse("recurring: [{action: a, period: 0}]"),
             Err(vec![Problem::new(
-                "config.yaml: recurring item 1",
+                "config.yaml: recurring item 1 (action `a`)",
                 "period `0` must be more than zero"
             )])
+        );
+        assert_eq!(
+            TemplateConfig::parse(
+                "recurring: [{action: backup, cron: '0 3 * * *', tz: Europe/Brussels}, {action: b, cron: '0 3 * *'}]"
+            )
+            .map_err(|ps| ps.iter().map(ToString::to_string).collect::<Vec<_>>()),
+            Err(vec![
+                "config.yaml: recurring item 2 (action `b`): cron expression `0 3 * *` is not valid (Invalid pattern: Pattern must have between 5 and 7 fields.); expected 5 fields: minute hour day-of-month month day-of-week, e.g. \"0 3 * * *\"".to_string()
+            ])
         );
         assert_eq!(TemplateConfig::parse(""), Ok(TemplateConfig::default()));
     }

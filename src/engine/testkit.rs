@@ -99,7 +99,7 @@ pub(crate) fn render(services: &BTreeMap<String, Service>) -> String {
             }
             line.push_str(&format!(" [{actions}]"));
             for (a, p) in &s.recurring {
-                line.push_str(&format!(" every {p}s {a}"));
+                line.push_str(&format!(" {p} {a}"));
             }
             for sub in &s.subscriptions {
                 line.push_str(&format!(" on {} {}", sub.channel, sub.action));

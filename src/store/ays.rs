@@ -194,6 +194,9 @@ pub struct JobRecord {
     pub state: JobState,
     /// What the job printed.
     pub logs: Vec<LogRecord>,
+    /// The args its action was scheduled with (`/service execute … key=value`), given to the
+    /// job over the run's args; `Null` when none.
+    pub args: Value,
 }
 
 /// A step of a run: jobs that run in parallel.
@@ -204,6 +207,39 @@ pub struct StepRecord {
     /// The step's jobs.
     pub jobs: Vec<JobRecord>,
 }
+
+/// Where a recurring action stands: when it last became due and when it is next due.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecurringSlot {
+    /// When it last became due (Unix ms; 0 when it never has).
+    pub last_ms: i64,
+    /// When it is next due (Unix ms); `None` when a cron expression has no slot left, or for a
+    /// row written before next times were stored.
+    pub next_ms: Option<i64>,
+    /// The schedule the next time was computed from (its display form); another schedule in
+    /// the blueprint starts afresh. `None` for rows written before schedules were stored.
+    pub spec: Option<String>,
+}
+
+/// The retry state of one failed action.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryRecord {
+    /// The service key.
+    pub service: String,
+    /// The action.
+    pub action: String,
+    /// How many times it has failed in a row (since it last succeeded or a person ran it).
+    pub failures: u32,
+    /// When the next attempt is due (Unix ms); `None` once the retries are exhausted.
+    pub next_ms: Option<i64>,
+    /// The args the failed run's jobs had (an event's payload): the retry gets them again.
+    pub args: Value,
+    /// Who started the run that failed; the retry is recorded with the same origin.
+    pub origin: Origin,
+}
+
+/// A page of runs, and where it ends, `(created, rowid)`, when more follow.
+pub type RunPage = (Vec<RunRecord>, Option<(i64, i64)>);
 
 /// A run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -321,6 +357,7 @@ impl Store {
         )?;
         tx.execute("DELETE FROM runs WHERE repo = ?1", params![name])?;
         tx.execute("DELETE FROM recurring WHERE repo = ?1", params![name])?;
+        tx.execute("DELETE FROM retries WHERE repo = ?1", params![name])?;
         tx.execute("DELETE FROM services WHERE repo = ?1", params![name])?;
         let n = tx.execute("DELETE FROM repos WHERE name = ?1", params![name])?;
         tx.commit()?;
@@ -385,8 +422,8 @@ impl Store {
         {
             let mut put = tx.prepare_cached(
                 "INSERT INTO jobs (key, run_key, step, action_name, actor_name, service_name,
-                                   service_key, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                   service_key, state, args)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             for step in &run.steps {
                 for job in &step.jobs {
@@ -398,7 +435,8 @@ impl Store {
                         job.actor_name,
                         job.service_name,
                         job.service_key,
-                        job.state
+                        job.state,
+                        (!job.args.is_null()).then(|| job.args.to_string())
                     ])?;
                 }
             }
@@ -513,6 +551,67 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// One page of the runs of a repository, newest first, without steps: at most `limit`,
+    /// only those in `state` when given, and only those after `after` (the place a previous
+    /// page ended, as `(created, rowid)`); the place this page ends when more follow.
+    pub fn runs_page(
+        &self,
+        repo: &str,
+        state: Option<RunState>,
+        after: Option<(i64, i64)>,
+        limit: usize,
+    ) -> Result<RunPage, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT key, repo, state, created, ended, error, callback_url, origin, rowid
+             FROM runs WHERE repo = ?1 AND (?2 IS NULL OR state = ?2)
+               AND (?3 IS NULL OR created < ?3 OR (created = ?3 AND rowid < ?4))
+             ORDER BY created DESC, rowid DESC LIMIT ?5",
+        )?;
+        let (created, rowid) = after.unzip();
+        let rows = stmt.query_map(
+            params![repo, state, created, rowid, limit as i64 + 1],
+            |row| Ok((run_row(row)?, row.get::<_, i64>(8)?)),
+        )?;
+        let mut page = rows.collect::<Result<Vec<_>, _>>()?;
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let next = more
+            .then(|| page.last().map(|(run, rowid)| (run.created, *rowid)))
+            .flatten();
+        Ok((page.into_iter().map(|(run, _)| run).collect(), next))
+    }
+
+    /// Deletes at most `limit` runs of `repo` that ended before `before` (Unix seconds), with
+    /// their jobs and logs; never a run that waits or runs. How many were deleted.
+    pub fn prune_runs(&self, repo: &str, before: i64, limit: usize) -> Result<usize, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let keys: Vec<String> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT key FROM runs WHERE repo = ?1 AND ended IS NOT NULL AND ended < ?2
+                   AND state IN ('ok', 'error', 'cancelled')
+                 ORDER BY ended LIMIT ?3",
+            )?;
+            stmt.query_map(params![repo, before, limit as i64], |row| row.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        {
+            let mut logs = tx.prepare_cached(
+                "DELETE FROM job_logs WHERE job_key IN (SELECT key FROM jobs WHERE run_key = ?1)",
+            )?;
+            let mut jobs = tx.prepare_cached("DELETE FROM jobs WHERE run_key = ?1")?;
+            let mut run = tx.prepare_cached("DELETE FROM runs WHERE key = ?1")?;
+            for key in &keys {
+                logs.execute(params![key])?;
+                jobs.execute(params![key])?;
+                run.execute(params![key])?;
+            }
+        }
+        tx.commit()?;
+        Ok(keys.len())
+    }
+
     /// One run with its steps, jobs and logs.
     pub fn run(&self, repo: &str, key: &str) -> Result<Option<RunRecord>, StoreError> {
         let conn = self.lock();
@@ -528,7 +627,7 @@ impl Store {
             return Ok(None);
         };
         let mut jobs = conn.prepare(
-            "SELECT key, step, action_name, actor_name, service_name, service_key, state
+            "SELECT key, step, action_name, actor_name, service_name, service_key, state, args
              FROM jobs WHERE run_key = ?1 ORDER BY step, rowid",
         )?;
         let mut logs =
@@ -544,6 +643,10 @@ impl Store {
                     service_key: row.get(5)?,
                     state: row.get(6)?,
                     logs: Vec::new(),
+                    args: row
+                        .get::<_, Option<String>>(7)?
+                        .and_then(|a| serde_json::from_str(&a).ok())
+                        .unwrap_or(Value::Null),
                 },
             ))
         })?;
@@ -707,36 +810,116 @@ impl Store {
         Ok(())
     }
 
-    /// When each recurring `(service, action)` of `repo` was last due (Unix ms).
+    /// The stored slots of the recurring actions of `repo`, by `(service, action)`.
     pub fn recurring(
         &self,
         repo: &str,
-    ) -> Result<std::collections::HashMap<(String, String), i64>, StoreError> {
+    ) -> Result<std::collections::HashMap<(String, String), RecurringSlot>, StoreError> {
         let conn = self.lock();
-        let mut stmt =
-            conn.prepare("SELECT service, action, last_due_ms FROM recurring WHERE repo = ?1")?;
+        let mut stmt = conn.prepare(
+            "SELECT service, action, last_due_ms, next_due_ms, spec FROM recurring WHERE repo = ?1",
+        )?;
         let rows = stmt.query_map(params![repo], |row| {
-            Ok(((row.get(0)?, row.get(1)?), row.get(2)?))
+            Ok((
+                (row.get(0)?, row.get(1)?),
+                RecurringSlot {
+                    last_ms: row.get(2)?,
+                    next_ms: row.get(3)?,
+                    spec: row.get(4)?,
+                },
+            ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Records when recurring actions of `repo` were due.
+    /// Records the slots of recurring actions of `repo`, in one transaction.
     pub fn set_recurring(
         &self,
         repo: &str,
-        due: &[(String, String)],
-        at_ms: i64,
+        slots: &[((String, String), RecurringSlot)],
     ) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         {
             let mut put = tx.prepare_cached(
-                "INSERT INTO recurring (repo, service, action, last_due_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (repo, service, action) DO UPDATE SET last_due_ms = excluded.last_due_ms",
+                "INSERT INTO recurring (repo, service, action, last_due_ms, next_due_ms, spec)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (repo, service, action) DO UPDATE SET
+                   last_due_ms = excluded.last_due_ms, next_due_ms = excluded.next_due_ms,
+                   spec = excluded.spec",
             )?;
-            for (service, action) in due {
-                put.execute(params![repo, service, action, at_ms])?;
+            for ((service, action), slot) in slots {
+                put.execute(params![
+                    repo,
+                    service,
+                    action,
+                    slot.last_ms,
+                    slot.next_ms,
+                    slot.spec
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The pending and exhausted retries of `repo`'s failed actions.
+    pub fn retries(&self, repo: &str) -> Result<Vec<RetryRecord>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT service, action, failures, next_ms, args, origin FROM retries
+             WHERE repo = ?1 ORDER BY service, action",
+        )?;
+        let rows = stmt.query_map(params![repo], |row| {
+            let args: String = row.get(4)?;
+            let origin: String = row.get(5)?;
+            Ok(RetryRecord {
+                service: row.get(0)?,
+                action: row.get(1)?,
+                failures: row.get(2)?,
+                next_ms: row.get(3)?,
+                args: serde_json::from_str(&args).unwrap_or_else(|_| json!({})),
+                origin: Origin::from_json(&serde_json::from_str(&origin).unwrap_or(Value::Null)),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records (or replaces) the retry state of one failed action of `repo`.
+    pub fn set_retry(&self, repo: &str, retry: &RetryRecord) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT INTO retries (repo, service, action, failures, next_ms, args, origin)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (repo, service, action) DO UPDATE SET failures = excluded.failures,
+               next_ms = excluded.next_ms, args = excluded.args, origin = excluded.origin",
+            params![
+                repo,
+                retry.service,
+                retry.action,
+                retry.failures,
+                retry.next_ms,
+                retry.args.to_string(),
+                retry.origin.to_json().to_string()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets the retry state of these `(service, action)`s of `repo` (they succeeded, or a
+    /// person ran them).
+    pub fn clear_retries(
+        &self,
+        repo: &str,
+        actions: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut del = tx.prepare_cached(
+                "DELETE FROM retries WHERE repo = ?1 AND service = ?2 AND action = ?3",
+            )?;
+            for (service, action) in actions {
+                del.execute(params![repo, service, action])?;
             }
         }
         tx.commit()?;
@@ -857,6 +1040,7 @@ mod tests {
             service_key: format!("node!{service}"),
             state: JobState::New,
             logs: Vec::new(),
+            args: Value::Null,
         };
         RunRecord {
             key: key.into(),
@@ -974,5 +1158,58 @@ mod tests {
         assert!(store.services("demo").expect("services").is_empty());
         assert!(store.runs("demo").expect("runs").is_empty());
         assert_eq!(store.repo("demo").expect("repo"), None);
+    }
+
+    #[test]
+    fn pruning_takes_only_ended_runs_older_than_the_cut_a_batch_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        for (key, state, ended) in [
+            ("old1", RunState::Ok, Some(100)),
+            ("old2", RunState::Error, Some(200)),
+            ("old3", RunState::Cancelled, Some(300)),
+            ("young", RunState::Ok, Some(5_000)),
+            ("waits", RunState::New, None),
+            ("runs", RunState::Running, None),
+        ] {
+            let mut r = run(key);
+            r.state = state;
+            r.ended = ended;
+            for job in r.steps.iter_mut().flat_map(|s| s.jobs.iter_mut()) {
+                job.key = format!("{key}-{}", job.key);
+            }
+            store.insert_run(&r, &json!({})).expect("insert");
+        }
+        let line = LogRecord {
+            epoch: 1.0,
+            level: "stdout".into(),
+            log: "gone".into(),
+        };
+        store
+            .finish_job("old1-j1", JobState::Ok, &[line])
+            .expect("log");
+        assert_eq!(store.prune_runs("demo", 1_000, 2).expect("prune"), 2);
+        assert_eq!(store.prune_runs("demo", 1_000, 2).expect("prune"), 1);
+        assert_eq!(store.prune_runs("demo", 1_000, 2).expect("prune"), 0);
+        let left: Vec<String> = store
+            .runs("demo")
+            .expect("runs")
+            .into_iter()
+            .map(|r| r.key)
+            .collect();
+        assert_eq!(left.len(), 3, "{left:?}");
+        for key in ["young", "waits", "runs"] {
+            assert!(left.contains(&key.to_string()), "{left:?}");
+        }
+        assert!(store.run_logs("old1", 0, 10).expect("logs").is_empty());
+        let jobs: i64 = store
+            .lock()
+            .query_row(
+                "SELECT COUNT(*) FROM jobs WHERE run_key LIKE 'old%'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(jobs, 0);
     }
 }

@@ -23,8 +23,8 @@ use rusqlite::Connection;
 
 pub use access::{ApiTokenRecord, ApprovalRecord, AuditQuery, AuditRecord, AuditRow};
 pub use ays::{
-    EventRecord, JobRecord, JobState, LogRecord, Origin, RepoRecord, RunRecord, RunState,
-    StepRecord,
+    EventRecord, JobRecord, JobState, LogRecord, Origin, RecurringSlot, RepoRecord, RetryRecord,
+    RunPage, RunRecord, RunState, StepRecord,
 };
 pub use mail::{MailFile, MailRecord};
 pub use notify::{DurableNotice, OutboxRow};
@@ -237,6 +237,24 @@ const MIGRATIONS: &[&str] = &[
         created_ms INTEGER NOT NULL,
         approved_by TEXT
     );",
+    // h-runs-b: schedules, retries, retention, job args. The next due time of each recurring
+    // action and the schedule it was computed from (a changed schedule starts afresh); the
+    // pending retry of each failed action (failures so far, when it is due, the args and origin
+    // it reruns with); runs by end time, for pruning; the args a job was scheduled with.
+    "ALTER TABLE recurring ADD COLUMN next_due_ms INTEGER;
+    ALTER TABLE recurring ADD COLUMN spec TEXT;
+    CREATE TABLE retries (
+        repo TEXT NOT NULL,
+        service TEXT NOT NULL,
+        action TEXT NOT NULL,
+        failures INTEGER NOT NULL,
+        next_ms INTEGER,
+        args TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        PRIMARY KEY (repo, service, action)
+    );
+    CREATE INDEX runs_ended ON runs (repo, ended);
+    ALTER TABLE jobs ADD COLUMN args TEXT;",
 ];
 
 /// The handle to durable state; cheap to clone, safe to share between actors and threads.

@@ -45,6 +45,8 @@ pub type RunLog = (
     crate::store::RunState,
 );
 
+pub use crate::store::RunPage;
+
 /// A reply port carrying a result or an AYS error.
 type Reply<T> = RpcReplyPort<Result<T, AysError>>;
 
@@ -132,6 +134,8 @@ pub enum RepoMsg {
         name: String,
         /// The action.
         action: String,
+        /// What its job is given (a JSON object), if anything.
+        args: Option<Value>,
         /// Gets the service.
         reply: Reply<Service>,
     },
@@ -144,6 +148,17 @@ pub enum RepoMsg {
     ListRuns {
         /// Gets them (without steps).
         reply: Reply<Vec<RunRecord>>,
+    },
+    /// One page of runs, newest first (see [`crate::store::Store::runs_page`]).
+    ListRunsPage {
+        /// Only runs in this state.
+        state: Option<crate::store::RunState>,
+        /// Where the previous page ended.
+        after: Option<(i64, i64)>,
+        /// At most this many.
+        limit: usize,
+        /// Gets them (without steps), and where this page ends when more follow.
+        reply: Reply<RunPage>,
     },
     /// One run with steps, jobs and logs.
     GetRun {
@@ -172,6 +187,15 @@ pub enum RepoMsg {
         payload: Value,
         /// Gets how many jobs it queued.
         reply: RpcReplyPort<usize>,
+    },
+    /// Plans the actions of a run again, with the same args, as a new run.
+    RerunRun {
+        /// The run key.
+        key: String,
+        /// Who asks (kept with the new run).
+        origin: Origin,
+        /// Gets the new run (running, or queued behind the run in progress).
+        reply: Reply<RunRecord>,
     },
     /// From the driver: marks a step's jobs running and hands back what to execute.
     StartStep {
@@ -390,15 +414,31 @@ impl Actor for Repo {
                 role,
                 name,
                 action,
+                args,
                 reply,
             } => {
-                let _ = reply.send(state.schedule(&role, &name, &action));
+                let _ = reply.send(state.schedule(&role, &name, &action, args));
+            }
+            RepoMsg::RerunRun { key, origin, reply } => {
+                let _ = reply.send(state.rerun(&myself, &key, origin));
             }
             RepoMsg::ListTemplates { reply } => {
                 let _ = reply.send(state.files.template_files());
             }
             RepoMsg::ListRuns { reply } => {
                 let _ = reply.send(state.shared.store.runs(&state.name).map_err(Into::into));
+            }
+            RepoMsg::ListRunsPage {
+                state: wanted,
+                after,
+                limit,
+                reply,
+            } => {
+                let page = state
+                    .shared
+                    .store
+                    .runs_page(&state.name, wanted, after, limit);
+                let _ = reply.send(page.map_err(Into::into));
             }
             RepoMsg::GetRun { key, reply } => {
                 let result = match state.shared.store.run(&state.name, &key) {
@@ -414,7 +454,13 @@ impl Actor for Repo {
                 origin,
                 reply,
             } => {
-                let _ = reply.send(state.create_run(&myself, simulate, callback_url, origin));
+                let _ = reply.send(state.create_run(
+                    &myself,
+                    simulate,
+                    callback_url,
+                    origin,
+                    serde_json::json!({}),
+                ));
             }
             RepoMsg::Event {
                 channel,

@@ -28,7 +28,10 @@ use crate::actors::notice::{Notice, RunEnd, durable};
 use crate::clock;
 use crate::engine::{self, ActionState, ServiceState};
 use crate::runner::{self, ActionJob, ActionOutcome};
-use crate::store::{JobRecord, JobState, LogRecord, Origin, RunRecord, RunState, StepRecord};
+use crate::store::{
+    JobRecord, JobState, LogRecord, Origin, RecurringSlot, RetryRecord, RunRecord, RunState,
+    StepRecord,
+};
 use crate::telemetry::Count;
 
 /// The run in progress.
@@ -39,6 +42,8 @@ pub(super) struct ActiveRun {
     pub steps: Vec<Vec<(String, String, String)>>,
     /// The args every job gets (an event's payload; `{}` otherwise).
     pub args: Value,
+    /// The args jobs were scheduled with, by job key (given over the run's args).
+    pub job_args: HashMap<String, Value>,
     /// Where to POST the result.
     pub callback_url: Option<String>,
     /// Who asked for it (handed back in the end notice).
@@ -61,10 +66,23 @@ pub(super) struct Runs {
     pub queue: VecDeque<String>,
     /// A recurring action became due while a run was in progress: plan again after it.
     pub replan: bool,
-    /// When each recurring (service, action) last became due (Unix ms; the store has them too,
-    /// so a restart neither resets a period nor fires it twice).
-    pub recurring: HashMap<(String, String), i64>,
+    /// When each recurring (service, action) last became due and is next due (Unix ms; the
+    /// store has them too, so a restart neither resets a period nor fires it twice).
+    pub recurring: HashMap<(String, String), RecurringSlot>,
+    /// When this actor started (Unix ms): a slot due before it was missed while cockpit was
+    /// down (`[ays] run_missed` says whether it runs once now or is skipped).
+    pub started_ms: i64,
+    /// The retry state of failed actions, by (service, action) (the store has it too).
+    pub retries: HashMap<(String, String), RetryRecord>,
+    /// When old runs were last pruned (Unix ms), and whether that pass had more to do.
+    pub pruned: (i64, bool),
 }
+
+/// How often old runs are pruned.
+const PRUNE_EVERY_MS: i64 = 3_600_000;
+/// At most this many runs are pruned in one pass (one short transaction); a full pass is
+/// followed by another at the next tick.
+pub const PRUNE_BATCH: usize = 200;
 
 /// How long a cancelled job has between `SIGTERM` and `SIGKILL`.
 pub const CANCEL_GRACE: Duration = Duration::from_secs(5);
@@ -76,11 +94,14 @@ impl RepoState {
     pub(super) fn recover(&mut self, reason: &str) -> Result<(), AysError> {
         self.cut_short(reason)?;
         self.runs.queue = self.shared.store.queued_runs(&self.name)?.into();
-        self.runs.recurring = self
+        self.runs.recurring = self.shared.store.recurring(&self.name)?;
+        self.runs.started_ms = clock::now_ms();
+        self.runs.retries = self
             .shared
             .store
-            .recurring(&self.name)?
+            .retries(&self.name)?
             .into_iter()
+            .map(|r| ((r.service.clone(), r.action.clone()), r))
             .collect();
         Ok(())
     }
@@ -113,7 +134,7 @@ impl RepoState {
                     .map(|s| {
                         s.jobs
                             .iter()
-                            .map(|j| (j.service_key.clone(), j.action_name.clone()))
+                            .map(|j| (j.service_key.clone(), j.action_name.clone(), j.args.clone()))
                             .collect()
                     })
                     .collect();
@@ -188,10 +209,10 @@ impl RepoState {
         Ok(runs)
     }
 
-    /// A new run record from planned steps of (service key, action).
+    /// A new run record from planned steps of (service key, action, the job's own args).
     fn record(
         &self,
-        steps: Vec<Vec<(String, String)>>,
+        steps: Vec<Vec<(String, String, Value)>>,
         callback_url: Option<String>,
         origin: Origin,
     ) -> RunRecord {
@@ -202,7 +223,7 @@ impl RepoState {
                 number: i as u32 + 1,
                 jobs: jobs
                     .into_iter()
-                    .map(|(service_key, action)| {
+                    .map(|(service_key, action, args)| {
                         let service = self.services.get(&service_key);
                         JobRecord {
                             key: random_key(),
@@ -212,6 +233,7 @@ impl RepoState {
                             service_key,
                             state: JobState::New,
                             logs: Vec::new(),
+                            args,
                         }
                     })
                     .collect(),
@@ -238,6 +260,7 @@ impl RepoState {
         simulate: bool,
         callback_url: Option<String>,
         origin: Origin,
+        args: Value,
     ) -> Result<RunRecord, AysError> {
         let plan = if origin == Origin::Schedule {
             engine::plan_scheduled(&self.services)
@@ -256,7 +279,15 @@ impl RepoState {
             .map(|step| {
                 step.jobs
                     .into_iter()
-                    .map(|job| (job.service_key, job.action))
+                    .map(|job| {
+                        let args = self
+                            .services
+                            .get(&job.service_key)
+                            .and_then(|s| s.args.get(&job.action))
+                            .cloned()
+                            .unwrap_or(Value::Null);
+                        (job.service_key, job.action, args)
+                    })
                     .collect()
             })
             .collect();
@@ -270,9 +301,75 @@ impl RepoState {
                 self.name
             )));
         }
-        let args = json!({});
+        if !matches!(record.origin, Origin::Schedule) {
+            // A person runs these actions: their retries start afresh.
+            let planned: Vec<(String, String)> = record
+                .steps
+                .iter()
+                .flat_map(|s| &s.jobs)
+                .map(|j| (j.service_key.clone(), j.action_name.clone()))
+                .collect();
+            self.forget_retries(&planned)?;
+        }
         self.shared.store.insert_run(&record, &args)?;
+        // The args actions were scheduled with now belong to this run's jobs.
+        let mut took = Vec::new();
+        for job in record.steps.iter().flat_map(|s| &s.jobs) {
+            if let Some(service) = self.services.get_mut(&job.service_key)
+                && service.args.remove(&job.action_name).is_some()
+            {
+                took.push(job.service_key.clone());
+            }
+        }
+        self.save(took.iter(), &[])?;
         self.start(myself, record, args)
+    }
+
+    /// Plans the actions of run `key` again, with the same args, as a new run (queued behind
+    /// the run in progress, if any); `who` asked for it.
+    pub(super) fn rerun(
+        &mut self,
+        myself: &ActorRef<RepoMsg>,
+        key: &str,
+        origin: Origin,
+    ) -> Result<RunRecord, AysError> {
+        let Some(old) = self.shared.store.run(&self.name, key)? else {
+            return Err(AysError::NotFound(format!("run {key:?} not found")));
+        };
+        let args = self.shared.store.run_args(key)?;
+        let steps: Vec<Vec<(String, String, Value)>> = old
+            .steps
+            .iter()
+            .map(|s| {
+                s.jobs
+                    .iter()
+                    .filter(|j| self.services.contains_key(&j.service_key))
+                    .map(|j| (j.service_key.clone(), j.action_name.clone(), j.args.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|jobs| !jobs.is_empty())
+            .collect();
+        if steps.is_empty() {
+            return Err(AysError::Invalid(vec![format!(
+                "nothing to run again: the services of run {key} are gone"
+            )]));
+        }
+        let record = self.record(steps, old.callback_url.clone(), origin);
+        let planned: Vec<(String, String)> = record
+            .steps
+            .iter()
+            .flat_map(|s| &s.jobs)
+            .map(|j| (j.service_key.clone(), j.action_name.clone()))
+            .collect();
+        self.forget_retries(&planned)?;
+        self.shared.store.insert_run(&record, &args)?;
+        info!(repo = %self.name, run = %record.key, of = %key, "run planned again");
+        if self.runs.active.is_some() {
+            self.runs.queue.push_back(record.key.clone());
+            Ok(record)
+        } else {
+            self.start(myself, record, args)
+        }
     }
 
     /// Starts a recorded run: marks it running and spawns its driver.
@@ -303,6 +400,13 @@ impl RepoState {
             self.workers.clone(),
         ));
         let driver = AbortOnDrop(driver);
+        let job_args = record
+            .steps
+            .iter()
+            .flat_map(|s| &s.jobs)
+            .filter(|j| !j.args.is_null())
+            .map(|j| (j.key.clone(), j.args.clone()))
+            .collect();
         info!(repo = %self.name, run = %record.key, steps = steps.len(), "run started");
         self.shared.telemetry.count(Count::RunsStarted, 1);
         self.shared.notices.publish(Notice::RunStarted {
@@ -314,6 +418,7 @@ impl RepoState {
             key: record.key.clone(),
             steps,
             args,
+            job_args,
             callback_url: record.callback_url.clone(),
             origin: record.origin.clone(),
             groups: HashMap::new(),
@@ -339,6 +444,7 @@ impl RepoState {
         let origin = Origin::Event {
             channel: channel.to_string(),
         };
+        let jobs = jobs.into_iter().map(|(s, a)| (s, a, Value::Null)).collect();
         let record = self.record(vec![jobs], None, origin);
         self.shared.store.insert_run(&record, &payload)?;
         if self.runs.active.is_some() {
@@ -359,7 +465,8 @@ impl RepoState {
             return Ok(Vec::new());
         };
         let jobs = active.steps.get(step).cloned().unwrap_or_default();
-        let args = active.args.clone();
+        let run_args = active.args.clone();
+        let job_args = active.job_args.clone();
         let mut prepared = Vec::new();
         let mut touched = Vec::new();
         for (job_key, service_key, action) in jobs {
@@ -371,6 +478,8 @@ impl RepoState {
                 service.state = ServiceState::Installing;
             }
             touched.push(service_key.clone());
+            let own = job_args.get(&job_key);
+            let args = merge_args(&run_args, own);
             let service = &self.services[&service_key];
             let cwd = self
                 .files
@@ -414,6 +523,10 @@ impl RepoState {
                         ("COCKPIT_RUN".into(), run.to_string()),
                         ("COCKPIT_ACTION".into(), action.clone()),
                         ("COCKPIT_SERVICE".into(), service.key.clone()),
+                        (
+                            "COCKPIT_ARGS".into(),
+                            own.map_or_else(|| "{}".to_string(), Value::to_string),
+                        ),
                     ],
                     timeout: Duration::from_secs(self.shared.config.ays.job_timeout_secs),
                     max_log_lines: MAX_LOG_LINES,
@@ -475,6 +588,9 @@ impl RepoState {
             }
         }
         let state = if ok { JobState::Ok } else { JobState::Error };
+        let args = merge_args(&active.args, active.job_args.get(job));
+        let origin = active.origin.clone();
+        self.after_attempt(&service_key, &action, ok, args, origin)?;
         let seqs = self.shared.store.finish_job(job, state, &logs)?;
         self.tell_lines(run, job, seqs, logs);
         self.save(std::iter::once(&service_key), &[])?;
@@ -706,7 +822,7 @@ impl RepoState {
 
     /// Plans and starts a run when there is anything to do (recurring actions).
     fn start_planned(&mut self, myself: &ActorRef<RepoMsg>) -> Result<(), AysError> {
-        match self.create_run(myself, false, None, Origin::Schedule) {
+        match self.create_run(myself, false, None, Origin::Schedule, json!({})) {
             Ok(_) => Ok(()),
             Err(AysError::Invalid(why)) => {
                 warn!(repo = %self.name, "recurring run not started: {}", why.join("; "));
@@ -716,42 +832,17 @@ impl RepoState {
         }
     }
 
-    /// Schedules the recurring actions that are due, and runs them unless a run is in progress.
+    /// Schedules the recurring actions that are due and the retries that are due, and runs
+    /// them unless a run is in progress.
     pub(super) fn tick(&mut self, myself: &ActorRef<RepoMsg>) -> Result<(), AysError> {
         let now = clock::now_ms();
-        let mut due = Vec::new();
-        let mut first_seen = Vec::new();
-        for service in self.services.values() {
-            for (action, period) in &service.recurring {
-                let id = (service.key.clone(), action.clone());
-                let Some(last) = self.runs.recurring.get(&id) else {
-                    // A new recurring action is first due one period from now.
-                    first_seen.push(id);
-                    continue;
-                };
-                let period_ms = (*period).max(1).saturating_mul(1000) as i64;
-                if now.saturating_sub(*last) >= period_ms {
-                    due.push(id);
-                }
-            }
-        }
-        if !first_seen.is_empty() {
-            self.shared
-                .store
-                .set_recurring(&self.name, &first_seen, now)?;
-            for id in first_seen {
-                self.runs.recurring.insert(id, now);
-            }
-        }
+        self.prune(now)?;
+        self.retries_due(myself, now)?;
+        let due = self.recurring_due(now)?;
         if due.is_empty() {
             return Ok(());
         }
-        // Recorded before anything runs: a crash from here on does not fire them again.
-        self.shared.store.set_recurring(&self.name, &due, now)?;
         for (key, action) in &due {
-            self.runs
-                .recurring
-                .insert((key.clone(), action.clone()), now);
             if let Err(err) = engine::schedule_action(&mut self.services, key, action) {
                 warn!(repo = %self.name, %key, %action, %err, "recurring action not scheduled");
             }
@@ -763,6 +854,185 @@ impl RepoState {
         } else {
             self.start_planned(myself)
         }
+    }
+
+    /// Deletes ended runs older than `[ays] keep_days`, with their jobs and logs, at most
+    /// [`PRUNE_BATCH`] per pass: at start, then hourly, and at every tick while a pass finds a
+    /// full batch. Runs that wait or run are never pruned.
+    fn prune(&mut self, now: i64) -> Result<(), AysError> {
+        let (last, more) = self.runs.pruned;
+        if !more && last != 0 && now - last < PRUNE_EVERY_MS {
+            return Ok(());
+        }
+        let keep = i64::from(self.shared.config.ays.keep_days) * 86_400;
+        let before = now / 1000 - keep;
+        let pruned = self
+            .shared
+            .store
+            .prune_runs(&self.name, before, PRUNE_BATCH)?;
+        if pruned > 0 {
+            info!(repo = %self.name, runs = pruned, "old runs pruned");
+        }
+        self.runs.pruned = (now, pruned == PRUNE_BATCH);
+        Ok(())
+    }
+
+    /// The recurring actions due at `now`. Each one's last and next due times are recorded
+    /// before it is scheduled: a crash from here on neither fires it again nor resets it. A new
+    /// (or changed) schedule is first due at its next slot after `now` (a period: one period
+    /// from now); a slot that passed while cockpit was down runs once now, or is skipped when
+    /// `[ays] run_missed` is false; several missed slots run once.
+    fn recurring_due(&mut self, now: i64) -> Result<Vec<(String, String)>, AysError> {
+        let run_missed = self.shared.config.ays.run_missed;
+        let mut changed = Vec::new();
+        let mut due = Vec::new();
+        for service in self.services.values() {
+            for (action, schedule) in &service.recurring {
+                let id = (service.key.clone(), action.clone());
+                let spec = schedule.to_string();
+                let stored = self.runs.recurring.get(&id);
+                let mut slot = match stored {
+                    Some(slot) if slot.spec.as_deref() == Some(spec.as_str()) => slot.clone(),
+                    // Written before next times were stored: a period counted from its last.
+                    Some(slot) if slot.spec.is_none() && slot.last_ms > 0 => RecurringSlot {
+                        last_ms: slot.last_ms,
+                        next_ms: schedule.next_after(slot.last_ms, slot.last_ms),
+                        spec: Some(spec),
+                    },
+                    _ => RecurringSlot {
+                        last_ms: stored.map_or(0, |s| s.last_ms),
+                        next_ms: schedule.next_after(now, now),
+                        spec: Some(spec),
+                    },
+                };
+                let fresh = stored != Some(&slot);
+                let Some(next) = slot.next_ms.filter(|next| *next <= now) else {
+                    if fresh {
+                        changed.push((id, slot));
+                    }
+                    continue;
+                };
+                slot.next_ms = schedule.next_after(next, now);
+                if next < self.runs.started_ms && !run_missed {
+                    info!(repo = %self.name, service = %id.0, action = %id.1, "recurring slot missed while down: skipped ([ays] run_missed = false)");
+                } else {
+                    slot.last_ms = now;
+                    due.push(id.clone());
+                }
+                changed.push((id, slot));
+            }
+        }
+        if !changed.is_empty() {
+            self.shared.store.set_recurring(&self.name, &changed)?;
+            self.runs.recurring.extend(changed);
+        }
+        Ok(due)
+    }
+
+    /// After a job of `(service, action)` ended: a success forgets its retries; a failure of an
+    /// action with a retry policy records when it is tried again (the delay doubling with each
+    /// failure, capped), or that its retries are exhausted: it then stays `error` until a person
+    /// runs it.
+    fn after_attempt(
+        &mut self,
+        service_key: &str,
+        action: &str,
+        ok: bool,
+        args: Value,
+        origin: Origin,
+    ) -> Result<(), AysError> {
+        let id = (service_key.to_string(), action.to_string());
+        if ok {
+            if self.runs.retries.contains_key(&id) {
+                self.forget_retries(std::slice::from_ref(&id))?;
+            }
+            return Ok(());
+        }
+        let Some(policy) = self
+            .services
+            .get(service_key)
+            .and_then(|s| s.retries.get(action))
+            .copied()
+        else {
+            return Ok(());
+        };
+        let failures = self.runs.retries.get(&id).map_or(0, |r| r.failures) + 1;
+        let next_ms = (failures <= policy.retries).then(|| {
+            clock::now_ms().saturating_add(policy.delay_after(failures).saturating_mul(1000) as i64)
+        });
+        match next_ms {
+            Some(at) => {
+                info!(repo = %self.name, service = %service_key, %action, failures, retry_at_ms = at, "action failed: retry scheduled")
+            }
+            None => {
+                warn!(repo = %self.name, service = %service_key, %action, failures, "action failed: retries exhausted, it stays error until a person runs it")
+            }
+        }
+        let retry = RetryRecord {
+            service: id.0.clone(),
+            action: id.1.clone(),
+            failures,
+            next_ms,
+            args,
+            origin,
+        };
+        self.shared.store.set_retry(&self.name, &retry)?;
+        self.runs.retries.insert(id, retry);
+        Ok(())
+    }
+
+    /// Forgets the retry state of these actions (a person runs them: they start afresh).
+    pub(super) fn forget_retries(&mut self, actions: &[(String, String)]) -> Result<(), AysError> {
+        if actions.iter().any(|id| self.runs.retries.contains_key(id)) {
+            self.shared.store.clear_retries(&self.name, actions)?;
+            for id in actions {
+                self.runs.retries.remove(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a run of every retry due at `now`, with the args and origin of the run that
+    /// failed. The run is recorded before the retry is marked taken, so a crash in between
+    /// runs it twice rather than never.
+    fn retries_due(&mut self, myself: &ActorRef<RepoMsg>, now: i64) -> Result<(), AysError> {
+        let due: Vec<RetryRecord> = self
+            .runs
+            .retries
+            .values()
+            .filter(|r| r.next_ms.is_some_and(|at| at <= now))
+            .cloned()
+            .collect();
+        for mut retry in due {
+            let id = (retry.service.clone(), retry.action.clone());
+            if !self.services.contains_key(&retry.service) {
+                self.forget_retries(std::slice::from_ref(&id))?;
+                continue;
+            }
+            let job = (id.0.clone(), id.1.clone(), Value::Null);
+            let record = self.record(vec![vec![job]], None, retry.origin.clone());
+            self.shared.store.insert_run(&record, &retry.args)?;
+            retry.next_ms = None;
+            self.shared.store.set_retry(&self.name, &retry)?;
+            info!(repo = %self.name, run = %record.key, service = %retry.service, action = %retry.action, attempt = retry.failures + 1, "retry queued");
+            self.runs.retries.insert(id, retry);
+            self.runs.queue.push_back(record.key);
+        }
+        self.start_next(myself)
+    }
+}
+
+/// The args a job gets: the run's (an event's payload, or `{}`) with the job's own (those its
+/// action was scheduled with) over them, key by key.
+fn merge_args(run: &Value, own: Option<&Value>) -> Value {
+    match (run, own) {
+        (_, None) => run.clone(),
+        (Value::Object(base), Some(Value::Object(over))) => {
+            let mut merged = base.clone();
+            merged.extend(over.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Value::Object(merged)
+        }
+        (_, Some(own)) => own.clone(),
     }
 }
 

@@ -110,10 +110,19 @@ impl RepoState {
         role: &str,
         name: &str,
         action: &str,
+        args: Option<serde_json::Value>,
     ) -> Result<Service, AysError> {
         let key = self.service(role, name)?.key.clone();
         engine::schedule_action(&mut self.services, &key, action)
             .map_err(|err| AysError::NotFound(err.to_string()))?;
+        if let Some(service) = self.services.get_mut(&key) {
+            match args {
+                Some(args) => service.args.insert(action.to_string(), args),
+                None => service.args.remove(action),
+            };
+        }
+        // A person asks for it: its retries start afresh.
+        self.forget_retries(&[(key.clone(), action.to_string())])?;
         self.save(std::iter::once(&key), &[])?;
         self.service(role, name).cloned()
     }

@@ -38,9 +38,21 @@ const SCHEMA: &str = "port: {type: int, default: 1}\n";
 /// A repository with actor template `node` whose actions are the given shell scripts, and a
 /// blueprint of `count` node services executed into it.
 async fn bench(actions: &[(&str, &str)], count: usize) -> Bench {
+    bench_with(actions, count, "actions:\n  - action: install\n", None, "").await
+}
+
+/// [`bench`] with the blueprint's `actions:` part, the template's `config.yaml` and more
+/// `[ays]` config given.
+async fn bench_with(
+    actions: &[(&str, &str)],
+    count: usize,
+    blueprint_actions: &str,
+    config_yaml: Option<&str>,
+    ays_config: &str,
+) -> Bench {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = Config::parse(&format!(
-        "[storage]\npath = {:?}\n[mode]\nprod = false\n",
+        "[storage]\npath = {:?}\n[mode]\nprod = false\n[ays]\n{ays_config}\n",
         dir.path().join("data").display().to_string()
     ))
     .expect("config");
@@ -50,6 +62,9 @@ async fn bench(actions: &[(&str, &str)], count: usize) -> Bench {
     let actions_dir = repo_dir.join("actorTemplates/node/actions");
     std::fs::create_dir_all(&actions_dir).expect("dirs");
     std::fs::write(repo_dir.join("actorTemplates/node/schema.yaml"), SCHEMA).expect("schema");
+    if let Some(text) = config_yaml {
+        std::fs::write(repo_dir.join("actorTemplates/node/config.yaml"), text).expect("config");
+    }
     for (name, script) in actions {
         let path = actions_dir.join(name);
         std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).expect("action");
@@ -62,7 +77,7 @@ async fn bench(actions: &[(&str, &str)], count: usize) -> Bench {
     for i in 0..count {
         blueprint.push_str(&format!("node__n{i}:\n  port: {i}\n"));
     }
-    blueprint.push_str("actions:\n  - action: install\n");
+    blueprint.push_str(blueprint_actions);
     call!(actor, |reply| RepoMsg::PutBlueprint {
         name: "b.yaml".into(),
         content: blueprint,
@@ -364,5 +379,264 @@ async fn an_event_during_a_run_is_queued_and_runs_after_it() {
             .iter()
             .any(|l| l.log.contains("\"subject\":\"hi\"")),
         "{job:?}"
+    );
+}
+
+impl Bench {
+    /// Delivers a tick now (the interval's own ticks may come later; a tick is idempotent).
+    async fn tick(&self) {
+        self.actor.cast(RepoMsg::Tick).expect("cast");
+        // A call after the cast: the tick has been handled when it returns.
+        let _ = call!(self.actor, |reply| RepoMsg::ListRuns { reply }).expect("call");
+    }
+
+    /// Moves the paused clock on by `secs` and ticks.
+    async fn advance(&self, secs: u64) {
+        tokio::time::advance(Duration::from_secs(secs)).await;
+        self.tick().await;
+    }
+
+    /// The runs, oldest first.
+    async fn runs(&self) -> Vec<RunRecord> {
+        let mut runs = call!(self.actor, |reply| RepoMsg::ListRuns { reply })
+            .expect("call")
+            .expect("runs");
+        runs.reverse();
+        runs
+    }
+
+    /// Lets the run in progress finish in real time (its process runs outside tokio's clock),
+    /// then pauses the clock again.
+    async fn finish_runs(&mut self) {
+        tokio::time::resume();
+        loop {
+            let busy = self
+                .runs()
+                .await
+                .iter()
+                .any(|r| matches!(r.state, RunState::New | RunState::Running));
+            if !busy {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(20), self.notices.recv())
+                .await
+                .expect("a notice in time");
+        }
+        tokio::time::pause();
+    }
+
+    /// Stops the actor as a shutdown does.
+    async fn stop(&mut self) {
+        self.actor.stop(None);
+        let handle = std::mem::replace(&mut self.handle, tokio::spawn(async {}));
+        let _ = handle.await;
+    }
+
+    /// Starts the repository's actor again over the same store (a restart).
+    async fn restart(&mut self) {
+        let (actor, handle) = spawn(&self.shared, &self.repo_dir).await;
+        self.actor = actor;
+        self.handle = handle;
+    }
+}
+
+/// How many runs the schedule started.
+fn scheduled(runs: &[RunRecord]) -> usize {
+    runs.iter().filter(|r| r.origin == Origin::Schedule).count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_period_survives_restarts_without_a_reset_or_a_double_run_and_a_missed_slot_runs_once() {
+    let mut bench = bench_with(
+        &[("install", "true"), ("check", "echo checked")],
+        1,
+        "actions:\n  - {action: check, recurring: 1h}\n",
+        None,
+        "",
+    )
+    .await;
+    bench.tick().await; // first seen: due one period from now
+    bench.advance(3599).await;
+    assert_eq!(
+        scheduled(&bench.runs().await),
+        0,
+        "not due before its period"
+    );
+    bench.advance(2).await;
+    bench.finish_runs().await;
+    assert_eq!(scheduled(&bench.runs().await), 1);
+    // A restart 30 minutes later neither fires it again nor resets the period.
+    bench.advance(1800).await;
+    bench.stop().await;
+    bench.restart().await;
+    bench.tick().await;
+    assert_eq!(
+        scheduled(&bench.runs().await),
+        1,
+        "no double run after a restart"
+    );
+    bench.advance(1799).await;
+    assert_eq!(
+        scheduled(&bench.runs().await),
+        2,
+        "due on the hour, not reset"
+    );
+    bench.finish_runs().await;
+    // Down for three slots: the missed slot runs once at start, then the period goes on.
+    bench.stop().await;
+    tokio::time::advance(Duration::from_secs(3 * 3600 + 600)).await;
+    bench.restart().await;
+    bench.tick().await;
+    bench.finish_runs().await;
+    bench.tick().await;
+    assert_eq!(scheduled(&bench.runs().await), 3, "missed slots run once");
+    bench.advance(2400).await;
+    assert_eq!(
+        scheduled(&bench.runs().await),
+        3,
+        "next slot is on the original phase"
+    );
+    bench.advance(1200).await;
+    bench.finish_runs().await;
+    assert_eq!(scheduled(&bench.runs().await), 4);
+    let stored = bench.shared.store.recurring("demo").expect("slots");
+    let slot = &stored[&("node!n0".to_string(), "check".to_string())];
+    assert_eq!(slot.spec.as_deref(), Some("every 3600s"));
+    assert_eq!(slot.next_ms.map(|n| n - slot.last_ms > 0), Some(true));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cron_schedule_in_a_time_zone_fires_at_its_slots_across_restarts() {
+    // Minute 15 in Kolkata (UTC+05:30) is minute 45 in UTC.
+    let mut bench = bench_with(
+        &[("install", "true"), ("check", "echo checked")],
+        1,
+        "actions:\n  - {action: check, recurring: {cron: '15 * * * *', tz: Asia/Kolkata}}\n",
+        None,
+        "run_missed = false",
+    )
+    .await;
+    bench.tick().await;
+    let now = crate::clock::now_ms();
+    let hour = 3_600_000;
+    let slot = (now - 45 * 60_000).div_euclid(hour) * hour + hour + 45 * 60_000;
+    let wait = ((slot - now) / 1000) as u64;
+    bench.advance(wait.saturating_sub(1)).await;
+    assert_eq!(scheduled(&bench.runs().await), 0, "not before its slot");
+    bench.advance(2).await;
+    bench.finish_runs().await;
+    assert_eq!(scheduled(&bench.runs().await), 1, "at :45 UTC");
+    bench.stop().await;
+    bench.restart().await;
+    bench.tick().await;
+    assert_eq!(
+        scheduled(&bench.runs().await),
+        1,
+        "no double run after a restart"
+    );
+    // Down across two slots with run_missed = false: skipped, and the next slot runs.
+    bench.stop().await;
+    tokio::time::advance(Duration::from_secs(2 * 3600)).await;
+    bench.restart().await;
+    bench.tick().await;
+    assert_eq!(scheduled(&bench.runs().await), 1, "missed slots skipped");
+    bench.advance(3600).await;
+    bench.finish_runs().await;
+    assert_eq!(scheduled(&bench.runs().await), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_back_off_then_stop_until_a_person_runs_the_action() {
+    let mut bench = bench_with(
+        &[("install", "echo attempt; exit 1")],
+        1,
+        "actions:\n  - action: install\n",
+        Some("actions:\n  install: {retries: 3, retry_delay: 10s, retry_max_delay: 30s}\n"),
+        "",
+    )
+    .await;
+    bench.create_run().await;
+    bench.finish_runs().await;
+    // Delays 10 s, 20 s, then 40 s capped at 30 s.
+    for (attempt, delay) in [(2, 10), (3, 20), (4, 30)] {
+        bench.advance(delay - 1).await;
+        assert_eq!(
+            bench.runs().await.len(),
+            attempt - 1,
+            "attempt {attempt} waits {delay}s"
+        );
+        bench.advance(1).await;
+        bench.finish_runs().await;
+        assert_eq!(
+            bench.runs().await.len(),
+            attempt,
+            "attempt {attempt} after {delay}s"
+        );
+    }
+    // Exhausted: no more runs however long the ticks go on.
+    for _ in 0..4 {
+        bench.advance(3600).await;
+    }
+    let runs = bench.runs().await;
+    assert_eq!(runs.len(), 4);
+    assert!(runs.iter().all(|r| r.state == RunState::Error), "{runs:?}");
+    // Creation times are whole seconds: each gap is its delay, or a second more.
+    let gaps: Vec<i64> = runs
+        .windows(2)
+        .map(|w| w[1].created - w[0].created)
+        .collect();
+    for (gap, delay) in gaps.iter().zip([10, 20, 30]) {
+        assert!((delay..=delay + 1).contains(gap), "{gaps:?}");
+    }
+    let retries = bench.shared.store.retries("demo").expect("retries");
+    assert_eq!((retries[0].failures, retries[0].next_ms), (4, None));
+    // A person runs it: it runs, fails, and has its three retries again.
+    bench.create_run().await;
+    bench.finish_runs().await;
+    let retries = bench.shared.store.retries("demo").expect("retries");
+    assert_eq!(retries[0].failures, 1);
+    assert!(retries[0].next_ms.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn runs_older_than_keep_days_are_pruned_with_their_jobs_and_logs() {
+    let mut bench = bench_with(
+        &[("install", "echo installed")],
+        1,
+        "actions:\n  - action: install\n",
+        None,
+        "keep_days = 2",
+    )
+    .await;
+    bench.create_run().await;
+    bench.finish_runs().await;
+    let old = bench.runs().await[0].key.clone();
+    // A day later, another run.
+    bench.advance(86_400).await;
+    call!(bench.actor, |reply| RepoMsg::ScheduleAction {
+        role: "node".into(),
+        name: "n0".into(),
+        action: "install".into(),
+        args: None,
+        reply
+    })
+    .expect("call")
+    .expect("scheduled");
+    let recent = bench.create_run().await.key;
+    bench.finish_runs().await;
+    // Down for two days less an hour: at start the first is older than two days, the other not.
+    bench.stop().await;
+    tokio::time::advance(Duration::from_secs(2 * 86_400 - 3600)).await;
+    bench.restart().await;
+    bench.tick().await;
+    let keys: Vec<String> = bench.runs().await.iter().map(|r| r.key.clone()).collect();
+    assert_eq!(keys, [recent], "the old run pruned, the recent one kept");
+    assert!(
+        bench
+            .shared
+            .store
+            .run_logs(&old, 0, 100)
+            .expect("logs")
+            .is_empty()
     );
 }
