@@ -584,14 +584,15 @@ impl ChatState {
         let (on, repo) = match cmd {
             NotifyCmd::Status => {
                 let repos = store.notify_repos(self.chat_id)?;
-                return Ok(if repos.is_empty() {
-                    self.say("This chat hears about no repository's failed runs. /notify on <repo> to start.")
+                if repos.is_empty() {
+                    self.say("This chat hears about no repository's failed runs. /notify on <repo> to start.");
                 } else {
                     self.say(&format!(
                         "This chat hears when a run fails or is cancelled in: {}.\n/notify off <repo> to stop.",
                         repos.join(", ")
-                    ))
-                });
+                    ));
+                }
+                return Ok(());
             }
             NotifyCmd::On(repo) => (true, repo),
             NotifyCmd::Off(repo) => (false, repo),
