@@ -215,7 +215,7 @@ class Sources:
         with self.lock:
             self.refused[source][str(status)] = self.refused[source].get(str(status), 0) + 1
 
-    def run(self):
+    def serve(self):
         for name in self.enabled:
             thread = threading.Thread(target=self.loop, args=(name,), daemon=True)
             thread.start()
@@ -364,21 +364,21 @@ def check(server, token, sources, enabled):
     records = parse_log(server.data / "crash.log")
     ended = {}  # id -> set of (repo, service, action) that ran to the end
     started_runs, ended_runs = set(), set()
-    for kind, ident, repo, service, action, run, pid, _ in records:
+    for kind, ident, repo, service, action, run_key, pid, _ in records:
         if kind == "end":
             ended.setdefault(ident, set()).add((repo, service, action))
-            ended_runs.add(run)
+            ended_runs.add(run_key)
         if kind == "start":
-            started_runs.add(run)
+            started_runs.add(run_key)
     violations = []
     overlaps = [r for r in records if r[0] == "overlap"]
     for r in overlaps:
         violations.append(f"two copies at once: {r[4]} of {r[3]} in {r[2]} (request {r[1]})")
     # The intervals of one (repo, service, action), by pid.
     spans = {}
-    for kind, ident, repo, service, action, run, pid, ns in records:
+    for kind, ident, repo, service, action, run_key, pid, ns in records:
         if kind in ("start", "end"):
-            spans.setdefault((repo, service, action), {}).setdefault((run, pid), {})[kind] = ns
+            spans.setdefault((repo, service, action), {}).setdefault((run_key, pid), {})[kind] = ns
     for what, by_pid in spans.items():
         closed = sorted((v["start"], v["end"]) for v in by_pid.values() if "start" in v and "end" in v)
         for (s1, e1), (s2, e2) in zip(closed, closed[1:]):
@@ -397,18 +397,18 @@ def check(server, token, sources, enabled):
                 # A REST run a kill cut short is not run again (its client sees `error:
                 # interrupted`); its action must at least have started, and a run that was not
                 # cut short must have run it to the end.
-                run = rest_runs.get(ident, {})
-                cut = (run.get("error") or "").startswith("interrupted")
+                rest_run = rest_runs.get(ident, {})
+                cut = (rest_run.get("error") or "").startswith("interrupted")
                 if cut:
                     interrupted += 1
                     if ident in started_runs:
                         interrupted_started += 1
                     if ident in ended_runs:
                         interrupted_done += 1
-                if run.get("state") not in ("ok", "error") or (not cut and run.get("state") != "ok"):
-                    lost.append(f"{ident} ({run.get('state')}: {run.get('error')})")
+                if rest_run.get("state") not in ("ok", "error") or (not cut and rest_run.get("state") != "ok"):
+                    lost.append(f"{ident} ({rest_run.get('state')}: {rest_run.get('error')})")
                 elif ident not in started_runs or (not cut and ident not in ended_runs):
-                    lost.append(f"{ident} ({run.get('state')}: {run.get('error')}; "
+                    lost.append(f"{ident} ({rest_run.get('state')}: {rest_run.get('error')}; "
                                 f"action {'started' if ident in started_runs else 'never started'})")
             else:
                 done = {a for (_, _, a) in ended.get(ident, set())}
@@ -453,7 +453,7 @@ def parser():
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    result = run(args)
+    result = crash_test(args)
     print(json.dumps(result, indent=2))
     if args.record:
         sys.path.insert(0, str(ROOT / "bench"))
@@ -472,7 +472,7 @@ def pick_binary(arg):
     return debug
 
 
-def run(args):
+def crash_test(args):
     binary = pick_binary(args.bin)
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="cockpit-crash-"))
@@ -502,7 +502,7 @@ def run(args):
     for reason in skipped:
         log("skipped source:", reason)
     sources = Sources(server, token, args.seed, enabled)
-    sources.run()
+    sources.serve()
     kills, restarts, restart_s = 0, 0, []
     started = time.time()
     try:

@@ -139,7 +139,7 @@ fn cli_identity() -> String {
 
 /// Runs `cockpit tokens ...` on an existing database.
 fn tokens_command(config: &Config, command: TokensCommand) -> Result<(), String> {
-    use crate::auth::access::{Access, Principal, Role};
+    use crate::auth::access::{Principal, Role};
     use crate::auth::audit::{self, Door, Outcome};
     use crate::auth::tokens;
     let store = Store::open_existing(&config.storage.path).map_err(|e| e.to_string())?;
@@ -157,7 +157,9 @@ fn tokens_command(config: &Config, command: TokensCommand) -> Result<(), String>
             // With `[access]`, the owner's role is what it gives the identity itself (groups
             // are only known at login); without it, the operator at the machine vouches.
             let owner = if config.access.is_some() {
-                Access::new(config).role(&Principal::new(identity.clone(), Vec::new()))
+                config
+                    .access_rules()
+                    .role(&Principal::new(identity.clone(), Vec::new()))
             } else {
                 Some(Role::Admin)
             };

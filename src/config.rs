@@ -4,6 +4,7 @@
 //! The file is read into a raw [`toml::Table`] first and walked by hand, so that one bad value never
 //! hides the next one and no secret value is ever echoed back in a message.
 
+use crate::auth::access::{Access, AccessConfig, Action};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -118,18 +119,12 @@ pub struct WebhooksConfig {
     pub max_body_bytes: u64,
 }
 
-/// `[access]`: identities (`github:alice`, `itsyouonline:bob`) and groups (`group:myorg`,
-/// `group:myorg/ops`) per role, and the actions that need a second admin.
-#[derive(Debug, Clone, Default)]
-pub struct AccessConfig {
-    /// Who may read.
-    pub viewer: Vec<String>,
-    /// Who may also add and execute blueprints, start and cancel runs, execute service actions.
-    pub operator: Vec<String>,
-    /// Who may do everything.
-    pub admin: Vec<String>,
-    /// Actions (`repo.delete`...) held until a second admin approves.
-    pub two_person: Vec<String>,
+impl Config {
+    /// Who gets which role under this configuration (`[access]`, else the organization's
+    /// members as admins).
+    pub fn access_rules(&self) -> Access {
+        Access::new(self.access.clone(), self.oauth.organization.clone())
+    }
 }
 
 /// `[audit]`.
@@ -1046,7 +1041,7 @@ impl Reader {
             }
         }
         for (i, action) in self.strings(&s, "two_person").into_iter().enumerate() {
-            if crate::auth::access::Action::parse(&action).is_some_and(|a| a.holdable()) {
+            if Action::parse(&action).is_some_and(|a| a.holdable()) {
                 access.two_person.push(action);
             } else {
                 self.problem(
@@ -1577,5 +1572,13 @@ name = "google"
             "{all:?}"
         );
         assert!(!all.join("\n").contains("providersecret"));
+    }
+
+    #[test]
+    fn bad_access_entries_are_config_problems() {
+        let text = "[mode]\nprod = false\n[api.ays]\nactive = false\n[access]\nadmin = [\"alice\"]\ntwo_person = [\"repo.explode\"]\n";
+        let err = Config::parse(text).expect_err("problems").to_string();
+        assert!(err.contains("[access].admin[0]"), "{err}");
+        assert!(err.contains("[access].two_person[0]"), "{err}");
     }
 }

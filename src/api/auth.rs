@@ -16,7 +16,7 @@ use warp::{Filter, Rejection};
 
 use super::http::Peer;
 use crate::actors::Shared;
-use crate::auth::access::{Access, Action, Principal, Role, refusal};
+use crate::auth::access::{Action, Principal, Role, refusal};
 use crate::auth::audit::{self, Door, Outcome};
 use crate::auth::pool::{Overload, VerifyError, now_secs};
 use crate::auth::{AuthError, token_from_parts};
@@ -189,7 +189,7 @@ pub fn authenticated(
 ) -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone {
     let verifier = shared.verifier.clone();
     let store = shared.store.clone();
-    let access = Arc::new(Access::new(&shared.config));
+    let access = Arc::new(shared.config.access_rules());
     // One copy of the header map (its values are shared, not copied) rather than a String per
     // header: this runs on every `/ays` request.
     warp::method()
@@ -281,7 +281,7 @@ pub fn authenticated(
 /// caller below it gets 403 naming the role, and an audit row `denied`.
 pub fn guarded(shared: Shared) -> impl Filter<Extract = (Guarded,), Error = Rejection> + Clone {
     let store = shared.store.clone();
-    let access = Arc::new(Access::new(&shared.config));
+    let access = Arc::new(shared.config.access_rules());
     warp::method()
         .and(warp::path::full())
         .and(authenticated(shared))

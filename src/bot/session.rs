@@ -17,7 +17,7 @@ use super::views::{self, BlueprintItem, BlueprintView, RunItem, ServiceItem, Vie
 use super::{Button, Incoming, IncomingKind, OnSent, Outgoing};
 use crate::actors::oauth_cache::OAuthCacheMsg;
 use crate::actors::{Shared, names};
-use crate::auth::access::{Access, Action, Principal, refusal};
+use crate::auth::access::{Action, Principal, refusal};
 use crate::auth::approvals::{self, ApprovalError};
 use crate::auth::audit::{self, Door, Outcome};
 use crate::auth::tokens;
@@ -649,7 +649,7 @@ impl ChatState {
     fn permit(&self, user: &AuthorizedUser, command: &Command) -> Option<Action> {
         let action = commands::needs(command)?;
         let principal = self.principal(user);
-        let role = Access::new(&self.shared.config).role(&principal);
+        let role = self.shared.config.access_rules().role(&principal);
         if role >= Some(action.role()) {
             return Some(action);
         }
@@ -696,7 +696,7 @@ impl ChatState {
     /// Whether `[access].two_person` holds the action until a second admin approves it (then the
     /// chat is told how to approve).
     fn held(&self, user: &AuthorizedUser, action: Action, command: &Command) -> bool {
-        if !Access::new(&self.shared.config).two_person(action) {
+        if !self.shared.config.access_rules().two_person(action) {
             return false;
         }
         let target = commands::target(command, user.current_repo.as_deref());
@@ -791,7 +791,7 @@ impl ChatState {
             return Ok(());
         }
         let principal = self.principal(user);
-        let Some(role) = Access::new(&self.shared.config).role(&principal) else {
+        let Some(role) = self.shared.config.access_rules().role(&principal) else {
             return Ok(());
         };
         let issued = tokens::issue(
