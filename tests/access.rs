@@ -472,6 +472,13 @@ async fn roles_tokens_users_and_the_audit_trail() {
         .await;
     assert_eq!(next["items"][0]["target"], "itsyouonline:olga", "{next}");
     assert_eq!(next["items"][1]["target"], laptop_id, "{next}");
+    // Schemathesis: a limit outside 1..=1000 was clamped and answered 200.
+    for bad in ["limit=0", "limit=1001"] {
+        let (status, body) = client
+            .call(&ada, "GET", &format!("/audit?{bad}"), None)
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
 }
 
 /// One mail over raw SMTP: `250` to `DATA`.

@@ -447,6 +447,8 @@ async fn scheduled_args_reach_the_action_and_a_rerun_runs_the_same_actions_with_
         "limit=x",
         "state=done",
         "cursor=bm9wZQ",
+        // Schemathesis: a repeated parameter was a 405 (the query's rejection lost to POST's).
+        "state=ok&state=ok",
     ] {
         let (status, body) = api.get(&format!("/demo/aysrun?{bad}")).await;
         assert_eq!(status, 400, "{bad}: {body}");

@@ -453,7 +453,17 @@ pub(crate) async fn approve(guarded: Guarded, id: String, shared: Shared) -> Res
         (status = 400, description = "A query parameter is not of its type", body = Error),
         AuthFailures))]
 pub(crate) fn list_audit(_guarded: Guarded, q: AuditParams, shared: Shared) -> Response {
-    let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let limit = match q.limit {
+        None => 100,
+        Some(n) if (1..=MAX_PAGE).contains(&n) => n,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("limit must be a number from 1 to {MAX_PAGE}"),
+            )
+            .into_response();
+        }
+    };
     let query = AuditQuery {
         identity: q.identity,
         door: q.door,

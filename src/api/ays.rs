@@ -74,6 +74,20 @@ pub(crate) struct ScheduleBody {
     args: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// The query string as `T`, or the `400` naming what is wrong with it. (`warp::query` rejects a
+/// bad query instead, and the rejection can lose to another route's `405`.)
+fn query_or_400<T: serde::de::DeserializeOwned + Send + 'static>()
+-> impl Filter<Extract = (Result<T, Response>,), Error = std::convert::Infallible> + Clone {
+    warp::query::raw()
+        .or(warp::any().map(String::new))
+        .unify()
+        .map(|raw: String| {
+            serde_urlencoded::from_str::<T>(&raw).map_err(|err| {
+                error(StatusCode::BAD_REQUEST, format!("bad query: {err}")).into_response()
+            })
+        })
+}
+
 /// `GET .../aysrun` query.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -194,8 +208,13 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
             .boxed(),
         base.and(warp::path!(String / "aysrun"))
             .and(warp::get())
-            .and(warp::query::<ListRuns>())
-            .then(list_runs)
+            .and(query_or_400::<ListRuns>())
+            .then(|repo, query: Result<ListRuns, Response>| async move {
+                match query {
+                    Ok(query) => list_runs(repo, query).await,
+                    Err(refusal) => refusal,
+                }
+            })
             .boxed(),
         base.and(warp::path!(String / "aysrun"))
             .and(warp::post())
