@@ -74,17 +74,15 @@ pub(crate) struct ScheduleBody {
     args: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-/// The query string as `T`, or the `400` naming what is wrong with it. (`warp::query` rejects a
-/// bad query instead, and the rejection can lose to another route's `405`.)
+/// The query string as `T`, or what is wrong with it (for a `400`). (`warp::query` rejects a bad
+/// query instead, and the rejection can lose to another route's `405`.)
 fn query_or_400<T: serde::de::DeserializeOwned + Send + 'static>()
--> impl Filter<Extract = (Result<T, Response>,), Error = std::convert::Infallible> + Clone {
+-> impl Filter<Extract = (Result<T, String>,), Error = std::convert::Infallible> + Clone {
     warp::query::raw()
         .or(warp::any().map(String::new))
         .unify()
         .map(|raw: String| {
-            serde_urlencoded::from_str::<T>(&raw).map_err(|err| {
-                error(StatusCode::BAD_REQUEST, format!("bad query: {err}")).into_response()
-            })
+            serde_urlencoded::from_str::<T>(&raw).map_err(|err| format!("bad query: {err}"))
         })
 }
 
@@ -209,10 +207,10 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         base.and(warp::path!(String / "aysrun"))
             .and(warp::get())
             .and(query_or_400::<ListRuns>())
-            .then(|repo, query: Result<ListRuns, Response>| async move {
+            .then(|repo, query: Result<ListRuns, String>| async move {
                 match query {
                     Ok(query) => list_runs(repo, query).await,
-                    Err(refusal) => refusal,
+                    Err(why) => error(StatusCode::BAD_REQUEST, why).into_response(),
                 }
             })
             .boxed(),
