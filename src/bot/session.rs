@@ -695,6 +695,26 @@ impl ChatState {
 
     /// Whether `[access].two_person` holds the action until a second admin approves it (then the
     /// chat is told how to approve).
+    /// The action `command` is, when it may be carried out now: the role allows it
+    /// ([`Self::permit`]), a destructive command was confirmed (else the Confirm button is
+    /// offered), and `[access].two_person` does not hold it ([`Self::held`]). `None`: the chat has
+    /// been told why not.
+    fn admit(&self, user: &AuthorizedUser, command: &Command) -> Result<Option<Action>, AysError> {
+        let Some(action) = self.permit(user, command) else {
+            return Ok(None);
+        };
+        if !self.confirmed
+            && let Some(text) = commands::destructive(command)
+        {
+            self.ask_confirmation(user, &text)?;
+            return Ok(None);
+        }
+        if self.held(user, action, command) {
+            return Ok(None);
+        }
+        Ok(Some(action))
+    }
+
     fn held(&self, user: &AuthorizedUser, action: Action, command: &Command) -> bool {
         if !self.shared.config.access_rules().two_person(action) {
             return false;
@@ -826,17 +846,9 @@ impl ChatState {
 
     async fn repo(&mut self, user: &AuthorizedUser, cmd: RepoCmd) -> Result<(), AysError> {
         let command = Command::Repo(cmd.clone());
-        let Some(action) = self.permit(user, &command) else {
+        let Some(action) = self.admit(user, &command)? else {
             return Ok(());
         };
-        if !self.confirmed
-            && let Some(text) = commands::destructive(&command)
-        {
-            return self.ask_confirmation(user, &text);
-        }
-        if self.held(user, action, &command) {
-            return Ok(());
-        }
         let result = self.repo_do(user, cmd).await;
         self.audit_result(user, action, &command, &result);
         result
@@ -913,17 +925,9 @@ impl ChatState {
         cmd: BlueprintCmd,
     ) -> Result<(), AysError> {
         let command = Command::Blueprint(cmd.clone());
-        let Some(action) = self.permit(user, &command) else {
+        let Some(action) = self.admit(user, &command)? else {
             return Ok(());
         };
-        if !self.confirmed
-            && let Some(text) = commands::destructive(&command)
-        {
-            return self.ask_confirmation(user, &text);
-        }
-        if self.held(user, action, &command) {
-            return Ok(());
-        }
         let result = self.blueprint_do(user, cmd).await;
         // `add` only asks for the YAML: the save is audited when it comes.
         if !matches!(command, Command::Blueprint(BlueprintCmd::Add(_))) {
@@ -1021,17 +1025,9 @@ impl ChatState {
 
     async fn service(&mut self, user: &AuthorizedUser, cmd: ServiceCmd) -> Result<(), AysError> {
         let command = Command::Service(cmd.clone());
-        let Some(action) = self.permit(user, &command) else {
+        let Some(action) = self.admit(user, &command)? else {
             return Ok(());
         };
-        if !self.confirmed
-            && let Some(text) = commands::destructive(&command)
-        {
-            return self.ask_confirmation(user, &text);
-        }
-        if self.held(user, action, &command) {
-            return Ok(());
-        }
         let result = self.service_do(user, cmd).await;
         self.audit_result(user, action, &command, &result);
         result
