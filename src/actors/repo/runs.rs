@@ -725,6 +725,41 @@ impl RepoState {
     /// Cancels run `key`: a running one gets `SIGTERM` on every job's process group, then
     /// `SIGKILL` after [`CANCEL_GRACE`]; a queued one never starts. The run ends `cancelled` at
     /// once and the repository is free for the next run.
+    /// Records that run `key` was cancelled: its end with the durable notice for the webhooks
+    /// (one transaction), the log line `what`, the counter, and the `RunEnded` notice.
+    fn record_cancel(
+        &self,
+        key: &str,
+        who: &str,
+        reason: String,
+        origin: Origin,
+        what: &str,
+    ) -> Result<(), AysError> {
+        let notice = durable(
+            &self.shared.config,
+            &RunEnd {
+                repo: &self.name,
+                run: key,
+                state: RunState::Cancelled,
+                error: Some(reason.as_str()),
+                origin: &origin,
+            },
+        );
+        self.shared
+            .store
+            .cancel_run(key, clock::now_secs(), &reason, notice.as_ref())?;
+        info!(repo = %self.name, run = %key, %who, "{what}");
+        self.shared.telemetry.count(Count::RunsCancelled, 1);
+        self.shared.notices.publish(Notice::RunEnded {
+            repo: self.name.clone(),
+            run: key.to_string(),
+            state: RunState::Cancelled,
+            error: Some(reason),
+            origin,
+        });
+        Ok(())
+    }
+
     pub(super) fn cancel(
         &mut self,
         myself: &ActorRef<RepoMsg>,
@@ -752,28 +787,7 @@ impl RepoState {
                 }
             }
             self.save(touched.iter(), &[])?;
-            let notice = durable(
-                &self.shared.config,
-                &RunEnd {
-                    repo: &self.name,
-                    run: key,
-                    state: RunState::Cancelled,
-                    error: Some(reason.as_str()),
-                    origin: &active.origin,
-                },
-            );
-            self.shared
-                .store
-                .cancel_run(key, clock::now_secs(), &reason, notice.as_ref())?;
-            info!(repo = %self.name, run = %key, %who, "run cancelled");
-            self.shared.telemetry.count(Count::RunsCancelled, 1);
-            self.shared.notices.publish(Notice::RunEnded {
-                repo: self.name.clone(),
-                run: key.to_string(),
-                state: RunState::Cancelled,
-                error: Some(reason),
-                origin: active.origin,
-            });
+            self.record_cancel(key, who, reason, active.origin, "run cancelled")?;
             self.after_run(myself)?;
         } else if let Some(at) = self.runs.queue.iter().position(|k| k == key) {
             self.runs.queue.remove(at);
@@ -783,28 +797,7 @@ impl RepoState {
                 .run(&self.name, key)?
                 .map(|r| r.origin)
                 .unwrap_or(Origin::Unknown);
-            let notice = durable(
-                &self.shared.config,
-                &RunEnd {
-                    repo: &self.name,
-                    run: key,
-                    state: RunState::Cancelled,
-                    error: Some(reason.as_str()),
-                    origin: &origin,
-                },
-            );
-            self.shared
-                .store
-                .cancel_run(key, clock::now_secs(), &reason, notice.as_ref())?;
-            info!(repo = %self.name, run = %key, %who, "queued run cancelled");
-            self.shared.telemetry.count(Count::RunsCancelled, 1);
-            self.shared.notices.publish(Notice::RunEnded {
-                repo: self.name.clone(),
-                run: key.to_string(),
-                state: RunState::Cancelled,
-                error: Some(reason),
-                origin,
-            });
+            self.record_cancel(key, who, reason, origin, "queued run cancelled")?;
         } else {
             return match self.shared.store.run(&self.name, key)? {
                 Some(run) => Err(AysError::Conflict(format!(
