@@ -19,9 +19,9 @@ The repositories come from a local git repository. Every action appends `start` 
 and holds an exclusive `flock` per (repository, service, action) while it runs: a second copy that
 finds the lock taken writes an `overlap` line. The check, after the last restart and once every run
 has ended: every acknowledged mail and webhook has an `end` line for each action it subscribes
-(both services), every acknowledged REST run ended, its action started, and ran to the end
-unless a kill cut the run short (such a run ends `error: interrupted` for its client and is not
-run again, by design: only event runs are queued again), no `overlap` line, the `start`/`end`
+(both services), every acknowledged REST run, or the run queued again in its place when a kill
+cut it short (`again_of` names the run it repeats), ended `ok` with its action run to the end,
+no `overlap` line, the `start`/`end`
 intervals of each (repository, service, action) never intersect, and no action is still running
 after the final shutdown.
 
@@ -388,28 +388,31 @@ def check(server, token, sources, enabled):
     events_actions = {"mail": {"onmail"}, "event": {"onevent"},
                       "github": set(GITHUB_CHANNELS.values())}
     rest_runs = {r["key"]: r for r in runs(server, token, "rest")}
+    # A run a kill cut short is queued again as a new run naming it (`again_of`): follow that
+    # chain from the acknowledged run to the run that ended.
+    repeated_by = {r["again_of"]: k for k, r in rest_runs.items() if r.get("again_of")}
     summary = {}
     for source in enabled:
         acked = sources.acked[source]
         lost, interrupted, interrupted_started, interrupted_done = [], 0, 0, 0
         for ident in acked:
             if source == "rest":
-                # A REST run a kill cut short is not run again (its client sees `error:
-                # interrupted`); its action must at least have started, and a run that was not
-                # cut short must have run it to the end.
-                rest_run = rest_runs.get(ident, {})
-                cut = (rest_run.get("error") or "").startswith("interrupted")
-                if cut:
+                # The acknowledged run, or the run queued again in its place after a kill (and so
+                # on), must have run its action to the end and ended ok.
+                chain = [ident]
+                while chain[-1] in repeated_by and len(chain) < 100:
+                    chain.append(repeated_by[chain[-1]])
+                if len(chain) > 1:
                     interrupted += 1
-                    if ident in started_runs:
+                    if any(k in started_runs for k in chain[:-1]):
                         interrupted_started += 1
-                    if ident in ended_runs:
+                    if any(k in ended_runs for k in chain[:-1]):
                         interrupted_done += 1
-                if rest_run.get("state") not in ("ok", "error") or (not cut and rest_run.get("state") != "ok"):
-                    lost.append(f"{ident} ({rest_run.get('state')}: {rest_run.get('error')})")
-                elif ident not in started_runs or (not cut and ident not in ended_runs):
-                    lost.append(f"{ident} ({rest_run.get('state')}: {rest_run.get('error')}; "
-                                f"action {'started' if ident in started_runs else 'never started'})")
+                last = rest_runs.get(chain[-1], {})
+                if last.get("state") != "ok" or not any(k in ended_runs for k in chain):
+                    lost.append(f"{ident} (runs {' -> '.join(chain)}; last {last.get('state')}: "
+                                f"{last.get('error')}; action "
+                                f"{'ended' if any(k in ended_runs for k in chain) else 'started' if any(k in started_runs for k in chain) else 'never started'})")
             else:
                 done = {a for (_, _, a) in ended.get(ident, set())}
                 services = {s for (_, s, a) in ended.get(ident, set())}

@@ -809,7 +809,7 @@ def report(r):
             add(f"| {name} | {s['attempts']} | {s['acknowledged']} | {refused} | {s['lost']} |")
         rest = x["sources"].get("rest")
         if rest:
-            add(f"| rest runs cut short by a kill (`error: interrupted`, not run again) | {rest['interrupted']} | action started: {rest['interrupted_action_started']} | action ran to its end: {rest['interrupted_action_ended']} | |")
+            add(f"| rest runs cut short by a kill and queued again (`again_of`) | {rest['interrupted']} | action started before the kill: {rest['interrupted_action_started']} | action ran to its end before the kill: {rest['interrupted_action_ended']} | |")
         for reason in x["skipped"]:
             add(f"| {reason.split(' ', 1)[0]} | skipped: {reason.split(' ', 1)[1].strip('()')} | | | |")
         add("")

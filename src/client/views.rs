@@ -252,6 +252,10 @@ pub struct RunView {
     /// Who asked for it (`{"api": true}`, `{"chat": 42}`, `{"event": "email"}`...).
     #[serde(skip_serializing_if = "Value::is_null")]
     pub origin: Value,
+    /// The run a crash cut short that this one repeats (its unfinished jobs); the run cut short
+    /// names this one in its `error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub again_of: Option<String>,
     /// The steps with their jobs.
     pub steps: Vec<StepView>,
 }
@@ -293,6 +297,7 @@ impl From<RunRecord> for RunView {
             ended: r.ended,
             error: r.error,
             callback_url: r.callback_url,
+            again_of: r.again_of,
             steps: r.steps.into_iter().map(step_view).collect(),
         }
     }

@@ -264,6 +264,13 @@ pub struct RunRecord {
     /// Who asked for it.
     #[serde(skip)]
     pub origin: Origin,
+    /// How many times its jobs were started: 1, or more for a run queued again because a crash
+    /// cut the one before short.
+    #[serde(skip)]
+    pub attempt: u32,
+    /// The run a crash cut short that this one repeats.
+    #[serde(skip)]
+    pub again_of: Option<String>,
     /// The steps with their jobs.
     pub steps: Vec<StepRecord>,
 }
@@ -285,9 +292,64 @@ fn append(
     Ok(seqs)
 }
 
-/// What [`Store::interrupt_runs`] cut short: the `(service_key, action)` of the jobs that were
-/// running, and the keys of the runs.
-pub type Interrupted = (Vec<(String, String)>, Vec<String>);
+/// What [`Store::interrupt_runs`] cut short, and what it queued again.
+#[derive(Debug, Default, PartialEq)]
+pub struct Interrupted {
+    /// The `(service_key, action)` of the jobs that were running.
+    pub jobs: Vec<(String, String)>,
+    /// The keys of the runs cut short.
+    pub runs: Vec<String>,
+    /// The runs queued again in their place: (the run cut short, the new run).
+    pub again: Vec<(String, String)>,
+}
+
+/// How many times a run's jobs are started in all: a run a crash cut short is queued again
+/// until it has been cut short this many times (an action that brings cockpit down every time
+/// stops there, `error`, for a person to look at).
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// Records a new run (`new`, keyed by `new_key()`) of the jobs of run `key` that did not end
+/// `ok`, with its args, origin, callback and creation time (so it keeps its place in the queue);
+/// its key, or `None` when every job had ended `ok`.
+fn queue_again(
+    tx: &rusqlite::Transaction<'_>,
+    key: &str,
+    new_key: &mut dyn FnMut() -> String,
+) -> Result<Option<String>, StoreError> {
+    let jobs: Vec<(u32, String)> = {
+        let mut stmt = tx.prepare(
+            "SELECT step, key FROM jobs WHERE run_key = ?1 AND state != 'ok' ORDER BY step, rowid",
+        )?;
+        let rows = stmt.query_map(params![key], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    if jobs.is_empty() {
+        return Ok(None);
+    }
+    let again = new_key();
+    tx.execute(
+        "INSERT INTO runs (key, repo, state, created, callback_url, origin, args, attempt, again_of)
+         SELECT ?2, repo, 'new', created, callback_url, origin, args, attempt + 1, key
+         FROM runs WHERE key = ?1",
+        params![key, again],
+    )?;
+    let mut copy = tx.prepare_cached(
+        "INSERT INTO jobs (key, run_key, step, action_name, actor_name, service_name, service_key,
+                           state, args)
+         SELECT ?2, ?3, ?4, action_name, actor_name, service_name, service_key, 'new', args
+         FROM jobs WHERE key = ?1",
+    )?;
+    // Steps keep their order and are numbered again from 1 without the ones that had ended.
+    let (mut last, mut number) = (None, 0u32);
+    for (step, job) in jobs {
+        if last != Some(step) {
+            last = Some(step);
+            number += 1;
+        }
+        copy.execute(params![job, new_key(), again, number])?;
+    }
+    Ok(Some(again))
+}
 
 /// An inbound event recorded before it is processed.
 #[derive(Debug, Clone, PartialEq)]
@@ -405,8 +467,9 @@ impl Store {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO runs (key, repo, state, created, ended, error, callback_url, origin, args)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO runs (key, repo, state, created, ended, error, callback_url, origin, args,
+                               attempt, again_of)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 run.key,
                 run.repo,
@@ -416,7 +479,9 @@ impl Store {
                 run.error,
                 run.callback_url,
                 run.origin.to_json().to_string(),
-                args.to_string()
+                args.to_string(),
+                run.attempt,
+                run.again_of,
             ],
         )?;
         {
@@ -544,7 +609,7 @@ impl Store {
     pub fn runs(&self, repo: &str) -> Result<Vec<RunRecord>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
-            "SELECT key, repo, state, created, ended, error, callback_url, origin
+            "SELECT key, repo, state, created, ended, error, callback_url, origin, attempt, again_of
              FROM runs WHERE repo = ?1 ORDER BY created DESC, rowid DESC",
         )?;
         let rows = stmt.query_map(params![repo], run_row)?;
@@ -563,7 +628,8 @@ impl Store {
     ) -> Result<RunPage, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
-            "SELECT key, repo, state, created, ended, error, callback_url, origin, rowid
+            "SELECT key, repo, state, created, ended, error, callback_url, origin, attempt, again_of,
+                    rowid
              FROM runs WHERE repo = ?1 AND (?2 IS NULL OR state = ?2)
                AND (?3 IS NULL OR created < ?3 OR (created = ?3 AND rowid < ?4))
              ORDER BY created DESC, rowid DESC LIMIT ?5",
@@ -571,7 +637,7 @@ impl Store {
         let (created, rowid) = after.unzip();
         let rows = stmt.query_map(
             params![repo, state, created, rowid, limit as i64 + 1],
-            |row| Ok((run_row(row)?, row.get::<_, i64>(8)?)),
+            |row| Ok((run_row(row)?, row.get::<_, i64>(10)?)),
         )?;
         let mut page = rows.collect::<Result<Vec<_>, _>>()?;
         let more = page.len() > limit;
@@ -617,7 +683,7 @@ impl Store {
         let conn = self.lock();
         let Some(mut run) = conn
             .query_row(
-                "SELECT key, repo, state, created, ended, error, callback_url, origin
+                "SELECT key, repo, state, created, ended, error, callback_url, origin, attempt, again_of
                  FROM runs WHERE repo = ?1 AND key = ?2",
                 params![repo, key],
                 run_row,
@@ -672,23 +738,25 @@ impl Store {
         Ok(Some(run))
     }
 
-    /// Marks every run of `repo` still `running` as `error` with `reason`, and its unfinished
-    /// jobs too (queued `new` runs stay queued). Returns the `(service_key, action)` of jobs that
-    /// were cut short, and the keys of the runs.
+    /// Marks every run of `repo` still `running` as `error` (`reason`, which says why, and
+    /// what became of it), its unfinished jobs too, and queues each again as a new run of its
+    /// unfinished jobs (same args, origin and callback; keys from `new_key`) unless it was
+    /// already started [`MAX_ATTEMPTS`] times. All in one transaction: a crash during recovery
+    /// leaves either the run `running` (recovered again at the next start) or both.
     ///
-    /// `notice` gives each cut-short run's durable notice (from its key and origin), written in
-    /// the same transaction.
+    /// `notice` gives each cut-short run's durable notice (from its key, origin and error),
+    /// written in the same transaction.
     pub fn interrupt_runs(
         &self,
         repo: &str,
         reason: &str,
         now: i64,
-        notice: &dyn Fn(&str, &Origin) -> Option<DurableNotice>,
+        notice: &dyn Fn(&str, &Origin, &str) -> Option<DurableNotice>,
+        new_key: &mut dyn FnMut() -> String,
     ) -> Result<Interrupted, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let mut cut = Vec::new();
-        let mut runs = Vec::new();
+        let mut out = Interrupted::default();
         {
             let mut stmt = tx.prepare(
                 "SELECT j.service_key, j.action_name FROM jobs j JOIN runs r ON j.run_key = r.key
@@ -696,36 +764,52 @@ impl Store {
             )?;
             let rows = stmt.query_map(params![repo], |row| Ok((row.get(0)?, row.get(1)?)))?;
             for row in rows {
+                out.jobs.push(row?);
+            }
+            let mut stmt = tx.prepare(
+                "SELECT key, origin, attempt FROM runs WHERE repo = ?1 AND state = 'running'",
+            )?;
+            let rows = stmt.query_map(params![repo], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, u32>(2)?,
+                ))
+            })?;
+            let mut cut = Vec::new();
+            for row in rows {
                 cut.push(row?);
             }
-            let mut stmt =
-                tx.prepare("SELECT key, origin FROM runs WHERE repo = ?1 AND state = 'running'")?;
-            let rows = stmt.query_map(params![repo], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-            })?;
-            for row in rows {
-                let (key, origin) = row?;
+            for (key, origin, attempt) in cut {
                 let origin = serde_json::from_str(&origin)
                     .map(|o| Origin::from_json(&o))
                     .unwrap_or(Origin::Unknown);
-                if let Some(notice) = notice(&key, &origin) {
+                let error = if attempt >= MAX_ATTEMPTS {
+                    format!("{reason}; not queued again: cut short {attempt} times")
+                } else if let Some(again) = queue_again(&tx, &key, new_key)? {
+                    let error = format!("{reason}; queued again as run {again}");
+                    out.again.push((key.clone(), again));
+                    error
+                } else {
+                    format!("{reason}; every job had ended")
+                };
+                if let Some(notice) = notice(&key, &origin, &error) {
                     super::notify::enqueue(&tx, &notice)?;
                 }
-                runs.push(key);
+                tx.execute(
+                    "UPDATE jobs SET state = 'error' WHERE run_key = ?1
+                       AND state IN ('new', 'running')",
+                    params![key],
+                )?;
+                tx.execute(
+                    "UPDATE runs SET state = 'error', error = ?2, ended = ?3 WHERE key = ?1",
+                    params![key, error, now],
+                )?;
+                out.runs.push(key);
             }
         }
-        tx.execute(
-            "UPDATE jobs SET state = 'error' WHERE state IN ('new', 'running') AND run_key IN
-               (SELECT key FROM runs WHERE repo = ?1 AND state = 'running')",
-            params![repo],
-        )?;
-        tx.execute(
-            "UPDATE runs SET state = 'error', error = ?2, ended = ?3
-             WHERE repo = ?1 AND state = 'running'",
-            params![repo, reason, now],
-        )?;
         tx.commit()?;
-        Ok((cut, runs))
+        Ok(out)
     }
 
     /// The runs of `repo` waiting to start (`new`), oldest first.
@@ -1022,6 +1106,8 @@ fn run_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         error: row.get(5)?,
         callback_url: row.get(6)?,
         origin: Origin::from_json(&serde_json::from_str(&origin).unwrap_or(Value::Null)),
+        attempt: row.get(8)?,
+        again_of: row.get(9)?,
         steps: Vec::new(),
     })
 }
@@ -1051,6 +1137,8 @@ mod tests {
             error: None,
             callback_url: None,
             origin: Origin::Api,
+            attempt: 1,
+            again_of: None,
             steps: vec![
                 StepRecord {
                     number: 1,
@@ -1105,27 +1193,99 @@ mod tests {
     }
 
     #[test]
-    fn interrupted_runs_are_marked_error_never_left_running() {
+    fn interrupted_runs_are_marked_error_and_their_unfinished_jobs_queued_again() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
-        store.insert_run(&run("r1"), &json!({})).expect("insert");
+        store
+            .insert_run(&run("r1"), &json!({"x": 1}))
+            .expect("insert");
+        store.finish_job("j2", JobState::Ok, &[]).expect("ok");
         store
             .finish_job("j1", JobState::Running, &[])
             .expect("running");
+        let mut n = 0;
+        let mut keys = || {
+            n += 1;
+            format!("k{n}")
+        };
         let cut = store
-            .interrupt_runs("demo", "cockpit stopped", 200, &|_, _| None)
+            .interrupt_runs(
+                "demo",
+                "interrupted: cockpit stopped",
+                200,
+                &|_, _, _| None,
+                &mut keys,
+            )
             .expect("interrupt");
-        assert_eq!(cut.0, vec![("node!a".to_string(), "install".to_string())]);
-        assert_eq!(cut.1, vec!["r1".to_string()]);
+        assert_eq!(
+            cut.jobs,
+            vec![("node!a".to_string(), "install".to_string())]
+        );
+        assert_eq!(cut.runs, vec!["r1".to_string()]);
+        assert_eq!(cut.again, vec![("r1".to_string(), "k1".to_string())]);
         let got = store.run("demo", "r1").expect("query").expect("found");
         assert_eq!(got.state, RunState::Error);
-        assert_eq!(got.error.as_deref(), Some("cockpit stopped"));
-        assert!(
-            got.steps
-                .iter()
-                .flat_map(|s| &s.jobs)
-                .all(|j| j.state == JobState::Error)
+        assert_eq!(
+            got.error.as_deref(),
+            Some("interrupted: cockpit stopped; queued again as run k1")
         );
+        let states: Vec<JobState> = got
+            .steps
+            .iter()
+            .flat_map(|s| &s.jobs)
+            .map(|j| j.state)
+            .collect();
+        assert_eq!(states, [JobState::Error, JobState::Ok, JobState::Error]);
+
+        // The new run: the jobs that had not ended ok, steps numbered again, the same args and
+        // origin, waiting in the queue.
+        let again = store.run("demo", "k1").expect("query").expect("queued");
+        assert_eq!((again.state, again.attempt), (RunState::New, 2));
+        assert_eq!(again.again_of.as_deref(), Some("r1"));
+        assert_eq!(again.origin, Origin::Api);
+        assert_eq!(store.run_args("k1").expect("args"), json!({"x": 1}));
+        let jobs: Vec<(u32, &str, JobState)> = again
+            .steps
+            .iter()
+            .flat_map(|s| {
+                s.jobs
+                    .iter()
+                    .map(move |j| (s.number, j.service_name.as_str(), j.state))
+            })
+            .collect();
+        assert_eq!(jobs, [(1, "a", JobState::New), (2, "c", JobState::New)]);
+        assert_eq!(store.queued_runs("demo").expect("queue"), ["k1"]);
+
+        // Cut short again and again: after MAX_ATTEMPTS starts it stays error.
+        let mut last = "k1".to_string();
+        for attempt in 2..=MAX_ATTEMPTS {
+            store
+                .set_run_state(&last, RunState::Running, None, None)
+                .expect("start");
+            let cut = store
+                .interrupt_runs(
+                    "demo",
+                    "interrupted: again",
+                    300,
+                    &|_, _, _| None,
+                    &mut keys,
+                )
+                .expect("interrupt");
+            let run = store.run("demo", &last).expect("query").expect("found");
+            if attempt < MAX_ATTEMPTS {
+                last = cut.again[0].1.clone();
+            } else {
+                assert!(cut.again.is_empty(), "{cut:?}");
+                assert_eq!(
+                    run.error.as_deref(),
+                    Some(
+                        format!("interrupted: again; not queued again: cut short {attempt} times")
+                            .as_str()
+                    )
+                );
+            }
+        }
+        assert!(store.queued_runs("demo").expect("queue").is_empty());
     }
 
     #[test]

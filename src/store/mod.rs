@@ -23,8 +23,8 @@ use rusqlite::Connection;
 
 pub use access::{ApiTokenRecord, ApprovalRecord, AuditQuery, AuditRecord, AuditRow};
 pub use ays::{
-    EventRecord, JobRecord, JobState, LogRecord, Origin, RecurringSlot, RepoRecord, RetryRecord,
-    RunPage, RunRecord, RunState, StepRecord,
+    EventRecord, Interrupted, JobRecord, JobState, LogRecord, MAX_ATTEMPTS, Origin, RecurringSlot,
+    RepoRecord, RetryRecord, RunPage, RunRecord, RunState, StepRecord,
 };
 pub use mail::{MailFile, MailRecord};
 pub use notify::{DurableNotice, OutboxRow};
@@ -255,6 +255,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX runs_ended ON runs (repo, ended);
     ALTER TABLE jobs ADD COLUMN args TEXT;",
+    // lead: a run a crash cut short is queued again (at least once, whoever started it): the
+    // new run's attempt number and the run it repeats.
+    "ALTER TABLE runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE runs ADD COLUMN again_of TEXT;",
 ];
 
 /// The handle to durable state; cheap to clone, safe to share between actors and threads.

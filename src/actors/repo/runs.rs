@@ -8,8 +8,10 @@
 //! is acted on, and every start and end is published as a [`Notice`] for the doors.
 //!
 //! After a crash, a run left `running` is marked `error` (interrupted) and the process groups of
-//! its jobs that are still alive are killed first; when it was started by an event, a new run of
-//! the same jobs is queued, so every acknowledged event runs its actions at least once.
+//! its jobs that are still alive are killed first; in the same transaction a new run of its
+//! unfinished jobs is queued (`again_of` names the run it repeats), whoever started it, so every
+//! acknowledged run, event or mail runs its actions at least once, never two copies at a time.
+//! A run cut short [`crate::store::MAX_ATTEMPTS`] times is not queued again.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -29,8 +31,8 @@ use crate::clock;
 use crate::engine::{self, ActionState, ServiceState};
 use crate::runner::{self, ActionJob, ActionOutcome};
 use crate::store::{
-    JobRecord, JobState, LogRecord, Origin, RecurringSlot, RetryRecord, RunRecord, RunState,
-    StepRecord,
+    Interrupted, JobRecord, JobState, LogRecord, Origin, RecurringSlot, RetryRecord, RunRecord,
+    RunState, StepRecord,
 };
 use crate::telemetry::Count;
 
@@ -107,8 +109,9 @@ impl RepoState {
     }
 
     /// Ends the runs left `running` (after a crash, or at shutdown): kills what is left of their
-    /// jobs' process groups, marks them `error` with `reason`, and queues a new run of the same
-    /// jobs for those that events started (at least once).
+    /// jobs' process groups, marks them `error` with `reason`, and queues each again as a new
+    /// run of its unfinished jobs (at least once, whoever started it; see
+    /// [`crate::store::MAX_ATTEMPTS`]).
     pub(super) fn cut_short(&mut self, reason: &str) -> Result<(), AysError> {
         for (pgid, run) in self.shared.store.running_groups(&self.name)? {
             if crate::runner::kill_leftover_group(pgid, &run) {
@@ -118,30 +121,12 @@ impl RepoState {
         let interrupted = self.interrupt(reason)?;
         // Also the actions whose group the store does not have: a crash came between spawning
         // one and recording its group (found by the crash test, bench/crash.py).
-        let killed = crate::runner::kill_leftovers_of_runs(&interrupted);
+        let killed = crate::runner::kill_leftovers_of_runs(&interrupted.runs);
         if killed > 0 {
             warn!(repo = %self.name, killed, "killed actions of interrupted runs");
         }
-        for key in interrupted {
-            let Some(run) = self.shared.store.run(&self.name, &key)? else {
-                continue;
-            };
-            if let Origin::Event { .. } = run.origin {
-                let args = self.shared.store.run_args(&key)?;
-                let steps = run
-                    .steps
-                    .iter()
-                    .map(|s| {
-                        s.jobs
-                            .iter()
-                            .map(|j| (j.service_key.clone(), j.action_name.clone(), j.args.clone()))
-                            .collect()
-                    })
-                    .collect();
-                let again = self.record(steps, run.callback_url.clone(), run.origin.clone());
-                self.shared.store.insert_run(&again, &args)?;
-                info!(repo = %self.name, run = %key, again = %again.key, "event run queued again");
-            }
+        for (run, again) in &interrupted.again {
+            info!(repo = %self.name, %run, %again, "interrupted run queued again");
         }
         Ok(())
     }
@@ -164,29 +149,32 @@ impl RepoState {
         Ok(())
     }
 
-    /// Marks runs left `running` as `error` and the actions they had running as `error`; the
-    /// keys of those runs.
-    pub(super) fn interrupt(&mut self, reason: &str) -> Result<Vec<String>, AysError> {
+    /// Marks runs left `running` as `error` and the actions they had running as `error`, and
+    /// queues them again; what was cut short and queued.
+    pub(super) fn interrupt(&mut self, reason: &str) -> Result<Interrupted, AysError> {
         let config = self.shared.config.clone();
         let repo = self.name.clone();
-        let notice = move |run: &str, origin: &Origin| {
+        let notice = move |run: &str, origin: &Origin, error: &str| {
             crate::actors::notice::durable(
                 &config,
                 &RunEnd {
                     repo: &repo,
                     run,
                     state: RunState::Error,
-                    error: Some(reason),
+                    error: Some(error),
                     origin,
                 },
             )
         };
-        let (cut, runs) =
-            self.shared
-                .store
-                .interrupt_runs(&self.name, reason, clock::now_secs(), &notice)?;
+        let interrupted = self.shared.store.interrupt_runs(
+            &self.name,
+            reason,
+            clock::now_secs(),
+            &notice,
+            &mut random_key,
+        )?;
         let mut touched = Vec::new();
-        for (key, action) in cut {
+        for (key, action) in interrupted.jobs.iter().cloned() {
             if let Some(service) = self.services.get_mut(&key) {
                 service.actions.insert(action, ActionState::Error);
                 service.state = ServiceState::Error;
@@ -206,7 +194,7 @@ impl RepoState {
             warn!(repo = %self.name, services = touched.len(), "{reason}");
         }
         self.save(touched.iter(), &[])?;
-        Ok(runs)
+        Ok(interrupted)
     }
 
     /// A new run record from planned steps of (service key, action, the job's own args).
@@ -248,6 +236,8 @@ impl RepoState {
             error: None,
             callback_url,
             origin,
+            attempt: 1,
+            again_of: None,
             steps,
         }
     }

@@ -209,7 +209,7 @@ async fn a_failed_step_ends_the_run_in_error_with_its_reason() {
 }
 
 #[tokio::test]
-async fn a_run_cut_short_by_a_crash_is_marked_interrupted_by_the_next_actor() {
+async fn a_run_cut_short_by_a_crash_is_marked_interrupted_and_queued_again_by_the_next_actor() {
     let bench = bench(&[("install", "sleep 30")], 1).await;
     let run = bench.create_run().await;
     // Wait until the job runs, then crash the actor mid-run.
@@ -237,15 +237,31 @@ async fn a_run_cut_short_by_a_crash_is_marked_interrupted_by_the_next_actor() {
         "{stored:?}"
     );
     assert_eq!(stored.steps[0].jobs[0].state, JobState::Error);
-    // The repository is free again.
-    let next = call!(actor, |reply| RepoMsg::CreateRun {
-        simulate: true,
-        callback_url: None,
-        origin: Origin::Api,
-        reply
-    })
-    .expect("call");
-    assert!(next.is_ok(), "{next:?}");
+    // Its unfinished job is queued again as a new run (at least once), which starts.
+    let again = stored
+        .error
+        .as_deref()
+        .and_then(|e| e.rsplit_once("queued again as run "))
+        .map(|(_, key)| key.to_string())
+        .expect("the error names the new run");
+    let mut started = None;
+    for _ in 0..200 {
+        let run = call!(actor, |reply| RepoMsg::GetRun {
+            key: again.clone(),
+            reply
+        })
+        .expect("call")
+        .expect("found");
+        if run.state == RunState::Running {
+            started = Some(run);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let started = started.expect("the run queued again starts");
+    assert_eq!(started.again_of.as_deref(), Some(run.key.as_str()));
+    assert_eq!(started.attempt, 2);
+    assert_eq!(started.steps[0].jobs[0].action_name, "install");
     actor.stop(None);
     let _ = handle.await;
 }
