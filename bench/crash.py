@@ -43,6 +43,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from email.message import EmailMessage
 from pathlib import Path
@@ -317,22 +318,19 @@ def probe(server, token):
 
 
 def runs(server, token, repo):
-    """Every run of `repo` (following a cursor if the listing is paginated)."""
-    out, cursor = [], None
+    """Every run of `repo`, following the `Link: <…>; rel="next"` header from page to page."""
+    out = []
+    url = f"{server.api}/ays/repository/{repo}/aysrun?limit=1000"
     for _ in range(10000):
-        url = f"{server.api}/ays/repository/{repo}/aysrun"
-        if cursor:
-            url += "?cursor=" + urllib.request.quote(str(cursor))
-        status, body = http("GET", url, token=token, timeout=60)
-        assert status == 200, (status, body[:300])
-        page = json.loads(body)
-        if isinstance(page, list):
-            return out + page
-        items = next((v for k, v in page.items() if isinstance(v, list)), [])
-        out += items
-        cursor = page.get("cursor") or page.get("next_cursor") or page.get("next")
-        if not cursor or not items:
+        request = urllib.request.Request(url)
+        request.add_header("Authorization", f"bearer {token}")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            out += json.loads(response.read().decode())
+            link = response.headers.get("Link") or ""
+        found = re.search(r"<([^>]+)>;\s*rel=\"next\"", link)
+        if not found:
             return out
+        url = urllib.parse.urljoin(url, found.group(1))
     return out
 
 
