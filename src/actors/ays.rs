@@ -34,8 +34,6 @@ pub struct RepoInfo {
 
 /// Messages of the Ays actor. Doors do not send these: they call [`crate::client`].
 pub enum AysMsg {
-    /// Every repository.
-    ListRepos(RpcReplyPort<Result<Vec<RepoInfo>, AysError>>),
     /// Creates a repository (and clones `git_url` into it when given).
     CreateRepo {
         /// `^[A-Za-z0-9_-]{1,64}$`.
@@ -97,6 +95,18 @@ pub enum AysMsg {
 
 /// The Ays actor.
 pub struct Ays;
+
+/// The repositories as they are listed, published by the `Ays` actor after every change and
+/// before it answers the change (so a caller reads its own writes): listing them is a read of
+/// this, not a message (the REST door's most frequent call). `None` while no `Ays` actor runs.
+/// Process-wide like ractor's actor names (in-process servers run one at a time).
+static LISTING: parking_lot::RwLock<Option<Arc<[RepoInfo]>>> = parking_lot::const_rwlock(None);
+
+/// Every repository, by name, from the listing the `Ays` actor publishes; `None` while it is
+/// not running.
+pub fn listing() -> Option<Arc<[RepoInfo]>> {
+    LISTING.read().clone()
+}
 
 /// One supervised repository actor.
 struct RepoChild {
@@ -192,7 +202,18 @@ impl AysState {
             waiting: Vec::new(),
         });
         child.actor = Some(actor.clone());
+        self.publish();
         Ok(actor)
+    }
+
+    /// Publishes the listing of the repositories ([`listing`]).
+    fn publish(&self) {
+        let all = self
+            .repos
+            .values()
+            .map(|c| info(&self.shared, &c.record))
+            .collect();
+        *LISTING.write() = Some(all);
     }
 
     fn repo(&self, name: &str) -> Result<ActorRef<RepoMsg>, AysError> {
@@ -301,7 +322,9 @@ impl AysState {
         let actor = self.repo(name)?;
         self.children.remove(&name.to_string());
         self.shared.faults.leave(&format!("repo:{name}"));
-        if let Some(child) = self.repos.remove(name) {
+        let removed = self.repos.remove(name);
+        self.publish();
+        if let Some(child) = removed {
             // A deleted repository owes nothing.
             for id in child.waiting.iter().filter_map(|e| e.id) {
                 self.settle(myself, id);
@@ -523,10 +546,6 @@ impl Actor for Ays {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            AysMsg::ListRepos(reply) => {
-                let all = state.repos.values();
-                let _ = reply.send(Ok(all.map(|c| info(&state.shared, &c.record)).collect()));
-            }
             AysMsg::CreateRepo {
                 name,
                 git_url,
@@ -602,6 +621,7 @@ impl Actor for Ays {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        *LISTING.write() = None;
         state.flush_processed();
         for child in state.repos.values_mut() {
             if let Some(actor) = child.actor.take() {

@@ -32,6 +32,16 @@ impl From<RepoInfo> for RepoView {
     }
 }
 
+impl From<&RepoInfo> for RepoView {
+    fn from(info: &RepoInfo) -> Self {
+        RepoView {
+            name: info.record.name.clone(),
+            path: info.dir.display().to_string(),
+            git_url: info.record.git_url.clone(),
+        }
+    }
+}
+
 /// A blueprint.
 #[derive(Debug, Clone, Serialize)]
 pub struct BlueprintView {
