@@ -16,7 +16,7 @@ use super::schemas::{AuthFailures, BodyFailures, Error, RepoFailures};
 use crate::actors::Shared;
 use crate::auth::access::{Action, Role};
 use crate::auth::approvals::{self, ApprovalError};
-use crate::auth::audit::{self, Door, Outcome};
+use crate::auth::audit::{self, Audit, Door, Outcome};
 use crate::auth::tokens::{self, TokenError};
 use crate::client::AysClient;
 use crate::store::{ApiTokenRecord, AuditQuery};
@@ -424,13 +424,13 @@ pub(crate) async fn approve(guarded: Guarded, id: String, shared: Shared) -> Res
             }
             Err(ApprovalError::Store(err)) => return internal(err),
         };
-    let result = AysClient.carry_out(action, &target).await;
-    let outcome = match &result {
-        Ok(()) => Outcome::Ok,
-        Err(err) => Outcome::Error(format!("approved by {approver}: {err}")),
-    };
-    let row = audit::record(Door::Rest, &requested_by, action, &target, &outcome);
-    audit::write(&shared.store, &row);
+    // The requester's action, written by the core with the change; a failure here.
+    let audit = Audit::new(Door::Rest, &requested_by, action, &target);
+    let result = AysClient.carry_out(audit.clone()).await;
+    if let Err(err) = &result {
+        let why = Outcome::Error(format!("approved by {approver}: {err}"));
+        audit::write(&shared.store, &audit.row(&why));
+    }
     match result {
         Ok(()) => json(
             &Approved {

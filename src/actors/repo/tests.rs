@@ -82,12 +82,14 @@ async fn bench_with(
         name: "b.yaml".into(),
         content: blueprint,
         create: true,
+        audit: None,
         reply
     })
     .expect("call")
     .expect("blueprint");
     call!(actor, |reply| RepoMsg::ExecuteBlueprint {
         name: "b.yaml".into(),
+        audit: None,
         reply
     })
     .expect("call")
@@ -121,6 +123,7 @@ impl Bench {
             simulate: false,
             callback_url: None,
             origin: Origin::Api,
+            audit: None,
             reply
         })
         .expect("call")
@@ -242,6 +245,7 @@ async fn a_run_cut_short_by_a_crash_is_marked_interrupted_by_the_next_actor() {
         simulate: true,
         callback_url: None,
         origin: Origin::Api,
+        audit: None,
         reply
     })
     .expect("call");
@@ -324,6 +328,7 @@ async fn an_event_during_a_run_is_queued_and_runs_after_it() {
     .expect("config");
     call!(bench.actor, |reply| RepoMsg::ExecuteBlueprint {
         name: "b.yaml".into(),
+        audit: None,
         reply
     })
     .expect("call")
@@ -618,6 +623,7 @@ async fn runs_older_than_keep_days_are_pruned_with_their_jobs_and_logs() {
         name: "n0".into(),
         action: "install".into(),
         args: None,
+        audit: None,
         reply
     })
     .expect("call")
