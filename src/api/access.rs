@@ -406,7 +406,7 @@ pub(crate) struct Approved {
     security(("jwt" = []), ("jwt_cookie" = [])),
     responses((status = 200, description = "Approved and carried out", body = Approved),
         (status = 400, description = "The held action cannot be carried out", body = Error),
-        (status = 409, description = "Already approved, or a run is in progress", body = Error),
+        (status = 409, description = "Already approved, expired (held more than 24 hours), or a run is in progress", body = Error),
         AuthFailures, RepoFailures))]
 pub(crate) async fn approve(guarded: Guarded, id: String, shared: Shared) -> Response {
     let approver = guarded.caller.principal.identity.clone();
@@ -419,7 +419,7 @@ pub(crate) async fn approve(guarded: Guarded, id: String, shared: Shared) -> Res
             Err(err @ ApprovalError::NotFound(_)) => {
                 return error(StatusCode::NOT_FOUND, err.to_string()).into_response();
             }
-            Err(err @ ApprovalError::Done(_)) => {
+            Err(err @ (ApprovalError::Done(_) | ApprovalError::Expired(_))) => {
                 return error(StatusCode::CONFLICT, err.to_string()).into_response();
             }
             Err(ApprovalError::Store(err)) => return internal(err),
