@@ -1385,7 +1385,7 @@ async fn a_mixed_script_through_every_door_is_audited_row_for_row_across_kill_9(
                 "error"
             ),
             row(r, "itsyouonline:olga", "event.raise", "deploy", "ok"),
-            row(t, a1, "run.cancel", "demo", "ok"),
+            row(t, a1, "run.cancel", &format!("demo/{key}"), "ok"),
             row(
                 "mail",
                 "mail:ops@example.org",
