@@ -15,8 +15,8 @@ use super::auth::{AuditTarget, Guarded, Job, audited, guarded};
 use super::error;
 use super::reply::{no_content, one_of, respond};
 use super::schemas::{
-    AuthFailures, Blueprint, BodyFailures, Error, Executed, HoldFailures, Problems, Repo,
-    RepoFailures, Run, Service, ServiceSummary, Template,
+    AuthFailures, Blueprint, BodyFailures, Error, Executed, Held, Problems, Repo, RepoFailures,
+    Run, Service, ServiceSummary, Template,
 };
 use crate::actors::Shared;
 use crate::client::{Audit, AysClient, RunRequest};
@@ -312,7 +312,8 @@ pub(crate) async fn get_repo(name: String) -> Response {
     security(("jwt" = []), ("jwt_cookie" = [])),
     responses((status = 204, description = "Deleted"),
         (status = 409, description = "A run is in progress", body = Error),
-        HoldFailures, AuthFailures, RepoFailures))]
+        (status = 202, description = "Held until a second admin approves it (`[access] two_person`)", body = Held),
+        AuthFailures, RepoFailures))]
 pub(crate) async fn delete_repo(audit: Option<Audit>, name: String) -> Response {
     no_content(AysClient.delete_repo(name, audit).await)
 }
@@ -392,7 +393,9 @@ pub(crate) async fn put_blueprint(
     params(("repo" = String, Path, description = "Repository name"),
         ("blueprint" = String, Path, description = "Blueprint file name")),
     security(("jwt" = []), ("jwt_cookie" = [])),
-    responses((status = 204, description = "Deleted"), HoldFailures, AuthFailures, RepoFailures))]
+    responses((status = 204, description = "Deleted"),
+        (status = 202, description = "Held until a second admin approves it (`[access] two_person`)", body = Held),
+        AuthFailures, RepoFailures))]
 pub(crate) async fn delete_blueprint(audit: Option<Audit>, repo: String, name: String) -> Response {
     no_content(AysClient.delete_blueprint(&repo, name, audit).await)
 }
@@ -501,7 +504,8 @@ pub(crate) async fn get_service(repo: String, role: String, name: String) -> Res
     security(("jwt" = []), ("jwt_cookie" = [])),
     responses((status = 204, description = "Deleted"),
         (status = 409, description = "A run is in progress", body = Error),
-        HoldFailures, AuthFailures, RepoFailures))]
+        (status = 202, description = "Held until a second admin approves it (`[access] two_person`)", body = Held),
+        AuthFailures, RepoFailures))]
 pub(crate) async fn delete_service(
     audit: Option<Audit>,
     repo: String,

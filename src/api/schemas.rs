@@ -215,7 +215,8 @@ pub struct Health {
     pub actors: std::collections::HashMap<String, ActorHealth>,
 }
 
-/// A request `[access] two_person` holds until a second admin approves it (`202`).
+/// A request `[access] two_person` holds until a second admin approves it (`202`, within 24
+/// hours); nothing was done yet. (A body of a path's own response, so the document collects it.)
 #[derive(ToSchema)]
 pub struct Held {
     /// The approval's id: `POST /auth/approvals/{id}` (or `/approve <id>` in Telegram) by
@@ -227,14 +228,6 @@ pub struct Held {
     pub target: String,
     /// What to do, in a sentence.
     pub error: String,
-}
-
-/// What a route `[access] two_person` may hold answers instead of acting.
-#[derive(IntoResponses)]
-pub enum HoldFailures {
-    /// Held until a second admin approves it (within 24 hours); nothing was done yet.
-    #[response(status = 202)]
-    Held(Held),
 }
 
 /// What the JWT guard of `/ays/*` answers instead of the route.
