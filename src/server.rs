@@ -193,7 +193,8 @@ async fn serve(
         "cockpit ready"
     );
 
-    // The audit trail keeps `[audit] keep_days`: swept now and every hour while running.
+    // The audit trail keeps `[audit] keep_days`: swept now and every hour while running, with
+    // the held actions too old to be approved.
     let sweeper = {
         let store = shared.store.clone();
         let keep_ms = (shared.config.audit.keep_days as i64).saturating_mul(86_400_000);
@@ -204,6 +205,10 @@ async fn serve(
                 let before = crate::clock::now_ms().saturating_sub(keep_ms);
                 if let Err(err) = store.sweep_audit(before) {
                     warn!(%err, "cannot sweep the audit trail");
+                }
+                let expired = crate::clock::now_ms() - crate::auth::approvals::EXPIRES_AFTER_MS;
+                if let Err(err) = store.sweep_approvals(expired) {
+                    warn!(%err, "cannot sweep expired approvals");
                 }
             }
         }))

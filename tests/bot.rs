@@ -1119,3 +1119,303 @@ async fn service_execute_gives_key_value_args_to_the_action() {
     );
     world.assert_no_secrets_logged();
 }
+
+/// A JWT of ItsYou.online user `user` in `myorg`, signed by the test key.
+fn jwt(user: &str) -> String {
+    const PRIVATE: &str = include_str!("support/keys/test_p384.pem");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let claims = json!({"iss": "itsyouonline", "exp": now + 3600, "username": user,
+                        "scope": ["user:memberof:myorg"]});
+    cockpit::auth::mint_token(PRIVATE, &claims).expect("mint")
+}
+
+/// One audit row as the test compares it: `(door, identity, action, target, outcome)`.
+type Row = (String, String, String, String, String);
+
+fn row(door: &str, identity: &str, action: &str, target: &str, outcome: &str) -> Row {
+    (
+        door.into(),
+        identity.into(),
+        action.into(),
+        target.into(),
+        outcome.into(),
+    )
+}
+
+impl World {
+    /// `GET /audit` as the REST admin `ops`: the rows oldest first, and the page as text.
+    async fn audit(&self) -> (Vec<Row>, String) {
+        let api = Api {
+            base: self.cockpit.api.clone(),
+            ..Api::new(&self.cockpit)
+        };
+        let (status, page) = api.get("/audit?limit=1000").await;
+        assert_eq!(status, 200, "{page}");
+        let mut rows: Vec<Row> = page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|r| {
+                let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+                (
+                    s("door"),
+                    s("identity"),
+                    s("action"),
+                    s("target"),
+                    s("outcome"),
+                )
+            })
+            .collect();
+        rows.reverse();
+        (rows, page.to_string())
+    }
+}
+
+#[tokio::test]
+async fn a_two_person_repo_delete_waits_for_a_second_admin_in_telegram() {
+    let world = World::start_with(
+        "[access]\nadmin = [\"itsyouonline:alice1\", \"itsyouonline:alice2\", \"itsyouonline:ops\"]\ntwo_person = [\"repo.delete\"]\n",
+    )
+    .await;
+    world.log_in(1).await;
+    world.log_in(2).await;
+    world
+        .say(1, "/repo create demo", "Repository demo created")
+        .await;
+    world.say(1, "/repo delete demo", "Press Confirm").await;
+    let held = world.say(1, "/confirm", "needs a second admin").await;
+    let at = held.find("apr_").expect("an approval id");
+    let id: String = held[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    assert_eq!(world.rest_repositories().await[0]["name"], "demo", "held");
+
+    world
+        .say(
+            1,
+            &format!("/approve {id}"),
+            "the same admin cannot approve their own request",
+        )
+        .await;
+    assert_eq!(world.rest_repositories().await[0]["name"], "demo");
+    world
+        .say(
+            2,
+            &format!("/approve {id}"),
+            "Approved: repo.delete demo (asked by itsyouonline:alice1) is done",
+        )
+        .await;
+    assert_eq!(world.rest_repositories().await, json!([]));
+    world
+        .say(2, &format!("/approve {id}"), "already approved")
+        .await;
+
+    let (rows, _) = world.audit().await;
+    let t = "telegram";
+    assert_eq!(
+        rows,
+        vec![
+            row(t, "itsyouonline:alice1", "repo.create", "demo", "ok"),
+            row(t, "itsyouonline:alice1", "repo.delete", "demo", "denied"),
+            row(t, "itsyouonline:alice1", "approval.approve", &id, "denied"),
+            row(t, "itsyouonline:alice2", "approval.approve", &id, "ok"),
+            row(t, "itsyouonline:alice1", "repo.delete", "demo", "ok"),
+        ]
+    );
+    world.assert_no_secrets_logged();
+}
+
+/// One fixed script through every door (REST, Telegram, mail, the CLI), allowed, refused and
+/// failing commands, then `kill -9`: the audit trail has exactly the expected rows, in order,
+/// and no secret.
+#[tokio::test]
+async fn a_mixed_script_through_every_door_is_audited_row_for_row_across_kill_9() {
+    let mail =
+        "[mail]\nactive = true\nhost = \"127.0.0.1\"\nport = 0\ndomain = [\"cockpit.test\"]\n";
+    let mut world = World::start_with(&format!(
+        "[access]\nviewer = [\"group:myorg\"]\noperator = [\"itsyouonline:olga\"]\n\
+         admin = [\"itsyouonline:alice1\", \"itsyouonline:ops\"]\n{mail}"
+    ))
+    .await;
+    world.log_in(1).await; // alice1: admin
+    world.log_in(2).await; // alice2: viewer (myorg)
+    let (olga, vic) = (jwt("olga"), jwt("vic"));
+    let ops = Api::new(&world.cockpit);
+    let rest = |token: &str| Api {
+        token: token.to_string(),
+        ..Api::new(&world.cockpit)
+    };
+
+    // REST: a viewer refused, an admin creates.
+    let (status, _) = rest(&vic).post("", json!({"name": "demo"})).await;
+    assert_eq!(status, 403);
+    let (status, repo) = ops.post("", json!({"name": "demo"})).await;
+    assert_eq!(status, 201, "{repo}");
+    support::api::template(
+        &support::api::repo_path(&repo),
+        "node",
+        "size: {type: int, default: 1}\n",
+        &[("install", "sleep 30")],
+    );
+
+    // Telegram: a viewer refused, an admin adds and executes a blueprint, one that is not there
+    // fails.
+    world.say(2, "/repo select demo", "selected").await;
+    world
+        .say(2, "/blueprint add x.yaml", "needs the operator role")
+        .await;
+    world.say(1, "/repo select demo", "selected").await;
+    world
+        .say(1, "/blueprint add web.yaml", "Send me the YAML")
+        .await;
+    world
+        .say(1, "node__main:\n  size: 2\n", "Blueprint web.yaml saved")
+        .await;
+    world
+        .say(1, "/blueprint execute web.yaml", "executed")
+        .await;
+    world
+        .say(1, "/blueprint execute nope.yaml", "not found")
+        .await;
+
+    // REST: an operator schedules an action and starts a run (the action sleeps), is refused a
+    // deletion, fails an execution, raises an event.
+    let (status, body) = rest(&olga)
+        .post("/demo/service/node/main/action/install", json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, run) = rest(&olga).post("/demo/aysrun", json!({})).await;
+    assert_eq!(status, 201, "{run}");
+    let key = run["key"].as_str().expect("run key").to_string();
+    let (status, _) = rest(&olga)
+        .call(reqwest::Method::DELETE, "/demo", None)
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = rest(&olga)
+        .post("/demo/blueprint/nope.yaml", json!({}))
+        .await;
+    assert_eq!(status, 404);
+    let events = Api {
+        base: world.cockpit.api.clone(),
+        ..rest(&olga)
+    };
+    let (status, body) = events
+        .post("/ays/event/deploy", json!({"version": "1.2"}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+
+    // Telegram: the admin cancels the run.
+    world
+        .say(1, &format!("/run cancel {key}"), "cancelled")
+        .await;
+
+    // Mail, audited as its sender; the body stays out of the trail.
+    let body = "the mail body SECRET-never-audited";
+    let mut smtp = tokio::net::TcpStream::connect(&world.cockpit.mail)
+        .await
+        .expect("smtp");
+    support::smtp_session(&mut smtp, "ops@example.org", "alerts@cockpit.test", body).await;
+
+    // The CLI beside the running server: a token for olga, then olga logged out everywhere; one
+    // revocation of nobody fails.
+    let config = world.cockpit.config.display().to_string();
+    let cli = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["-c", config.as_str()]);
+        support::run(&all)
+    };
+    let (code, cli_token, err) = cli(&[
+        "tokens",
+        "create",
+        "--identity",
+        "itsyouonline:olga",
+        "--role",
+        "viewer",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let cli_token = cli_token.trim().to_string();
+    let (code, _, err) = cli(&["users", "revoke", "itsyouonline:olga"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, _) = cli(&["users", "revoke", "itsyouonline:nobody"]);
+    assert_ne!(code, 0);
+
+    world.cockpit = world.cockpit.kill_and_restart();
+    let (rows, page) = world.audit().await;
+    let cli_user = rows
+        .iter()
+        .find(|r| r.0 == "cli")
+        .map(|r| r.1.clone())
+        .expect("a cli row");
+    assert!(cli_user.starts_with("cli:"), "{cli_user}");
+    let token_id = rows
+        .iter()
+        .find(|r| r.0 == "cli" && r.2 == "token.create")
+        .map(|r| r.3.clone())
+        .expect("the token's row");
+    assert!(token_id.starts_with("tok_"), "{token_id}");
+    let (a1, a2) = ("itsyouonline:alice1", "itsyouonline:alice2");
+    let (t, r) = ("telegram", "rest");
+    assert_eq!(
+        rows,
+        vec![
+            row(r, "itsyouonline:vic", "repo.create", "", "denied"),
+            row(r, "itsyouonline:ops", "repo.create", "demo", "ok"),
+            row(t, a2, "blueprint.add", "demo/x.yaml", "denied"),
+            row(t, a1, "blueprint.add", "demo/web.yaml", "ok"),
+            row(t, a1, "blueprint.execute", "demo/web.yaml", "ok"),
+            row(t, a1, "blueprint.execute", "demo/nope.yaml", "error"),
+            row(
+                r,
+                "itsyouonline:olga",
+                "service.execute",
+                "demo/node/main/install",
+                "ok"
+            ),
+            row(r, "itsyouonline:olga", "run.create", "demo", "ok"),
+            row(r, "itsyouonline:olga", "repo.delete", "demo", "denied"),
+            row(
+                r,
+                "itsyouonline:olga",
+                "blueprint.execute",
+                "demo/nope.yaml",
+                "error"
+            ),
+            row(r, "itsyouonline:olga", "event.raise", "deploy", "ok"),
+            row(t, a1, "run.cancel", &format!("demo/{key}"), "ok"),
+            row(
+                "mail",
+                "mail:ops@example.org",
+                "mail.receive",
+                "alerts@cockpit.test",
+                "ok"
+            ),
+            row("cli", &cli_user, "token.create", &token_id, "ok"),
+            row("cli", &cli_user, "user.revoke", "itsyouonline:olga", "ok"),
+            row(
+                "cli",
+                &cli_user,
+                "user.revoke",
+                "itsyouonline:nobody",
+                "error"
+            ),
+        ]
+    );
+    for secret in [
+        cli_token.as_str(),
+        &cli_token[3..],
+        &olga,
+        &vic,
+        &ops.token,
+        BOT_TOKEN,
+        "s3cr3t-client-VALUE",
+        body,
+        "SECRET",
+    ] {
+        assert!(!page.contains(secret), "{secret:?} is in the audit trail");
+    }
+    world.assert_no_secrets_logged();
+}

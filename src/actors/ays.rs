@@ -20,6 +20,7 @@ pub use super::error::AysError;
 use super::notice::Notice;
 use super::repo::{Repo, RepoArgs, RepoMsg};
 use super::supervise::{Children, Decision};
+use crate::auth::audit::{Audit, Outcome};
 use crate::clock;
 use crate::store::RepoRecord;
 
@@ -40,6 +41,8 @@ pub enum AysMsg {
         name: String,
         /// A git remote to clone.
         git_url: Option<String>,
+        /// The command's audit entry: its row is written with the repository's.
+        audit: Option<Audit>,
         /// Gets the new repository.
         reply: RpcReplyPort<Result<RepoInfo, AysError>>,
     },
@@ -54,6 +57,8 @@ pub enum AysMsg {
     DeleteRepo {
         /// Its name.
         name: String,
+        /// The command's audit entry: its row is written with the deletion.
+        audit: Option<Audit>,
         /// Acknowledges.
         reply: RpcReplyPort<Result<(), AysError>>,
     },
@@ -82,6 +87,8 @@ pub enum AysMsg {
         git_url: String,
         /// Whether the clone worked.
         result: Result<(), AysError>,
+        /// The creating command's audit entry.
+        audit: Option<Audit>,
         /// The creator's reply port.
         reply: RpcReplyPort<Result<RepoInfo, AysError>>,
     },
@@ -231,6 +238,7 @@ impl AysState {
         myself: &ActorRef<AysMsg>,
         name: String,
         git_url: Option<String>,
+        audit: Option<Audit>,
         reply: RpcReplyPort<Result<RepoInfo, AysError>>,
     ) {
         if !valid_repo_name(&name) {
@@ -253,7 +261,7 @@ impl AysState {
             }
         }
         let Some(url) = git_url else {
-            let _ = reply.send(self.finish_create(myself, name, None).await);
+            let _ = reply.send(self.finish_create(myself, name, None, audit).await);
             return;
         };
         self.cloning.insert(name.clone());
@@ -283,6 +291,7 @@ impl AysState {
                 name,
                 git_url: url,
                 result,
+                audit,
                 reply,
             };
             if me.cast(cloned).is_err() {
@@ -292,12 +301,14 @@ impl AysState {
         });
     }
 
-    /// Creates the repository's directories, records it and starts its actor.
+    /// Creates the repository's directories, records it (with the command's audit row) and
+    /// starts its actor.
     async fn finish_create(
         &mut self,
         myself: &ActorRef<AysMsg>,
         name: String,
         git_url: Option<String>,
+        audit: Option<Audit>,
     ) -> Result<RepoInfo, AysError> {
         let dir = repo_dir(&self.shared, &name);
         for sub in ["blueprints", "actorTemplates"] {
@@ -310,7 +321,8 @@ impl AysState {
             git_url,
             created_ms: clock::now_ms(),
         };
-        if !self.shared.store.insert_repo(&record)? {
+        let row = audit.map(|a| a.row(&Outcome::Ok));
+        if !self.shared.store.insert_repo(&record, row.as_ref())? {
             return Err(AysError::Conflict(format!("repository {name:?} exists")));
         }
         self.spawn_repo(myself, &record).await?;
@@ -318,7 +330,12 @@ impl AysState {
         Ok(info(&self.shared, &record))
     }
 
-    async fn delete(&mut self, myself: &ActorRef<AysMsg>, name: &str) -> Result<(), AysError> {
+    async fn delete(
+        &mut self,
+        myself: &ActorRef<AysMsg>,
+        name: &str,
+        audit: Option<Audit>,
+    ) -> Result<(), AysError> {
         let actor = self.repo(name)?;
         self.children.remove(&name.to_string());
         self.shared.faults.leave(&format!("repo:{name}"));
@@ -333,7 +350,8 @@ impl AysState {
         let _ = actor
             .stop_and_wait(Some("deleted".into()), Some(Duration::from_secs(30)))
             .await;
-        self.shared.store.delete_repo(name)?;
+        let row = audit.map(|a| a.row(&Outcome::Ok));
+        self.shared.store.delete_repo(name, row.as_ref())?;
         let dir = repo_dir(&self.shared, name);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|err| {
@@ -549,17 +567,23 @@ impl Actor for Ays {
             AysMsg::CreateRepo {
                 name,
                 git_url,
+                audit,
                 reply,
-            } => state.create(&myself, name, git_url, reply).await,
+            } => state.create(&myself, name, git_url, audit, reply).await,
             AysMsg::Cloned {
                 name,
                 git_url,
                 result,
+                audit,
                 reply,
             } => {
                 state.cloning.remove(&name);
                 let created = match result {
-                    Ok(()) => state.finish_create(&myself, name, Some(git_url)).await,
+                    Ok(()) => {
+                        state
+                            .finish_create(&myself, name, Some(git_url), audit)
+                            .await
+                    }
                     Err(err) => Err(err),
                 };
                 let _ = reply.send(created);
@@ -571,8 +595,8 @@ impl Actor for Ays {
                 };
                 let _ = reply.send(result);
             }
-            AysMsg::DeleteRepo { name, reply } => {
-                let _ = reply.send(state.delete(&myself, &name).await);
+            AysMsg::DeleteRepo { name, audit, reply } => {
+                let _ = reply.send(state.delete(&myself, &name, audit).await);
             }
             AysMsg::Repo { name, reply } => {
                 let _ = reply.send(state.repo(&name));

@@ -16,7 +16,7 @@ use super::schemas::{AuthFailures, BodyFailures, Error, RepoFailures};
 use crate::actors::Shared;
 use crate::auth::access::{Action, Role};
 use crate::auth::approvals::{self, ApprovalError};
-use crate::auth::audit::{self, Door, Outcome};
+use crate::auth::audit::{self, Audit, Door, Outcome};
 use crate::auth::tokens::{self, TokenError};
 use crate::client::AysClient;
 use crate::store::{ApiTokenRecord, AuditQuery};
@@ -406,7 +406,7 @@ pub(crate) struct Approved {
     security(("jwt" = []), ("jwt_cookie" = [])),
     responses((status = 200, description = "Approved and carried out", body = Approved),
         (status = 400, description = "The held action cannot be carried out", body = Error),
-        (status = 409, description = "Already approved, or a run is in progress", body = Error),
+        (status = 409, description = "Already approved, expired (held more than 24 hours), or a run is in progress", body = Error),
         AuthFailures, RepoFailures))]
 pub(crate) async fn approve(guarded: Guarded, id: String, shared: Shared) -> Response {
     let approver = guarded.caller.principal.identity.clone();
@@ -419,18 +419,18 @@ pub(crate) async fn approve(guarded: Guarded, id: String, shared: Shared) -> Res
             Err(err @ ApprovalError::NotFound(_)) => {
                 return error(StatusCode::NOT_FOUND, err.to_string()).into_response();
             }
-            Err(err @ ApprovalError::Done(_)) => {
+            Err(err @ (ApprovalError::Done(_) | ApprovalError::Expired(_))) => {
                 return error(StatusCode::CONFLICT, err.to_string()).into_response();
             }
             Err(ApprovalError::Store(err)) => return internal(err),
         };
-    let result = AysClient.carry_out(action, &target).await;
-    let outcome = match &result {
-        Ok(()) => Outcome::Ok,
-        Err(err) => Outcome::Error(format!("approved by {approver}: {err}")),
-    };
-    let row = audit::record(Door::Rest, &requested_by, action, &target, &outcome);
-    audit::write(&shared.store, &row);
+    // The requester's action, written by the core with the change; a failure here.
+    let audit = Audit::new(Door::Rest, &requested_by, action, &target);
+    let result = AysClient.carry_out(audit.clone()).await;
+    if let Err(err) = &result {
+        let why = Outcome::Error(format!("approved by {approver}: {err}"));
+        audit::write(&shared.store, &audit.row(&why));
+    }
     match result {
         Ok(()) => json(
             &Approved {

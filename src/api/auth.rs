@@ -17,11 +17,12 @@ use warp::{Filter, Rejection};
 use super::http::Peer;
 use crate::actors::Shared;
 use crate::auth::access::{Action, Principal, Role, refusal};
-use crate::auth::audit::{self, Door, Outcome};
+use crate::auth::audit::{self, Audit, Door, Outcome};
 use crate::auth::pool::{Overload, VerifyError, now_secs};
 use crate::auth::{AuthError, token_from_parts};
 use crate::auth::{approvals, tokens};
 use crate::store::Store;
+use futures::future::BoxFuture;
 
 /// A refused request: 401 with the message of the [`AuthError`].
 #[derive(Debug)]
@@ -351,15 +352,59 @@ pub struct AuditTarget(pub String);
 #[derive(Debug, Clone)]
 pub struct AuditNote(pub String);
 
-/// Writes the audit row of a request that changes something, from its reply's status (and the
-/// error message a handler left in [`AuditNote`]), and passes the reply on.
+/// A matched route's work: a reply already made (a read), or a change waiting for the caller's
+/// audit entry, which the core writes in the transaction of the change. (The guard runs once,
+/// before any route is matched, so routes cannot take the [`Guarded`] as an argument: they hand
+/// back what to do with it.)
+pub enum Job {
+    /// The reply.
+    Done(Response),
+    /// What the handler does given the audit entry (`None` when the route changes nothing).
+    Change(Box<dyn FnOnce(Option<Audit>) -> BoxFuture<'static, Response> + Send>),
+}
+
+impl Job {
+    /// A change: `handler` calls the core with the audit entry.
+    pub fn change<F, Fut>(handler: F) -> Job
+    where
+        F: FnOnce(Option<Audit>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Response> + Send + 'static,
+    {
+        Job::Change(Box::new(move |audit| Box::pin(handler(audit))))
+    }
+
+    /// Carries the job out for `guarded`.
+    pub async fn run(self, guarded: &Guarded) -> Response {
+        match self {
+            Job::Done(response) => response,
+            Job::Change(handler) => handler(guarded.audit()).await,
+        }
+    }
+}
+
+impl Guarded {
+    /// The audit entry of a request that changes something.
+    pub fn audit(&self) -> Option<Audit> {
+        let action = self.action?;
+        Some(Audit::new(
+            Door::Rest,
+            &self.caller.principal.identity,
+            action,
+            &self.target,
+        ))
+    }
+}
+
+/// Writes the audit row of a request that changes something and failed, from its reply's status
+/// (and the error message a handler left in [`AuditNote`]), and passes the reply on. A request
+/// that succeeded had its row written by the core (or the store) with the change.
 pub fn audited(store: &Store, guarded: &Guarded, response: Response) -> Response {
     let Some(action) = guarded.action else {
         return response;
     };
     let status = response.status();
     let outcome = if status.is_success() {
-        Outcome::Ok
+        return response;
     } else {
         let note = response
             .extensions()

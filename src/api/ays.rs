@@ -11,15 +11,15 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use super::auth::{AuditTarget, Guarded, audited, guarded};
+use super::auth::{AuditTarget, Guarded, Job, audited, guarded};
 use super::error;
 use super::reply::{no_content, one_of, respond};
 use super::schemas::{
-    AuthFailures, Blueprint, BodyFailures, Error, Executed, Problems, Repo, RepoFailures, Run,
-    Service, ServiceSummary, Template,
+    AuthFailures, Blueprint, BodyFailures, Error, Executed, Held, Problems, Repo, RepoFailures,
+    Run, Service, ServiceSummary, Template,
 };
 use crate::actors::Shared;
-use crate::client::{AysClient, RunRequest};
+use crate::client::{Audit, AysClient, RunRequest};
 use crate::store::Origin;
 
 /// Largest JSON body accepted (a blueprint is inside it).
@@ -133,76 +133,100 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         base.and(warp::path::end())
             .and(warp::get())
             .then(list_repos)
+            .map(Job::Done)
             .boxed(),
         base.and(warp::path::end())
             .and(warp::post())
             .and(json_body::<NewRepo>())
-            .then(create_repo)
+            .map(|body| Job::change(move |audit| create_repo(audit, body)))
             .boxed(),
-        repo().and(warp::get()).then(get_repo).boxed(),
-        repo().and(warp::delete()).then(delete_repo).boxed(),
+        repo()
+            .and(warp::get())
+            .then(get_repo)
+            .map(Job::Done)
+            .boxed(),
+        repo()
+            .and(warp::delete())
+            .map(|name| Job::change(move |audit| delete_repo(audit, name)))
+            .boxed(),
         blueprints()
             .and(warp::get())
             .and(warp::query::<ListBlueprints>())
             .then(list_blueprints)
+            .map(Job::Done)
             .boxed(),
         blueprints()
             .and(warp::post())
             .and(json_body::<NewBlueprint>())
-            .then(create_blueprint)
+            .map(|repo, body| Job::change(move |audit| create_blueprint(audit, repo, body)))
             .boxed(),
-        blueprint().and(warp::get()).then(get_blueprint).boxed(),
+        blueprint()
+            .and(warp::get())
+            .then(get_blueprint)
+            .map(Job::Done)
+            .boxed(),
         blueprint()
             .and(warp::put())
             .and(json_body::<BlueprintContent>())
-            .then(put_blueprint)
+            .map(|repo, name, body| {
+                Job::change(move |audit| put_blueprint(audit, repo, name, body))
+            })
             .boxed(),
         blueprint()
             .and(warp::delete())
-            .then(delete_blueprint)
+            .map(|repo, name| Job::change(move |audit| delete_blueprint(audit, repo, name)))
             .boxed(),
         blueprint()
             .and(warp::post())
-            .then(execute_blueprint)
+            .map(|repo, name| Job::change(move |audit| execute_blueprint(audit, repo, name)))
             .boxed(),
         base.and(warp::path!(String / "blueprint" / String / "archive"))
             .and(warp::put())
-            .then(archive_blueprint)
+            .map(|repo, name| Job::change(move |audit| archive_blueprint(audit, repo, name)))
             .boxed(),
         base.and(warp::path!(String / "blueprint" / String / "restore"))
             .and(warp::put())
-            .then(restore_blueprint)
+            .map(|repo, name| Job::change(move |audit| restore_blueprint(audit, repo, name)))
             .boxed(),
         base.and(warp::path!(String / "service"))
             .and(warp::get())
             .then(list_services)
+            .map(Job::Done)
             .boxed(),
         base.and(warp::path!(String / "service" / String))
             .and(warp::get())
             .then(list_role)
+            .map(Job::Done)
             .boxed(),
         base.and(warp::path!(String / "service" / String / String))
             .and(warp::get())
             .then(get_service)
+            .map(Job::Done)
             .boxed(),
         base.and(warp::path!(String / "service" / String / String))
             .and(warp::delete())
-            .then(delete_service)
+            .map(|repo, role, name| {
+                Job::change(move |audit| delete_service(audit, repo, role, name))
+            })
             .boxed(),
         base.and(warp::path!(
             String / "service" / String / String / "action" / String
         ))
         .and(warp::post())
         .and(json_body_or_empty::<ScheduleBody>())
-        .then(schedule_action)
+        .map(|repo, role, name, action, body| {
+            Job::change(move |audit| schedule_action(audit, repo, role, name, action, body))
+        })
         .boxed(),
         base.and(warp::path!(String / "template"))
             .and(warp::get())
             .then(list_templates)
+            .map(Job::Done)
             .boxed(),
         base.and(warp::path!(String / "template" / String))
             .and(warp::get())
             .then(get_template)
+            .map(Job::Done)
             .boxed(),
         base.and(warp::path!(String / "aysrun"))
             .and(warp::get())
@@ -213,15 +237,17 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
                     Err(why) => error(StatusCode::BAD_REQUEST, why).into_response(),
                 }
             })
+            .map(Job::Done)
             .boxed(),
         base.and(warp::path!(String / "aysrun"))
             .and(warp::post())
             .and(warp::query::<NewRun>())
-            .then(create_run)
+            .map(|repo, query| Job::change(move |audit| create_run(audit, repo, query)))
             .boxed(),
         base.and(warp::path!(String / "aysrun" / String))
             .and(warp::get())
             .then(get_run)
+            .map(Job::Done)
             .boxed(),
     ];
     all.extend(super::runs::routes(shared.clone()));
@@ -231,7 +257,13 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
         .and(warp::path("repository"))
         .and(guarded(shared))
         .and(routes)
-        .map(move |guarded: Guarded, response: Response| audited(&store, &guarded, response))
+        .then(move |guarded: Guarded, job: Job| {
+            let store = store.clone();
+            async move {
+                let response = job.run(&guarded).await;
+                audited(&store, &guarded, response)
+            }
+        })
         .boxed()
 }
 
@@ -251,10 +283,14 @@ pub(crate) async fn list_repos() -> Response {
     responses((status = 201, description = "Created", body = Repo),
         (status = 409, description = "A repository of that name exists", body = Error),
         BodyFailures, AuthFailures, RepoFailures))]
-pub(crate) async fn create_repo(body: NewRepo) -> Response {
+pub(crate) async fn create_repo(audit: Option<Audit>, body: NewRepo) -> Response {
     let git_url = body.git_url.filter(|u| !u.is_empty());
     let target = AuditTarget(body.name.clone());
-    let result = AysClient.create_repo(body.name, git_url).await;
+    let audit = audit.map(|a| Audit {
+        target: target.0.clone(),
+        ..a
+    });
+    let result = AysClient.create_repo(body.name, git_url, audit).await;
     let mut response = respond(result, StatusCode::CREATED);
     response.extensions_mut().insert(target);
     response
@@ -276,9 +312,10 @@ pub(crate) async fn get_repo(name: String) -> Response {
     security(("jwt" = []), ("jwt_cookie" = [])),
     responses((status = 204, description = "Deleted"),
         (status = 409, description = "A run is in progress", body = Error),
+        (status = 202, description = "Held until a second admin approves it (`[access] two_person`)", body = Held),
         AuthFailures, RepoFailures))]
-pub(crate) async fn delete_repo(name: String) -> Response {
-    no_content(AysClient.delete_repo(name).await)
+pub(crate) async fn delete_repo(audit: Option<Audit>, name: String) -> Response {
+    no_content(AysClient.delete_repo(name, audit).await)
 }
 
 /// List blueprints.
@@ -302,10 +339,18 @@ pub(crate) async fn list_blueprints(repo: String, q: ListBlueprints) -> Response
     responses((status = 201, description = "Created", body = Blueprint),
         (status = 409, description = "A blueprint of that name exists", body = Error),
         BodyFailures, AuthFailures, RepoFailures))]
-pub(crate) async fn create_blueprint(repo: String, body: NewBlueprint) -> Response {
+pub(crate) async fn create_blueprint(
+    audit: Option<Audit>,
+    repo: String,
+    body: NewBlueprint,
+) -> Response {
     let target = AuditTarget(format!("{repo}/{}", body.name));
+    let audit = audit.map(|a| Audit {
+        target: target.0.clone(),
+        ..a
+    });
     let result = AysClient
-        .put_blueprint(&repo, body.name, body.content, true)
+        .put_blueprint(&repo, body.name, body.content, true, audit)
         .await;
     let mut response = respond(result, StatusCode::CREATED);
     response.extensions_mut().insert(target);
@@ -331,9 +376,14 @@ pub(crate) async fn get_blueprint(repo: String, name: String) -> Response {
     request_body(content = BlueprintContent, description = "JSON, whatever the Content-Type says"),
     responses((status = 200, description = "Replaced", body = Blueprint),
         BodyFailures, AuthFailures, RepoFailures))]
-pub(crate) async fn put_blueprint(repo: String, name: String, body: BlueprintContent) -> Response {
+pub(crate) async fn put_blueprint(
+    audit: Option<Audit>,
+    repo: String,
+    name: String,
+    body: BlueprintContent,
+) -> Response {
     let result = AysClient
-        .put_blueprint(&repo, name, body.content, false)
+        .put_blueprint(&repo, name, body.content, false, audit)
         .await;
     respond(result, StatusCode::OK)
 }
@@ -343,9 +393,11 @@ pub(crate) async fn put_blueprint(repo: String, name: String, body: BlueprintCon
     params(("repo" = String, Path, description = "Repository name"),
         ("blueprint" = String, Path, description = "Blueprint file name")),
     security(("jwt" = []), ("jwt_cookie" = [])),
-    responses((status = 204, description = "Deleted"), AuthFailures, RepoFailures))]
-pub(crate) async fn delete_blueprint(repo: String, name: String) -> Response {
-    no_content(AysClient.delete_blueprint(&repo, name).await)
+    responses((status = 204, description = "Deleted"),
+        (status = 202, description = "Held until a second admin approves it (`[access] two_person`)", body = Held),
+        AuthFailures, RepoFailures))]
+pub(crate) async fn delete_blueprint(audit: Option<Audit>, repo: String, name: String) -> Response {
+    no_content(AysClient.delete_blueprint(&repo, name, audit).await)
 }
 
 /// Execute a blueprint: every problem is reported at once and nothing changes unless it is valid.
@@ -357,9 +409,13 @@ pub(crate) async fn delete_blueprint(repo: String, name: String) -> Response {
         (status = 400, description = "The blueprint is not valid YAML", body = Error),
         (status = 422, description = "Every problem of the blueprint", body = Problems),
         AuthFailures, RepoFailures))]
-pub(crate) async fn execute_blueprint(repo: String, name: String) -> Response {
+pub(crate) async fn execute_blueprint(
+    audit: Option<Audit>,
+    repo: String,
+    name: String,
+) -> Response {
     respond(
-        AysClient.execute_blueprint(&repo, name).await,
+        AysClient.execute_blueprint(&repo, name, audit).await,
         StatusCode::OK,
     )
 }
@@ -372,8 +428,12 @@ pub(crate) async fn execute_blueprint(repo: String, name: String) -> Response {
     responses((status = 200, description = "Archived", body = Blueprint),
         (status = 409, description = "Already archived", body = Error),
         AuthFailures, RepoFailures))]
-pub(crate) async fn archive_blueprint(repo: String, name: String) -> Response {
-    archive(repo, name, true).await
+pub(crate) async fn archive_blueprint(
+    audit: Option<Audit>,
+    repo: String,
+    name: String,
+) -> Response {
+    archive(audit, repo, name, true).await
 }
 
 /// Restore an archived blueprint.
@@ -384,12 +444,18 @@ pub(crate) async fn archive_blueprint(repo: String, name: String) -> Response {
     responses((status = 200, description = "Restored", body = Blueprint),
         (status = 409, description = "Not archived", body = Error),
         AuthFailures, RepoFailures))]
-pub(crate) async fn restore_blueprint(repo: String, name: String) -> Response {
-    archive(repo, name, false).await
+pub(crate) async fn restore_blueprint(
+    audit: Option<Audit>,
+    repo: String,
+    name: String,
+) -> Response {
+    archive(audit, repo, name, false).await
 }
 
-async fn archive(repo: String, name: String, archived: bool) -> Response {
-    let result = AysClient.archive_blueprint(&repo, name, archived).await;
+async fn archive(audit: Option<Audit>, repo: String, name: String, archived: bool) -> Response {
+    let result = AysClient
+        .archive_blueprint(&repo, name, archived, audit)
+        .await;
     respond(result, StatusCode::OK)
 }
 
@@ -438,9 +504,15 @@ pub(crate) async fn get_service(repo: String, role: String, name: String) -> Res
     security(("jwt" = []), ("jwt_cookie" = [])),
     responses((status = 204, description = "Deleted"),
         (status = 409, description = "A run is in progress", body = Error),
+        (status = 202, description = "Held until a second admin approves it (`[access] two_person`)", body = Held),
         AuthFailures, RepoFailures))]
-pub(crate) async fn delete_service(repo: String, role: String, name: String) -> Response {
-    no_content(AysClient.delete_service(&repo, role, name).await)
+pub(crate) async fn delete_service(
+    audit: Option<Audit>,
+    repo: String,
+    role: String,
+    name: String,
+) -> Response {
+    no_content(AysClient.delete_service(&repo, role, name, audit).await)
 }
 
 /// Schedule one action of a service (a later run executes it), optionally with `args` for its
@@ -458,6 +530,7 @@ pub(crate) async fn delete_service(repo: String, role: String, name: String) -> 
         (status = 422, description = "`args` too large", body = Problems),
         AuthFailures, RepoFailures))]
 pub(crate) async fn schedule_action(
+    audit: Option<Audit>,
     repo: String,
     role: String,
     name: String,
@@ -466,7 +539,7 @@ pub(crate) async fn schedule_action(
 ) -> Response {
     let args = body.args.map(serde_json::Value::Object);
     let result = AysClient
-        .schedule_action(&repo, role, name, action, args)
+        .schedule_action(&repo, role, name, action, args, audit)
         .await;
     respond(result, StatusCode::OK)
 }
@@ -557,7 +630,7 @@ pub(crate) async fn list_runs(repo: String, q: ListRuns) -> Response {
         (status = 409, description = "A run is in progress", body = Error),
         (status = 422, description = "Nothing to do, or a dependency cycle", body = Problems),
         AuthFailures, RepoFailures))]
-pub(crate) async fn create_run(repo: String, q: NewRun) -> Response {
+pub(crate) async fn create_run(audit: Option<Audit>, repo: String, q: NewRun) -> Response {
     let simulate = q.simulate.is_some_and(|v| v == "true" || v == "1");
     let callback_url = q.callback_url.filter(|u| !u.is_empty());
     if let Some(url) = &callback_url
@@ -573,6 +646,7 @@ pub(crate) async fn create_run(repo: String, q: NewRun) -> Response {
         simulate,
         callback_url,
         origin: Origin::Api,
+        audit,
     };
     respond(
         AysClient.create_run(&repo, request).await,

@@ -29,7 +29,8 @@ use super::auth::{Guarded, audited, guarded};
 use super::error;
 use super::schemas::{AuthFailures, Error};
 use crate::actors::Shared;
-use crate::client::AysClient;
+use crate::auth::audit::Outcome;
+use crate::client::{Audit, AysClient};
 use crate::clock;
 use crate::telemetry::Count;
 
@@ -132,13 +133,19 @@ fn valid_channel(channel: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-/// Records an event (its own transaction, synced) and hands it to the engine; the answer
-/// only once it is committed.
-async fn record(shared: &Shared, channel: String, payload: Value) -> Response {
+/// Records an event (its own transaction, synced, with the audit row of the request that
+/// raised it) and hands it to the engine; the answer only once it is committed.
+async fn record(
+    shared: &Shared,
+    channel: String,
+    payload: Value,
+    audit: Option<Audit>,
+) -> Response {
     let store = shared.store.clone();
     let (name, body) = (channel.clone(), payload.clone());
+    let rows: Vec<_> = audit.iter().map(|a| a.row(&Outcome::Ok)).collect();
     let recorded = tokio::task::spawn_blocking(move || {
-        store.insert_events(&[(name.as_str(), &body)], clock::now_ms())
+        store.insert_events_audited(&[(name.as_str(), &body)], &rows, clock::now_ms())
     })
     .await;
     match recorded {
@@ -192,11 +199,17 @@ pub(crate) async fn raise_event(
     shared: Shared,
 ) -> (Guarded, Response) {
     // The role (operator) was checked by `guarded` against `paths::ROUTES`.
-    (guarded, event_reply(channel, body, shared).await)
+    let audit = guarded.audit();
+    (guarded, event_reply(channel, body, shared, audit).await)
 }
 
 /// What `POST /ays/event/{channel}` answers.
-async fn event_reply(channel: String, body: Vec<u8>, shared: Shared) -> Response {
+async fn event_reply(
+    channel: String,
+    body: Vec<u8>,
+    shared: Shared,
+    audit: Option<Audit>,
+) -> Response {
     if !valid_channel(&channel) {
         return error(
             StatusCode::BAD_REQUEST,
@@ -215,7 +228,7 @@ async fn event_reply(channel: String, body: Vec<u8>, shared: Shared) -> Response
                 .into_response();
         }
     };
-    record(&shared, channel, payload).await
+    record(&shared, channel, payload, audit).await
 }
 
 /// Whether `header` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under `secret`; the compare

@@ -251,6 +251,7 @@ async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     } else if let Some(auth::Forbidden(why)) = rejection.find() {
         error(StatusCode::FORBIDDEN, why.clone())
     } else if let Some(held) = rejection.find::<auth::Held>() {
+        // The shape of `schemas::Held`.
         let body = serde_json::json!({
             "approval": held.id,
             "action": held.action.as_str(),

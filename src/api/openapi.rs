@@ -294,6 +294,37 @@ mod tests {
         assert_eq!(query, ["simulate", "callback_url"]);
     }
 
+    /// Every `$ref` names a schema of the document (a schema used only inside an
+    /// `IntoResponses` enum is not collected, and Schemathesis skips what it cannot resolve).
+    #[test]
+    fn every_reference_resolves() {
+        fn refs<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
+            match value {
+                Value::Object(map) => {
+                    if let Some(Value::String(target)) = map.get("$ref") {
+                        found.push(target);
+                    }
+                    map.values().for_each(|v| refs(v, found));
+                }
+                Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
+                _ => {}
+            }
+        }
+        let doc = document();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(!found.is_empty());
+        for target in found {
+            let name = target
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("unexpected reference {target}"));
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "{target} does not resolve"
+            );
+        }
+    }
+
     #[test]
     fn allow_lists_the_methods_of_the_matching_templates() {
         install(&document());

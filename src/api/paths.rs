@@ -296,6 +296,17 @@ mod tests {
                 rule.template
             );
         }
+        // A route `[access] two_person` may hold documents its `202`.
+        for rule in ROUTES.iter().filter(|r| r.action.holdable()) {
+            let method = rule.method.to_ascii_lowercase();
+            let responses = &document["paths"][rule.template][method.as_str()]["responses"];
+            assert!(
+                responses.get("202").is_some(),
+                "{} {} can be held: document its 202",
+                rule.method,
+                rule.template
+            );
+        }
         let rule = route("HEAD", "/ays/repository/demo").expect("rule");
         assert_eq!((rule.role, rule.action), (Role::Viewer, Action::Read));
         assert_eq!(

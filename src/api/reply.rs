@@ -13,7 +13,7 @@ use crate::client::AysError;
 /// of unboxed `.or()` makes the filter type so deep that type checking takes minutes. The `or`s
 /// form a balanced tree, not a chain: a request passes through about log2(n) of them instead of
 /// up to n (each one a boxed future per request).
-pub(crate) fn one_of(mut routes: Vec<BoxedFilter<(Response,)>>) -> BoxedFilter<(Response,)> {
+pub(crate) fn one_of<T: Send + 'static>(mut routes: Vec<BoxedFilter<(T,)>>) -> BoxedFilter<(T,)> {
     match routes.len() {
         0 => panic!("one_of needs at least one route"),
         1 => routes.remove(0),

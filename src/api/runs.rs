@@ -17,19 +17,20 @@ use warp::reply::Response;
 use warp::sse::Event;
 use warp::{Filter, Reply};
 
+use super::auth::Job;
 use super::reply::respond;
 use super::schemas::{AuthFailures, Error, RepoFailures, Run};
 use crate::actors::Shared;
 use crate::actors::notice::Notice;
-use crate::client::AysClient;
 use crate::client::views::LogLineView;
+use crate::client::{Audit, AysClient};
 use crate::store::RunState;
 
 /// The run-control routes, relative to `/ays/repository`.
-pub fn routes(shared: Shared) -> Vec<BoxedFilter<(Response,)>> {
+pub fn routes(shared: Shared) -> Vec<BoxedFilter<(Job,)>> {
     let cancel = warp::path!(String / "aysrun" / String / "cancel")
         .and(warp::post())
-        .then(cancel_run)
+        .map(|repo, key| Job::change(move |audit| cancel_run(audit, repo, key)))
         .boxed();
     let logs = warp::path!(String / "aysrun" / String / "logs")
         .and(warp::get())
@@ -37,10 +38,11 @@ pub fn routes(shared: Shared) -> Vec<BoxedFilter<(Response,)>> {
         .and(warp::header::optional::<String>("last-event-id"))
         .and(super::with(shared))
         .then(run_logs)
+        .map(Job::Done)
         .boxed();
     let rerun = warp::path!(String / "aysrun" / String / "rerun")
         .and(warp::post())
-        .then(rerun_run)
+        .map(|repo, key| Job::change(move |audit| rerun_run(audit, repo, key)))
         .boxed();
     vec![cancel, logs, rerun]
 }
@@ -54,9 +56,11 @@ pub fn routes(shared: Shared) -> Vec<BoxedFilter<(Response,)>> {
     responses((status = 201, description = "The new run", body = Run),
         (status = 422, description = "The run's services are gone", body = super::schemas::Problems),
         AuthFailures, RepoFailures))]
-pub(crate) async fn rerun_run(repo: String, key: String) -> Response {
+pub(crate) async fn rerun_run(audit: Option<Audit>, repo: String, key: String) -> Response {
     respond(
-        AysClient.rerun(&repo, key, crate::store::Origin::Api).await,
+        AysClient
+            .rerun(&repo, key, crate::store::Origin::Api, audit)
+            .await,
         StatusCode::CREATED,
     )
 }
@@ -70,9 +74,11 @@ pub(crate) async fn rerun_run(repo: String, key: String) -> Response {
     responses((status = 200, description = "The run, cancelled", body = Run),
         (status = 409, description = "The run has ended", body = Error),
         AuthFailures, RepoFailures))]
-pub(crate) async fn cancel_run(repo: String, key: String) -> Response {
+pub(crate) async fn cancel_run(audit: Option<Audit>, repo: String, key: String) -> Response {
     respond(
-        AysClient.cancel_run(&repo, key, "the REST API").await,
+        AysClient
+            .cancel_run(&repo, key, "the REST API", audit)
+            .await,
         StatusCode::OK,
     )
 }

@@ -215,6 +215,21 @@ pub struct Health {
     pub actors: std::collections::HashMap<String, ActorHealth>,
 }
 
+/// A request `[access] two_person` holds until a second admin approves it (`202`, within 24
+/// hours); nothing was done yet. (A body of a path's own response, so the document collects it.)
+#[derive(ToSchema)]
+pub struct Held {
+    /// The approval's id: `POST /auth/approvals/{id}` (or `/approve <id>` in Telegram) by
+    /// another admin carries the action out.
+    pub approval: String,
+    /// The held action (`repo.delete`...).
+    pub action: String,
+    /// What it acts on.
+    pub target: String,
+    /// What to do, in a sentence.
+    pub error: String,
+}
+
 /// What the JWT guard of `/ays/*` answers instead of the route.
 #[derive(IntoResponses)]
 pub enum AuthFailures {

@@ -79,6 +79,44 @@ pub fn record(
     }
 }
 
+/// A command's audit entry as the door that took it fills it in, carried into the core with the
+/// command (`client::AysClient`) so that the store writes its `ok` row in the transaction of the
+/// change. Plain data: the core learns a door's name, nothing of the door.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audit {
+    /// Where the command came in.
+    pub door: Door,
+    /// Who: `github:alice`, `mail:ops@example.com`, `cli:root`.
+    pub identity: String,
+    /// What.
+    pub action: Action,
+    /// On what: `demo`, `demo/web.yaml`, `demo/node/a`, `demo/<run key>`.
+    pub target: String,
+}
+
+impl Audit {
+    /// An entry.
+    pub fn new(door: Door, identity: &str, action: Action, target: &str) -> Audit {
+        Audit {
+            door,
+            identity: identity.to_string(),
+            action,
+            target: target.to_string(),
+        }
+    }
+
+    /// Its row with `outcome`, stamped now.
+    pub fn row(&self, outcome: &Outcome) -> AuditRecord {
+        record(
+            self.door,
+            &self.identity,
+            self.action,
+            &self.target,
+            outcome,
+        )
+    }
+}
+
 /// Writes one row; a failure is logged (the command's own outcome stands).
 pub fn write(store: &Store, record: &AuditRecord) {
     if let Err(err) = store.insert_audit(record) {

@@ -432,6 +432,8 @@ pub fn target(command: &Command, repo: Option<&str>) -> String {
         }) => {
             format!("{repo}/{role}/{}/{action}", name.as_deref().unwrap_or("*"))
         }
+        // As REST names it: which run.
+        Command::Run(RunCmd::Cancel(key) | RunCmd::Inspect(key)) => format!("{repo}/{key}"),
         _ => repo.to_string(),
     }
 }

@@ -19,7 +19,7 @@ use crate::actors::oauth_cache::OAuthCacheMsg;
 use crate::actors::{Shared, names};
 use crate::auth::access::{Action, Principal, refusal};
 use crate::auth::approvals::{self, ApprovalError};
-use crate::auth::audit::{self, Door, Outcome};
+use crate::auth::audit::{self, Audit, Door, Outcome};
 use crate::auth::tokens;
 use crate::client::{AysClient, AysError, RunRequest};
 use crate::oauth::login;
@@ -371,21 +371,22 @@ impl ChatState {
         let Some(action) = self.permit(&user, &command) else {
             return;
         };
-        let result = AysClient
-            .put_blueprint(&repo, name.clone(), text.to_string(), true)
-            .await;
-        let audited = result.as_ref().map(|_| ()).map_err(Clone::clone);
-        let row = audit::record(
+        let audit = Audit::new(
             Door::Telegram,
             &self.principal(&user).identity,
             action,
             &format!("{repo}/{name}"),
-            &match &audited {
-                Ok(()) => Outcome::Ok,
-                Err(err) => Outcome::Error(err.to_string()),
-            },
         );
-        audit::write(&self.shared.store, &row);
+        let result = AysClient
+            .put_blueprint(
+                &repo,
+                name.clone(),
+                text.to_string(),
+                true,
+                Some(audit.clone()),
+            )
+            .await;
+        self.audit_failure(Some(&audit), &result);
         match result {
             Ok(_) => self.say_with(
                 &format!("Blueprint {name} saved in {repo}."),
@@ -667,7 +668,36 @@ impl ChatState {
         None
     }
 
-    /// The audit row of a command that changes something.
+    /// The audit entry of `command` (`None` when it changes nothing), for the core to write
+    /// with the change.
+    fn audit_entry(
+        &self,
+        user: &AuthorizedUser,
+        action: Action,
+        command: &Command,
+    ) -> Option<Audit> {
+        action.changes().then(|| {
+            Audit::new(
+                Door::Telegram,
+                &self.principal(user).identity,
+                action,
+                &commands::target(command, user.current_repo.as_deref()),
+            )
+        })
+    }
+
+    /// The `error` row of a command the core refused or failed (it changed nothing); the core
+    /// wrote the row of one that went through.
+    fn audit_failure<T>(&self, audit: Option<&Audit>, result: &Result<T, AysError>) {
+        if let (Some(audit), Err(err)) = (audit, result) {
+            audit::write(
+                &self.shared.store,
+                &audit.row(&Outcome::Error(err.to_string())),
+            );
+        }
+    }
+
+    /// The audit row of a command that changes something only the bot keeps (`/notify`).
     fn audit_result(
         &self,
         user: &AuthorizedUser,
@@ -743,13 +773,13 @@ impl ChatState {
                 return Ok(());
             }
         };
-        let result = AysClient.carry_out(action, &target).await;
-        let outcome = match &result {
-            Ok(()) => Outcome::Ok,
-            Err(err) => Outcome::Error(format!("approved by {approver}: {err}")),
-        };
-        let row = audit::record(Door::Telegram, &requested_by, action, &target, &outcome);
-        audit::write(&self.shared.store, &row);
+        // The requester's action, written by the core with the change; a failure here.
+        let audit = Audit::new(Door::Telegram, &requested_by, action, &target);
+        let result = AysClient.carry_out(audit.clone()).await;
+        if let Err(err) = &result {
+            let why = Outcome::Error(format!("approved by {approver}: {err}"));
+            audit::write(&self.shared.store, &audit.row(&why));
+        }
         result?;
         self.say(&format!(
             "Approved: {} {target} (asked by {requested_by}) is done.",
@@ -849,12 +879,18 @@ impl ChatState {
         let Some(action) = self.admit(user, &command)? else {
             return Ok(());
         };
-        let result = self.repo_do(user, cmd).await;
-        self.audit_result(user, action, &command, &result);
+        let audit = self.audit_entry(user, action, &command);
+        let result = self.repo_do(user, cmd, audit.clone()).await;
+        self.audit_failure(audit.as_ref(), &result);
         result
     }
 
-    async fn repo_do(&mut self, user: &AuthorizedUser, cmd: RepoCmd) -> Result<(), AysError> {
+    async fn repo_do(
+        &mut self,
+        user: &AuthorizedUser,
+        cmd: RepoCmd,
+        audit: Option<Audit>,
+    ) -> Result<(), AysError> {
         match cmd {
             RepoCmd::Menu => self.show(views::menu(
                 "What do you want to do with repositories?",
@@ -870,10 +906,13 @@ impl ChatState {
                 self.show(views::repo_list(&names, user.current_repo.as_deref(), page));
             }
             RepoCmd::Create { name, git_url } => {
-                let created = AysClient.create_repo(name.clone(), git_url).await;
+                let created = AysClient
+                    .create_repo(name.clone(), git_url, audit.clone())
+                    .await;
                 let view = match created {
                     // As the original bot did: creating one that exists selects it.
-                    Err(AysError::Conflict(_)) => {
+                    Err(err @ AysError::Conflict(_)) => {
+                        self.audit_failure(audit.as_ref(), &Err::<(), _>(err));
                         let view = AysClient.get_repo(name).await?;
                         self.set_repo(user.user_id, Some(&view.name)).await?;
                         self.say(&format!(
@@ -893,7 +932,7 @@ impl ChatState {
                 self.say(&format!("Repository {name} selected."));
             }
             RepoCmd::Delete(name) => {
-                AysClient.delete_repo(name.clone()).await?;
+                AysClient.delete_repo(name.clone(), audit).await?;
                 if user.current_repo.as_deref() == Some(name.as_str()) {
                     self.set_repo(user.user_id, None).await?;
                 }
@@ -928,11 +967,13 @@ impl ChatState {
         let Some(action) = self.admit(user, &command)? else {
             return Ok(());
         };
-        let result = self.blueprint_do(user, cmd).await;
         // `add` only asks for the YAML: the save is audited when it comes.
-        if !matches!(command, Command::Blueprint(BlueprintCmd::Add(_))) {
-            self.audit_result(user, action, &command, &result);
-        }
+        let audit = match command {
+            Command::Blueprint(BlueprintCmd::Add(_)) => None,
+            _ => self.audit_entry(user, action, &command),
+        };
+        let result = self.blueprint_do(user, cmd, audit.clone()).await;
+        self.audit_failure(audit.as_ref(), &result);
         result
     }
 
@@ -940,6 +981,7 @@ impl ChatState {
         &mut self,
         user: &AuthorizedUser,
         cmd: BlueprintCmd,
+        audit: Option<Audit>,
     ) -> Result<(), AysError> {
         let repo = Self::current_repo(user)?;
         match cmd {
@@ -993,7 +1035,7 @@ impl ChatState {
                 ));
             }
             BlueprintCmd::Execute(name) => {
-                let done = AysClient.execute_blueprint(&repo, name).await?;
+                let done = AysClient.execute_blueprint(&repo, name, audit).await?;
                 self.say_with(
                     &format!(
                         "Blueprint {} executed: {} service(s) created or changed.",
@@ -1004,18 +1046,20 @@ impl ChatState {
                 );
             }
             BlueprintCmd::Delete(name) => {
-                AysClient.delete_blueprint(&repo, name.clone()).await?;
+                AysClient
+                    .delete_blueprint(&repo, name.clone(), audit)
+                    .await?;
                 self.say(&format!("Blueprint {name} deleted."));
             }
             BlueprintCmd::Archive(name) => {
                 AysClient
-                    .archive_blueprint(&repo, name.clone(), true)
+                    .archive_blueprint(&repo, name.clone(), true, audit)
                     .await?;
                 self.say(&format!("Blueprint {name} archived."));
             }
             BlueprintCmd::Restore(name) => {
                 AysClient
-                    .archive_blueprint(&repo, name.clone(), false)
+                    .archive_blueprint(&repo, name.clone(), false, audit)
                     .await?;
                 self.say(&format!("Blueprint {name} restored."));
             }
@@ -1028,12 +1072,18 @@ impl ChatState {
         let Some(action) = self.admit(user, &command)? else {
             return Ok(());
         };
-        let result = self.service_do(user, cmd).await;
-        self.audit_result(user, action, &command, &result);
+        let audit = self.audit_entry(user, action, &command);
+        let result = self.service_do(user, cmd, audit.clone()).await;
+        self.audit_failure(audit.as_ref(), &result);
         result
     }
 
-    async fn service_do(&mut self, user: &AuthorizedUser, cmd: ServiceCmd) -> Result<(), AysError> {
+    async fn service_do(
+        &mut self,
+        user: &AuthorizedUser,
+        cmd: ServiceCmd,
+        audit: Option<Audit>,
+    ) -> Result<(), AysError> {
         let repo = Self::current_repo(user)?;
         match cmd {
             ServiceCmd::Menu => self.show(views::menu(
@@ -1115,21 +1165,24 @@ impl ChatState {
                             name.clone(),
                             action.clone(),
                             args.clone(),
+                            None,
                         )
                         .await?;
                 }
+                // One command, one row: written with the run it starts.
                 let request = RunRequest {
                     simulate: false,
                     callback_url: None,
                     origin: Origin::Chat {
                         chat_id: self.chat_id,
                     },
+                    audit,
                 };
                 let run = AysClient.create_run(&repo, request).await?;
                 self.started(&repo, &run.key, run.steps.len());
             }
             ServiceCmd::Delete { role, name } => {
-                let removed = AysClient.delete_service(&repo, role, name).await?;
+                let removed = AysClient.delete_service(&repo, role, name, audit).await?;
                 self.say(&format!("Deleted: {}", removed.join(", ")));
             }
         }
@@ -1141,12 +1194,18 @@ impl ChatState {
         let Some(action) = self.permit(user, &command) else {
             return Ok(());
         };
-        let result = self.run_do(user, cmd).await;
-        self.audit_result(user, action, &command, &result);
+        let audit = self.audit_entry(user, action, &command);
+        let result = self.run_do(user, cmd, audit.clone()).await;
+        self.audit_failure(audit.as_ref(), &result);
         result
     }
 
-    async fn run_do(&mut self, user: &AuthorizedUser, cmd: RunCmd) -> Result<(), AysError> {
+    async fn run_do(
+        &mut self,
+        user: &AuthorizedUser,
+        cmd: RunCmd,
+        audit: Option<Audit>,
+    ) -> Result<(), AysError> {
         let repo = Self::current_repo(user)?;
         match cmd {
             RunCmd::Menu => self.show(views::menu(
@@ -1182,6 +1241,7 @@ impl ChatState {
                     origin: Origin::Chat {
                         chat_id: self.chat_id,
                     },
+                    audit,
                 };
                 let run = AysClient.create_run(&repo, request).await?;
                 let mut text = format!(
@@ -1203,13 +1263,14 @@ impl ChatState {
                     origin: Origin::Chat {
                         chat_id: self.chat_id,
                     },
+                    audit,
                 };
                 let run = AysClient.create_run(&repo, request).await?;
                 self.started(&repo, &run.key, run.steps.len());
             }
             RunCmd::Cancel(key) => {
                 let who = format!("{} (Telegram)", user.username);
-                let run = AysClient.cancel_run(&repo, key, &who).await?;
+                let run = AysClient.cancel_run(&repo, key, &who, audit).await?;
                 self.say(&format!("Run {} cancelled.", run.key));
             }
             RunCmd::Inspect(key) => {

@@ -5,6 +5,11 @@
 //! The client finds the `Ays` actor by its registered name at each call, so a restarted actor is
 //! reached without handing new references around; a call that gets no answer within
 //! [`CALL_TIMEOUT`] is an internal error, never a hang.
+//!
+//! Every command that changes something takes the door's [`Audit`] entry (`None`: not audited,
+//! e.g. a step of a larger command): the core writes its `ok` row in the store transaction of
+//! the change (right after the write for blueprint files, which no transaction spans). A command
+//! that fails changed nothing; its door writes the `error` row.
 
 pub mod views;
 
@@ -17,6 +22,7 @@ use crate::actors::ays::AysMsg;
 pub use crate::actors::error::AysError;
 use crate::actors::names;
 use crate::actors::repo::RepoMsg;
+pub use crate::auth::audit::Audit;
 use crate::store::Origin;
 use views::{
     BlueprintView, ExecuteView, RepoView, RunView, ServiceSummary, ServiceView, TemplateView,
@@ -34,6 +40,8 @@ pub struct RunRequest {
     pub callback_url: Option<String>,
     /// Who asks.
     pub origin: Origin,
+    /// The command's audit entry: its `ok` row is written with the run.
+    pub audit: Option<Audit>,
 }
 
 /// The typed client of the AYS engine. Cheap to copy; holds no actor reference.
@@ -92,6 +100,7 @@ impl AysClient {
         &self,
         name: String,
         git_url: Option<String>,
+        audit: Option<Audit>,
     ) -> Result<RepoView, AysError> {
         let timeout = match git_url {
             Some(_) => CREATE_TIMEOUT,
@@ -100,6 +109,7 @@ impl AysClient {
         ask_ays_within(timeout, |reply| AysMsg::CreateRepo {
             name,
             git_url,
+            audit,
             reply,
         })
         .await
@@ -114,21 +124,19 @@ impl AysClient {
     }
 
     /// Carries out an action a second admin approved (`[access].two_person`): a deletion of
-    /// `demo`, `demo/web.yaml` or `demo/role/name`.
-    pub async fn carry_out(
-        &self,
-        action: crate::auth::access::Action,
-        target: &str,
-    ) -> Result<(), AysError> {
+    /// `demo`, `demo/web.yaml` or `demo/role/name`: `audit` names the action and its target.
+    pub async fn carry_out(&self, audit: Audit) -> Result<(), AysError> {
         use crate::auth::access::Action;
+        let (action, target) = (audit.action, audit.target.clone());
         let parts: Vec<&str> = target.split('/').collect();
+        let audit = Some(audit);
         match (action, parts.as_slice()) {
-            (Action::RepoDelete, [repo]) => self.delete_repo(repo.to_string()).await,
+            (Action::RepoDelete, [repo]) => self.delete_repo(repo.to_string(), audit).await,
             (Action::BlueprintDelete, [repo, name]) => {
-                self.delete_blueprint(repo, name.to_string()).await
+                self.delete_blueprint(repo, name.to_string(), audit).await
             }
             (Action::ServiceDelete, [repo, role, name]) => self
-                .delete_service(repo, role.to_string(), name.to_string())
+                .delete_service(repo, role.to_string(), name.to_string(), audit)
                 .await
                 .map(|_| ()),
             _ => Err(AysError::BadRequest(format!(
@@ -139,8 +147,8 @@ impl AysClient {
     }
 
     /// Deletes a repository with its files, services and runs.
-    pub async fn delete_repo(&self, name: String) -> Result<(), AysError> {
-        ask_ays(|reply| AysMsg::DeleteRepo { name, reply }).await
+    pub async fn delete_repo(&self, name: String, audit: Option<Audit>) -> Result<(), AysError> {
+        ask_ays(|reply| AysMsg::DeleteRepo { name, audit, reply }).await
     }
 
     /// The blueprints of a repository (archived ones too when asked).
@@ -168,11 +176,13 @@ impl AysClient {
         name: String,
         content: String,
         create: bool,
+        audit: Option<Audit>,
     ) -> Result<BlueprintView, AysError> {
         ask_repo(repo, |reply| RepoMsg::PutBlueprint {
             name,
             content,
             create,
+            audit,
             reply,
         })
         .await
@@ -180,8 +190,18 @@ impl AysClient {
     }
 
     /// Deletes a blueprint.
-    pub async fn delete_blueprint(&self, repo: &str, name: String) -> Result<(), AysError> {
-        ask_repo(repo, |reply| RepoMsg::DeleteBlueprint { name, reply }).await
+    pub async fn delete_blueprint(
+        &self,
+        repo: &str,
+        name: String,
+        audit: Option<Audit>,
+    ) -> Result<(), AysError> {
+        ask_repo(repo, |reply| RepoMsg::DeleteBlueprint {
+            name,
+            audit,
+            reply,
+        })
+        .await
     }
 
     /// Executes a blueprint into services (all or nothing).
@@ -189,9 +209,15 @@ impl AysClient {
         &self,
         repo: &str,
         name: String,
+        audit: Option<Audit>,
     ) -> Result<ExecuteView, AysError> {
         let blueprint = name.clone();
-        let services = ask_repo(repo, |reply| RepoMsg::ExecuteBlueprint { name, reply }).await?;
+        let services = ask_repo(repo, |reply| RepoMsg::ExecuteBlueprint {
+            name,
+            audit,
+            reply,
+        })
+        .await?;
         Ok(ExecuteView {
             blueprint,
             services,
@@ -204,10 +230,12 @@ impl AysClient {
         repo: &str,
         name: String,
         archived: bool,
+        audit: Option<Audit>,
     ) -> Result<BlueprintView, AysError> {
         ask_repo(repo, |reply| RepoMsg::ArchiveBlueprint {
             name,
             archived,
+            audit,
             reply,
         })
         .await
@@ -243,8 +271,15 @@ impl AysClient {
         repo: &str,
         role: String,
         name: String,
+        audit: Option<Audit>,
     ) -> Result<Vec<String>, AysError> {
-        ask_repo(repo, |reply| RepoMsg::DeleteService { role, name, reply }).await
+        ask_repo(repo, |reply| RepoMsg::DeleteService {
+            role,
+            name,
+            audit,
+            reply,
+        })
+        .await
     }
 
     /// Schedules one action of a service; `args` (a JSON object of at most
@@ -256,6 +291,7 @@ impl AysClient {
         name: String,
         action: String,
         args: Option<Value>,
+        audit: Option<Audit>,
     ) -> Result<ServiceView, AysError> {
         if let Some(args) = &args {
             check_args(args)?;
@@ -265,6 +301,7 @@ impl AysClient {
             name,
             action,
             args,
+            audit,
             reply,
         })
         .await
@@ -336,6 +373,7 @@ impl AysClient {
             simulate: request.simulate,
             callback_url: request.callback_url,
             origin: request.origin,
+            audit: request.audit,
             reply,
         })
         .await
@@ -349,10 +387,16 @@ impl AysClient {
         repo: &str,
         key: String,
         origin: Origin,
+        audit: Option<Audit>,
     ) -> Result<RunView, AysError> {
-        ask_repo(repo, |reply| RepoMsg::RerunRun { key, origin, reply })
-            .await
-            .map(Into::into)
+        ask_repo(repo, |reply| RepoMsg::RerunRun {
+            key,
+            origin,
+            audit,
+            reply,
+        })
+        .await
+        .map(Into::into)
     }
 
     /// The log lines of a run after sequence number `after` (at most 10,000), and its state.
@@ -376,11 +420,17 @@ impl AysClient {
         repo: &str,
         key: String,
         who: &str,
+        audit: Option<Audit>,
     ) -> Result<RunView, AysError> {
         let who = who.to_string();
-        ask_repo(repo, |reply| RepoMsg::CancelRun { key, who, reply })
-            .await
-            .map(Into::into)
+        ask_repo(repo, |reply| RepoMsg::CancelRun {
+            key,
+            who,
+            audit,
+            reply,
+        })
+        .await
+        .map(Into::into)
     }
 
     /// Hands an inbound event to every repository; `id` is its stored id when the door recorded

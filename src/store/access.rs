@@ -336,6 +336,16 @@ impl Store {
         Ok(changed == 1)
     }
 
+    /// Removes held actions recorded before `before_ms` (expired or used: none can be approved
+    /// any more); returns how many. This bounds the table by what admins ask for in a day.
+    pub fn sweep_approvals(&self, before_ms: i64) -> Result<usize, StoreError> {
+        let conn = self.lock();
+        Ok(conn.execute(
+            "DELETE FROM approvals WHERE created_ms < ?1",
+            params![before_ms],
+        )?)
+    }
+
     /// Everyone who holds access: `(identity, telegram links, tokens)`, by identity. A Telegram
     /// link is an ItsYou.online login (`itsyouonline:<username>`).
     pub fn list_users(&self) -> Result<Vec<(String, usize, usize)>, StoreError> {
@@ -404,6 +414,29 @@ mod tests {
             outcome: "ok".into(),
             message: String::new(),
         }
+    }
+
+    #[test]
+    fn old_approvals_are_swept_and_recent_ones_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        for (id, created_ms) in [("apr_old", 10), ("apr_new", 20)] {
+            let held = ApprovalRecord {
+                id: id.into(),
+                action: "repo.delete".into(),
+                target: "demo".into(),
+                requested_by: "github:alice".into(),
+                door: "rest".into(),
+                created_ms,
+                approved_by: None,
+            };
+            store
+                .insert_approval(&held, &audit("repo.delete", created_ms))
+                .expect("held");
+        }
+        assert_eq!(store.sweep_approvals(15).expect("sweep"), 1);
+        assert_eq!(store.approval("apr_old").expect("read"), None);
+        assert!(store.approval("apr_new").expect("read").is_some());
     }
 
     #[test]

@@ -6,7 +6,16 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{DurableNotice, Store, StoreError};
+use super::access::insert_audit_tx;
+use super::{AuditRecord, DurableNotice, Store, StoreError};
+
+/// Writes the audit row of the command a change carries out, in the change's transaction.
+fn audit_tx(tx: &rusqlite::Transaction<'_>, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
+    match audit {
+        Some(row) => insert_audit_tx(tx, row),
+        None => Ok(()),
+    }
+}
 
 /// The state of a run: `new` (recorded, waiting) → `running` → `ok` or `error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -363,12 +372,23 @@ pub struct EventRecord {
 }
 
 impl Store {
-    /// Records a new repository; `false` if the name is taken.
-    pub fn insert_repo(&self, repo: &RepoRecord) -> Result<bool, StoreError> {
-        let n = self.lock().execute(
+    /// Records a new repository (and the `audit` row of the command, in the same transaction);
+    /// `false` if the name is taken (then nothing is written).
+    pub fn insert_repo(
+        &self,
+        repo: &RepoRecord,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
             "INSERT OR IGNORE INTO repos (name, git_url, created_ms) VALUES (?1, ?2, ?3)",
             params![repo.name, repo.git_url, repo.created_ms],
         )?;
+        if n == 1 {
+            audit_tx(&tx, audit)?;
+        }
+        tx.commit()?;
         Ok(n == 1)
     }
 
@@ -404,8 +424,9 @@ impl Store {
             .optional()?)
     }
 
-    /// Deletes a repository and everything recorded about it; `false` if it did not exist.
-    pub fn delete_repo(&self, name: &str) -> Result<bool, StoreError> {
+    /// Deletes a repository and everything recorded about it (with the `audit` row of the
+    /// command, in the same transaction); `false` if it did not exist.
+    pub fn delete_repo(&self, name: &str, audit: Option<&AuditRecord>) -> Result<bool, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute(
@@ -422,16 +443,19 @@ impl Store {
         tx.execute("DELETE FROM retries WHERE repo = ?1", params![name])?;
         tx.execute("DELETE FROM services WHERE repo = ?1", params![name])?;
         let n = tx.execute("DELETE FROM repos WHERE name = ?1", params![name])?;
+        audit_tx(&tx, audit)?;
         tx.commit()?;
         Ok(n == 1)
     }
 
-    /// Writes service documents and deletes others, in one transaction.
+    /// Writes service documents and deletes others, in one transaction (with the `audit` row of
+    /// the command that changed them).
     pub fn save_services(
         &self,
         repo: &str,
         upserts: &[(String, String)],
         deletes: &[String],
+        audit: Option<&AuditRecord>,
     ) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
@@ -448,6 +472,7 @@ impl Store {
                 del.execute(params![repo, key])?;
             }
         }
+        audit_tx(&tx, audit)?;
         tx.commit()?;
         Ok(())
     }
@@ -464,6 +489,17 @@ impl Store {
     /// Records a new run with all its steps and jobs, and the args its jobs get (an event's
     /// payload), so that a queued run survives a restart.
     pub fn insert_run(&self, run: &RunRecord, args: &Value) -> Result<(), StoreError> {
+        self.insert_run_audited(run, args, None)
+    }
+
+    /// [`Store::insert_run`] with the `audit` row of the command that asked for the run, in the
+    /// same transaction.
+    pub fn insert_run_audited(
+        &self,
+        run: &RunRecord,
+        args: &Value,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute(
@@ -506,6 +542,7 @@ impl Store {
                 }
             }
         }
+        audit_tx(&tx, audit)?;
         tx.commit()?;
         Ok(())
     }
@@ -883,16 +920,19 @@ impl Store {
     }
 
     /// Ends a run as cancelled: the run and every unfinished job.
-    /// With `notice`, its outbox rows are written in the same transaction.
+    /// With `notice`, its outbox rows are written in the same transaction, and so is `audit`, the
+    /// row of the command that cancelled it.
     pub fn cancel_run(
         &self,
         key: &str,
         now: i64,
         reason: &str,
         notice: Option<&DurableNotice>,
+        audit: Option<&AuditRecord>,
     ) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        audit_tx(&tx, audit)?;
         if let Some(notice) = notice {
             super::notify::enqueue(&tx, notice)?;
         }
@@ -1166,6 +1206,123 @@ mod tests {
         }
     }
 
+    /// Every engine change that carries an audit row writes both in one transaction: a change
+    /// whose row cannot be written is not made, and a row whose change fails is not written.
+    #[test]
+    fn a_change_and_its_audit_row_commit_or_roll_back_together() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let row = |action: &str| AuditRecord {
+            at_ms: 1,
+            door: "rest".into(),
+            identity: "github:alice".into(),
+            action: action.into(),
+            target: "demo".into(),
+            outcome: "ok".into(),
+            message: String::new(),
+        };
+        let rows = |store: &Store| {
+            let all = store
+                .list_audit(&super::super::AuditQuery {
+                    limit: 100,
+                    ..Default::default()
+                })
+                .expect("audit");
+            all.into_iter()
+                .rev()
+                .map(|r| r.record.action)
+                .collect::<Vec<_>>()
+        };
+        let repo = RepoRecord {
+            name: "demo".into(),
+            git_url: None,
+            created_ms: 1,
+        };
+        let services = [("node!a".to_string(), "{}".to_string())];
+        let refuse = |table: &str| {
+            store
+                .lock()
+                .execute_batch(&format!(
+                    "CREATE TEMP TRIGGER refuse_{table} BEFORE INSERT ON {table}
+                     BEGIN SELECT RAISE(ABORT, 'refused'); END;"
+                ))
+                .expect("trigger");
+        };
+        let allow = |table: &str| {
+            store
+                .lock()
+                .execute_batch(&format!("DROP TRIGGER refuse_{table};"))
+                .expect("drop");
+        };
+
+        // The audit row cannot be written: no change is made.
+        refuse("audit");
+        assert!(store.insert_repo(&repo, Some(&row("repo.create"))).is_err());
+        assert_eq!(store.repo("demo").expect("repo"), None);
+        store.insert_repo(&repo, None).expect("unaudited");
+        let save = store.save_services("demo", &services, &[], Some(&row("blueprint.execute")));
+        assert!(save.is_err());
+        assert!(store.services("demo").expect("services").is_empty());
+        store
+            .save_services("demo", &services, &[], None)
+            .expect("unaudited");
+        assert!(
+            store
+                .insert_run_audited(&run("r1"), &json!({}), Some(&row("run.create")))
+                .is_err()
+        );
+        assert_eq!(store.run("demo", "r1").expect("run"), None);
+        store.insert_run(&run("r1"), &json!({})).expect("unaudited");
+        let cancel = store.cancel_run("r1", 5, "by alice", None, Some(&row("run.cancel")));
+        assert!(cancel.is_err());
+        let state = store.run("demo", "r1").expect("run").map(|r| r.state);
+        assert_eq!(state, Some(RunState::Running));
+        assert!(
+            store
+                .delete_repo("demo", Some(&row("repo.delete")))
+                .is_err()
+        );
+        assert!(store.repo("demo").expect("repo").is_some());
+        assert!(rows(&store).is_empty());
+        allow("audit");
+
+        // The change fails: no row is written.
+        refuse("runs");
+        assert!(
+            store
+                .insert_run_audited(&run("r2"), &json!({}), Some(&row("run.create")))
+                .is_err()
+        );
+        allow("runs");
+        refuse("services");
+        let save = store.save_services("demo", &services, &[], Some(&row("service.execute")));
+        assert!(save.is_err());
+        allow("services");
+        assert!(rows(&store).is_empty());
+
+        // Both go through together.
+        store
+            .cancel_run("r1", 5, "by alice", None, Some(&row("run.cancel")))
+            .expect("cancel");
+        assert!(
+            store
+                .delete_repo("demo", Some(&row("repo.delete")))
+                .expect("delete")
+        );
+        assert!(
+            store
+                .insert_repo(&repo, Some(&row("repo.create")))
+                .expect("create")
+        );
+        assert!(
+            !store
+                .insert_repo(&repo, Some(&row("repo.create")))
+                .expect("taken"),
+            "a taken name writes no row: the door records the refusal"
+        );
+        assert_eq!(rows(&store), ["run.cancel", "repo.delete", "repo.create"]);
+    }
+
     #[test]
     fn origins_round_trip_and_old_chat_origins_read() {
         for origin in [
@@ -1338,13 +1495,16 @@ mod tests {
             git_url: None,
             created_ms: 1,
         };
-        assert!(store.insert_repo(&repo).expect("insert"));
-        assert!(!store.insert_repo(&repo).expect("again"), "409 material");
+        assert!(store.insert_repo(&repo, None).expect("insert"));
+        assert!(
+            !store.insert_repo(&repo, None).expect("again"),
+            "409 material"
+        );
         store
-            .save_services("demo", &[("node!a".into(), "{}".into())], &[])
+            .save_services("demo", &[("node!a".into(), "{}".into())], &[], None)
             .expect("services");
         store.insert_run(&run("r1"), &json!({})).expect("run");
-        assert!(store.delete_repo("demo").expect("delete"));
+        assert!(store.delete_repo("demo", None).expect("delete"));
         assert!(store.services("demo").expect("services").is_empty());
         assert!(store.runs("demo").expect("runs").is_empty());
         assert_eq!(store.repo("demo").expect("repo"), None);

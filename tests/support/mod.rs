@@ -309,3 +309,35 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// One mail over raw SMTP, `250` to `DATA`: from `from` to `to`, with `body`.
+pub async fn smtp_session(stream: &mut tokio::net::TcpStream, from: &str, to: &str, body: &str) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let (read, mut write) = stream.split();
+    let mut lines = tokio::io::BufReader::new(read).lines();
+    let mut expect = async |code: &str| {
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+                .await
+                .expect("smtp reply in time")
+                .expect("read")
+                .expect("a line");
+            assert!(line.starts_with(code), "{line}");
+            if line.as_bytes().get(3) == Some(&b' ') {
+                break;
+            }
+        }
+    };
+    expect("220").await;
+    for (command, code) in [
+        ("EHLO client.example.org\r\n".to_string(), "250"),
+        (format!("MAIL FROM:<{from}>\r\n"), "250"),
+        (format!("RCPT TO:<{to}>\r\n"), "250"),
+        ("DATA\r\n".to_string(), "354"),
+        (format!("Subject: disk full\r\n\r\n{body}\r\n.\r\n"), "250"),
+        ("QUIT\r\n".to_string(), "221"),
+    ] {
+        write.write_all(command.as_bytes()).await.expect("write");
+        expect(code).await;
+    }
+}

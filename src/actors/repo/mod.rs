@@ -32,6 +32,7 @@ use tracing::warn;
 
 use super::Shared;
 use super::error::AysError;
+use crate::auth::audit::{self, Audit, Outcome};
 use crate::engine::Service;
 use crate::runner::ActionOutcome;
 use crate::store::{Origin, RunRecord};
@@ -75,6 +76,8 @@ pub enum RepoMsg {
         content: String,
         /// Create rather than replace.
         create: bool,
+        /// The command's audit entry ([`Audit`]): its `ok` row is written with the change.
+        audit: Option<Audit>,
         /// Gets the stored blueprint.
         reply: Reply<Blueprint>,
     },
@@ -82,6 +85,8 @@ pub enum RepoMsg {
     DeleteBlueprint {
         /// File name.
         name: String,
+        /// The command's audit entry ([`Audit`]): its `ok` row is written with the change.
+        audit: Option<Audit>,
         /// Acknowledges.
         reply: Reply<()>,
     },
@@ -89,6 +94,8 @@ pub enum RepoMsg {
     ExecuteBlueprint {
         /// File name.
         name: String,
+        /// The command's audit entry ([`Audit`]): its `ok` row is written with the change.
+        audit: Option<Audit>,
         /// Gets the keys of created or changed services.
         reply: Reply<Vec<String>>,
     },
@@ -98,6 +105,8 @@ pub enum RepoMsg {
         name: String,
         /// Archive (true) or restore (false).
         archived: bool,
+        /// The command's audit entry ([`Audit`]): its `ok` row is written with the change.
+        audit: Option<Audit>,
         /// Gets the blueprint.
         reply: Reply<Blueprint>,
     },
@@ -123,6 +132,8 @@ pub enum RepoMsg {
         role: String,
         /// Its instance name.
         name: String,
+        /// The command's audit entry ([`Audit`]): its `ok` row is written with the change.
+        audit: Option<Audit>,
         /// Gets the removed keys.
         reply: Reply<Vec<String>>,
     },
@@ -136,6 +147,8 @@ pub enum RepoMsg {
         action: String,
         /// What its job is given (a JSON object), if anything.
         args: Option<Value>,
+        /// The command's audit entry ([`Audit`]): its `ok` row is written with the change.
+        audit: Option<Audit>,
         /// Gets the service.
         reply: Reply<Service>,
     },
@@ -175,6 +188,8 @@ pub enum RepoMsg {
         callback_url: Option<String>,
         /// Who asked (kept with the run, handed back in its notices).
         origin: Origin,
+        /// The command's audit entry ([`Audit`]): its `ok` row is written with the change.
+        audit: Option<Audit>,
         /// Gets the run as started.
         reply: Reply<RunRecord>,
     },
@@ -194,6 +209,8 @@ pub enum RepoMsg {
         key: String,
         /// Who asks (kept with the new run).
         origin: Origin,
+        /// The command's audit entry ([`Audit`]): its `ok` row is written with the change.
+        audit: Option<Audit>,
         /// Gets the new run (running, or queued behind the run in progress).
         reply: Reply<RunRecord>,
     },
@@ -239,6 +256,8 @@ pub enum RepoMsg {
         key: String,
         /// Who cancels (for the log and the run's error).
         who: String,
+        /// The command's audit entry ([`Audit`]): its `ok` row is written with the change.
+        audit: Option<Audit>,
         /// Gets the run as it ended.
         reply: Reply<RunRecord>,
     },
@@ -299,6 +318,26 @@ pub struct RepoState {
     runs: Runs,
     /// Sends run callbacks.
     http: reqwest::Client,
+}
+
+/// The `ok` row of a command's audit entry, for the store to write with the change.
+fn ok_row(audit: Option<Audit>) -> Option<crate::store::AuditRecord> {
+    audit.map(|a| a.row(&Outcome::Ok))
+}
+
+impl RepoState {
+    /// Writes the `ok` row of a command that changed only files, right after the change (no
+    /// transaction spans a file), and passes the result on.
+    fn audit_files<T>(
+        &self,
+        audit: Option<Audit>,
+        result: Result<T, AysError>,
+    ) -> Result<T, AysError> {
+        if let (Ok(_), Some(audit)) = (&result, audit) {
+            audit::write(&self.shared.store, &audit.row(&Outcome::Ok));
+        }
+        result
+    }
 }
 
 /// How many log lines of one job are kept.
@@ -378,22 +417,28 @@ impl Actor for Repo {
                 name,
                 content,
                 create,
+                audit,
                 reply,
             } => {
-                let _ = reply.send(state.files.put_blueprint(&name, &content, create));
+                let result = state.files.put_blueprint(&name, &content, create);
+                let _ = reply.send(state.audit_files(audit, result));
             }
-            RepoMsg::DeleteBlueprint { name, reply } => {
-                let _ = reply.send(state.files.delete_blueprint(&name));
+            RepoMsg::DeleteBlueprint { name, audit, reply } => {
+                let result = state.files.delete_blueprint(&name);
+                let _ = reply.send(state.audit_files(audit, result));
             }
-            RepoMsg::ExecuteBlueprint { name, reply } => {
-                let _ = reply.send(state.execute_blueprint(&name));
+            RepoMsg::ExecuteBlueprint { name, audit, reply } => {
+                let row = ok_row(audit);
+                let _ = reply.send(state.execute_blueprint(&name, row.as_ref()));
             }
             RepoMsg::ArchiveBlueprint {
                 name,
                 archived,
+                audit,
                 reply,
             } => {
-                let _ = reply.send(state.files.archive(&name, archived));
+                let result = state.files.archive(&name, archived);
+                let _ = reply.send(state.audit_files(audit, result));
             }
             RepoMsg::ListServices { role, reply } => {
                 let list = state
@@ -407,20 +452,34 @@ impl Actor for Repo {
             RepoMsg::GetService { role, name, reply } => {
                 let _ = reply.send(state.service(&role, &name).cloned());
             }
-            RepoMsg::DeleteService { role, name, reply } => {
-                let _ = reply.send(state.delete_service(&role, &name));
+            RepoMsg::DeleteService {
+                role,
+                name,
+                audit,
+                reply,
+            } => {
+                let row = ok_row(audit);
+                let _ = reply.send(state.delete_service(&role, &name, row.as_ref()));
             }
             RepoMsg::ScheduleAction {
                 role,
                 name,
                 action,
                 args,
+                audit,
                 reply,
             } => {
-                let _ = reply.send(state.schedule(&role, &name, &action, args));
+                let row = ok_row(audit);
+                let _ = reply.send(state.schedule(&role, &name, &action, args, row.as_ref()));
             }
-            RepoMsg::RerunRun { key, origin, reply } => {
-                let _ = reply.send(state.rerun(&myself, &key, origin));
+            RepoMsg::RerunRun {
+                key,
+                origin,
+                audit,
+                reply,
+            } => {
+                let row = ok_row(audit);
+                let _ = reply.send(state.rerun(&myself, &key, origin, row.as_ref()));
             }
             RepoMsg::ListTemplates { reply } => {
                 let _ = reply.send(state.files.template_files());
@@ -452,15 +511,23 @@ impl Actor for Repo {
                 simulate,
                 callback_url,
                 origin,
+                audit,
                 reply,
             } => {
-                let _ = reply.send(state.create_run(
+                let row = ok_row(audit);
+                let result = state.create_run(
                     &myself,
                     simulate,
                     callback_url,
                     origin,
                     serde_json::json!({}),
-                ));
+                    row.as_ref(),
+                );
+                // A simulation records nothing but its audit row.
+                if let (true, Ok(_), Some(row)) = (simulate, &result, &row) {
+                    audit::write(&state.shared.store, row);
+                }
+                let _ = reply.send(result);
             }
             RepoMsg::Event {
                 channel,
@@ -497,8 +564,14 @@ impl Actor for Repo {
                 };
                 let _ = reply.send(result);
             }
-            RepoMsg::CancelRun { key, who, reply } => {
-                let _ = reply.send(state.cancel(&myself, &key, &who));
+            RepoMsg::CancelRun {
+                key,
+                who,
+                audit,
+                reply,
+            } => {
+                let row = ok_row(audit);
+                let _ = reply.send(state.cancel(&myself, &key, &who, row.as_ref()));
             }
             RepoMsg::RunDone { run, error } => state.run_done(&myself, &run, error)?,
             RepoMsg::Tick => state.tick(&myself)?,

@@ -31,8 +31,8 @@ use crate::clock;
 use crate::engine::{self, ActionState, ServiceState};
 use crate::runner::{self, ActionJob, ActionOutcome};
 use crate::store::{
-    Interrupted, JobRecord, JobState, LogRecord, Origin, RecurringSlot, RetryRecord, RunRecord,
-    RunState, StepRecord,
+    AuditRecord, Interrupted, JobRecord, JobState, LogRecord, Origin, RecurringSlot, RetryRecord,
+    RunRecord, RunState, StepRecord,
 };
 use crate::telemetry::Count;
 
@@ -251,6 +251,7 @@ impl RepoState {
         callback_url: Option<String>,
         origin: Origin,
         args: Value,
+        audit: Option<&AuditRecord>,
     ) -> Result<RunRecord, AysError> {
         let plan = if origin == Origin::Schedule {
             engine::plan_scheduled(&self.services)
@@ -301,7 +302,9 @@ impl RepoState {
                 .collect();
             self.forget_retries(&planned)?;
         }
-        self.shared.store.insert_run(&record, &args)?;
+        self.shared
+            .store
+            .insert_run_audited(&record, &args, audit)?;
         // The args actions were scheduled with now belong to this run's jobs.
         let mut took = Vec::new();
         for job in record.steps.iter().flat_map(|s| &s.jobs) {
@@ -322,6 +325,7 @@ impl RepoState {
         myself: &ActorRef<RepoMsg>,
         key: &str,
         origin: Origin,
+        audit: Option<&AuditRecord>,
     ) -> Result<RunRecord, AysError> {
         let Some(old) = self.shared.store.run(&self.name, key)? else {
             return Err(AysError::NotFound(format!("run {key:?} not found")));
@@ -352,7 +356,9 @@ impl RepoState {
             .map(|j| (j.service_key.clone(), j.action_name.clone()))
             .collect();
         self.forget_retries(&planned)?;
-        self.shared.store.insert_run(&record, &args)?;
+        self.shared
+            .store
+            .insert_run_audited(&record, &args, audit)?;
         info!(repo = %self.name, run = %record.key, of = %key, "run planned again");
         if self.runs.active.is_some() {
             self.runs.queue.push_back(record.key.clone());
@@ -724,6 +730,7 @@ impl RepoState {
         reason: String,
         origin: Origin,
         what: &str,
+        audit: Option<&AuditRecord>,
     ) -> Result<(), AysError> {
         let notice = durable(
             &self.shared.config,
@@ -737,7 +744,7 @@ impl RepoState {
         );
         self.shared
             .store
-            .cancel_run(key, clock::now_secs(), &reason, notice.as_ref())?;
+            .cancel_run(key, clock::now_secs(), &reason, notice.as_ref(), audit)?;
         info!(repo = %self.name, run = %key, %who, "{what}");
         self.shared.telemetry.count(Count::RunsCancelled, 1);
         self.shared.notices.publish(Notice::RunEnded {
@@ -755,6 +762,7 @@ impl RepoState {
         myself: &ActorRef<RepoMsg>,
         key: &str,
         who: &str,
+        audit: Option<&AuditRecord>,
     ) -> Result<RunRecord, AysError> {
         let reason = format!("cancelled by {who}");
         if let Some(active) = self.runs.active.take_if(|a| a.key == key) {
@@ -777,7 +785,7 @@ impl RepoState {
                 }
             }
             self.save(touched.iter(), &[])?;
-            self.record_cancel(key, who, reason, active.origin, "run cancelled")?;
+            self.record_cancel(key, who, reason, active.origin, "run cancelled", audit)?;
             self.after_run(myself)?;
         } else if let Some(at) = self.runs.queue.iter().position(|k| k == key) {
             self.runs.queue.remove(at);
@@ -787,7 +795,7 @@ impl RepoState {
                 .run(&self.name, key)?
                 .map(|r| r.origin)
                 .unwrap_or(Origin::Unknown);
-            self.record_cancel(key, who, reason, origin, "queued run cancelled")?;
+            self.record_cancel(key, who, reason, origin, "queued run cancelled", audit)?;
         } else {
             return match self.shared.store.run(&self.name, key)? {
                 Some(run) => Err(AysError::Conflict(format!(
@@ -805,7 +813,7 @@ impl RepoState {
 
     /// Plans and starts a run when there is anything to do (recurring actions).
     fn start_planned(&mut self, myself: &ActorRef<RepoMsg>) -> Result<(), AysError> {
-        match self.create_run(myself, false, None, Origin::Schedule, json!({})) {
+        match self.create_run(myself, false, None, Origin::Schedule, json!({}), None) {
             Ok(_) => Ok(()),
             Err(AysError::Invalid(why)) => {
                 warn!(repo = %self.name, "recurring run not started: {}", why.join("; "));

@@ -5,12 +5,18 @@ use super::RepoState;
 use super::files::problems;
 use crate::actors::error::AysError;
 use crate::engine::{self, Service};
+use crate::store::AuditRecord;
 use tracing::info;
 
 impl RepoState {
     /// Validates a blueprint as a whole against the templates and applies it, or changes
     /// nothing; returns the keys of created or changed services.
-    pub(super) fn execute_blueprint(&mut self, name: &str) -> Result<Vec<String>, AysError> {
+    /// `audit`: the command's row, written with the services.
+    pub(super) fn execute_blueprint(
+        &mut self,
+        name: &str,
+        audit: Option<&AuditRecord>,
+    ) -> Result<Vec<String>, AysError> {
         let blueprint = self.files.blueprint(name)?;
         if blueprint.archived {
             return Err(AysError::Conflict(format!(
@@ -35,7 +41,7 @@ impl RepoState {
         }
         let changed: Vec<String> = outcome.changed.clone();
         let previous = std::mem::replace(&mut self.services, outcome.services);
-        if let Err(err) = self.save(changed.iter(), &[]) {
+        if let Err(err) = self.save_audited(changed.iter(), &[], audit) {
             self.services = previous;
             return Err(err);
         }
@@ -49,6 +55,17 @@ impl RepoState {
         keys: impl Iterator<Item = &'a String>,
         deleted: &[String],
     ) -> Result<(), AysError> {
+        self.save_audited(keys, deleted, None)
+    }
+
+    /// [`Self::save`] with the audit row of the command that made the change, in the same
+    /// transaction.
+    pub(super) fn save_audited<'a>(
+        &self,
+        keys: impl Iterator<Item = &'a String>,
+        deleted: &[String],
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), AysError> {
         let mut docs = Vec::new();
         for key in keys {
             if let Some(service) = self.services.get(key) {
@@ -59,7 +76,7 @@ impl RepoState {
         }
         self.shared
             .store
-            .save_services(&self.name, &docs, deleted)
+            .save_services(&self.name, &docs, deleted, audit)
             .map_err(Into::into)
     }
 
@@ -76,6 +93,7 @@ impl RepoState {
         &mut self,
         role: &str,
         name: &str,
+        audit: Option<&AuditRecord>,
     ) -> Result<Vec<String>, AysError> {
         let key = self.service(role, name)?.key.clone();
         let before = self.services.clone();
@@ -86,7 +104,7 @@ impl RepoState {
             .filter(|(k, s)| before.get(*k) != Some(*s))
             .map(|(k, _)| k.clone())
             .collect();
-        if let Err(err) = self.save(touched.iter(), &removed) {
+        if let Err(err) = self.save_audited(touched.iter(), &removed, audit) {
             self.services = before;
             return Err(err);
         }
@@ -111,6 +129,7 @@ impl RepoState {
         name: &str,
         action: &str,
         args: Option<serde_json::Value>,
+        audit: Option<&AuditRecord>,
     ) -> Result<Service, AysError> {
         let key = self.service(role, name)?.key.clone();
         engine::schedule_action(&mut self.services, &key, action)
@@ -123,7 +142,7 @@ impl RepoState {
         }
         // A person asks for it: its retries start afresh.
         self.forget_retries(&[(key.clone(), action.to_string())])?;
-        self.save(std::iter::once(&key), &[])?;
+        self.save_audited(std::iter::once(&key), &[], audit)?;
         self.service(role, name).cloned()
     }
 }

@@ -82,12 +82,14 @@ async fn bench_with(
         name: "b.yaml".into(),
         content: blueprint,
         create: true,
+        audit: None,
         reply
     })
     .expect("call")
     .expect("blueprint");
     call!(actor, |reply| RepoMsg::ExecuteBlueprint {
         name: "b.yaml".into(),
+        audit: None,
         reply
     })
     .expect("call")
@@ -121,6 +123,7 @@ impl Bench {
             simulate: false,
             callback_url: None,
             origin: Origin::Api,
+            audit: None,
             reply
         })
         .expect("call")
@@ -340,6 +343,7 @@ async fn an_event_during_a_run_is_queued_and_runs_after_it() {
     .expect("config");
     call!(bench.actor, |reply| RepoMsg::ExecuteBlueprint {
         name: "b.yaml".into(),
+        audit: None,
         reply
     })
     .expect("call")
@@ -634,6 +638,7 @@ async fn runs_older_than_keep_days_are_pruned_with_their_jobs_and_logs() {
         name: "n0".into(),
         action: "install".into(),
         args: None,
+        audit: None,
         reply
     })
     .expect("call")
