@@ -75,6 +75,9 @@ pub async fn start(config: Config) -> Result<(), ServerError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
+    if config.api.active {
+        std::thread::spawn(crate::api::prepare);
+    }
     // The lock first: a second start of the same config must hear that the data directory is
     // taken, not that its port is.
     let lock = lock_data_dir(&config.storage.path)?;

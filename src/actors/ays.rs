@@ -546,6 +546,7 @@ impl Actor for Ays {
                 .await
                 .map_err(|err| err.to_string())?;
         }
+        state.publish(); // also when there is no repository yet
         // Events a crash left unprocessed (recorded, acknowledged, never delivered).
         for event in shared.store.pending_events()? {
             let _ = myself.cast(AysMsg::Event {

@@ -102,15 +102,13 @@ impl utoipa::Modify for Security {
 }
 
 /// The OpenAPI document.
-pub fn document() -> Value {
+pub fn document() -> &'static Value {
     static DOCUMENT: OnceLock<Value> = OnceLock::new();
-    DOCUMENT
-        .get_or_init(|| {
-            let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
-            add_links(&mut doc);
-            doc
-        })
-        .clone()
+    DOCUMENT.get_or_init(|| {
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        add_links(&mut doc);
+        doc
+    })
 }
 
 /// A link: the target operation and its parameters' runtime expressions.
@@ -180,7 +178,7 @@ fn add_links(doc: &mut Value) {
 #[utoipa::path(get, path = "/openapi.json", tag = "server",
     responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object)))]
 pub(crate) fn openapi_json() -> Response {
-    warp::reply::json(&document()).into_response()
+    warp::reply::json(document()).into_response()
 }
 
 /// An interactive viewer of this document (Swagger UI, served from the binary).
@@ -232,7 +230,7 @@ mod tests {
 
     #[test]
     fn paths_map_to_their_templates_or_other() {
-        install(&document());
+        install(document());
         for (path, template) in [
             ("/health", "/health"),
             (
@@ -312,7 +310,7 @@ mod tests {
         }
         let doc = document();
         let mut found = Vec::new();
-        refs(&doc, &mut found);
+        refs(doc, &mut found);
         assert!(!found.is_empty());
         for target in found {
             let name = target
@@ -327,7 +325,7 @@ mod tests {
 
     #[test]
     fn allow_lists_the_methods_of_the_matching_templates() {
-        install(&document());
+        install(document());
         assert_eq!(allowed_methods("/health").as_deref(), Some("GET, HEAD"));
         assert_eq!(
             allowed_methods("/ays/repository/demo/blueprint/bp.yaml").as_deref(),

@@ -271,7 +271,7 @@ mod tests {
     #[test]
     fn every_authenticated_route_states_its_role() {
         let document = super::super::openapi::document();
-        install(&document);
+        install(document);
         let mut documented = Vec::new();
         for (template, ops) in document["paths"].as_object().expect("paths") {
             for (method, op) in ops.as_object().expect("operations") {
