@@ -116,16 +116,36 @@ impl World {
     /// A whole login of Telegram user `user` as `account` at the real OIDC provider, in a
     /// browser of its own; returns the callback page's status and HTML.
     async fn log_in_real(&self, user: i64, provider_url: &str, account: &str) -> (u16, String) {
+        self.log_in_real_as_if_from(user, provider_url, account, None)
+            .await
+    }
+
+    /// [`World::log_in_real`], the callback's `iss` replaced by `iss` when given (as a mix-up
+    /// attacker's issuer would answer).
+    async fn log_in_real_as_if_from(
+        &self,
+        user: i64,
+        provider_url: &str,
+        account: &str,
+        iss: Option<&str>,
+    ) -> (u16, String) {
         let link = self.start_login(user, provider_url).await;
         let browser = real_oidc::browser(CALLBACK);
         let back = real_oidc::log_in(&browser, &link, account).await;
         assert_eq!(back.path(), "/oauth/callback", "{back}");
-        let query: Vec<(String, String)> = back.query_pairs().into_owned().collect();
+        let mut query: Vec<(String, String)> = back.query_pairs().into_owned().collect();
         // RFC 9207: the provider names itself in the authorization response.
         assert!(
             query.iter().any(|(k, v)| k == "iss" && v == provider_url),
             "{back}"
         );
+        if let Some(iss) = iss {
+            for (k, v) in &mut query {
+                if k == "iss" {
+                    *v = iss.to_string();
+                }
+            }
+        }
         let page = self
             .http
             .get(format!("{}/oauth/callback", self.cockpit.api))
@@ -498,6 +518,15 @@ async fn oidc_login_through_a_real_provider_maps_its_groups_to_roles() {
         .say(6, "/repo create demo", "Repository demo created")
         .await;
     assert_eq!(world.identity(6).map(|(id, _)| id), Some("kc:carol".into()));
+
+    // An answer that names another issuer (a mix-up: a code from elsewhere) is refused before
+    // the code is sent anywhere.
+    let (status, page) = world
+        .log_in_real_as_if_from(8, &oidc.url, "carol", Some("https://elsewhere.example"))
+        .await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("another issuer"), "{page}");
+    assert_eq!(world.identity(8), None);
 
     // mallory: known to the provider, in none of [login].allowed_groups.
     let (status, page) = world.log_in_real(7, &oidc.url, "mallory").await;
