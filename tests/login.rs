@@ -503,6 +503,14 @@ async fn oidc_login_through_a_real_provider_maps_its_groups_to_roles() {
     );
     let listed = rest(reqwest::Method::GET, &token).await.expect("REST");
     assert_eq!(listed.status().as_u16(), 200);
+    // A day later the membership check asks the provider's user info endpoint with the
+    // access token (no refresh token without offline_access) and finds the same groups.
+    world.age(5, 25);
+    world.say(5, "/repo list", "Repositories").await;
+    assert_eq!(
+        world.identity(5).map(|(_, groups)| groups),
+        Some(vec!["myorg".to_string(), "myorg/ops".to_string()])
+    );
 
     // carol: myorg/admins → admin.
     let (status, page) = world.log_in_real(6, &oidc.url, "carol").await;
@@ -533,6 +541,25 @@ async fn oidc_login_through_a_real_provider_maps_its_groups_to_roles() {
     assert_eq!(status, 403, "{page}");
     assert!(!page.contains("t.me/"), "{page}");
     assert_eq!(world.identity(7), None);
+
+    // alice's access token revoked at the provider (as a logout there does): the next check
+    // ends her chat's login.
+    let credential: String = world
+        .db()
+        .query_row(
+            "SELECT credential FROM telegram_users WHERE user_id = 5",
+            [],
+            |row| row.get(0),
+        )
+        .expect("credential");
+    let credential: serde_json::Value = serde_json::from_str(&credential).expect("JSON");
+    let access = credential["access_token"].as_str().expect("access token");
+    oidc.revoke(REAL_ID, REAL_SECRET, access).await;
+    world.age(5, 25);
+    world
+        .say(5, "/repo list", "no longer confirms your login")
+        .await;
+    assert_eq!(world.identity(5), None);
     world.assert_clean(&[REAL_SECRET]);
 }
 

@@ -11,7 +11,7 @@
 // Logging in: the library's development interactions (a login form that takes any account name
 // and password, then a consent form). Only the accounts below exist: the ID token (RS256, with
 // the authorization request's nonce) carries `preferred_username` and `groups` when the `groups`
-// scope is asked for.
+// scope is asked for. Access tokens can be revoked at `POST /token/revocation`.
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 
@@ -59,7 +59,9 @@ server.listen(0, '127.0.0.1', () => {
       if (!account) return undefined;
       return { accountId: id, async claims() { return { sub: id, ...account }; } };
     },
-    features: { devInteractions: { enabled: true } },
+    // Token revocation (RFC 7009, `POST /token/revocation`): the test revokes a user's access
+    // token as a person would by logging out at the provider.
+    features: { devInteractions: { enabled: true }, revocation: { enabled: true } },
     pkce: { required: () => true },
   });
   provider.on('server_error', (ctx, err) => console.error('server_error', err));

@@ -129,6 +129,18 @@ impl RealOidc {
         provider
     }
 
+    /// Revokes `token` at the provider's revocation endpoint (RFC 7009) as the client.
+    pub async fn revoke(&self, client_id: &str, client_secret: &str, token: &str) {
+        let answer = reqwest::Client::new()
+            .post(format!("{}/token/revocation", self.url))
+            .basic_auth(client_id, Some(client_secret))
+            .form(&[("token", token), ("token_type_hint", "access_token")])
+            .send()
+            .await
+            .expect("revocation");
+        assert_eq!(answer.status().as_u16(), 200, "revocation refused");
+    }
+
     /// What the provider wrote to stderr so far.
     pub fn stderr_text(&self) -> String {
         self.stderr.lock().expect("stderr").join("\n")
