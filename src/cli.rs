@@ -236,13 +236,21 @@ fn users_command(config: &Config, command: UsersCommand) -> Result<(), String> {
                 &identity,
                 &Outcome::Ok,
             );
-            let (links, tokens) = store
+            let revoked = store
                 .revoke_user(&identity, &row)
                 .map_err(|e| e.to_string())?;
-            if links + tokens == 0 {
+            if !revoked.any() {
                 return Err(format!("nobody of identity {identity} holds access"));
             }
-            println!("logged out {identity}: {links} Telegram link(s), {tokens} token(s)");
+            let jwts = if revoked.jwts {
+                "; its JWTs issued before now are refused"
+            } else {
+                ""
+            };
+            println!(
+                "logged out {identity}: {} Telegram link(s), {} token(s){jwts}",
+                revoked.links, revoked.tokens
+            );
         }
     }
     Ok(())

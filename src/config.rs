@@ -1581,4 +1581,74 @@ name = "google"
         assert!(err.contains("[access].admin[0]"), "{err}");
         assert!(err.contains("[access].two_person[0]"), "{err}");
     }
+
+    /// The TOML blocks of the README section under `heading`, in order.
+    fn readme_toml(heading: &str) -> Vec<String> {
+        let readme = include_str!("../README.md");
+        let start = readme.find(heading).expect("README section");
+        let section = &readme[start + heading.len()..];
+        let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+        section
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|block| block.split_once("\n```").map(|(toml, _)| toml.to_string()))
+            .collect()
+    }
+
+    /// What the README tells an operator to write for a GitHub or OpenID Connect login is
+    /// accepted, each block beside `config/local.toml` (a file with an `[oauth]` section, as the
+    /// README assumes), and means what the README says.
+    #[test]
+    fn the_readme_s_login_examples_are_accepted() {
+        use crate::auth::access::{Principal, Role};
+        let local = include_str!("../config/local.toml");
+        let blocks = readme_toml("### Logging in with GitHub or an OpenID Connect provider");
+        assert_eq!(blocks.len(), 3, "github, keycloak, google");
+        let configs: Vec<Config> = blocks
+            .iter()
+            .map(|block| {
+                Config::parse(&format!("{local}\n{block}"))
+                    .unwrap_or_else(|e| panic!("README example:\n{block}\nrefused: {e}"))
+            })
+            .collect();
+        let provider = |c: &Config| {
+            let name = c.login.provider.clone().expect("[login].provider");
+            c.providers
+                .iter()
+                .find(|p| p.name == name)
+                .cloned()
+                .expect("the provider [login] names")
+        };
+        let github = provider(&configs[0]);
+        assert_eq!(github.kind, ProviderKind::Github);
+        assert_eq!(github.scope, "read:user read:org");
+        assert_eq!(
+            configs[0].login.redirect_uri,
+            "https://cockpit.example.com/oauth/callback"
+        );
+        assert_eq!(configs[0].login.allowed_groups, ["myorg"]);
+        let keycloak = provider(&configs[1]);
+        assert_eq!(
+            (keycloak.kind, keycloak.token_auth, keycloak.issuer.as_str()),
+            (
+                ProviderKind::Oidc,
+                TokenAuth::Post,
+                "https://sso.example.com/realms/ops"
+            )
+        );
+        assert_eq!(keycloak.groups_claim, "groups");
+        // Without [login].redirect_uri the callback is [oauth].redirect_uri.
+        assert_eq!(configs[1].login.redirect_uri, configs[1].oauth.redirect_uri);
+        let google = provider(&configs[2]);
+        assert_eq!(
+            (google.kind, google.identity_claim.as_str()),
+            (ProviderKind::Oidc, "email")
+        );
+        assert!(configs[2].login.allowed_groups.is_empty());
+        let access = configs[2].access_rules();
+        let role = |identity: &str| access.role(&Principal::new(identity, Vec::new()));
+        assert_eq!(role("google:alice@example.com"), Some(Role::Admin));
+        assert_eq!(role("google:bob@example.com"), Some(Role::Viewer));
+        assert_eq!(role("google:eve@example.com"), None);
+    }
 }

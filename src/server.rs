@@ -162,20 +162,23 @@ async fn serve(
         }
         None => None,
     };
-    let verifier = if config.api.active && config.mode.prod {
+    let (verifier, revocations) = if config.api.active && config.mode.prod {
         let oauth = &config.oauth;
         let key = oauth.jwt_key.as_deref().unwrap_or_default();
         let rules = crate::auth::JwtRules::new(key, &oauth.jwt_issuer, &oauth.organization)
             .map_err(|err| ServerError::Start(format!("[oauth].jwt_key: {err}")))?;
         let verifier = crate::auth::pool::Verifier::start(rules, Default::default())
             .map_err(|err| ServerError::Start(format!("cannot start the JWT verifier: {err}")))?;
-        Some(verifier)
+        let revocations = crate::auth::revoked::Revocations::open(store.clone())
+            .map_err(|err| ServerError::Start(format!("cannot read the revoked users: {err}")))?;
+        (Some(verifier), Some(Arc::new(revocations)))
     } else {
-        None
+        (None, None)
     };
     let mut shared = Shared::new(config, store, listeners);
     shared.proxy_key = proxy_key;
     shared.verifier = verifier;
+    shared.revocations = revocations;
     let escalation = Arc::new(Mutex::new(None));
     let args = SupervisorArgs {
         shared: shared.clone(),

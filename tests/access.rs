@@ -313,7 +313,7 @@ async fn roles_tokens_users_and_the_audit_trail() {
     let (status, _) = client.call(&laptop, "GET", "/ays/repository", None).await;
     assert_eq!(status, 401);
     let (status, _) = client
-        .call(&ada, "DELETE", "/auth/users/itsyouonline:nobody", None)
+        .call(&ada, "DELETE", "/auth/users/github:nobody", None)
         .await;
     assert_eq!(status, 404);
 
@@ -429,7 +429,7 @@ async fn roles_tokens_users_and_the_audit_trail() {
             "rest",
             "itsyouonline:ada",
             "user.revoke",
-            "itsyouonline:nobody",
+            "github:nobody",
             "error",
         ),
         row(
@@ -483,6 +483,91 @@ async fn roles_tokens_users_and_the_audit_trail() {
             .await;
         assert_eq!(status, 400, "{bad}: {body}");
     }
+}
+
+/// A JWT of `user` issued at `iat` (none: without the claim, as ItsYou.online may issue them).
+fn jwt_issued(user: &str, iat: Option<u64>) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut claims = json!({"iss": "itsyouonline", "exp": now + 3600, "username": user,
+                            "scope": ["user:memberof:myorg"]});
+    if let Some(iat) = iat {
+        claims["iat"] = json!(iat);
+    }
+    cockpit::auth::mint_token(PRIVATE, &claims).expect("mint")
+}
+
+/// `DELETE /auth/users/{identity}` and `cockpit users revoke` also end the JWTs that person
+/// holds: a running server refuses them at the next request (also those it had accepted and
+/// cached), with a message saying why; a JWT issued after the revocation works, and other
+/// people's JWTs are not affected.
+#[tokio::test]
+async fn a_revoked_user_s_jwts_are_refused_at_once() {
+    let cockpit = Cockpit::start(ACCESS);
+    let client = Client {
+        http: reqwest::Client::new(),
+        api: cockpit.api.clone(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let ada = jwt("ada");
+    let olga = jwt_issued("olga", Some(now - 60));
+    let (vic, vic_without_iat) = (jwt_issued("vic", Some(now - 60)), jwt_issued("vic", None));
+    for token in [&ada, &olga, &vic, &vic_without_iat] {
+        let (status, body) = client.call(token, "GET", "/ays/repository", None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    // olga holds neither a Telegram link nor a cockpit token: only JWTs. Revoking her is not a
+    // no-op.
+    let (status, body) = client
+        .call(&ada, "DELETE", "/auth/users/itsyouonline:olga", None)
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = client.call(&olga, "GET", "/ays/repository", None).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("issued before its holder's access was revoked"),
+        "{body}"
+    );
+    for token in [&ada, &vic] {
+        let (status, body) = client.call(token, "GET", "/ays/repository", None).await;
+        assert_eq!(status, 200, "another user's JWT still works: {body}");
+    }
+    // A JWT ItsYou.online issues after the revocation works.
+    let fresh = jwt_issued("olga", Some(now + 2));
+    let (status, body) = client.call(&fresh, "GET", "/ays/repository", None).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The CLI, beside the running server: vic's JWTs, with and without `iat`, stop at once.
+    let (code, out, err) = cli(&cockpit, &["users", "revoke", "itsyouonline:vic"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("JWTs issued before now are refused"), "{out}");
+    for token in [&vic, &vic_without_iat] {
+        let (status, body) = client.call(token, "GET", "/ays/repository", None).await;
+        assert_eq!(status, 401, "{body}");
+    }
+    for token in [&ada, &fresh] {
+        let (status, body) = client.call(token, "GET", "/ays/repository", None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // olga's refusal holds after a restart.
+    let cockpit = cockpit.kill_and_restart();
+    let client = Client {
+        http: reqwest::Client::new(),
+        api: cockpit.api.clone(),
+    };
+    let (status, _) = client.call(&olga, "GET", "/ays/repository", None).await;
+    assert_eq!(status, 401);
+    let (status, _) = client.call(&fresh, "GET", "/ays/repository", None).await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]

@@ -13,18 +13,24 @@ mod support;
 mod fake_github;
 #[path = "support/fake_oidc.rs"]
 mod fake_oidc;
+#[path = "support/real_oidc.rs"]
+mod real_oidc;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use fake_github::{Auth, FakeGithub};
 use fake_oidc::FakeOidc;
+use real_oidc::RealOidc;
 use support::fake_telegram::FakeTelegram;
 use support::{Cockpit, base_config};
 
 const BOT_TOKEN: &str = "515151:LOGIN-bot-token-SECRET";
 const WAIT: Duration = Duration::from_secs(30);
 const HOUR_MS: i64 = 3_600_000;
+/// Cockpit's `/oauth/callback` as providers know it (`[oauth].redirect_uri` of the test config);
+/// the test's browser takes the provider's redirect there to the real port.
+const CALLBACK: &str = "http://127.0.0.1/oauth/callback";
 
 /// The bot's world with one login provider.
 struct World {
@@ -105,6 +111,50 @@ impl World {
         let code = code_in(&page);
         self.say(user, &format!("/start {code}"), "You have been authorized")
             .await
+    }
+
+    /// A whole login of Telegram user `user` as `account` at the real OIDC provider, in a
+    /// browser of its own; returns the callback page's status and HTML.
+    async fn log_in_real(&self, user: i64, provider_url: &str, account: &str) -> (u16, String) {
+        self.log_in_real_as_if_from(user, provider_url, account, None)
+            .await
+    }
+
+    /// [`World::log_in_real`], the callback's `iss` replaced by `iss` when given (as a mix-up
+    /// attacker's issuer would answer).
+    async fn log_in_real_as_if_from(
+        &self,
+        user: i64,
+        provider_url: &str,
+        account: &str,
+        iss: Option<&str>,
+    ) -> (u16, String) {
+        let link = self.start_login(user, provider_url).await;
+        let browser = real_oidc::browser(CALLBACK);
+        let back = real_oidc::log_in(&browser, &link, account).await;
+        assert_eq!(back.path(), "/oauth/callback", "{back}");
+        let mut query: Vec<(String, String)> = back.query_pairs().into_owned().collect();
+        // RFC 9207: the provider names itself in the authorization response.
+        assert!(
+            query.iter().any(|(k, v)| k == "iss" && v == provider_url),
+            "{back}"
+        );
+        if let Some(iss) = iss {
+            for (k, v) in &mut query {
+                if k == "iss" {
+                    *v = iss.to_string();
+                }
+            }
+        }
+        let page = self
+            .http
+            .get(format!("{}/oauth/callback", self.cockpit.api))
+            .query(&query)
+            .send()
+            .await
+            .expect("callback");
+        let status = page.status().as_u16();
+        (status, page.text().await.expect("page"))
     }
 
     fn db(&self) -> rusqlite::Connection {
@@ -378,6 +428,179 @@ async fn oidc_login_verifies_the_id_token_and_expiry_and_rechecks_end_the_sessio
     assert!(page.contains("nonce"), "{page}");
     assert!(!page.contains("t.me/"), "{page}");
     world.assert_clean(&[fake_oidc::CLIENT_SECRET]);
+}
+
+const REAL_ID: &str = "cockpit-at-real-oidc";
+const REAL_SECRET: &str = "REAL-OIDC-SECRET-5d2e8a";
+
+/// `[[oauth_provider]] kc` at the real provider, with this issuer and client secret, and roles
+/// from the provider's groups.
+fn real_oidc_toml(issuer: &str, secret: &str) -> String {
+    format!(
+        "[[oauth_provider]]\nname = \"kc\"\nkind = \"oidc\"\nissuer = \"{issuer}\"\n\
+         client_id = \"{REAL_ID}\"\nclient_secret = \"{secret}\"\n\
+         scope = \"openid profile groups\"\n\n\
+         [access]\nviewer = [\"group:myorg\"]\noperator = [\"group:myorg/ops\"]\n\
+         admin = [\"group:myorg/admins\"]\n"
+    )
+}
+
+/// The bot's login through a real OpenID Connect provider (panva's `oidc-provider`, see
+/// `tests/oidc/`): discovery, the login and consent forms, the code exchange with HTTP Basic, the
+/// RS256 ID token checked against the provider's JWKS with the login's nonce, groups from its
+/// `groups` claim mapped to roles by `[access]`, in the bot and on REST with the bot's `/token`.
+/// The wrong-nonce and expiry cases, which a real provider does not produce on demand, are in
+/// the fake's test above.
+#[tokio::test]
+async fn oidc_login_through_a_real_provider_maps_its_groups_to_roles() {
+    let oidc = RealOidc::start(REAL_ID, REAL_SECRET, CALLBACK, "client_secret_basic");
+    let world = World::start(&real_oidc_toml(&oidc.url, REAL_SECRET), "kc").await;
+
+    // alice: groups myorg and /myorg/ops (a Keycloak-style path) → operator.
+    let (status, page) = world.log_in_real(5, &oidc.url, "alice").await;
+    assert_eq!(status, 200, "{page}\n{}", oidc.stderr_text());
+    world
+        .say(
+            5,
+            &format!("/start {}", code_in(&page)),
+            "You have been authorized, alice",
+        )
+        .await;
+    assert_eq!(
+        world.identity(5),
+        Some(("kc:alice".into(), vec!["myorg".into(), "myorg/ops".into()]))
+    );
+    world.say(5, "/repo list", "Repositories").await;
+    world
+        .say(
+            5,
+            "/repo create demo",
+            "this needs the admin role; you have operator",
+        )
+        .await;
+    let answer = world.say(5, "/token", "Your API token (operator").await;
+    let token = answer
+        .split_whitespace()
+        .find(|w| w.starts_with("ck_"))
+        .expect("a token")
+        .to_string();
+    let rest = |method: reqwest::Method, token: &str| {
+        world
+            .http
+            .request(method, format!("{}/ays/repository", world.cockpit.api))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"name": "demo"}))
+            .send()
+    };
+    let refused = rest(reqwest::Method::POST, &token).await.expect("REST");
+    assert_eq!(refused.status().as_u16(), 403);
+    assert!(
+        refused
+            .text()
+            .await
+            .expect("body")
+            .contains("needs the admin role; you have operator")
+    );
+    let listed = rest(reqwest::Method::GET, &token).await.expect("REST");
+    assert_eq!(listed.status().as_u16(), 200);
+    // A day later the membership check asks the provider's user info endpoint with the
+    // access token (no refresh token without offline_access) and finds the same groups.
+    world.age(5, 25);
+    world.say(5, "/repo list", "Repositories").await;
+    assert_eq!(
+        world.identity(5).map(|(_, groups)| groups),
+        Some(vec!["myorg".to_string(), "myorg/ops".to_string()])
+    );
+
+    // carol: myorg/admins → admin.
+    let (status, page) = world.log_in_real(6, &oidc.url, "carol").await;
+    assert_eq!(status, 200, "{page}");
+    world
+        .say(
+            6,
+            &format!("/start {}", code_in(&page)),
+            "You have been authorized, carol",
+        )
+        .await;
+    world
+        .say(6, "/repo create demo", "Repository demo created")
+        .await;
+    assert_eq!(world.identity(6).map(|(id, _)| id), Some("kc:carol".into()));
+
+    // An answer that names another issuer (a mix-up: a code from elsewhere) is refused before
+    // the code is sent anywhere.
+    let (status, page) = world
+        .log_in_real_as_if_from(8, &oidc.url, "carol", Some("https://elsewhere.example"))
+        .await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("another issuer"), "{page}");
+    assert_eq!(world.identity(8), None);
+
+    // mallory: known to the provider, in none of [login].allowed_groups.
+    let (status, page) = world.log_in_real(7, &oidc.url, "mallory").await;
+    assert_eq!(status, 403, "{page}");
+    assert!(!page.contains("t.me/"), "{page}");
+    assert_eq!(world.identity(7), None);
+
+    // alice's access token revoked at the provider (as a logout there does): the next check
+    // ends her chat's login.
+    let credential: String = world
+        .db()
+        .query_row(
+            "SELECT credential FROM telegram_users WHERE user_id = 5",
+            [],
+            |row| row.get(0),
+        )
+        .expect("credential");
+    let credential: serde_json::Value = serde_json::from_str(&credential).expect("JSON");
+    let access = credential["access_token"].as_str().expect("access token");
+    oidc.revoke(REAL_ID, REAL_SECRET, access).await;
+    world.age(5, 25);
+    world
+        .say(5, "/repo list", "no longer confirms your login")
+        .await;
+    assert_eq!(world.identity(5), None);
+    world.assert_clean(&[REAL_SECRET]);
+}
+
+/// Misconfigurations a real provider catches: cockpit's client secret is not the one the
+/// provider has, or its issuer is not the provider's own name. Both fail with a message saying
+/// why, in the chat or on the page, and authorize no one.
+#[tokio::test]
+async fn a_real_oidc_provider_refuses_a_wrong_client_secret_and_a_wrong_issuer() {
+    let oidc = RealOidc::start(REAL_ID, REAL_SECRET, CALLBACK, "client_secret_basic");
+    let wrong_secret = "NOT-THE-REAL-SECRET-77";
+    let world = World::start(&real_oidc_toml(&oidc.url, wrong_secret), "kc").await;
+    let (status, page) = world.log_in_real(8, &oidc.url, "alice").await;
+    assert_eq!(status, 502, "{page}");
+    assert!(
+        page.contains("the provider refused: invalid_client"),
+        "{page}"
+    );
+    assert!(!page.contains("t.me/"), "{page}");
+    world
+        .telegram
+        .wait_text(8, "The login failed. Send /start to try again.", WAIT)
+        .await;
+    assert_eq!(world.identity(8), None);
+    world.assert_clean(&[wrong_secret, REAL_SECRET]);
+
+    // The provider calls itself http://127.0.0.1:PORT; cockpit was told http://localhost:PORT.
+    let port = oidc.url.rsplit(':').next().expect("port");
+    let elsewhere = format!("http://localhost:{port}");
+    let world = World::start(&real_oidc_toml(&elsewhere, REAL_SECRET), "kc").await;
+    world
+        .say(9, "/start", "its issuer is not the configured one")
+        .await;
+    assert!(
+        !world
+            .telegram
+            .texts_to(9)
+            .iter()
+            .any(|t| t.contains(&oidc.url)),
+        "no login link"
+    );
+    world.assert_clean(&[REAL_SECRET]);
 }
 
 #[tokio::test]

@@ -58,6 +58,9 @@ pub struct Shared {
     /// The REST API's token verifier (a cache before a bounded thread pool), when the API runs
     /// in production mode (started once by `server::run`).
     pub verifier: Option<Arc<crate::auth::pool::Verifier>>,
+    /// The identities logged out everywhere, whose older JWTs the REST door refuses (with the
+    /// verifier; read from the store, refreshed when its revocation bell rings).
+    pub revocations: Option<Arc<crate::auth::revoked::Revocations>>,
     /// The central OAuth2 server's signing key, when `[oauth_proxy]` is configured (read or
     /// generated once at start; read-only after).
     pub proxy_key: Option<Arc<crate::oauth::token::SigningKey>>,
@@ -136,6 +139,7 @@ impl Shared {
             telemetry: Arc::new(Telemetry::default()),
             listeners: Arc::new(listeners),
             verifier: None,
+            revocations: None,
             proxy_key: None,
             notices: notice::Notices::default(),
             faults: faults::Faults::default(),

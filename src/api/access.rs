@@ -335,11 +335,13 @@ pub(crate) fn list_users(_guarded: Guarded, shared: Shared) -> Response {
     }
 }
 
-/// Log someone out everywhere: their Telegram links and their API tokens.
+/// Log someone out everywhere: their Telegram links and their API tokens, and for an
+/// `itsyouonline:` identity the JWTs they hold (those issued before now are refused from the
+/// next request on).
 #[utoipa::path(delete, path = "/auth/users/{identity}", tag = "access",
     params(("identity" = String, Path, description = "`itsyouonline:bob`, `github:alice`...")),
     security(("jwt" = []), ("jwt_cookie" = [])),
-    responses((status = 204, description = "Logged out everywhere"),
+    responses((status = 204, description = "Logged out everywhere (an `itsyouonline:` identity always: its JWTs issued before now are refused)"),
         (status = 404, description = "Nobody of that identity holds access", body = Error),
         AuthFailures))]
 pub(crate) fn revoke_user(guarded: Guarded, identity: String, shared: Shared) -> Response {
@@ -352,7 +354,7 @@ pub(crate) fn revoke_user(guarded: Guarded, identity: String, shared: Shared) ->
         &Outcome::Ok,
     );
     match shared.store.revoke_user(&identity, &row) {
-        Ok((0, 0)) => error(
+        Ok(revoked) if !revoked.any() => error(
             StatusCode::NOT_FOUND,
             "nobody of that identity holds access",
         )

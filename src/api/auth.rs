@@ -169,7 +169,7 @@ pub struct Guarded {
 /// of its `user:memberof:` scopes as groups.
 pub fn jwt_principal(verified: &crate::auth::Verified) -> Principal {
     Principal::new(
-        format!("itsyouonline:{}", verified.user),
+        format!("{}{}", crate::store::JWT_IDENTITY_PREFIX, verified.user),
         verified.groups.clone(),
     )
 }
@@ -189,6 +189,7 @@ pub fn authenticated(
     shared: Shared,
 ) -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone {
     let verifier = shared.verifier.clone();
+    let revocations = shared.revocations.clone();
     let store = shared.store.clone();
     let access = Arc::new(shared.config.access_rules());
     // One copy of the header map (its values are shared, not copied) rather than a String per
@@ -203,6 +204,7 @@ pub fn authenticated(
                   peer: Option<Peer>,
                   path: warp::path::FullPath| {
                 let verifier = verifier.clone();
+                let revocations = revocations.clone();
                 let store = store.clone();
                 let access = access.clone();
                 async move {
@@ -262,6 +264,15 @@ pub fn authenticated(
                     match verifier.verify(token, peer, now_secs()).await {
                         Ok(verified) => {
                             let principal = jwt_principal(&verified);
+                            // After the cache too: a token accepted before its holder was
+                            // revoked stays in the verifier's cache.
+                            if revocations
+                                .as_ref()
+                                .is_some_and(|r| r.refuses(&principal.identity, verified.iat))
+                            {
+                                refused(&"the JWT's holder was revoked after it was issued");
+                                return Err(warp::reject::custom(Unauthorized(AuthError::Revoked)));
+                            }
                             let role = access.role(&principal);
                             Ok(Caller { principal, role })
                         }

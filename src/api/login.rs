@@ -87,11 +87,12 @@ fn notify(shared: &Shared, chat_id: i64, outcome: LoginOutcome) {
         ("state" = String, Query, min_length = 1, description = "The state the login was started with"),
         ("code" = Option<String>, Query, description = "The provider's authorization code"),
         ("error" = Option<String>, Query, description = "The provider's refusal"),
+        ("iss" = Option<String>, Query, description = "The issuer that answers (RFC 9207); for an OpenID Connect login it must be the provider's issuer"),
     ),
     responses(
         (status = 200, description = "Logged in (Telegram): the page links `https://t.me/<bot>?start=<one-time code>`", content_type = "text/html", body = String),
         (status = 302, description = "Back to the app with `jwt` and `state`, or `error` and `state`", headers(("location" = String))),
-        (status = 400, description = "No, an unknown, a used or an expired state; or no code", content_type = "text/html", body = String),
+        (status = 400, description = "No, an unknown, a used or an expired state; no code; or another issuer's answer", content_type = "text/html", body = String),
         (status = 403, description = "Not a member of the organization (Telegram)", content_type = "text/html", body = String),
         (status = 500, description = "The login could not be recorded", content_type = "text/html", body = String),
         (status = 502, description = "The login provider failed (Telegram)", content_type = "text/html", body = String),
@@ -183,6 +184,19 @@ async fn telegram(
             "The login provider is no longer configured; send /start to the bot again.",
         );
     };
+    if login::other_issuer(provider, query.get("iss").map(String::as_str)) {
+        warn!(
+            user_id,
+            provider = name,
+            "telegram login refused: another issuer's answer"
+        );
+        notify(&shared, chat_id, LoginOutcome::Failed);
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Login failed",
+            "The answer names another issuer than the login provider's (iss); send /start to the bot again.",
+        );
+    }
     let field = |key: &str| data[key].as_str().unwrap_or_default().to_string();
     let secrets = LoginSecrets {
         verifier: field("verifier"),

@@ -57,6 +57,12 @@ pub enum AuthError {
     /// The token is genuine but does not show membership of the organization.
     #[error("Unauthorized")]
     Unauthorized,
+    /// The token is genuine, but its holder was logged out everywhere (`users revoke`) after it
+    /// was issued.
+    #[error(
+        "Your JWT was issued before its holder's access was revoked: log in again for a new one"
+    )]
+    Revoked,
 }
 
 /// Why a key could not be loaded or used; messages never contain key material.
@@ -99,6 +105,9 @@ pub enum KeyError {
 pub struct Verified {
     /// The token's `exp` (seconds since the Unix epoch): how long a cache may keep this result.
     pub exp: u64,
+    /// The token's `iat`, if it has a readable one: whether it was issued before its holder was
+    /// revoked (`auth::revoked`).
+    pub iat: Option<u64>,
     /// Who the token speaks for: its `username`, else its `globalid`, else its `azp`, else its `sub`.
     pub user: String,
     /// The organizations its `user:memberof:<org>` scopes name (the configured organization
@@ -245,6 +254,7 @@ impl JwtRules {
         }
         Ok(Verified {
             exp,
+            iat: claims.get("iat").and_then(numeric_date),
             user: user.to_owned(),
             groups,
         })
@@ -608,6 +618,7 @@ mod tests {
             rules.verify(&token, NOW),
             Ok(Verified {
                 exp: NOW + 3600,
+                iat: None,
                 user: "alice".into(),
                 groups: vec![ORG.into()],
             })

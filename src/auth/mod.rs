@@ -7,13 +7,15 @@
 //! REST filter asks it); `jwt` itself touches neither the network, the disk nor the clock (the
 //! caller passes the current time). `access` maps a principal to a role and every command to the
 //! role it needs (no IO either); `audit` writes the audit trail and `tokens` issues and checks the
-//! API tokens cockpit itself issues (both through the store).
+//! API tokens cockpit itself issues (both through the store); `revoked` holds the identities
+//! logged out everywhere, whose older JWTs are refused.
 
 pub mod access;
 pub mod approvals;
 pub mod audit;
 pub mod jwt;
 pub mod pool;
+pub mod revoked;
 pub mod tokens;
 
 pub use jwt::{

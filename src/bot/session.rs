@@ -484,8 +484,12 @@ impl ChatState {
         let url = match login::authorize_url(config, provider, &state, &secrets).await {
             Ok(url) => url,
             Err(err) => {
+                // The reason names an endpoint or a rule, never a secret (`ProviderError`), and
+                // tells the operator the user reports it to what to fix.
                 warn!(chat_id = self.chat_id, %err, "cannot start a login");
-                return self.say("Login is unavailable right now; try /start again in a moment.");
+                return self.say(&format!(
+                    "Login is unavailable right now ({err}); try /start again later, or tell the operator."
+                ));
             }
         };
         let after = "At the end, the login page shows a link back to me: open it with this \

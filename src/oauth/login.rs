@@ -132,6 +132,16 @@ pub async fn authorize_url(
     }
 }
 
+/// Whether the callback's `iss` (RFC 9207: the issuer names itself in the authorization
+/// response) shows that the code comes from another issuer than the login's OIDC provider (a
+/// mix-up attack); an answer without `iss`, or a provider of another kind, is not judged.
+pub fn other_issuer(provider: LoginProvider<'_>, iss: Option<&str>) -> bool {
+    match (provider, iss) {
+        (LoginProvider::Provider(p), Some(iss)) if p.kind == ProviderKind::Oidc => iss != p.issuer,
+        _ => false,
+    }
+}
+
 /// A completed login: who, where from, and what a later check presents to the provider.
 #[derive(Debug, Clone)]
 pub struct Completed {

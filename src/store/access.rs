@@ -347,12 +347,14 @@ impl Store {
     }
 
     /// Everyone who holds access: `(identity, telegram links, tokens)`, by identity. A Telegram
-    /// link is an ItsYou.online login (`itsyouonline:<username>`).
+    /// link is the identity its login provider gave (`github:alice`), or for a login recorded
+    /// before providers existed, `itsyouonline:<username>`.
     pub fn list_users(&self) -> Result<Vec<(String, usize, usize)>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
             "SELECT identity, SUM(links), SUM(tokens) FROM (
-                SELECT 'itsyouonline:' || username AS identity, 1 AS links, 0 AS tokens
+                SELECT COALESCE(NULLIF(identity, ''), 'itsyouonline:' || username) AS identity,
+                       1 AS links, 0 AS tokens
                   FROM telegram_users
                 UNION ALL
                 SELECT identity, 0, 1 FROM api_tokens)
@@ -370,34 +372,141 @@ impl Store {
         Ok(rows)
     }
 
-    /// Logs an identity out everywhere (its Telegram links and its tokens) and writes the audit
-    /// row, in one transaction; returns `(links, tokens)` removed.
+    /// Logs an identity out everywhere and writes the audit row, in one transaction: its
+    /// Telegram links and its tokens are removed, and for an identity that REST JWTs speak for
+    /// (`itsyouonline:<user>`) the revocation is recorded, so that the JWTs it holds are refused
+    /// (see [`Revocation`]). Then rings the revocation bell for a running server.
     pub fn revoke_user(
         &self,
         identity: &str,
         audit: &AuditRecord,
-    ) -> Result<(usize, usize), StoreError> {
+    ) -> Result<UserRevoked, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let links = match identity.strip_prefix("itsyouonline:") {
-            Some(username) => tx.execute(
-                "DELETE FROM telegram_users WHERE username = ?1",
-                params![username],
-            )?,
-            None => 0,
-        };
+        // The link's identity, or for a login from before providers: ItsYou.online's username.
+        let links = tx.execute(
+            "DELETE FROM telegram_users
+              WHERE COALESCE(NULLIF(identity, ''), 'itsyouonline:' || username) = ?1",
+            params![identity],
+        )?;
         let tokens = tx.execute(
             "DELETE FROM api_tokens WHERE identity = ?1",
             params![identity],
         )?;
-        if links + tokens == 0 {
+        // Only ItsYou.online's JWTs reach the REST API; other identities hold none.
+        let jwts = identity.starts_with(JWT_IDENTITY_PREFIX);
+        if jwts {
+            tx.execute(
+                "INSERT INTO revoked_identities (identity, revoked_at_ms, lifted_at_ms)
+                 VALUES (?1, ?2, NULL)
+                 ON CONFLICT (identity) DO UPDATE SET
+                    revoked_at_ms = excluded.revoked_at_ms, lifted_at_ms = NULL",
+                params![identity, audit.at_ms],
+            )?;
+        }
+        if links + tokens == 0 && !jwts {
             insert_audit_tx(&tx, &failed(audit, "nobody of that identity holds access"))?;
         } else {
             insert_audit_tx(&tx, audit)?;
         }
         tx.commit()?;
-        Ok((links, tokens))
+        drop(conn);
+        if jwts {
+            self.ring_revocation_bell();
+        }
+        Ok(UserRevoked {
+            links,
+            tokens,
+            jwts,
+        })
     }
+
+    /// Every recorded revocation.
+    pub fn revocations(&self) -> Result<Vec<Revocation>, StoreError> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare("SELECT identity, revoked_at_ms, lifted_at_ms FROM revoked_identities")?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok(Revocation {
+                    identity: row.get(0)?,
+                    revoked_at_ms: row.get(1)?,
+                    lifted_at_ms: row.get(2)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Where writers of `revoked_identities` ring: one byte is appended after each commit, so
+    /// a running server (another process than the CLI) sees the file grow and reads the table
+    /// again, without a query per request.
+    pub fn revocation_bell_path(&self) -> std::path::PathBuf {
+        self.path.with_file_name(REVOCATION_BELL)
+    }
+
+    /// Opens the revocation bell (created `0600` if missing) for reading its length.
+    pub fn open_revocation_bell(&self) -> Result<std::fs::File, StoreError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = self.revocation_bell_path();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| StoreError::Bell { path, source })
+    }
+
+    /// Tells a running server that `revoked_identities` changed. The change is committed
+    /// already, so a failure is logged, not returned: a server started later reads the table.
+    pub(super) fn ring_revocation_bell(&self) {
+        use std::io::Write as _;
+        let path = self.revocation_bell_path();
+        let rung = self.open_revocation_bell().and_then(|mut bell| {
+            bell.write_all(b".")
+                .map_err(|source| StoreError::Bell { path, source })
+        });
+        if let Err(err) = rung {
+            tracing::error!(%err, "revocation recorded, but the bell did not ring");
+        }
+    }
+}
+
+/// What the bell file next to the database is called.
+const REVOCATION_BELL: &str = "revocations.bell";
+
+/// The identities REST JWTs speak for (ItsYou.online's, as `api::auth::jwt_principal` names
+/// them).
+pub const JWT_IDENTITY_PREFIX: &str = "itsyouonline:";
+
+/// What `revoke_user` removed or recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserRevoked {
+    /// Telegram links removed.
+    pub links: usize,
+    /// Cockpit API tokens removed.
+    pub tokens: usize,
+    /// Whether the identity's JWTs are now refused (an `itsyouonline:` identity).
+    pub jwts: bool,
+}
+
+impl UserRevoked {
+    /// Whether the revocation did anything.
+    pub fn any(&self) -> bool {
+        self.links + self.tokens > 0 || self.jwts
+    }
+}
+
+/// A revoked identity: its JWTs issued at or before `revoked_at_ms` are refused, and those
+/// without `iat` until `lifted_at_ms` is set (the identity logged in through cockpit again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// `itsyouonline:bob`.
+    pub identity: String,
+    /// When it was revoked (Unix milliseconds).
+    pub revoked_at_ms: i64,
+    /// When it logged in through cockpit after that, if it did.
+    pub lifted_at_ms: Option<i64>,
 }
 
 #[cfg(test)]

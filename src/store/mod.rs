@@ -21,7 +21,10 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-pub use access::{ApiTokenRecord, ApprovalRecord, AuditQuery, AuditRecord, AuditRow};
+pub use access::{
+    ApiTokenRecord, ApprovalRecord, AuditQuery, AuditRecord, AuditRow, JWT_IDENTITY_PREFIX,
+    Revocation, UserRevoked,
+};
 pub use ays::{
     EventRecord, Interrupted, JobRecord, JobState, LogRecord, MAX_ATTEMPTS, Origin, RecurringSlot,
     RepoRecord, RetryRecord, RunPage, RunRecord, RunState, StepRecord,
@@ -52,6 +55,16 @@ pub enum StoreError {
     /// The database file could not be created with private permissions.
     #[error("cannot create the database file {path}: {source}")]
     CreateFile {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The revocation bell next to the database could not be opened or written.
+    #[error(
+        "cannot write the revocation bell {path} (a running server may not see the change until it restarts): {source}"
+    )]
+    Bell {
         /// The file.
         path: PathBuf,
         /// The OS error.
@@ -259,6 +272,14 @@ const MIGRATIONS: &[&str] = &[
     // new run's attempt number and the run it repeats.
     "ALTER TABLE runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE runs ADD COLUMN again_of TEXT;",
+    // h-oidc: identities logged out everywhere (`users revoke`): the REST door refuses their
+    // JWTs issued (`iat`) at or before `revoked_at_ms`, and those without `iat` until a later
+    // login through cockpit sets `lifted_at_ms`.
+    "CREATE TABLE revoked_identities (
+        identity TEXT PRIMARY KEY,
+        revoked_at_ms INTEGER NOT NULL,
+        lifted_at_ms INTEGER
+    );",
 ];
 
 /// The handle to durable state; cheap to clone, safe to share between actors and threads.

@@ -194,11 +194,20 @@ impl Store {
         Ok(n as usize)
     }
 
-    /// Records (or refreshes) an authorized user.
+    /// Records (or refreshes) an authorized user. A login through cockpit also lifts the
+    /// revocation of the identity's JWTs without `iat` (see `revoke_user`): the person has
+    /// just shown the provider still lets them in.
     pub fn upsert_user(&self, user: &AuthorizedUser, now_ms: i64) -> Result<(), StoreError> {
         let groups =
             serde_json::to_string(&user.groups).map_err(|e| StoreError::Decode(e.to_string()))?;
-        self.lock().execute(
+        let identity = if user.identity.is_empty() {
+            format!("{}{}", super::access::JWT_IDENTITY_PREFIX, user.username)
+        } else {
+            user.identity.clone()
+        };
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
             "INSERT INTO telegram_users
                 (user_id, chat_id, username, current_repo, token_expires_at, authorized_at_ms,
                  identity, groups, provider, login_expires_at_ms, checked_at_ms, credential)
@@ -227,6 +236,16 @@ impl Store {
                 user.credential.as_ref().map(|c| c.0.as_str()),
             ],
         )?;
+        let lifted = tx.execute(
+            "UPDATE revoked_identities SET lifted_at_ms = ?2
+              WHERE identity = ?1 AND lifted_at_ms IS NULL",
+            params![identity, now_ms],
+        )?;
+        tx.commit()?;
+        drop(conn);
+        if lifted > 0 {
+            self.ring_revocation_bell();
+        }
         Ok(())
     }
 
