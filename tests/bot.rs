@@ -1340,7 +1340,7 @@ async fn a_mixed_script_through_every_door_is_audited_row_for_row_across_kill_9(
     let cli_token = cli_token.trim().to_string();
     let (code, _, err) = cli(&["users", "revoke", "itsyouonline:olga"]);
     assert_eq!(code, 0, "{err}");
-    let (code, _, _) = cli(&["users", "revoke", "itsyouonline:nobody"]);
+    let (code, _, _) = cli(&["users", "revoke", "github:nobody"]);
     assert_ne!(code, 0);
 
     world.cockpit = world.cockpit.kill_and_restart();
@@ -1395,13 +1395,7 @@ async fn a_mixed_script_through_every_door_is_audited_row_for_row_across_kill_9(
             ),
             row("cli", &cli_user, "token.create", &token_id, "ok"),
             row("cli", &cli_user, "user.revoke", "itsyouonline:olga", "ok"),
-            row(
-                "cli",
-                &cli_user,
-                "user.revoke",
-                "itsyouonline:nobody",
-                "error"
-            ),
+            row("cli", &cli_user, "user.revoke", "github:nobody", "error"),
         ]
     );
     for secret in [
