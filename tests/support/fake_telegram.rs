@@ -160,6 +160,20 @@ impl FakeTelegram {
         let params: Value = match content_type {
             Some(c) if c.contains("json") => serde_json::from_slice(body).unwrap_or(Value::Null),
             Some(c) if c.contains("multipart/form-data") => multipart(c, body),
+            // As the Bot API takes them too (aiogram sends its text-only calls so): every value a
+            // string, as in a multipart body.
+            Some(c) if c.contains("application/x-www-form-urlencoded") => {
+                serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+                    .map(|pairs| {
+                        Value::Object(
+                            pairs
+                                .into_iter()
+                                .map(|(k, v)| (k, Value::String(v)))
+                                .collect(),
+                        )
+                    })
+                    .unwrap_or(Value::Null)
+            }
             // Anything else: keep the raw text for assertions.
             _ => json!({"raw": String::from_utf8_lossy(body)}),
         };
@@ -247,9 +261,15 @@ impl FakeTelegram {
     }
 
     async fn updates(&self, params: &Value) -> Value {
-        let offset = params["offset"].as_i64().unwrap_or(0);
-        let timeout = params["timeout"].as_u64().unwrap_or(0).min(5);
-        let limit = params["limit"].as_u64().unwrap_or(100).clamp(1, 100) as usize;
+        // Numbers arrive as JSON numbers, or as strings in a form.
+        let number = |key: &str| {
+            params[key]
+                .as_i64()
+                .or_else(|| params[key].as_str().and_then(|v| v.parse().ok()))
+        };
+        let offset = number("offset").unwrap_or(0);
+        let timeout = number("timeout").unwrap_or(0).clamp(0, 5) as u64;
+        let limit = number("limit").unwrap_or(100).clamp(1, 100) as usize;
         let deadline = Instant::now() + Duration::from_secs(timeout);
         loop {
             let notified = self.notify.notified();
