@@ -10,7 +10,10 @@ use std::sync::Arc;
 
 use futures::Stream;
 use serde_json::json;
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::{
+    self,
+    error::{RecvError, TryRecvError},
+};
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -127,6 +130,9 @@ pub(crate) async fn run_logs(
     }
 }
 
+/// How long a client following a log gathers the lines after the first of a burst.
+const COALESCE: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// A client following a run's log.
 struct Follow {
     /// The repository.
@@ -209,9 +215,29 @@ impl Follow {
         }
     }
 
-    /// Waits for the next notice about this run and queues what it means.
+    /// Waits for the next notice about this run and queues what it means, then what follows it
+    /// within [`COALESCE`]: lines come in bursts, and a burst leaves in one write (hyper writes
+    /// the events that are ready together) instead of one write and one wake-up per line.
     async fn wait(&mut self) {
-        match self.notices.recv().await {
+        let first = self.notices.recv().await;
+        self.take(first).await;
+        if self.ended {
+            return;
+        }
+        tokio::time::sleep(COALESCE).await;
+        while !self.ended {
+            match self.notices.try_recv() {
+                Ok(notice) => self.take(Ok(notice)).await,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Lagged(n)) => self.take(Err(RecvError::Lagged(n))).await,
+                Err(TryRecvError::Closed) => self.take(Err(RecvError::Closed)).await,
+            }
+        }
+    }
+
+    /// Queues what one notice (or the channel's state) means for this client.
+    async fn take(&mut self, notice: Result<Arc<Notice>, RecvError>) {
+        match notice {
             Ok(notice) => match &*notice {
                 Notice::JobLog {
                     run,
