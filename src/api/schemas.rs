@@ -176,7 +176,7 @@ pub struct Step {
 pub struct Run {
     /// The run key.
     pub key: String,
-    /// `new`, `running`, `ok` or `error`.
+    /// `new`, `running`, `ok`, `error` or `cancelled`.
     pub state: String,
     /// Creation time, Unix seconds.
     pub created: i64,
@@ -191,6 +191,10 @@ pub struct Run {
     /// Who asked for it.
     #[schema(value_type = Object, required = false)]
     pub origin: serde_json::Value,
+    /// The run a crash cut short that this one repeats (its unfinished jobs); the run cut short
+    /// names this one in its `error`.
+    #[schema(required = false)]
+    pub again_of: Option<String>,
     /// Its steps.
     pub steps: Vec<Step>,
 }

@@ -227,7 +227,7 @@ pub struct JobView {
     pub service_name: String,
     /// The service key (`role!name`).
     pub service_key: String,
-    /// `new`, `running`, `ok` or `error`.
+    /// `new`, `running`, `ok`, `error` or `cancelled`.
     pub state: JobState,
     /// What the job printed.
     pub logs: Vec<LogView>,
@@ -247,7 +247,7 @@ pub struct StepView {
 pub struct RunView {
     /// Unique run key.
     pub key: String,
-    /// `new`, `running`, `ok` or `error`.
+    /// `new`, `running`, `ok`, `error` or `cancelled`.
     pub state: RunState,
     /// Creation time, Unix seconds.
     pub created: i64,
