@@ -209,7 +209,6 @@ impl AysState {
             waiting: Vec::new(),
         });
         child.actor = Some(actor.clone());
-        self.publish();
         Ok(actor)
     }
 
@@ -326,6 +325,7 @@ impl AysState {
             return Err(AysError::Conflict(format!("repository {name:?} exists")));
         }
         self.spawn_repo(myself, &record).await?;
+        self.publish();
         info!(repo = %name, "repository created");
         Ok(info(&self.shared, &record))
     }

@@ -670,6 +670,14 @@ pub(crate) async fn get_run(repo: String, key: String) -> Response {
 /// a `Content-Length` or chunked (Python `requests` with a generator, Node's `http.request`).
 pub(crate) fn json_body<T: DeserializeOwned + Send>()
 -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    declared_within_limit()
+        .and(warp::body::stream())
+        .and_then(|body| read_json::<T, _, _>(body))
+}
+
+/// Refuses (413) a request whose `Content-Length` is over [`MAX_BODY`] before its body is read;
+/// a chunked body is held to the limit while it is read.
+fn declared_within_limit() -> impl Filter<Extract = (), Error = Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
         .and_then(|length: Option<u64>| async move {
             match length {
@@ -678,21 +686,12 @@ pub(crate) fn json_body<T: DeserializeOwned + Send>()
             }
         })
         .untuple_one()
-        .and(warp::body::stream())
-        .and_then(|body| read_json::<T, _, _>(body))
 }
 
 /// [`json_body`], where no body at all (or an empty one) is `T::default()`.
 fn json_body_or_empty<T: DeserializeOwned + Default + Send>()
 -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
-    warp::header::optional::<u64>("content-length")
-        .and_then(|length: Option<u64>| async move {
-            match length {
-                Some(n) if n > MAX_BODY => Err(warp::reject::custom(super::TooLarge)),
-                _ => Ok(()),
-            }
-        })
-        .untuple_one()
+    declared_within_limit()
         .and(warp::body::stream())
         .and_then(|body| read_json_or_default::<T, _, _>(body))
 }

@@ -59,13 +59,17 @@ async fn ask_ays<T: Send + 'static>(
     ask_ays_within(CALL_TIMEOUT, msg).await
 }
 
+/// What a caller hears while the Ays actor is not running.
+fn restarting() -> AysError {
+    AysError::Internal("the AYS engine is restarting; retry".into())
+}
+
 /// Asks the Ays actor, waiting at most `timeout` for the answer.
 async fn ask_ays_within<T: Send + 'static>(
     timeout: Duration,
     msg: impl FnOnce(RpcReplyPort<Result<T, AysError>>) -> AysMsg,
 ) -> Result<T, AysError> {
-    let ays = ActorRef::<AysMsg>::where_is(names::AYS)
-        .ok_or_else(|| AysError::Internal("the AYS engine is restarting; retry".into()))?;
+    let ays = ActorRef::<AysMsg>::where_is(names::AYS).ok_or_else(restarting)?;
     ractor::call_t!(ays, msg, timeout.as_millis() as u64)
         .map_err(|err| AysError::Internal(format!("the AYS engine did not answer: {err}")))?
 }
@@ -90,8 +94,7 @@ impl AysClient {
     /// Every repository.
     pub async fn list_repos(&self) -> Result<Vec<RepoView>, AysError> {
         // A read of what the Ays actor published, not a message: the most frequent call.
-        let listing = crate::actors::ays::listing()
-            .ok_or_else(|| AysError::Internal("the AYS engine is restarting; retry".into()))?;
+        let listing = crate::actors::ays::listing().ok_or_else(restarting)?;
         Ok(listing.iter().map(RepoView::from).collect())
     }
 

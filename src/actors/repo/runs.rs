@@ -91,7 +91,7 @@ pub const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 impl RepoState {
     /// What a start finds: kills the leftover process groups of runs a crash cut short, marks
-    /// those runs `error`, queues again the ones that events started, and reloads the queue and
+    /// those runs `error` and queues their unfinished jobs again, and reloads the queue and
     /// the recurring clock.
     pub(super) fn recover(&mut self, reason: &str) -> Result<(), AysError> {
         self.cut_short(reason)?;
