@@ -221,7 +221,8 @@ impl Follow {
     async fn wait(&mut self) {
         let first = self.notices.recv().await;
         self.take(first).await;
-        if self.ended {
+        // A notice about another run, or the end: nothing to gather.
+        if self.ended || self.pending.is_empty() {
             return;
         }
         tokio::time::sleep(COALESCE).await;
