@@ -510,20 +510,27 @@ def jobs_repo(cockpit, token, name, count, script, actions="actions:\n  - action
 class SseClient:
     """Follows a run's log (`?follow=true`) to its `end` event with `curl -N` (a client in C:
     50 Python threads woken by every event took a core of the 2 from the server they measure);
-    counts the `log` events afterwards."""
+    counts the `log` events afterwards. The process is started before the run (`prepare`: curl
+    waits for its URL on stdin), so that 50 `fork`/`exec`s of curl are not counted against the
+    server's job rate; `start` hands it the URL."""
 
-    def __init__(self, api, path, token):
-        self.url, self.token = api + path, token
+    def __init__(self, token):
+        self.token = token
         self.status, self.logs, self.ended, self.error = None, 0, False, None
         self.out = tempfile.NamedTemporaryFile(prefix="sse-", delete=False)
         self.proc = None
 
-    def start(self):
+    def prepare(self):
         self.proc = subprocess.Popen(
             ["curl", "-sN", "--max-time", "120", "-o", self.out.name, "-w", "%{http_code}",
              "-H", f"Authorization: bearer {self.token}", "-H", "Accept: text/event-stream",
-             self.url],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             "-K", "-"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def start(self, url):
+        self.proc.stdin.write(f'url = "{url}"\n')
+        self.proc.stdin.close()
+        self.proc.stdin = None
 
     def join(self, timeout):
         try:
@@ -556,17 +563,18 @@ def bench_stream(results):
             for mode in ("plain", "stream"):
                 name = f"{mode}{trial}"
                 jobs_repo(cockpit, token, name, STREAM_JOBS, STREAM_ACTION)
+                clients = []
+                if mode == "stream":
+                    clients = [SseClient(token) for _ in range(SSE_CLIENTS)]
+                    for client in clients:
+                        client.prepare()
                 cpu_before = cpu_seconds(cockpit.proc.pid)
                 started = time.perf_counter()
                 status, body = http("POST", f"{cockpit.api}/ays/repository/{name}/aysrun", None, token)
                 assert status == 201, body[:300]
                 key = json.loads(body)["key"]
-                clients = []
-                if mode == "stream":
-                    path = f"/ays/repository/{name}/aysrun/{key}/logs?follow=true"
-                    clients = [SseClient(cockpit.api, path, token) for _ in range(SSE_CLIENTS)]
-                    for client in clients:
-                        client.start()
+                for client in clients:
+                    client.start(f"{cockpit.api}/ays/repository/{name}/aysrun/{key}/logs?follow=true")
                 run = wait_run(cockpit, token, name, key, poll=0.1)
                 seconds = time.perf_counter() - started
                 cpu[mode].append((cpu_seconds(cockpit.proc.pid) - cpu_before) / STREAM_JOBS * 1000)

@@ -384,6 +384,56 @@ async fn live_logs_arrive_while_the_job_runs_and_resume_after_a_reconnect() {
 }
 
 #[tokio::test]
+async fn clients_that_follow_one_run_each_get_every_line_once_also_one_that_joins_late() {
+    let cockpit = Cockpit::start("");
+    let api = Api::new(&cockpit);
+    let gate = cockpit.dir.path().join("gate");
+    let script = format!(
+        "echo one; echo two; while [ ! -e '{0}' ]; do sleep 0.05; done; echo three; echo four",
+        gate.display()
+    );
+    repository(&api, "demo", &[("install", &script)]).await;
+    let (_, run) = api.post("/demo/aysrun", json!({})).await;
+    let key = run["key"].as_str().expect("key").to_string();
+    let url = format!("{}/demo/aysrun/{key}/logs?follow=true", api.base);
+    let follow = || async {
+        api.http
+            .get(&url)
+            .bearer_auth(&api.token)
+            .send()
+            .await
+            .expect("sse")
+    };
+    let lines = |events: &[(String, String, String)]| -> Vec<String> {
+        events
+            .iter()
+            .filter(|(_, e, _)| e == "log")
+            .map(|(_, _, d)| serde_json::from_str::<Value>(d).expect("json")["log"].to_string())
+            .collect()
+    };
+    // The first client follows from the start; a second one sees the first two lines arrive…
+    let early = follow().await;
+    let early = tokio::spawn(sse_until(early, |(_, event, _)| event == "end"));
+    let seen = sse_until(follow().await, |(_, e, d)| e == "log" && d.contains("two")).await;
+    assert_eq!(lines(&seen).len(), 2, "{seen:?}");
+    // …and one that joins now reads them from the store, then shares the feed for the rest
+    // (its response has come: its first read is done).
+    let late = tokio::spawn(sse_until(follow().await, |(_, event, _)| event == "end"));
+    std::fs::write(&gate, "").expect("gate");
+    let expected = ["\"one\"", "\"two\"", "\"three\"", "\"four\""];
+    for events in [early.await.expect("early"), late.await.expect("late")] {
+        assert_eq!(lines(&events), expected, "{events:?}");
+        let ids: Vec<i64> = events
+            .iter()
+            .filter(|(_, e, _)| e == "log")
+            .map(|(id, _, _)| id.parse().expect("id"))
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        assert_eq!(events.last().expect("end").2, r#"{"state":"ok"}"#);
+    }
+}
+
+#[tokio::test]
 async fn scheduled_args_reach_the_action_and_a_rerun_runs_the_same_actions_with_them() {
     let cockpit = Cockpit::start("");
     let api = Api::new(&cockpit);

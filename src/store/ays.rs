@@ -290,12 +290,19 @@ fn append(
     job_key: &str,
     logs: &[LogRecord],
 ) -> Result<Vec<i64>, StoreError> {
+    if logs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let run_key: Option<String> = tx
+        .prepare_cached("SELECT run_key FROM jobs WHERE key = ?1")?
+        .query_row(params![job_key], |row| row.get(0))
+        .optional()?;
     let mut put = tx.prepare_cached(
-        "INSERT INTO job_logs (job_key, epoch, level, log) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO job_logs (job_key, run_key, epoch, level, log) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     let mut seqs = Vec::with_capacity(logs.len());
     for line in logs {
-        put.execute(params![job_key, line.epoch, line.level, line.log])?;
+        put.execute(params![job_key, run_key, line.epoch, line.level, line.log])?;
         seqs.push(tx.last_insert_rowid());
     }
     Ok(seqs)
@@ -624,9 +631,8 @@ impl Store {
     ) -> Result<Vec<(i64, String, LogRecord)>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
-            "SELECT l.seq, l.job_key, l.epoch, l.level, l.log FROM job_logs l
-             JOIN jobs j ON l.job_key = j.key
-             WHERE j.run_key = ?1 AND l.seq > ?2 ORDER BY l.seq LIMIT ?3",
+            "SELECT seq, job_key, epoch, level, log FROM job_logs
+             WHERE run_key = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![key, after, limit as i64], |row| {
             Ok((
@@ -713,6 +719,15 @@ impl Store {
         }
         tx.commit()?;
         Ok(keys.len())
+    }
+
+    /// The state of one run (without reading its jobs).
+    pub fn run_state(&self, repo: &str, key: &str) -> Result<Option<RunState>, StoreError> {
+        Ok(self
+            .lock()
+            .prepare_cached("SELECT state FROM runs WHERE repo = ?1 AND key = ?2")?
+            .query_row(params![repo, key], |row| row.get(0))
+            .optional()?)
     }
 
     /// One run with its steps, jobs and logs.
@@ -1361,6 +1376,65 @@ mod tests {
         assert_eq!(got.steps[0].jobs[1].logs, vec![line]);
         assert_eq!(got.steps[1].jobs[0].key, "j3");
         assert_eq!(store.run("other", "r1").expect("query"), None);
+    }
+
+    #[test]
+    fn a_runs_log_after_a_place_is_its_own_lines_in_order_also_those_stored_before_the_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        store.insert_run(&run("r1"), &json!({})).expect("insert");
+        let mut other = run("r2");
+        for step in &mut other.steps {
+            for job in &mut step.jobs {
+                job.key = format!("other-{}", job.key);
+            }
+        }
+        store.insert_run(&other, &json!({})).expect("insert");
+        let line = |log: &str| LogRecord {
+            epoch: 1.0,
+            level: "stdout".into(),
+            log: log.into(),
+        };
+        let first = store
+            .append_logs("j1", &[line("a"), line("b")])
+            .expect("a b");
+        store.append_logs("other-j1", &[line("x")]).expect("x");
+        let old = Store::open(dir.path()).expect("second handle");
+        // The database as the migration before this index left it: lines without their run.
+        old.lock()
+            .execute_batch(&format!(
+                "DROP INDEX job_logs_run; ALTER TABLE job_logs DROP COLUMN run_key;
+                 PRAGMA user_version = {};",
+                super::super::MIGRATIONS.len() - 1
+            ))
+            .expect("downgrade");
+        drop((old, store));
+        let store = Store::open(dir.path()).expect("migrate");
+        store
+            .finish_job("j3", JobState::Ok, &[line("c")])
+            .expect("c");
+        let logs = |after| -> Vec<(String, String)> {
+            store
+                .run_logs("r1", after, 10)
+                .expect("logs")
+                .into_iter()
+                .map(|(_, job, l)| (job, l.log))
+                .collect()
+        };
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(j, l)| (j.to_string(), l.to_string()))
+                .collect()
+        };
+        assert_eq!(logs(0), pairs(&[("j1", "a"), ("j1", "b"), ("j3", "c")]));
+        assert_eq!(logs(first[0]), pairs(&[("j1", "b"), ("j3", "c")]));
+        assert_eq!(store.run_logs("r1", 0, 1).expect("limit").len(), 1);
+        assert_eq!(store.run_logs("r2", 0, 10).expect("other").len(), 1);
+        assert_eq!(
+            store.run_state("demo", "r1").expect("state"),
+            Some(run("r1").state)
+        );
+        assert_eq!(store.run_state("other", "r1").expect("state"), None);
     }
 
     #[test]

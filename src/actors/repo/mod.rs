@@ -552,12 +552,12 @@ impl Actor for Repo {
             RepoMsg::JobStarted { run, job, pgid } => state.job_started(&run, &job, pgid)?,
             RepoMsg::JobLines { run, job, lines } => state.job_lines(&run, &job, lines)?,
             RepoMsg::RunLogs { key, after, reply } => {
-                let result = match state.shared.store.run(&state.name, &key) {
-                    Ok(Some(run)) => state
+                let result = match state.shared.store.run_state(&state.name, &key) {
+                    Ok(Some(run_state)) => state
                         .shared
                         .store
                         .run_logs(&key, after, 10_000)
-                        .map(|lines| (lines, run.state))
+                        .map(|lines| (lines, run_state))
                         .map_err(Into::into),
                     Ok(None) => Err(AysError::NotFound(format!("run {key:?} not found"))),
                     Err(err) => Err(err.into()),
