@@ -75,9 +75,6 @@ pub async fn start(config: Config) -> Result<(), ServerError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
-    if config.api.active {
-        std::thread::spawn(crate::api::prepare);
-    }
     // The lock first: a second start of the same config must hear that the data directory is
     // taken, not that its port is.
     let lock = lock_data_dir(&config.storage.path)?;
@@ -198,6 +195,11 @@ async fn serve(
         data = %data.display(),
         "cockpit ready"
     );
+    if shared.config.api.active {
+        // The OpenAPI document takes milliseconds to build: built now, off the start's path,
+        // the first `/openapi.json` does not wait for it.
+        std::thread::spawn(crate::api::openapi::document);
+    }
 
     // The audit trail keeps `[audit] keep_days`: swept now and every hour while running, with
     // the held actions too old to be approved.

@@ -44,16 +44,8 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> WithStatus<Json>
     )
 }
 
-/// Builds the OpenAPI document and the route table read from it (once; [`routes`] waits for a
-/// build in progress). `server::start` calls it on a thread of its own, so the ~3 ms it takes
-/// overlap opening the store and starting the actors.
-pub fn prepare() {
-    paths::install(openapi::document());
-}
-
 /// Every route of the server, with request metrics and JSON errors.
 pub fn routes(shared: Shared) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
-    prepare();
     let telemetry = shared.telemetry.clone();
     let verifier = shared.verifier.clone();
     let health = warp::path!("health")

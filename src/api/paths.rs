@@ -1,11 +1,10 @@
-//! The route table of the HTTP door, for the request log (a path's route template, never the raw
-//! path) and the `Allow` header of a `405`. It is read from the OpenAPI document once, when the
-//! routes are built ([`install`]), so the modules that log and answer requests need not import
-//! the document (which imports every handler).
+//! The route table of the HTTP door: the role each route needs ([`ROUTES`]), the routes that
+//! need none ([`PUBLIC`]), and from both the request log's route template (never the raw path)
+//! and the `Allow` header of a `405`. A test holds the table equal to the OpenAPI document, so
+//! the modules that log and answer requests need not import the document (which imports every
+//! handler, and takes milliseconds to build).
 
-use std::sync::OnceLock;
-
-use serde_json::Value;
+use std::sync::LazyLock;
 
 use crate::auth::access::{Action, Role};
 
@@ -185,71 +184,79 @@ pub fn target(template: &str, path: &str) -> String {
         .join("/")
 }
 
-/// Every path template with its segments.
-static TEMPLATES: OnceLock<Vec<(String, Vec<String>)>> = OnceLock::new();
+/// The documented routes that need no login: `(method, template)`. With [`ROUTES`], every
+/// route of the OpenAPI document (`every_documented_route_is_in_the_table`): the table is
+/// static, so starting the server does not wait for the document to be built.
+pub const PUBLIC: &[(&str, &str)] = &[
+    ("POST", "/debug/crash/{actor}"),
+    ("GET", "/docs/"),
+    ("GET", "/health"),
+    ("GET", "/metrics"),
+    ("GET", "/oauth/authorize"),
+    ("GET", "/oauth/callback"),
+    ("GET", "/oauth/jwks.json"),
+    ("GET", "/oauth/key"),
+    ("GET", "/oauth/providers"),
+    ("GET", "/openapi.json"),
+    ("GET", "/ready"),
+    ("POST", "/webhooks/github"),
+];
 
-/// Every path template's segments with its methods.
-static METHODS: OnceLock<Vec<(Vec<String>, Vec<String>)>> = OnceLock::new();
+/// A path template, its segments (split at `/`) and the methods it answers.
+type Template = (&'static str, Vec<&'static str>, Vec<&'static str>);
 
-/// Reads the table from an OpenAPI document's `paths` (the first call wins).
-pub fn install(document: &Value) {
-    let Some(paths) = document["paths"].as_object() else {
-        return;
-    };
-    let _ = TEMPLATES.set(
-        paths
-            .keys()
-            .map(|t| (t.clone(), t.split('/').map(str::to_string).collect()))
-            .collect(),
-    );
-    let _ = METHODS.set(
-        paths
-            .iter()
-            .map(|(template, ops)| {
-                let segments = template.split('/').map(str::to_string).collect();
-                let methods = ops
-                    .as_object()
-                    .map(|ops| ops.keys().map(|m| m.to_ascii_uppercase()).collect())
-                    .unwrap_or_default();
-                (segments, methods)
-            })
-            .collect(),
-    );
-}
+/// Every path template.
+static TABLE: LazyLock<Vec<Template>> = LazyLock::new(|| {
+    let mut table: Vec<Template> = Vec::new();
+    let all = ROUTES
+        .iter()
+        .map(|rule| (rule.method, rule.template))
+        .chain(PUBLIC.iter().copied());
+    for (method, template) in all {
+        match table.iter_mut().find(|(t, _, _)| *t == template) {
+            Some((_, _, methods)) => methods.push(method),
+            None => table.push((template, template.split('/').collect(), vec![method])),
+        }
+    }
+    table
+});
 
-/// The path templates of the document (`/ays/repository/{repo}`...), split at `/`.
-fn templates() -> &'static [(String, Vec<String>)] {
-    TEMPLATES.get().map_or(&[], Vec::as_slice)
+/// Whether a template's segments match a path's: each the same, or a `{...}` segment matching
+/// a non-empty one; how many segments matched literally (the most literal template wins).
+fn matches(template: &[&str], wanted: &[&str]) -> Option<usize> {
+    if template.len() != wanted.len() {
+        return None;
+    }
+    let mut literal = 0;
+    for (t, segment) in template.iter().zip(wanted) {
+        if t == segment {
+            literal += 1;
+        } else if !t.starts_with('{') || segment.is_empty() {
+            return None;
+        }
+    }
+    Some(literal)
 }
 
 /// The route template a request path matches (`/ays/repository/{repo}`), or `other`: the only
 /// values the request log writes (never the raw path, which may hold anything).
 pub fn template(path: &str) -> &'static str {
     let wanted: Vec<&str> = path.split('/').collect();
-    templates()
+    TABLE
         .iter()
-        .find(|(_, segments)| {
-            segments.len() == wanted.len()
-                && segments.iter().zip(&wanted).all(|(template, segment)| {
-                    template == segment || (template.starts_with('{') && !segment.is_empty())
-                })
-        })
-        .map_or("other", |(template, _)| template.as_str())
+        .filter_map(|(template, segments, _)| Some((matches(segments, &wanted)?, *template)))
+        .max_by_key(|(literal, _)| *literal)
+        .map_or("other", |(_, template)| template)
 }
 
 /// The methods a path answers, as an `Allow` header value (`HEAD` with every `GET`), from the
 /// paths of the document; `None` when no path template matches.
 pub fn allowed_methods(path: &str) -> Option<String> {
-    let table = METHODS.get().map_or(&[][..], Vec::as_slice);
     let wanted: Vec<&str> = path.split('/').collect();
     let mut methods: Vec<&str> = Vec::new();
-    for (segments, ops) in table {
-        let matches = segments.len() == wanted.len()
-            && segments.iter().zip(&wanted).all(|(template, seg)| {
-                template == seg || (template.starts_with('{') && !seg.is_empty())
-            });
-        if matches {
-            methods.extend(ops.iter().map(String::as_str));
+    for (_, segments, ops) in TABLE.iter() {
+        if matches(segments, &wanted).is_some() {
+            methods.extend(ops.iter().copied());
         }
     }
     if methods.contains(&"GET") {
@@ -269,9 +276,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_documented_route_is_in_the_table() {
+        let document = super::super::openapi::document();
+        let mut documented = Vec::new();
+        for (template, ops) in document["paths"].as_object().expect("paths") {
+            for method in ops.as_object().expect("operations").keys() {
+                documented.push((method.to_ascii_uppercase(), template.clone()));
+            }
+        }
+        let mut table: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|r| (r.method, r.template))
+            .chain(PUBLIC.iter().copied())
+            .map(|(m, t)| (m.to_string(), t.to_string()))
+            .collect();
+        documented.sort();
+        table.sort();
+        assert_eq!(documented, table);
+    }
+
+    #[test]
+    fn the_most_literal_template_names_a_path() {
+        assert_eq!(
+            matches(&["", "a", "{x}"], &["", "a", "b"]),
+            Some(2),
+            "the empty first segment and `a`"
+        );
+        assert_eq!(matches(&["", "a", "{x}"], &["", "a", ""]), None);
+        assert_eq!(matches(&["", "a"], &["", "a", "b"]), None);
+        assert_eq!(template("/oauth/jwks.json"), "/oauth/jwks.json");
+        assert_eq!(
+            template("/ays/repository/demo/aysrun"),
+            "/ays/repository/{repo}/aysrun"
+        );
+    }
+
+    #[test]
     fn every_authenticated_route_states_its_role() {
         let document = super::super::openapi::document();
-        install(document);
         let mut documented = Vec::new();
         for (template, ops) in document["paths"].as_object().expect("paths") {
             for (method, op) in ops.as_object().expect("operations") {
