@@ -55,8 +55,8 @@ const BUCKETS: [f64; 10] = [
 /// can read its p50 and p99 from them (with 0.1 ms as the first bound every p50 read 0.05 ms,
 /// the middle of that bucket).
 const RESTART_BUCKETS: [f64; 15] = [
-    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01,
-    0.05, 0.1, 0.25, 1.0,
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.05,
+    0.1, 0.25, 1.0,
 ];
 
 /// The events counted by name (each one `cockpit_<name>_total`, present from the start).

@@ -219,15 +219,21 @@ pub fn authenticated(
                             "authentication failed"
                         );
                     };
-                    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+                    // Names as constants: a lookup by `&str` parses the name each time.
+                    use warp::http::header::{
+                        AUTHORIZATION, CONTENT_TYPE, COOKIE, HOST, HeaderName, ORIGIN,
+                    };
+                    const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+                    let header =
+                        |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
                     let request = Credentials {
                         method: method.as_str(),
-                        authorization: header("authorization"),
-                        cookie: header("cookie").and_then(jwt_cookie),
-                        origin: header("origin"),
-                        sec_fetch_site: header("sec-fetch-site"),
-                        host: header("host"),
-                        content_type: header("content-type"),
+                        authorization: header(&AUTHORIZATION),
+                        cookie: header(&COOKIE).and_then(jwt_cookie),
+                        origin: header(&ORIGIN),
+                        sec_fetch_site: header(&SEC_FETCH_SITE),
+                        host: header(&HOST),
+                        content_type: header(&CONTENT_TYPE),
                     };
                     let token = match request_token(&request) {
                         Ok(token) => token,
@@ -310,14 +316,15 @@ pub fn guarded(shared: Shared) -> impl Filter<Extract = (Guarded,), Error = Reje
                             target: String::new(),
                         });
                     };
-                    let target = super::paths::target(route.template, path.as_str());
+                    // Only a change, a refusal or a hold names its target (the audit's).
+                    let target = || super::paths::target(route.template, path.as_str());
                     if caller.role < Some(route.role) {
                         let why = refusal(route.role, caller.role);
                         let row = audit::record(
                             Door::Rest,
                             &caller.principal.identity,
                             route.action,
-                            &target,
+                            &target(),
                             &Outcome::Denied(why.clone()),
                         );
                         audit::write(&store, &row);
@@ -329,13 +336,13 @@ pub fn guarded(shared: Shared) -> impl Filter<Extract = (Guarded,), Error = Reje
                             Door::Rest,
                             &caller.principal.identity,
                             route.action,
-                            &target,
+                            &target(),
                         );
                         return match held {
                             Ok(id) => Err(warp::reject::custom(Held {
                                 id,
                                 action: route.action,
-                                target,
+                                target: target(),
                             })),
                             Err(err) => {
                                 tracing::error!(%err, "cannot hold an action for approval");
@@ -347,7 +354,7 @@ pub fn guarded(shared: Shared) -> impl Filter<Extract = (Guarded,), Error = Reje
                     Ok(Guarded {
                         caller,
                         action,
-                        target,
+                        target: action.map(|_| target()).unwrap_or_default(),
                     })
                 }
             },

@@ -163,15 +163,6 @@ pub const ROUTES: &[RouteAccess] = {
     ]
 };
 
-/// The access rule of a request (`HEAD` as `GET`), or `None` when no route matches.
-pub fn route(method: &str, path: &str) -> Option<&'static RouteAccess> {
-    let template = template(path);
-    let method = if method == "HEAD" { "GET" } else { method };
-    ROUTES
-        .iter()
-        .find(|r| r.method == method && r.template == template)
-}
-
 /// The names a path gives the template's `{...}` segments, joined by `/` (`demo/web.yaml`): the
 /// audit trail's target.
 pub fn target(template: &str, path: &str) -> String {
@@ -202,61 +193,86 @@ pub const PUBLIC: &[(&str, &str)] = &[
     ("POST", "/webhooks/github"),
 ];
 
-/// A path template, its segments (split at `/`) and the methods it answers.
-type Template = (&'static str, Vec<&'static str>, Vec<&'static str>);
+/// A path template: its text, its segments (split at `/`), and each method it answers with
+/// the method's access rule (none for the routes that need no login).
+struct Template {
+    text: &'static str,
+    segments: Vec<&'static str>,
+    methods: Vec<(&'static str, Option<&'static RouteAccess>)>,
+}
 
 /// Every path template.
 static TABLE: LazyLock<Vec<Template>> = LazyLock::new(|| {
     let mut table: Vec<Template> = Vec::new();
     let all = ROUTES
         .iter()
-        .map(|rule| (rule.method, rule.template))
-        .chain(PUBLIC.iter().copied());
-    for (method, template) in all {
-        match table.iter_mut().find(|(t, _, _)| *t == template) {
-            Some((_, _, methods)) => methods.push(method),
-            None => table.push((template, template.split('/').collect(), vec![method])),
+        .map(|rule| (rule.method, rule.template, Some(rule)))
+        .chain(
+            PUBLIC
+                .iter()
+                .map(|(method, template)| (*method, *template, None)),
+        );
+    for (method, text, rule) in all {
+        match table.iter_mut().find(|t| t.text == text) {
+            Some(template) => template.methods.push((method, rule)),
+            None => table.push(Template {
+                text,
+                segments: text.split('/').collect(),
+                methods: vec![(method, rule)],
+            }),
         }
     }
     table
 });
 
-/// Whether a template's segments match a path's: each the same, or a `{...}` segment matching
-/// a non-empty one; how many segments matched literally (the most literal template wins).
-fn matches(template: &[&str], wanted: &[&str]) -> Option<usize> {
-    if template.len() != wanted.len() {
-        return None;
-    }
+/// Whether a template's segments match a path: each the same, or a `{...}` segment matching a
+/// non-empty one; how many segments matched literally (the most literal template wins).
+fn matches(template: &[&str], path: &str) -> Option<usize> {
+    let mut segments = path.split('/');
     let mut literal = 0;
-    for (t, segment) in template.iter().zip(wanted) {
-        if t == segment {
+    for t in template {
+        let segment = segments.next()?;
+        if *t == segment {
             literal += 1;
         } else if !t.starts_with('{') || segment.is_empty() {
             return None;
         }
     }
-    Some(literal)
+    segments.next().is_none().then_some(literal)
+}
+
+/// The template a path matches best.
+fn best(path: &str) -> Option<&'static Template> {
+    TABLE
+        .iter()
+        .filter_map(|template| Some((matches(&template.segments, path)?, template)))
+        .max_by_key(|(literal, _)| *literal)
+        .map(|(_, template)| template)
 }
 
 /// The route template a request path matches (`/ays/repository/{repo}`), or `other`: the only
 /// values the request log writes (never the raw path, which may hold anything).
 pub fn template(path: &str) -> &'static str {
-    let wanted: Vec<&str> = path.split('/').collect();
-    TABLE
+    best(path).map_or("other", |template| template.text)
+}
+
+/// The access rule of a request (`HEAD` as `GET`), or `None` when no route matches.
+pub fn route(method: &str, path: &str) -> Option<&'static RouteAccess> {
+    let method = if method == "HEAD" { "GET" } else { method };
+    best(path)?
+        .methods
         .iter()
-        .filter_map(|(template, segments, _)| Some((matches(segments, &wanted)?, *template)))
-        .max_by_key(|(literal, _)| *literal)
-        .map_or("other", |(_, template)| template)
+        .find(|(m, _)| *m == method)
+        .and_then(|(_, rule)| *rule)
 }
 
 /// The methods a path answers, as an `Allow` header value (`HEAD` with every `GET`), from the
 /// paths of the document; `None` when no path template matches.
 pub fn allowed_methods(path: &str) -> Option<String> {
-    let wanted: Vec<&str> = path.split('/').collect();
     let mut methods: Vec<&str> = Vec::new();
-    for (_, segments, ops) in TABLE.iter() {
-        if matches(segments, &wanted).is_some() {
-            methods.extend(ops.iter().copied());
+    for template in TABLE.iter() {
+        if matches(&template.segments, path).is_some() {
+            methods.extend(template.methods.iter().map(|(method, _)| *method));
         }
     }
     if methods.contains(&"GET") {
@@ -298,12 +314,13 @@ mod tests {
     #[test]
     fn the_most_literal_template_names_a_path() {
         assert_eq!(
-            matches(&["", "a", "{x}"], &["", "a", "b"]),
+            matches(&["", "a", "{x}"], "/a/b"),
             Some(2),
             "the empty first segment and `a`"
         );
-        assert_eq!(matches(&["", "a", "{x}"], &["", "a", ""]), None);
-        assert_eq!(matches(&["", "a"], &["", "a", "b"]), None);
+        assert_eq!(matches(&["", "a", "{x}"], "/a/"), None);
+        assert_eq!(matches(&["", "a"], "/a/b"), None);
+        assert_eq!(matches(&["", "a", "{x}"], "/a"), None);
         assert_eq!(template("/oauth/jwks.json"), "/oauth/jwks.json");
         assert_eq!(
             template("/ays/repository/demo/aysrun"),
