@@ -308,6 +308,22 @@ fn append(
     Ok(seqs)
 }
 
+/// Writes the documents of `repo`'s services (`(key, JSON)`), new or changed.
+fn upsert_services(
+    tx: &rusqlite::Transaction<'_>,
+    repo: &str,
+    docs: &[(String, String)],
+) -> Result<(), StoreError> {
+    let mut put = tx.prepare_cached(
+        "INSERT INTO services (repo, key, doc) VALUES (?1, ?2, ?3)
+         ON CONFLICT (repo, key) DO UPDATE SET doc = excluded.doc",
+    )?;
+    for (key, doc) in docs {
+        put.execute(params![repo, key, doc])?;
+    }
+    Ok(())
+}
+
 /// What [`Store::interrupt_runs`] cut short, and what it queued again.
 #[derive(Debug, Default, PartialEq)]
 pub struct Interrupted {
@@ -466,14 +482,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        upsert_services(&tx, repo, upserts)?;
         {
-            let mut put = tx.prepare_cached(
-                "INSERT INTO services (repo, key, doc) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (repo, key) DO UPDATE SET doc = excluded.doc",
-            )?;
-            for (key, doc) in upserts {
-                put.execute(params![repo, key, doc])?;
-            }
             let mut del = tx.prepare_cached("DELETE FROM services WHERE repo = ?1 AND key = ?2")?;
             for key in deletes {
                 del.execute(params![repo, key])?;
@@ -593,6 +603,16 @@ impl Store {
         Ok(())
     }
 
+    /// Records that a job is starting (not synced: see [`Store::set_job_group`]; a machine
+    /// crash leaves it `new`, and its run is queued again with it).
+    pub fn start_job(&self, job_key: &str) -> Result<(), StoreError> {
+        self.lock_unsynced()?.execute(
+            "UPDATE jobs SET state = ?2 WHERE key = ?1",
+            params![job_key, JobState::Running],
+        )?;
+        Ok(())
+    }
+
     /// Records a job's new state and appends its log lines, in one transaction; the lines'
     /// sequence numbers.
     pub fn finish_job(
@@ -612,9 +632,32 @@ impl Store {
         Ok(seqs)
     }
 
-    /// Appends log lines of a running job (live logs); their sequence numbers.
-    pub fn append_logs(&self, job_key: &str, logs: &[LogRecord]) -> Result<Vec<i64>, StoreError> {
+    /// [`Store::finish_job`], and the documents of `repo`'s services it changed, in one
+    /// transaction.
+    pub fn finish_job_and_save(
+        &self,
+        job_key: &str,
+        state: JobState,
+        logs: &[LogRecord],
+        repo: &str,
+        services: &[(String, String)],
+    ) -> Result<Vec<i64>, StoreError> {
         let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE jobs SET state = ?2 WHERE key = ?1",
+            params![job_key, state],
+        )?;
+        let seqs = append(&tx, job_key, logs)?;
+        upsert_services(&tx, repo, services)?;
+        tx.commit()?;
+        Ok(seqs)
+    }
+
+    /// Appends log lines of a running job (live logs); their sequence numbers. Not synced: a
+    /// machine crash ends the job before its end is recorded, and its run is queued again.
+    pub fn append_logs(&self, job_key: &str, logs: &[LogRecord]) -> Result<Vec<i64>, StoreError> {
+        let mut conn = self.lock_unsynced()?;
         let tx = conn.transaction()?;
         let seqs = append(&tx, job_key, logs)?;
         tx.commit()?;
@@ -914,9 +957,10 @@ impl Store {
             .unwrap_or_else(|| json!({})))
     }
 
-    /// Records the process group of a running job.
+    /// Records the process group of a running job (not synced: it matters only while the job's
+    /// processes live, and they do not outlive the machine).
     pub fn set_job_group(&self, job_key: &str, pgid: i32) -> Result<(), StoreError> {
-        self.lock().execute(
+        self.lock_unsynced()?.execute(
             "UPDATE jobs SET pgid = ?2 WHERE key = ?1",
             params![job_key, pgid],
         )?;

@@ -382,10 +382,50 @@ impl Store {
             .query_row("PRAGMA integrity_check", [], |row| row.get(0))?)
     }
 
+    /// The connection for a write that must outlive a crash of this process but not of the
+    /// machine: its commit is not synced to the disk (`synchronous = NORMAL` in WAL mode: the
+    /// write is in the WAL, in the OS's cache, the moment it commits; the next synced commit or
+    /// checkpoint makes it durable). For what only matters while this process's children live
+    /// (a running job's state, process group and live log lines: a machine crash ends the job
+    /// too, and its run is queued again anyway). `synchronous = FULL` is back when the guard
+    /// goes, for every other write.
+    pub(crate) fn lock_unsynced(&self) -> Result<Unsynced<'_>, StoreError> {
+        let conn = self.lock();
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(Unsynced(conn))
+    }
+
     /// The connection (a panic elsewhere while holding it does not make the data unusable:
     /// every write is a transaction that rolled back, and `parking_lot` locks do not poison).
     fn lock(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock()
+    }
+}
+
+/// The connection while its commits are not synced ([`Store::lock_unsynced`]).
+pub(crate) struct Unsynced<'a>(MutexGuard<'a, Connection>);
+
+impl std::ops::Deref for Unsynced<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Unsynced<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.0
+    }
+}
+
+impl Drop for Unsynced<'_> {
+    fn drop(&mut self) {
+        // Setting a pragma does no IO; should it fail, the connection is closed rather than
+        // left writing unsynced.
+        if let Err(err) = self.0.pragma_update(None, "synchronous", "FULL") {
+            tracing::error!(%err, "cannot restore synchronous writes");
+            std::process::abort();
+        }
     }
 }
 
@@ -436,6 +476,42 @@ mod tests {
             again.schema_version().expect("version"),
             MIGRATIONS.len() as i64
         );
+    }
+
+    #[test]
+    fn unsynced_writes_leave_every_other_write_synced_even_when_they_fail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let level = |store: &Store| -> i64 {
+            store
+                .lock()
+                .query_row("PRAGMA synchronous", [], |row| row.get(0))
+                .expect("pragma")
+        };
+        assert_eq!(level(&store), 2, "FULL");
+        {
+            let conn = store.lock_unsynced().expect("unsynced");
+            let inside: i64 = conn
+                .query_row("PRAGMA synchronous", [], |row| row.get(0))
+                .expect("pragma");
+            assert_eq!(inside, 1, "NORMAL");
+        }
+        assert_eq!(level(&store), 2);
+        // A write that fails inside its transaction: rolled back, then synced again.
+        {
+            let mut conn = store.lock_unsynced().expect("unsynced");
+            let tx = conn.transaction().expect("tx");
+            assert!(
+                tx.execute("INSERT INTO no_such_table VALUES (1)", [])
+                    .is_err()
+            );
+        }
+        assert_eq!(level(&store), 2);
+        store
+            .set_job_group("nothing", 7)
+            .expect("a job that is not there");
+        store.start_job("nothing").expect("a job that is not there");
+        assert_eq!(level(&store), 2);
     }
 
     #[test]

@@ -528,9 +528,7 @@ impl RepoState {
                     max_log_lines: MAX_LOG_LINES,
                 },
             });
-            self.shared
-                .store
-                .finish_job(&job_key, JobState::Running, &[])?;
+            self.shared.store.start_job(&job_key)?;
         }
         self.save(touched.iter(), &[])?;
         Ok(prepared)
@@ -587,9 +585,13 @@ impl RepoState {
         let args = merge_args(&active.args, active.job_args.get(job));
         let origin = active.origin.clone();
         self.after_attempt(&service_key, &action, ok, args, origin)?;
-        let seqs = self.shared.store.finish_job(job, state, &logs)?;
+        // The job's end, its last lines and its service's new state: one transaction.
+        let docs = self.documents(std::iter::once(&service_key))?;
+        let seqs = self
+            .shared
+            .store
+            .finish_job_and_save(job, state, &logs, &self.name, &docs)?;
         self.tell_lines(run, job, seqs, logs);
-        self.save(std::iter::once(&service_key), &[])?;
         if !ok {
             // The reason: the runner's own (timeout, not executable...) or the job's last words.
             let error = outcome

@@ -66,6 +66,18 @@ impl RepoState {
         deleted: &[String],
         audit: Option<&AuditRecord>,
     ) -> Result<(), AysError> {
+        let docs = self.documents(keys)?;
+        self.shared
+            .store
+            .save_services(&self.name, &docs, deleted, audit)
+            .map_err(Into::into)
+    }
+
+    /// The stored form of services: `(key, JSON)`.
+    pub(super) fn documents<'a>(
+        &self,
+        keys: impl Iterator<Item = &'a String>,
+    ) -> Result<Vec<(String, String)>, AysError> {
         let mut docs = Vec::new();
         for key in keys {
             if let Some(service) = self.services.get(key) {
@@ -74,10 +86,7 @@ impl RepoState {
                 docs.push((key.clone(), doc));
             }
         }
-        self.shared
-            .store
-            .save_services(&self.name, &docs, deleted, audit)
-            .map_err(Into::into)
+        Ok(docs)
     }
 
     /// One service.
