@@ -148,7 +148,7 @@ pub(crate) async fn run_logs(
 
 /// How long a run's feed gathers the lines after the first of a burst before it hands them to
 /// the clients: a burst leaves in one write per client instead of one write per line.
-const COALESCE: Duration = Duration::from_millis(50);
+const COALESCE: Duration = Duration::from_millis(100);
 
 /// How many batches a client may be behind its run's feed before it reads the store instead.
 const BACKLOG: usize = 64;
