@@ -225,27 +225,45 @@ static TABLE: LazyLock<Vec<Template>> = LazyLock::new(|| {
     table
 });
 
-/// Whether a template's segments match a path: each the same, or a `{...}` segment matching a
-/// non-empty one; how many segments matched literally (the most literal template wins).
-fn matches(template: &[&str], path: &str) -> Option<usize> {
-    let mut segments = path.split('/');
+/// The most segments a route template has (`/ays/repository/{repo}/service/{role}/{name}/action/{action}`
+/// has 9, with the empty one before the first `/`): a longer path matches no template.
+const MAX_SEGMENTS: usize = 12;
+
+/// A path split at `/` once, on the stack; `None` when it has more segments than any template.
+fn split(path: &str) -> Option<([&str; MAX_SEGMENTS], usize)> {
+    let mut segments = [""; MAX_SEGMENTS];
+    let mut count = 0;
+    for segment in path.split('/') {
+        *segments.get_mut(count)? = segment;
+        count += 1;
+    }
+    Some((segments, count))
+}
+
+/// Whether a template's segments match a path's: each the same, or a `{...}` segment matching
+/// a non-empty one; how many segments matched literally (the most literal template wins).
+fn matches(template: &[&str], wanted: &[&str]) -> Option<usize> {
+    if template.len() != wanted.len() {
+        return None;
+    }
     let mut literal = 0;
-    for t in template {
-        let segment = segments.next()?;
-        if *t == segment {
+    for (t, segment) in template.iter().zip(wanted) {
+        if t == segment {
             literal += 1;
         } else if !t.starts_with('{') || segment.is_empty() {
             return None;
         }
     }
-    segments.next().is_none().then_some(literal)
+    Some(literal)
 }
 
 /// The template a path matches best.
 fn best(path: &str) -> Option<&'static Template> {
+    let (segments, count) = split(path)?;
+    let wanted = &segments[..count];
     TABLE
         .iter()
-        .filter_map(|template| Some((matches(&template.segments, path)?, template)))
+        .filter_map(|template| Some((matches(&template.segments, wanted)?, template)))
         .max_by_key(|(literal, _)| *literal)
         .map(|(_, template)| template)
 }
@@ -269,9 +287,11 @@ pub fn route(method: &str, path: &str) -> Option<&'static RouteAccess> {
 /// The methods a path answers, as an `Allow` header value (`HEAD` with every `GET`), from the
 /// paths of the document; `None` when no path template matches.
 pub fn allowed_methods(path: &str) -> Option<String> {
+    let (segments, count) = split(path)?;
+    let wanted = &segments[..count];
     let mut methods: Vec<&str> = Vec::new();
     for template in TABLE.iter() {
-        if matches(&template.segments, path).is_some() {
+        if matches(&template.segments, wanted).is_some() {
             methods.extend(template.methods.iter().map(|(method, _)| *method));
         }
     }
@@ -314,13 +334,17 @@ mod tests {
     #[test]
     fn the_most_literal_template_names_a_path() {
         assert_eq!(
-            matches(&["", "a", "{x}"], "/a/b"),
+            matches(&["", "a", "{x}"], &["", "a", "b"]),
             Some(2),
             "the empty first segment and `a`"
         );
-        assert_eq!(matches(&["", "a", "{x}"], "/a/"), None);
-        assert_eq!(matches(&["", "a"], "/a/b"), None);
-        assert_eq!(matches(&["", "a", "{x}"], "/a"), None);
+        assert_eq!(matches(&["", "a", "{x}"], &["", "a", ""]), None);
+        assert_eq!(matches(&["", "a"], &["", "a", "b"]), None);
+        assert!(
+            TABLE.iter().all(|t| t.segments.len() <= MAX_SEGMENTS),
+            "a template longer than MAX_SEGMENTS would never match"
+        );
+        assert_eq!(template(&"/a".repeat(MAX_SEGMENTS)), "other");
         assert_eq!(template("/oauth/jwks.json"), "/oauth/jwks.json");
         assert_eq!(
             template("/ays/repository/demo/aysrun"),

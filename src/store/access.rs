@@ -445,6 +445,11 @@ impl Store {
         self.path.with_file_name(REVOCATION_BELL)
     }
 
+    /// How many times this process rang the revocation bell (through any handle of this store).
+    pub fn revocation_rings(&self) -> u64 {
+        self.rings.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Opens the revocation bell (created `0600` if missing) for reading its length.
     pub fn open_revocation_bell(&self) -> Result<std::fs::File, StoreError> {
         use std::os::unix::fs::OpenOptionsExt as _;
@@ -461,6 +466,7 @@ impl Store {
     /// already, so a failure is logged, not returned: a server started later reads the table.
     pub(super) fn ring_revocation_bell(&self) {
         use std::io::Write as _;
+        self.rings.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let path = self.revocation_bell_path();
         let rung = self.open_revocation_bell().and_then(|mut bell| {
             bell.write_all(b".")

@@ -294,6 +294,9 @@ pub struct Store {
     conn: Arc<Mutex<Connection>>,
     /// The database file, for messages.
     path: PathBuf,
+    /// How many times this process rang the revocation bell (`auth::revoked` hears its own
+    /// process's revocations at once, without looking at the file).
+    rings: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -354,6 +357,7 @@ impl Store {
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             path,
+            rings: Arc::default(),
         })
     }
 
