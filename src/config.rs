@@ -281,6 +281,23 @@ pub struct OAuthProxyConfig {
     pub allowed_redirects: Vec<String>,
 }
 
+impl OAuthProxyConfig {
+    /// The web console's login callback (`https://host/console/callback`), derived from `url`
+    /// when it ends in `/oauth`: the console is an app of this server on the same host, and the
+    /// proxy allows this one redirect besides `allowed_redirects`.
+    pub fn console_callback(&self) -> Option<String> {
+        let base = self.url.trim_end_matches('/').strip_suffix("/oauth")?;
+        Some(format!("{base}/console/callback"))
+    }
+
+    /// Whether the proxy may send a login back to `url`: exactly an allowed redirect, or the
+    /// console's callback.
+    pub fn redirect_allowed(&self, url: &str) -> bool {
+        crate::oauth::token::redirect_allowed(&self.allowed_redirects, url)
+            || self.console_callback().is_some_and(|c| c == url)
+    }
+}
+
 /// `[login]`.
 #[derive(Debug, Clone)]
 pub struct LoginConfig {
@@ -372,6 +389,10 @@ pub struct DebugConfig {
     /// Enables `POST /debug/crash/{actor}` and the bot's `/crash` so operators (and tests) can see
     /// the supervisor restart a failing actor. Never enable it on a public server.
     pub fault_injection: bool,
+    /// DEVELOPMENT ONLY: the web console's login page offers a button that logs in as
+    /// `dev:local`, an admin, with no provider at all (as `[mode].prod = false` does). Never
+    /// enable it on a server anyone else can reach.
+    pub console_dev_login: bool,
 }
 
 /// One thing wrong with a config file, with the key path it is about.
@@ -758,9 +779,10 @@ impl Reader {
             run_missed: self.bool(&s, "run_missed").unwrap_or(true),
             keep_days: self.int(&s, "keep_days", 1, 36_500, 30) as u32,
         };
-        let s = self.section(root, "debug", &["fault_injection"]);
+        let s = self.section(root, "debug", &["fault_injection", "console_dev_login"]);
         let debug = DebugConfig {
             fault_injection: self.bool(&s, "fault_injection").unwrap_or(false),
+            console_dev_login: self.bool(&s, "console_dev_login").unwrap_or(false),
         };
         let s = self.section(root, "log", &["format"]);
         let format = match self.string(&s, "format").as_deref() {

@@ -1,0 +1,447 @@
+//! The console's pages: maud templates (escaped by construction), one layout, no inline script
+//! (the CSP forbids it): behaviour hangs on `data-*` attributes read by `console.js`.
+
+use maud::{DOCTYPE, Markup, html};
+use warp::Reply;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::{BASE, LinedProblem, Who, path_part};
+use crate::auth::access::Action;
+use crate::client::views::{BlueprintView, RepoView, RunView};
+use crate::store::RunState;
+
+/// A page with a status.
+fn page(status: StatusCode, markup: Markup) -> Response {
+    let mut response =
+        warp::reply::with_status(warp::reply::html(markup.into_string()), status).into_response();
+    response.headers_mut().insert(
+        "cache-control",
+        warp::http::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+/// The frame of every page: title, navigation, who is logged in, the logout button.
+fn layout(title: &str, who: Option<&Who>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Cockpit" }
+                link rel="stylesheet" href={ (BASE) "/assets/console.css" };
+                script src={ (BASE) "/assets/console.js" } defer {}
+            }
+            body {
+                header {
+                    a.brand href=(BASE) { "Cockpit" }
+                    @if let Some(who) = who {
+                        nav {
+                            a href=(BASE) { "Repositories" }
+                        }
+                        div.who {
+                            span { (who.principal.identity) " · " (who.role.map_or("no role", |r| r.as_str())) }
+                            form method="post" action={ (BASE) "/logout" } {
+                                (csrf(who))
+                                button.link type="submit" { "Log out" }
+                            }
+                        }
+                    }
+                }
+                main { h1 { (title) } (body) }
+            }
+        }
+    }
+}
+
+/// The hidden CSRF field of a form.
+fn csrf(who: &Who) -> Markup {
+    html! { input type="hidden" name="csrf" value=(who.csrf); }
+}
+
+/// A short page with a message.
+pub(crate) fn message(status: StatusCode, who: Option<&Who>, title: &str, text: &str) -> Response {
+    page(
+        status,
+        layout(
+            title,
+            who,
+            html! { p.message { (text) } p { a href=(BASE) { "Back to the repositories" } } },
+        ),
+    )
+}
+
+/// The login page: the provider's button; the development login when offered.
+pub(crate) fn login(provider: Option<&str>, dev: bool, next: &str) -> Response {
+    let start = format!(
+        "{BASE}/login/start?{}",
+        super::encode(&[("next_url", next)])
+    );
+    page(
+        StatusCode::OK,
+        layout(
+            "Log in",
+            None,
+            html! {
+                @if let Some(provider) = provider {
+                    p { a.button href=(start) { "Log in with " (provider) } }
+                }
+                @if dev {
+                    form.dev method="post" action={ (BASE) "/login/dev" } {
+                        input type="hidden" name="next_url" value=(next);
+                        p.warning {
+                            strong { "Development login. " }
+                            "This server offers a login with no provider ([debug] console_dev_login, or "
+                            "[mode].prod = false): it makes you dev:local, an admin. Never run production like this."
+                        }
+                        button type="submit" { "Log in for development" }
+                    }
+                }
+                @if provider.is_none() && !dev {
+                    p { "No login is configured." }
+                }
+            },
+        ),
+    )
+}
+
+/// Unix seconds as `2026-11-27 20:13:44`.
+fn when(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+/// The repositories, with the create form and delete buttons for admins.
+pub(crate) fn repos(who: &Who, repos: &[RepoView]) -> Response {
+    page(
+        StatusCode::OK,
+        layout(
+            "Repositories",
+            Some(who),
+            html! {
+                @if repos.is_empty() { p { "No repositories yet." } }
+                ul.list {
+                    @for repo in repos {
+                        li {
+                            a href={ (BASE) "/repos/" (path_part(&repo.name)) } { (repo.name) }
+                            @if let Some(git) = &repo.git_url { " " small { (git) } }
+                            @if who.may(Action::RepoDelete) {
+                                form.inline method="post" action={ (BASE) "/repos/" (path_part(&repo.name)) "/delete" } {
+                                    (csrf(who))
+                                    button.danger type="submit" data-confirm={ "Delete repository " (repo.name) " with its services and runs?" } { "Delete" }
+                                }
+                            }
+                        }
+                    }
+                }
+                @if who.may(Action::RepoCreate) {
+                    h2 { "New repository" }
+                    form.stack method="post" action={ (BASE) "/repos" } {
+                        (csrf(who))
+                        label { "Name " input name="name" required pattern="[A-Za-z0-9_-]{1,64}"; }
+                        label { "Git URL (optional) " input name="git_url" placeholder="https://… or /path/to/repo"; }
+                        button type="submit" { "Create" }
+                    }
+                }
+            },
+        ),
+    )
+}
+
+/// A run's state as a badge.
+fn badge(state: &str) -> Markup {
+    html! { span class={ "badge " (state) } { (state) } }
+}
+
+/// A repository: its blueprints, the last runs, the buttons the role allows.
+pub(crate) fn repo(
+    who: &Who,
+    repo: &str,
+    blueprints: &[BlueprintView],
+    runs: &[RunView],
+) -> Response {
+    let base = format!("{BASE}/repos/{}", path_part(repo));
+    page(
+        StatusCode::OK,
+        layout(
+            repo,
+            Some(who),
+            html! {
+                h2 { "Blueprints" }
+                @if blueprints.is_empty() { p { "No blueprints." } }
+                ul.list {
+                    @for bp in blueprints {
+                        li {
+                            a href={ (base) "/blueprints/" (path_part(&bp.name)) } { (bp.name) }
+                            @if bp.archived { " " span.badge.cancelled { "archived" } }
+                        }
+                    }
+                }
+                @if who.may(Action::BlueprintAdd) {
+                    p { a.button href={ (base) "/blueprints/_new" } { "New blueprint" } }
+                }
+                h2 { "Runs" }
+                @if who.may(Action::RunCreate) {
+                    form method="post" action={ (base) "/runs" } {
+                        (csrf(who))
+                        button type="submit" { "Start a run" }
+                    }
+                }
+                (run_table(repo, runs))
+                p { a href={ (base) "/runs" } { "All runs" } }
+            },
+        ),
+    )
+}
+
+/// A table of runs.
+fn run_table(repo: &str, runs: &[RunView]) -> Markup {
+    html! {
+        table.runs {
+            thead { tr { th { "Run" } th { "State" } th { "Created" } th { "Ended" } } }
+            tbody {
+                @for run in runs {
+                    tr {
+                        td { a href=(super::run_path(repo, &run.key)) { (short(&run.key)) } }
+                        td { (badge(run.state.as_str())) }
+                        td { (when(run.created)) }
+                        td { (run.ended.map(when).unwrap_or_default()) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The first 12 characters of a key.
+fn short(key: &str) -> &str {
+    key.get(..12).unwrap_or(key)
+}
+
+/// The runs of a repository, a page at a time, with the state filter.
+pub(crate) fn runs(
+    who: &Who,
+    repo: &str,
+    runs: &[RunView],
+    state: Option<RunState>,
+    next: Option<&str>,
+) -> Response {
+    let base = format!("{BASE}/repos/{}/runs", path_part(repo));
+    let states = ["new", "running", "ok", "error", "cancelled"];
+    let current = state.map(RunState::as_str).unwrap_or("");
+    page(
+        StatusCode::OK,
+        layout(
+            &format!("Runs of {repo}"),
+            Some(who),
+            html! {
+                form.inline method="get" action=(base) {
+                    label { "State "
+                        select name="state" {
+                            option value="" selected[current.is_empty()] { "any" }
+                            @for s in states { option value=(s) selected[current == s] { (s) } }
+                        }
+                    }
+                    button type="submit" { "Filter" }
+                }
+                (run_table(repo, runs))
+                @if runs.is_empty() { p { "No runs." } }
+                @if let Some(next) = next {
+                    p { a.button href={ (base) "?" (super::encode(&[("state", current), ("cursor", next)])) } { "Older runs" } }
+                }
+                p { a href={ (BASE) "/repos/" (path_part(repo)) } { "Back to " (repo) } }
+            },
+        ),
+    )
+}
+
+/// A run: steps and jobs, its log (streamed while it runs), Cancel and Re-run.
+pub(crate) fn run(who: &Who, repo: &str, run: &RunView) -> Response {
+    let base = super::run_path(repo, &run.key);
+    let live = matches!(run.state, RunState::New | RunState::Running);
+    let mut labels = serde_json::Map::new();
+    let mut lines: Vec<(f64, String)> = Vec::new();
+    for step in &run.steps {
+        for job in &step.jobs {
+            let label = format!("{} {}", job.service_key, job.action_name);
+            for line in &job.logs {
+                lines.push((line.epoch, format!("[{label}] {}", line.log)));
+            }
+            labels.insert(job.key.clone(), label.into());
+        }
+    }
+    lines.sort_by(|a, b| a.0.total_cmp(&b.0));
+    page(
+        StatusCode::OK,
+        layout(
+            &format!("Run {}", short(&run.key)),
+            Some(who),
+            html! {
+                p {
+                    (badge(run.state.as_str())) " in "
+                    a href={ (BASE) "/repos/" (path_part(repo)) } { (repo) }
+                    " · created " (when(run.created))
+                    @if let Some(ended) = run.ended { " · ended " (when(ended)) }
+                }
+                @if let Some(error) = &run.error { p.message { (error) } }
+                div.actions {
+                    @if live && who.may(Action::RunCancel) {
+                        form.inline method="post" action={ (base) "/cancel" } {
+                            (csrf(who))
+                            button.danger type="submit" data-confirm="Cancel this run?" { "Cancel" }
+                        }
+                    }
+                    @if !live && who.may(Action::RunCreate) {
+                        form.inline method="post" action={ (base) "/rerun" } {
+                            (csrf(who))
+                            button type="submit" { "Re-run" }
+                        }
+                    }
+                }
+                h2 { "Steps" }
+                (timeline(run))
+                @for step in &run.steps {
+                    h3 { "Step " (step.number) }
+                    ul.list {
+                        @for job in &step.jobs {
+                            li { (job.service_key) " · " (job.action_name) " " (badge(job.state.as_str())) }
+                        }
+                    }
+                }
+                h2 { "Log" }
+                @if live {
+                    pre #log data-stream={ (base) "/logs" } data-jobs=(serde_json::Value::Object(labels).to_string()) {}
+                } @else {
+                    pre #log {
+                        @for (_, line) in &lines { (line) "\n" }
+                    }
+                }
+            },
+        ),
+    )
+}
+
+/// A run as a timeline: one bar per step, its jobs side by side, coloured by state (inline
+/// SVG; the steps' durations are not stored, so bars have equal widths).
+fn timeline(run: &RunView) -> Markup {
+    let steps = run.steps.len().max(1);
+    let width = 100.0 / steps as f64;
+    let rows = run
+        .steps
+        .iter()
+        .map(|s| s.jobs.len())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let height = rows * 18 + 4;
+    html! {
+        svg.timeline viewBox={ "0 0 100 " (height) } preserveAspectRatio="none" role="img" aria-label="Run timeline" {
+            @for (i, step) in run.steps.iter().enumerate() {
+                @for (j, job) in step.jobs.iter().enumerate() {
+                    rect class={ "s-" (job.state.as_str()) }
+                        x=(format!("{:.2}", i as f64 * width + 0.5)) y=(j * 18 + 2)
+                        width=(format!("{:.2}", width - 1.0)) height="16" {
+                        title { "step " (step.number) ": " (job.service_key) " " (job.action_name) " (" (job.state.as_str()) ")" }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The blueprint editor: the text, Check (problems with their lines, before saving), Save;
+/// Execute, Archive/Restore for an existing one.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn editor(
+    status: StatusCode,
+    who: &Who,
+    repo: &str,
+    name: &str,
+    content: &str,
+    create: bool,
+    archived: bool,
+    problems: &[LinedProblem],
+    note: Option<&str>,
+) -> Response {
+    let repo_base = format!("{BASE}/repos/{}", path_part(repo));
+    let action = if create {
+        format!("{repo_base}/blueprints")
+    } else {
+        format!("{repo_base}/blueprints/{}", path_part(name))
+    };
+    let title = if create {
+        "New blueprint".to_string()
+    } else {
+        name.to_string()
+    };
+    let can_edit = who.may(Action::BlueprintAdd);
+    page(
+        status,
+        layout(
+            &title,
+            Some(who),
+            html! {
+                p { a href=(repo_base) { "Back to " (repo) } }
+                @if let Some(note) = note { p.note { (note) } }
+                form.stack.editor method="post" action=(action) data-check={ (repo_base) "/check" } {
+                    (csrf(who))
+                    @if create {
+                        label { "File name " input name="name" value=(name) required placeholder="web.yaml"; }
+                    } @else {
+                        input type="hidden" name="name" value=(name);
+                    }
+                    textarea name="content" rows="18" spellcheck="false" readonly[!can_edit] { (content) }
+                    ul #problems.problems {
+                        @for p in problems {
+                            li data-line=[p.line] {
+                                @if let Some(line) = p.line { span.line { "line " (line) } " " }
+                                (p.text)
+                            }
+                        }
+                    }
+                    @if can_edit {
+                        div.actions {
+                            button type="button" data-check-button { "Check" }
+                            button type="submit" { "Save" }
+                        }
+                    }
+                }
+                @if !create {
+                    div.actions {
+                        @if who.may(Action::BlueprintExecute) && !archived {
+                            form.inline method="post" action={ (action) "/execute" } {
+                                (csrf(who))
+                                button type="submit" { "Execute" }
+                            }
+                        }
+                        @if archived && who.may(Action::BlueprintRestore) {
+                            form.inline method="post" action={ (action) "/restore" } {
+                                (csrf(who))
+                                button type="submit" { "Restore" }
+                            }
+                        } @else if !archived && who.may(Action::BlueprintArchive) {
+                            form.inline method="post" action={ (action) "/archive" } {
+                                (csrf(who))
+                                button type="submit" data-confirm="Archive this blueprint?" { "Archive" }
+                            }
+                        }
+                    }
+                }
+            },
+        ),
+    )
+}
+
+/// What an executed blueprint did: back to its editor with a note (a 303, so a reload does not
+/// execute again).
+pub(crate) fn executed(repo: &str, name: &str, services: &[String]) -> Response {
+    super::see_other(&format!(
+        "{BASE}/repos/{}/blueprints/{}?executed={}",
+        path_part(repo),
+        path_part(name),
+        services.len()
+    ))
+}
