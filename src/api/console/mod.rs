@@ -164,7 +164,7 @@ impl Console {
 
     /// The logged-in person of `req`, or the reply that sends them to log in (a revoked
     /// identity's session ends).
-    fn who(&self, req: &Req) -> Result<Who, Response> {
+    fn who(&self, req: &Req) -> Result<Who, Box<Response>> {
         let login = || {
             see_other(&format!(
                 "{BASE}/login?{}",
@@ -172,10 +172,10 @@ impl Console {
             ))
         };
         let Some(user) = &req.session.user else {
-            return Err(login());
+            return Err(Box::new(login()));
         };
         let Some(identity) = user.identity.clone() else {
-            return Err(self.app.logout(&req.session, "/console/login"));
+            return Err(Box::new(self.app.logout(&req.session, "/console/login")));
         };
         let revoked = self
             .shared
@@ -183,7 +183,7 @@ impl Console {
             .as_ref()
             .is_some_and(|r| r.refuses(&identity, u64::try_from(user.logged_in).ok()));
         if revoked {
-            return Err(self.app.logout(&req.session, "/console/login"));
+            return Err(Box::new(self.app.logout(&req.session, "/console/login")));
         }
         let principal = Principal::new(identity, user.groups.clone());
         let role = if user.provider == DEV_PROVIDER {
@@ -200,9 +200,9 @@ impl Console {
 
     /// [`Console::who`], and for a state change: the session's CSRF token (the `csrf` field or
     /// `X-CSRF-Token`) and a request from this origin; 403 otherwise.
-    fn poster(&self, req: &Req, form: &Form) -> Result<Who, Response> {
+    fn poster(&self, req: &Req, form: &Form) -> Result<Who, Box<Response>> {
         if let Err(why) = same_origin(req) {
-            return Err(forbidden(why));
+            return Err(Box::new(forbidden(why)));
         }
         let token = form
             .get("csrf")
@@ -210,19 +210,37 @@ impl Console {
             .map(String::as_str)
             .unwrap_or_default();
         if req.session.user.is_some() && !self.app.csrf_ok(&req.session, token) {
-            return Err(forbidden(
+            return Err(Box::new(forbidden(
                 "the form's CSRF token is not this session's: reload the page and try again",
-            ));
+            )));
         }
         self.who(req)
     }
 
-    /// Whether `who` may do `action` on `target`: the audit entry of the change, or the reply
-    /// (403 with a `denied` audit row; 202 when `[access].two_person` holds it).
-    fn allow(&self, who: &Who, action: Action, target: &str) -> Result<Option<Audit>, Response> {
+    /// Whether `who` may do what the REST request `method rest_path` does (its action and role
+    /// from the REST API's own table, [`crate::api::paths::ROUTES`], so the console can never
+    /// allow what REST refuses to the same identity) on `target`: the audit entry of the change
+    /// with its action, or the reply (403 with a `denied` audit row; 202 when
+    /// `[access].two_person` holds it; 404 for no such REST route).
+    fn allow(
+        &self,
+        who: &Who,
+        method: &str,
+        rest_path: &str,
+        target: &str,
+    ) -> Result<(Option<Audit>, Action), Box<Response>> {
+        let Some(rule) = crate::api::paths::route(method, rest_path) else {
+            return Err(Box::new(pages::message(
+                StatusCode::NOT_FOUND,
+                Some(who),
+                "Not found",
+                "no such page",
+            )));
+        };
+        let action = rule.action;
         let identity = &who.principal.identity;
-        if !who.may(action) {
-            let why = refusal(action.role(), who.role);
+        if who.role < Some(rule.role) {
+            let why = refusal(rule.role, who.role);
             let row = audit::record(
                 Door::Console,
                 identity,
@@ -231,15 +249,15 @@ impl Console {
                 &Outcome::Denied(why.clone()),
             );
             audit::write(&self.shared.store, &row);
-            return Err(pages::message(
+            return Err(Box::new(pages::message(
                 StatusCode::FORBIDDEN,
                 Some(who),
                 "Not allowed",
                 &why,
-            ));
+            )));
         }
         if self.access.two_person(action) {
-            return Err(
+            return Err(Box::new(
                 match approvals::request(
                     &self.shared.store,
                     Door::Console,
@@ -263,11 +281,12 @@ impl Console {
                         "the approval could not be recorded",
                     ),
                 },
-            );
+            ));
         }
-        Ok(action
+        let audit = action
             .changes()
-            .then(|| Audit::new(Door::Console, identity, action, target)))
+            .then(|| Audit::new(Door::Console, identity, action, target));
+        Ok((audit, action))
     }
 
     /// The `error` audit row of a change that failed (the core wrote the `ok` row of one that
@@ -562,7 +581,7 @@ macro_rules! or_reply {
     ($e:expr) => {
         match $e {
             Ok(v) => v,
-            Err(response) => return response,
+            Err(response) => return *response,
         }
     };
 }
@@ -656,7 +675,7 @@ async fn logout(c: C, req: Req, form: Form) -> Response {
 /// `GET /console`: the repositories.
 async fn repos_page(c: C, req: Req) -> Response {
     let who = or_reply!(c.who(&req));
-    or_reply!(c.allow(&who, Action::Read, ""));
+    or_reply!(c.allow(&who, "GET", &ays(&[]), ""));
     match AysClient.list_repos().await {
         Ok(repos) => pages::repos(&who, &repos),
         Err(err) => failure(&who, &err),
@@ -667,7 +686,7 @@ async fn repos_page(c: C, req: Req) -> Response {
 async fn create_repo(c: C, req: Req, form: Form) -> Response {
     let who = or_reply!(c.poster(&req, &form));
     let name = form.get("name").cloned().unwrap_or_default();
-    let audit = or_reply!(c.allow(&who, Action::RepoCreate, &name));
+    let (audit, action) = or_reply!(c.allow(&who, "POST", &ays(&[]), &name));
     let git_url = form
         .get("git_url")
         .filter(|u| !u.trim().is_empty())
@@ -675,7 +694,7 @@ async fn create_repo(c: C, req: Req, form: Form) -> Response {
     match AysClient.create_repo(name.clone(), git_url, audit).await {
         Ok(repo) => see_other(&format!("{BASE}/repos/{}", path_part(&repo.name))),
         Err(err) => {
-            c.failed(&who, Action::RepoCreate, &name, &err);
+            c.failed(&who, action, &name, &err);
             failure(&who, &err)
         }
     }
@@ -684,7 +703,7 @@ async fn create_repo(c: C, req: Req, form: Form) -> Response {
 /// `GET /console/repos/{repo}`: blueprints, the new blueprint form, runs.
 async fn repo_page(repo: String, c: C, req: Req) -> Response {
     let who = or_reply!(c.who(&req));
-    or_reply!(c.allow(&who, Action::Read, &repo));
+    or_reply!(c.allow(&who, "GET", &ays(&[&repo, "blueprint"]), &repo));
     let blueprints = match AysClient.list_blueprints(&repo, true).await {
         Ok(list) => list,
         Err(err) => return failure(&who, &err),
@@ -700,11 +719,11 @@ async fn repo_page(repo: String, c: C, req: Req) -> Response {
 /// `POST /console/repos/{repo}/delete` (admin).
 async fn delete_repo(repo: String, c: C, req: Req, form: Form) -> Response {
     let who = or_reply!(c.poster(&req, &form));
-    let audit = or_reply!(c.allow(&who, Action::RepoDelete, &repo));
+    let (audit, action) = or_reply!(c.allow(&who, "DELETE", &ays(&[&repo]), &repo));
     match AysClient.delete_repo(repo.clone(), audit).await {
         Ok(()) => see_other(BASE),
         Err(err) => {
-            c.failed(&who, Action::RepoDelete, &repo, &err);
+            c.failed(&who, action, &repo, &err);
             failure(&who, &err)
         }
     }
@@ -746,7 +765,7 @@ fn with_lines(name: &str, content: &str, problems: Vec<String>) -> Vec<LinedProb
 /// `POST /console/repos/{repo}/check` (`fetch`): `{"problems": [{line, text}]}`.
 async fn check_blueprint(repo: String, c: C, req: Req, form: Form) -> Response {
     let who = or_reply!(c.poster(&req, &form));
-    or_reply!(c.allow(&who, Action::Read, &repo));
+    or_reply!(c.allow(&who, "GET", &ays(&[&repo, "blueprint"]), &repo));
     let name = form
         .get("name")
         .filter(|n| !n.is_empty())
@@ -761,7 +780,7 @@ async fn new_blueprint(repo: String, c: C, req: Req, form: Form) -> Response {
     let who = or_reply!(c.poster(&req, &form));
     let name = form.get("name").cloned().unwrap_or_default();
     let target = format!("{repo}/{name}");
-    let audit = or_reply!(c.allow(&who, Action::BlueprintAdd, &target));
+    let (audit, _) = or_reply!(c.allow(&who, "POST", &ays(&[&repo, "blueprint"]), &target));
     let content = form.get("content").cloned().unwrap_or_default();
     put_blueprint(&c, &who, &repo, name, content, true, audit).await
 }
@@ -770,7 +789,8 @@ async fn new_blueprint(repo: String, c: C, req: Req, form: Form) -> Response {
 async fn save_blueprint(repo: String, name: String, c: C, req: Req, form: Form) -> Response {
     let who = or_reply!(c.poster(&req, &form));
     let target = format!("{repo}/{name}");
-    let audit = or_reply!(c.allow(&who, Action::BlueprintAdd, &target));
+    let rest = ays(&[&repo, "blueprint", &name]);
+    let (audit, _) = or_reply!(c.allow(&who, "PUT", &rest, &target));
     let content = form.get("content").cloned().unwrap_or_default();
     put_blueprint(&c, &who, &repo, name, content, false, audit).await
 }
@@ -838,7 +858,8 @@ async fn put_blueprint(
 /// `GET /console/repos/{repo}/blueprints/{bp}`: the editor (`_new` for a new one).
 async fn blueprint_page(repo: String, name: String, c: C, req: Req) -> Response {
     let who = or_reply!(c.who(&req));
-    or_reply!(c.allow(&who, Action::Read, &repo));
+    let rest = ays(&[&repo, "blueprint", &name]);
+    or_reply!(c.allow(&who, "GET", &rest, &repo));
     if name == "_new" {
         return pages::editor(StatusCode::OK, &who, &repo, "", "", true, false, &[], None);
     }
@@ -871,20 +892,12 @@ async fn blueprint_command(
 ) -> Response {
     let who = or_reply!(c.poster(&req, &form));
     let target = format!("{repo}/{name}");
-    let action = match command.as_str() {
-        "execute" => Action::BlueprintExecute,
-        "archive" => Action::BlueprintArchive,
-        "restore" => Action::BlueprintRestore,
-        _ => {
-            return pages::message(
-                StatusCode::NOT_FOUND,
-                Some(&who),
-                "Not found",
-                "no such command",
-            );
-        }
+    // The REST request that does the same.
+    let (method, rest) = match command.as_str() {
+        "execute" => ("POST", ays(&[&repo, "blueprint", &name])),
+        other => ("PUT", ays(&[&repo, "blueprint", &name, other])),
     };
-    let audit = or_reply!(c.allow(&who, action, &target));
+    let (audit, action) = or_reply!(c.allow(&who, method, &rest, &target));
     let back = |bp: &str| {
         see_other(&format!(
             "{BASE}/repos/{}/blueprints/{}",
@@ -941,7 +954,7 @@ async fn blueprint_command(
 /// `GET /console/repos/{repo}/runs?state=&cursor=`: a page of runs.
 async fn runs_page(repo: String, c: C, req: Req, query: HashMap<String, String>) -> Response {
     let who = or_reply!(c.who(&req));
-    or_reply!(c.allow(&who, Action::Read, &repo));
+    or_reply!(c.allow(&who, "GET", &ays(&[&repo, "aysrun"]), &repo));
     let state = query
         .get("state")
         .filter(|s| !s.is_empty())
@@ -959,7 +972,7 @@ async fn runs_page(repo: String, c: C, req: Req, query: HashMap<String, String>)
 /// `POST /console/repos/{repo}/runs`: start a run of everything due.
 async fn start_run(repo: String, c: C, req: Req, form: Form) -> Response {
     let who = or_reply!(c.poster(&req, &form));
-    let audit = or_reply!(c.allow(&who, Action::RunCreate, &repo));
+    let (audit, action) = or_reply!(c.allow(&who, "POST", &ays(&[&repo, "aysrun"]), &repo));
     let request = RunRequest {
         simulate: false,
         callback_url: None,
@@ -969,7 +982,7 @@ async fn start_run(repo: String, c: C, req: Req, form: Form) -> Response {
     match AysClient.create_run(&repo, request).await {
         Ok(run) => see_other(&run_path(&repo, &run.key)),
         Err(err) => {
-            c.failed(&who, Action::RunCreate, &repo, &err);
+            c.failed(&who, action, &repo, &err);
             failure(&who, &err)
         }
     }
@@ -983,7 +996,7 @@ fn run_path(repo: &str, key: &str) -> String {
 /// `GET /console/repos/{repo}/runs/{key}`: steps, jobs, the log (live while it runs).
 async fn run_page(repo: String, key: String, c: C, req: Req) -> Response {
     let who = or_reply!(c.who(&req));
-    or_reply!(c.allow(&who, Action::Read, &repo));
+    or_reply!(c.allow(&who, "GET", &ays(&[&repo, "aysrun", &key]), &repo));
     match AysClient.get_run(&repo, key).await {
         Ok(run) => pages::run(&who, &repo, &run),
         Err(err) => failure(&who, &err),
@@ -993,7 +1006,8 @@ async fn run_page(repo: String, key: String, c: C, req: Req) -> Response {
 /// `GET /console/repos/{repo}/runs/{key}/logs`: the REST API's log stream (SSE), for the page.
 async fn run_logs(repo: String, key: String, c: C, req: Req, last: Option<String>) -> Response {
     let who = or_reply!(c.who(&req));
-    or_reply!(c.allow(&who, Action::Read, &repo));
+    let rest = ays(&[&repo, "aysrun", &key, "logs"]);
+    or_reply!(c.allow(&who, "GET", &rest, &repo));
     let query = HashMap::from([("follow".to_string(), "true".to_string())]);
     crate::api::runs::run_logs(repo, key, query, last, c.shared.clone()).await
 }
@@ -1009,19 +1023,8 @@ async fn run_command(
 ) -> Response {
     let who = or_reply!(c.poster(&req, &form));
     let target = format!("{repo}/{key}");
-    let action = match command.as_str() {
-        "cancel" => Action::RunCancel,
-        "rerun" => Action::RunCreate,
-        _ => {
-            return pages::message(
-                StatusCode::NOT_FOUND,
-                Some(&who),
-                "Not found",
-                "no such command",
-            );
-        }
-    };
-    let audit = or_reply!(c.allow(&who, action, &target));
+    let rest = ays(&[&repo, "aysrun", &key, &command]);
+    let (audit, action) = or_reply!(c.allow(&who, "POST", &rest, &target));
     let result = if action == Action::RunCancel {
         let by = format!("the console ({})", who.principal.identity);
         AysClient.cancel_run(&repo, key, &by, audit).await
@@ -1035,6 +1038,16 @@ async fn run_command(
             failure(&who, &err)
         }
     }
+}
+
+/// The REST path of the same resource: `/ays/repository/<part>/<part>…` (each part encoded).
+fn ays(parts: &[&str]) -> String {
+    let mut path = "/ays/repository".to_string();
+    for part in parts {
+        path.push('/');
+        path.push_str(&path_part(part));
+    }
+    path
 }
 
 /// A name as one percent-encoded path segment.
