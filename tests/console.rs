@@ -645,3 +645,280 @@ async fn a_running_run_is_cancelled_from_its_page() {
     assert!(page.body.contains("badge cancelled"), "{page:?}");
     assert!(!page.body.contains(">Cancel<"));
 }
+
+/// The directory of the browser test's Node.js packages.
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console-browser")
+}
+
+/// Where the browser test writes its screenshots and measurements (not committed).
+fn shots_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-shots")
+}
+
+/// Runs one phase of `tests/console-browser/flow.mjs`; its stdout.
+async fn browser_phase(job: Value) -> String {
+    let out = tokio::time::timeout(
+        Duration::from_secs(150),
+        tokio::process::Command::new("node")
+            .arg("flow.mjs")
+            .arg(job.to_string())
+            .current_dir(browser_dir())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the browser phase {} took too long", job["phase"]))
+    .expect("node runs (scripts/console-test.sh installs Node.js and Chromium)");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "browser phase {}: {}\n{stdout}",
+        job["phase"],
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// `big`: 1,000 services (a blueprint of 1,000 declarations, executed) and 1,000 ended runs
+/// (rows written into the store, as the pruner would find them after a busy day).
+async fn big_repository(world: &World, git: &Path) -> String {
+    let admin = world.login("octocat").await;
+    let csrf = admin.csrf("/console").await;
+    let made = admin
+        .post(
+            "/console/repos",
+            &[
+                ("name", "big"),
+                ("git_url", git.to_str().expect("path")),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::SEE_OTHER, "{made:?}");
+    let blueprint: String = (1..=1000)
+        .map(|i| format!("node__s{i}:\n  port: {i}\n"))
+        .collect();
+    let saved = admin
+        .post(
+            "/console/repos/big/blueprints",
+            &[
+                ("name", "big.yaml"),
+                ("content", &blueprint),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{saved:?}");
+    let executed = admin
+        .post(
+            "/console/repos/big/blueprints/big.yaml/execute",
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(executed.status, StatusCode::SEE_OTHER, "{executed:?}");
+    let db = rusqlite::Connection::open(world.cockpit.data_dir().join("cockpit.db")).expect("db");
+    db.busy_timeout(Duration::from_secs(10)).expect("busy");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs() as i64;
+    db.execute_batch("BEGIN").expect("begin");
+    for i in 0..1000i64 {
+        db.execute(
+            "INSERT INTO runs (key, repo, state, created, ended, origin) \
+             VALUES (?1, 'big', ?2, ?3, ?3, '{\"api\":true}')",
+            rusqlite::params![
+                format!("{:016x}", 0xb16_0000 + i),
+                if i % 10 == 0 { "error" } else { "ok" },
+                now - 86_400 + i * 60
+            ],
+        )
+        .expect("run row");
+    }
+    db.execute_batch("COMMIT").expect("commit");
+    format!("{:016x}", 0xb16_0000 + 999)
+}
+
+/// The acceptance flow of the console in headless Chromium (Debian's `chromium`, driven by
+/// playwright-core): log in, create a repository from a local git repository, an invalid
+/// blueprint's problems, fixed and executed, a run's log arriving live, a cancelled run, a
+/// viewer without the Delete button and refused the route, log out; then each page's first load
+/// with 1,000 runs and 1,000 services. Screenshots and figures in `target/console-shots/`.
+/// Run by `scripts/console-test.sh` (which installs Chromium and the npm packages).
+#[tokio::test]
+#[ignore = "needs Chromium and Node.js: scripts/console-test.sh"]
+async fn the_console_in_chromium() {
+    let world = World::start().await;
+    let git = git_repo(world.cockpit.dir.path(), 12, "0.25");
+    let shots = shots_dir();
+    std::fs::create_dir_all(&shots).expect("shots dir");
+    let base = world.base.clone();
+    let job = |phase: &str| json!({"phase": phase, "base": base, "git": git, "shots": shots, "pages": []});
+    world
+        .provider
+        .set_user(json!({"login": "octocat", "id": 1}));
+    browser_phase(job("admin")).await;
+    world.provider.set_user(json!({"login": "vera", "id": 2}));
+    browser_phase(job("viewer")).await;
+
+    let run = big_repository(&world, &git).await;
+    world
+        .provider
+        .set_user(json!({"login": "octocat", "id": 1}));
+    let pages = [
+        "/console".to_string(),
+        "/console/repos/big".into(),
+        "/console/repos/big/runs".into(),
+        "/console/repos/big/runs?state=error".into(),
+        format!("/console/repos/big/runs/{run}"),
+        "/console/repos/big/services".into(),
+        "/console/repos/big/services/node/s500".into(),
+        "/console/repos/big/blueprints/big.yaml".into(),
+    ];
+    let mut measure = job("measure");
+    measure["pages"] = json!(pages);
+    let out = browser_phase(measure).await;
+    let figures: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(figures.len(), pages.len(), "{out}");
+    std::fs::write(
+        shots.join("measure.json"),
+        serde_json::to_string_pretty(&figures).expect("json"),
+    )
+    .expect("measure.json");
+    for f in &figures {
+        let bytes = f["bytes"].as_u64().expect("bytes");
+        let load = f["load_ms"].as_f64().expect("load");
+        assert!(bytes < 100 * 1024, "{} transfers {bytes} bytes", f["path"]);
+        assert!(load < 300.0, "{} loads in {load} ms", f["path"]);
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_shown_once_and_revoked_users_revoked_and_the_audit_read_by_admins() {
+    let world = World::start().await;
+    let admin = world.login("octocat").await;
+    let csrf = admin.csrf("/console/tokens").await;
+    // Above one's own role: refused.
+    let viewer = world.login("vera").await;
+    let vcsrf = viewer.csrf("/console/tokens").await;
+    let above = viewer
+        .post(
+            "/console/tokens",
+            &[
+                ("name", "mine"),
+                ("role", "admin"),
+                ("ttl_days", "1"),
+                ("csrf", &vcsrf),
+            ],
+        )
+        .await;
+    assert_eq!(above.status, StatusCode::FORBIDDEN, "{above:?}");
+    let made = viewer
+        .post(
+            "/console/tokens",
+            &[
+                ("name", "ci"),
+                ("role", "viewer"),
+                ("ttl_days", "30"),
+                ("csrf", &vcsrf),
+            ],
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::OK, "{made:?}");
+    let at = made.body.find("ck_").expect("the token is shown");
+    let token: String = made.body[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .collect();
+    let listed = viewer.get("/console/tokens").await;
+    assert!(
+        listed.body.contains(">ci<") && !listed.body.contains(&token),
+        "shown once"
+    );
+    let rest = |token: String| {
+        let url = format!("{}/ays/repository", world.base);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("rest")
+                .status()
+        }
+    };
+    assert_eq!(rest(token.clone()).await, StatusCode::OK);
+
+    // The viewer sees neither users nor the audit trail, and cannot revoke people.
+    assert!(!listed.body.contains(">Audit<") && !listed.body.contains(">Users<"));
+    assert_eq!(
+        viewer.get("/console/audit").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        viewer.get("/console/users").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let forced = viewer
+        .post(
+            "/console/users/revoke",
+            &[("identity", "github:vera"), ("csrf", &vcsrf)],
+        )
+        .await;
+    assert_eq!(forced.status, StatusCode::FORBIDDEN);
+    assert_eq!(rest(token.clone()).await, StatusCode::OK);
+
+    // An admin revokes the viewer everywhere: the token dies at once.
+    let users = admin.get("/console/users").await;
+    assert!(users.body.contains("github:vera"), "{users:?}");
+    let revoked = admin
+        .post(
+            "/console/users/revoke",
+            &[("identity", "github:vera"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{revoked:?}");
+    assert_eq!(rest(token).await, StatusCode::UNAUTHORIZED);
+    // ... and the viewer's console session with it.
+    let after = viewer.get("/console").await;
+    assert_eq!(after.status, StatusCode::SEE_OTHER, "{after:?}");
+
+    // A token of one's own, revoked from the list.
+    let made = admin
+        .post(
+            "/console/tokens",
+            &[
+                ("name", "mine"),
+                ("role", "operator"),
+                ("ttl_days", "1"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    let at = made.body.find("ck_").expect("token");
+    let token: String = made.body[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .collect();
+    let at = made.body.find("/console/tokens/").expect("revoke form");
+    let id: String = made.body[at + "/console/tokens/".len()..]
+        .chars()
+        .take_while(|c| *c != '/')
+        .collect();
+    let gone = admin
+        .post(&format!("/console/tokens/{id}/revoke"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(gone.status, StatusCode::SEE_OTHER, "{gone:?}");
+    assert_eq!(rest(token).await, StatusCode::UNAUTHORIZED);
+
+    let audit = admin.get("/console/audit?door=console").await;
+    assert_eq!(audit.status, StatusCode::OK);
+    for row in ["token.create", "user.revoke", "token.revoke", "denied"] {
+        assert!(audit.body.contains(row), "{row}: {audit:?}");
+    }
+    assert!(!audit.body.contains("ck_"), "no token in the audit trail");
+}

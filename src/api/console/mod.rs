@@ -500,6 +500,52 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
             .and(form())
             .then(blueprint_command)
             .boxed(),
+        warp::path!("console" / "tokens")
+            .and(get())
+            .then(access::tokens_page)
+            .boxed(),
+        warp::path!("console" / "tokens")
+            .and(post())
+            .and(form())
+            .then(access::create_token)
+            .boxed(),
+        warp::path!("console" / "tokens" / String / "revoke")
+            .and(post())
+            .and(form())
+            .then(access::revoke_token)
+            .boxed(),
+        warp::path!("console" / "users")
+            .and(get())
+            .then(access::users_page)
+            .boxed(),
+        warp::path!("console" / "users" / "revoke")
+            .and(post())
+            .and(form())
+            .then(access::revoke_user)
+            .boxed(),
+        warp::path!("console" / "audit")
+            .and(get())
+            .and(warp::query::<HashMap<String, String>>())
+            .then(access::audit_page)
+            .boxed(),
+        warp::path!("console" / "repos" / String / "templates")
+            .and(get())
+            .then(templates_page)
+            .boxed(),
+        warp::path!("console" / "repos" / String / "services")
+            .and(get())
+            .and(warp::query::<HashMap<String, String>>())
+            .then(services_page)
+            .boxed(),
+        warp::path!("console" / "repos" / String / "services" / String / String)
+            .and(get())
+            .then(service_page)
+            .boxed(),
+        warp::path!("console" / "repos" / String / "services" / String / String / String)
+            .and(post())
+            .and(form())
+            .then(run_action)
+            .boxed(),
         warp::path!("console" / "repos" / String / "runs")
             .and(get())
             .and(warp::query::<HashMap<String, String>>())
@@ -576,7 +622,7 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
 /// The shared console, as handlers get it.
 type C = Arc<Console>;
 
-/// Unwraps a `Result<T, Response>` or answers with its `Response`.
+/// Unwraps a `Result<T, Box<Response>>` or answers with its `Response`.
 macro_rules! or_reply {
     ($e:expr) => {
         match $e {
@@ -584,6 +630,24 @@ macro_rules! or_reply {
             Err(response) => return *response,
         }
     };
+}
+
+mod access;
+
+/// A 500 page for a store failure (logged; its details stay in the log).
+fn internal(who: &Who, err: impl std::fmt::Display) -> Response {
+    tracing::error!(%err, "console: store failure");
+    pages::message(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Some(who),
+        "That did not work",
+        "internal error; see the server log",
+    )
+}
+
+/// A 400 page.
+fn bad_request(who: &Who, why: &str) -> Response {
+    pages::message(StatusCode::BAD_REQUEST, Some(who), "That did not work", why)
 }
 
 /// `GET /console/login`: the provider's button, and the development login when offered.
@@ -947,6 +1011,100 @@ async fn blueprint_command(
                 &problems,
                 None,
             )
+        }
+    }
+}
+
+/// `GET /console/repos/{repo}/templates`: each template's schema, actions and config.
+async fn templates_page(repo: String, c: C, req: Req) -> Response {
+    let who = or_reply!(c.who(&req));
+    or_reply!(c.allow(&who, "GET", &ays(&[&repo, "template"]), &repo));
+    match AysClient.list_templates(&repo).await {
+        Ok(templates) => pages::templates(&who, &repo, &templates),
+        Err(err) => failure(&who, &err),
+    }
+}
+
+/// Services per page of the services list.
+pub const SERVICES_PAGE: usize = 100;
+
+/// `GET /console/repos/{repo}/services?page=`: a page of services.
+async fn services_page(repo: String, c: C, req: Req, query: HashMap<String, String>) -> Response {
+    let who = or_reply!(c.who(&req));
+    or_reply!(c.allow(&who, "GET", &ays(&[&repo, "service"]), &repo));
+    let page = query
+        .get("page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(0);
+    match AysClient.list_services(&repo, None).await {
+        Ok(all) => {
+            let from = page.saturating_mul(SERVICES_PAGE).min(all.len());
+            let to = (from + SERVICES_PAGE).min(all.len());
+            let more = to < all.len();
+            pages::services(&who, &repo, &all[from..to], page, more, all.len())
+        }
+        Err(err) => failure(&who, &err),
+    }
+}
+
+/// `GET /console/repos/{repo}/services/{role}/{name}`: state, data, links, actions.
+async fn service_page(repo: String, role: String, name: String, c: C, req: Req) -> Response {
+    let who = or_reply!(c.who(&req));
+    let rest = ays(&[&repo, "service", &role, &name]);
+    or_reply!(c.allow(&who, "GET", &rest, &repo));
+    match AysClient.get_service(&repo, role, name).await {
+        Ok(service) => pages::service(&who, &repo, &service),
+        Err(err) => failure(&who, &err),
+    }
+}
+
+/// `POST /console/repos/{repo}/services/{role}/{name}/{action}` (form: `args`, a JSON object):
+/// what REST does in two requests, each checked as REST checks it: schedule the action with
+/// its args (`POST …/service/{role}/{name}/action/{action}`), then start a run (`POST
+/// …/aysrun`); to the run's page.
+async fn run_action(
+    repo: String,
+    role: String,
+    name: String,
+    action_name: String,
+    c: C,
+    req: Req,
+    form: Form,
+) -> Response {
+    let who = or_reply!(c.poster(&req, &form));
+    let target = format!("{repo}/{role}/{name}");
+    let rest = ays(&[&repo, "service", &role, &name, "action", &action_name]);
+    let (audit, action) = or_reply!(c.allow(&who, "POST", &rest, &target));
+    let (run_audit, run_action) = or_reply!(c.allow(&who, "POST", &ays(&[&repo, "aysrun"]), &repo));
+    let args = match form.get("args").map(|a| a.trim()).filter(|a| !a.is_empty()) {
+        None => None,
+        Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(value) => Some(value),
+            Err(err) => {
+                let err = AysError::Invalid(vec![format!("args are not JSON: {err}")]);
+                c.failed(&who, action, &target, &err);
+                return failure(&who, &err);
+            }
+        },
+    };
+    if let Err(err) = AysClient
+        .schedule_action(&repo, role, name, action_name, args, audit)
+        .await
+    {
+        c.failed(&who, action, &target, &err);
+        return failure(&who, &err);
+    }
+    let request = RunRequest {
+        simulate: false,
+        callback_url: None,
+        origin: Origin::Api,
+        audit: run_audit,
+    };
+    match AysClient.create_run(&repo, request).await {
+        Ok(run) => see_other(&run_path(&repo, &run.key)),
+        Err(err) => {
+            c.failed(&who, run_action, &repo, &err);
+            failure(&who, &err)
         }
     }
 }

@@ -8,8 +8,11 @@ use warp::reply::Response;
 
 use super::{BASE, LinedProblem, Who, path_part};
 use crate::auth::access::Action;
-use crate::client::views::{BlueprintView, RepoView, RunView};
+use crate::client::views::{
+    BlueprintView, RepoView, RunView, ServiceSummary, ServiceView, TemplateView,
+};
 use crate::store::RunState;
+use crate::store::{ApiTokenRecord, AuditQuery, AuditRow};
 
 /// A page with a status.
 fn page(status: StatusCode, markup: Markup) -> Response {
@@ -40,6 +43,9 @@ fn layout(title: &str, who: Option<&Who>, body: Markup) -> Markup {
                     @if let Some(who) = who {
                         nav {
                             a href=(BASE) { "Repositories" }
+                            a href={ (BASE) "/tokens" } { "Tokens" }
+                            @if who.may(Action::UserList) { a href={ (BASE) "/users" } { "Users" } }
+                            @if who.may(Action::AuditRead) { a href={ (BASE) "/audit" } { "Audit" } }
                         }
                         div.who {
                             span { (who.principal.identity) " · " (who.role.map_or("no role", |r| r.as_str())) }
@@ -183,6 +189,7 @@ pub(crate) fn repo(
                 @if who.may(Action::BlueprintAdd) {
                     p { a.button href={ (base) "/blueprints/_new" } { "New blueprint" } }
                 }
+                p { a href={ (base) "/services" } { "Services" } " · " a href={ (base) "/templates" } { "Templates" } }
                 h2 { "Runs" }
                 @if who.may(Action::RunCreate) {
                     form method="post" action={ (base) "/runs" } {
@@ -324,11 +331,14 @@ pub(crate) fn run(who: &Who, repo: &str, run: &RunView) -> Response {
     )
 }
 
-/// A run as a timeline: one bar per step, its jobs side by side, coloured by state (inline
-/// SVG; the steps' durations are not stored, so bars have equal widths).
+/// A run as a timeline: one column per step in order, its jobs stacked in it, coloured by
+/// state, each with its service and action (inline SVG; jobs' start and end times are not kept,
+/// so columns have equal widths and the order is what the picture tells).
 fn timeline(run: &RunView) -> Markup {
+    const WIDTH: f64 = 600.0;
+    const ROW: usize = 22;
     let steps = run.steps.len().max(1);
-    let width = 100.0 / steps as f64;
+    let column = WIDTH / steps as f64;
     let rows = run
         .steps
         .iter()
@@ -336,15 +346,20 @@ fn timeline(run: &RunView) -> Markup {
         .max()
         .unwrap_or(1)
         .max(1);
-    let height = rows * 18 + 4;
+    let height = rows * ROW + 20;
     html! {
-        svg.timeline viewBox={ "0 0 100 " (height) } preserveAspectRatio="none" role="img" aria-label="Run timeline" {
+        svg.timeline viewBox={ "0 0 " (WIDTH) " " (height) } role="img" aria-label="Run timeline: steps and their jobs" {
             @for (i, step) in run.steps.iter().enumerate() {
+                text x=(format!("{:.1}", i as f64 * column + 4.0)) y="13" { "step " (step.number) }
                 @for (j, job) in step.jobs.iter().enumerate() {
-                    rect class={ "s-" (job.state.as_str()) }
-                        x=(format!("{:.2}", i as f64 * width + 0.5)) y=(j * 18 + 2)
-                        width=(format!("{:.2}", width - 1.0)) height="16" {
+                    g {
                         title { "step " (step.number) ": " (job.service_key) " " (job.action_name) " (" (job.state.as_str()) ")" }
+                        rect class={ "s-" (job.state.as_str()) }
+                            x=(format!("{:.1}", i as f64 * column + 2.0)) y=(j * ROW + 18)
+                            width=(format!("{:.1}", (column - 4.0).max(1.0))) height=(ROW - 4) rx="3" {}
+                        text.job x=(format!("{:.1}", i as f64 * column + 6.0)) y=(j * ROW + 32) {
+                            (job.service_key) " " (job.action_name)
+                        }
                     }
                 }
             }
@@ -444,4 +459,263 @@ pub(crate) fn executed(repo: &str, name: &str, services: &[String]) -> Response 
         path_part(name),
         services.len()
     ))
+}
+
+/// The console path of a service.
+fn service_path(repo: &str, role: &str, name: &str) -> String {
+    format!(
+        "{BASE}/repos/{}/services/{}/{}",
+        path_part(repo),
+        path_part(role),
+        path_part(name)
+    )
+}
+
+/// A page of the services of a repository.
+pub(crate) fn services(
+    who: &Who,
+    repo: &str,
+    services: &[ServiceSummary],
+    page_number: usize,
+    more: bool,
+    total: usize,
+) -> Response {
+    let base = format!("{BASE}/repos/{}/services", path_part(repo));
+    page(
+        StatusCode::OK,
+        layout(
+            &format!("Services of {repo}"),
+            Some(who),
+            html! {
+                p { (total) " services" }
+                table.runs {
+                    thead { tr { th { "Service" } th { "Actor" } th { "State" } } }
+                    tbody {
+                        @for s in services {
+                            tr {
+                                td { a href=(service_path(repo, &s.role, &s.name)) { (s.role) "!" (s.name) } }
+                                td { (s.actor) }
+                                td { (badge(s.state.as_str())) }
+                            }
+                        }
+                    }
+                }
+                div.actions {
+                    @if page_number > 0 {
+                        a.button href={ (base) "?page=" (page_number - 1) } { "Previous" }
+                    }
+                    @if more {
+                        a.button href={ (base) "?page=" (page_number + 1) } { "Next" }
+                    }
+                }
+                p { a href={ (BASE) "/repos/" (path_part(repo)) } { "Back to " (repo) } }
+            },
+        ),
+    )
+}
+
+/// A service: state, data, parent, producers and consumers, its actions with a Run button
+/// taking arguments.
+pub(crate) fn service(who: &Who, repo: &str, service: &ServiceView) -> Response {
+    let data = serde_json::to_string_pretty(&service.data).unwrap_or_default();
+    let link = |r: &crate::client::views::RefView| {
+        html! { a href=(service_path(repo, &r.role, &r.name)) { (r.role) "!" (r.name) } }
+    };
+    page(
+        StatusCode::OK,
+        layout(
+            &format!("{}!{}", service.role, service.name),
+            Some(who),
+            html! {
+                p { (badge(service.state.as_str())) " actor " (service.actor) " in "
+                    a href={ (BASE) "/repos/" (path_part(repo)) "/services" } { (repo) } }
+                @if let Some(parent) = &service.parent { p { "Parent: " (link(parent)) } }
+                @if !service.producers.is_empty() {
+                    p { "Producers: " @for r in &service.producers { (link(r)) " " } }
+                }
+                @if !service.consumers.is_empty() {
+                    p { "Consumers: " @for r in &service.consumers { (link(r)) " " } }
+                }
+                h2 { "Data" }
+                pre.data { (data) }
+                h2 { "Actions" }
+                ul.list {
+                    @for a in &service.actions {
+                        li {
+                            (a.name) " " (badge(a.state.as_str()))
+                            @if who.may(Action::ServiceExecute) && who.may(Action::RunCreate) {
+                                form.inline method="post" action=(format!("{}/{}", service_path(repo, &service.role, &service.name), path_part(&a.name))) {
+                                    (csrf(who))
+                                    input name="args" placeholder="args: {\"key\": \"value\"}" aria-label="arguments (a JSON object)";
+                                    button type="submit" { "Run" }
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        ),
+    )
+}
+
+/// Unix milliseconds as a date and time.
+fn when_ms(ms: i64) -> String {
+    when(ms.div_euclid(1000))
+}
+
+/// API tokens: the list with Revoke, the create form; a new token shown this once.
+pub(crate) fn tokens(who: &Who, tokens: &[ApiTokenRecord], new: Option<&str>) -> Response {
+    let roles = crate::auth::access::Role::ALL
+        .into_iter()
+        .filter(|r| who.role >= Some(*r));
+    page(
+        StatusCode::OK,
+        layout(
+            "API tokens",
+            Some(who),
+            html! {
+                @if let Some(token) = new {
+                    div.note {
+                        p { strong { "Your new token, shown this once: " } "copy it now; only its hash is kept." }
+                        pre.token { (token) }
+                    }
+                }
+                @if tokens.is_empty() { p { "No tokens." } }
+                table.runs {
+                    thead { tr { th { "Name" } th { "Identity" } th { "Role" } th { "Expires" } th {} } }
+                    tbody {
+                        @for t in tokens {
+                            tr {
+                                td { (t.name) } td { (t.identity) } td { (t.role) } td { (when_ms(t.expires_ms)) }
+                                td {
+                                    form.inline method="post" action={ (BASE) "/tokens/" (path_part(&t.id)) "/revoke" } {
+                                        (csrf(who))
+                                        button.danger type="submit" data-confirm={ "Revoke token " (t.name) "?" } { "Revoke" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                @if who.may(Action::TokenCreate) {
+                    h2 { "New token" }
+                    form.stack method="post" action={ (BASE) "/tokens" } {
+                        (csrf(who))
+                        label { "Name " input name="name" required maxlength="64"; }
+                        label { "Role "
+                            select name="role" { @for r in roles { option value=(r.as_str()) { (r.as_str()) } } }
+                        }
+                        label { "Days " input name="ttl_days" type="number" min="1" max="3650" value="90"; }
+                        button type="submit" { "Create" }
+                    }
+                }
+            },
+        ),
+    )
+}
+
+/// The people who hold access, with Revoke (admins).
+pub(crate) fn users(who: &Who, users: &[(String, usize, usize)]) -> Response {
+    page(
+        StatusCode::OK,
+        layout(
+            "Users",
+            Some(who),
+            html! {
+                @if users.is_empty() { p { "Nobody holds access through Telegram or a token." } }
+                table.runs {
+                    thead { tr { th { "Identity" } th { "Telegram logins" } th { "Tokens" } th {} } }
+                    tbody {
+                        @for (identity, links, tokens) in users {
+                            tr {
+                                td { (identity) } td { (links) } td { (tokens) }
+                                td {
+                                    @if who.may(Action::UserRevoke) {
+                                        form.inline method="post" action={ (BASE) "/users/revoke" } {
+                                            (csrf(who))
+                                            input type="hidden" name="identity" value=(identity);
+                                            button.danger type="submit" data-confirm={ "Log " (identity) " out everywhere?" } { "Revoke" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        ),
+    )
+}
+
+/// A page of the audit trail, newest first, with filters.
+pub(crate) fn audit(
+    who: &Who,
+    rows: &[AuditRow],
+    query: &AuditQuery,
+    next: Option<i64>,
+) -> Response {
+    let value = |v: &Option<String>| v.clone().unwrap_or_default();
+    let next_link = next.map(|id| {
+        format!(
+            "{BASE}/audit?{}",
+            super::encode(&[
+                ("identity", &value(&query.identity)),
+                ("door", &value(&query.door)),
+                ("action", &value(&query.action)),
+                ("before", &id.to_string()),
+            ])
+        )
+    });
+    page(
+        StatusCode::OK,
+        layout(
+            "Audit trail",
+            Some(who),
+            html! {
+                form.inline method="get" action={ (BASE) "/audit" } {
+                    input name="identity" placeholder="identity" value=(value(&query.identity));
+                    input name="door" placeholder="door" value=(value(&query.door));
+                    input name="action" placeholder="action" value=(value(&query.action));
+                    button type="submit" { "Filter" }
+                }
+                table.runs {
+                    thead { tr { th { "When" } th { "Door" } th { "Identity" } th { "Action" } th { "Target" } th { "Outcome" } } }
+                    tbody {
+                        @for r in rows {
+                            tr title=(r.record.message) {
+                                td { (when_ms(r.record.at_ms)) } td { (r.record.door) } td { (r.record.identity) }
+                                td { (r.record.action) } td { (r.record.target) } td { (r.record.outcome) }
+                            }
+                        }
+                    }
+                }
+                @if let Some(link) = next_link { p { a.button href=(link) { "Older" } } }
+            },
+        ),
+    )
+}
+
+/// The templates of a repository: schema, actions, config.
+pub(crate) fn templates(who: &Who, repo: &str, templates: &[TemplateView]) -> Response {
+    page(
+        StatusCode::OK,
+        layout(
+            &format!("Templates of {repo}"),
+            Some(who),
+            html! {
+                @if templates.is_empty() { p { "No templates." } }
+                @for t in templates {
+                    section.template {
+                        h2 { (t.name) " " small { "role " (t.role) } }
+                        p { "Actions: " @for a in &t.actions { code { (a) } " " } }
+                        details { summary { "schema.yaml" } pre.data { (t.schema) } }
+                        @if let Some(config) = &t.config {
+                            details { summary { "config.yaml" } pre.data { (config) } }
+                        }
+                    }
+                }
+                p { a href={ (BASE) "/repos/" (path_part(repo)) } { "Back to " (repo) } }
+            },
+        ),
+    )
 }
