@@ -585,6 +585,40 @@ async fn a_blueprint_shows_its_problems_by_line_then_runs_with_a_live_log() {
         ended.body.contains("line 3") && ended.body.contains("Re-run"),
         "{ended:?}"
     );
+    // The service: its page, its place in the graph, its action run with args.
+    let services = admin.get("/console/repos/demo/services").await;
+    assert!(services.body.contains("node!a"), "{services:?}");
+    let graph = admin.get("/console/repos/demo/graph").await;
+    assert!(
+        graph.body.contains("<svg") && graph.body.contains("node!a"),
+        "{graph:?}"
+    );
+    let service = admin.get("/console/repos/demo/services/node/a").await;
+    assert!(service.body.contains(">Run<"), "{service:?}");
+    let bad_args = admin
+        .post(
+            "/console/repos/demo/services/node/a/install",
+            &[("args", "not json"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(
+        bad_args.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{bad_args:?}"
+    );
+    let ran = admin
+        .post(
+            "/console/repos/demo/services/node/a/install",
+            &[("args", "{\"who\": \"console\"}"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(ran.status, StatusCode::SEE_OTHER, "{ran:?}");
+    assert!(
+        ran.location
+            .expect("run")
+            .contains("/console/repos/demo/runs/")
+    );
+    // A re-run waits behind the run in progress.
     let again = admin
         .post(&format!("{run}/rerun"), &[("csrf", &csrf)])
         .await;
@@ -592,6 +626,9 @@ async fn a_blueprint_shows_its_problems_by_line_then_runs_with_a_live_log() {
     assert_ne!(again.location.as_deref(), Some(run.as_str()));
     let runs = admin.get("/console/repos/demo/runs?state=ok").await;
     assert!(runs.body.contains("badge ok"), "{runs:?}");
+
+    let templates = admin.get("/console/repos/demo/templates").await;
+    assert!(templates.body.contains("install"), "{templates:?}");
 }
 
 #[tokio::test]
@@ -775,6 +812,10 @@ async fn the_console_in_chromium() {
         "/console/repos/big/services".into(),
         "/console/repos/big/services/node/s500".into(),
         "/console/repos/big/blueprints/big.yaml".into(),
+        "/console/repos/big/graph".into(),
+        "/console/repos/big/templates".into(),
+        "/console/tokens".into(),
+        "/console/audit".into(),
     ];
     let mut measure = job("measure");
     measure["pages"] = json!(pages);

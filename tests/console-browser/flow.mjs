@@ -105,6 +105,13 @@ async function admin() {
   await shot(page, "10-services");
   await page.goto(`${base}/console/repos/demo/services/node/a`);
   await shot(page, "11-service");
+  await page.goto(`${base}/console/repos/demo/graph`);
+  await page.locator("svg.graph").waitFor();
+  await shot(page, "11b-service-graph");
+  await page.goto(`${base}/console/repos/demo/templates`);
+  await shot(page, "11c-templates");
+  await page.goto(`${base}/console/audit`);
+  await shot(page, "11d-audit");
   // The same on a phone-sized screen: nothing wider than the screen.
   const phone = await newPage({ width: 375, height: 740 });
   await phone.context().addCookies(await page.context().cookies());

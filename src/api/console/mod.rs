@@ -537,6 +537,10 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
             .and(warp::query::<HashMap<String, String>>())
             .then(services_page)
             .boxed(),
+        warp::path!("console" / "repos" / String / "graph")
+            .and(get())
+            .then(graph_page)
+            .boxed(),
         warp::path!("console" / "repos" / String / "services" / String / String)
             .and(get())
             .then(service_page)
@@ -1023,6 +1027,39 @@ async fn templates_page(repo: String, c: C, req: Req) -> Response {
         Ok(templates) => pages::templates(&who, &repo, &templates),
         Err(err) => failure(&who, &err),
     }
+}
+
+/// The most services the graph page draws (it reads each one).
+pub const GRAPH_MAX: usize = 200;
+
+/// `GET /console/repos/{repo}/graph`: the service graph (parents and producers), as SVG.
+async fn graph_page(repo: String, c: C, req: Req) -> Response {
+    let who = or_reply!(c.who(&req));
+    or_reply!(c.allow(&who, "GET", &ays(&[&repo, "service"]), &repo));
+    let all = match AysClient.list_services(&repo, None).await {
+        Ok(all) => all,
+        Err(err) => return failure(&who, &err),
+    };
+    if all.len() > GRAPH_MAX {
+        return pages::message(
+            StatusCode::OK,
+            Some(&who),
+            "Too many services to draw",
+            &format!(
+                "{repo} has {} services; the graph is drawn up to {GRAPH_MAX}. Each service's page links its parent, producers and consumers.",
+                all.len()
+            ),
+        );
+    }
+    let mut services = Vec::with_capacity(all.len());
+    for s in all {
+        match AysClient.get_service(&repo, s.role, s.name).await {
+            Ok(view) => services.push(view),
+            Err(AysError::NotFound(_)) => {}
+            Err(err) => return failure(&who, &err),
+        }
+    }
+    pages::graph(&who, &repo, &services)
 }
 
 /// Services per page of the services list.

@@ -189,7 +189,11 @@ pub(crate) fn repo(
                 @if who.may(Action::BlueprintAdd) {
                     p { a.button href={ (base) "/blueprints/_new" } { "New blueprint" } }
                 }
-                p { a href={ (base) "/services" } { "Services" } " · " a href={ (base) "/templates" } { "Templates" } }
+                p {
+                    a href={ (base) "/services" } { "Services" } " · "
+                    a href={ (base) "/graph" } { "Service graph" } " · "
+                    a href={ (base) "/templates" } { "Templates" }
+                }
                 h2 { "Runs" }
                 @if who.may(Action::RunCreate) {
                     form method="post" action={ (base) "/runs" } {
@@ -718,4 +722,165 @@ pub(crate) fn templates(who: &Who, repo: &str, templates: &[TemplateView]) -> Re
             },
         ),
     )
+}
+
+/// The column of each service in the graph: 0 without a parent or producer among `services`,
+/// else one more than the deepest of them (a cycle stops growing after as many rounds as
+/// there are services).
+pub(crate) fn depths(services: &[ServiceView]) -> Vec<usize> {
+    let index: std::collections::HashMap<(&str, &str), usize> = services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ((s.role.as_str(), s.name.as_str()), i))
+        .collect();
+    let above: Vec<Vec<usize>> = services
+        .iter()
+        .map(|s| {
+            s.parent
+                .iter()
+                .chain(&s.producers)
+                .filter_map(|r| index.get(&(r.role.as_str(), r.name.as_str())).copied())
+                .collect()
+        })
+        .collect();
+    let mut depth = vec![0usize; services.len()];
+    for _ in 0..services.len() {
+        let mut changed = false;
+        for (i, ups) in above.iter().enumerate() {
+            let want = ups.iter().map(|u| depth[*u] + 1).max().unwrap_or(0);
+            if want > depth[i] && want < services.len() {
+                depth[i] = want;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    depth
+}
+
+/// The service graph of a repository: a column per depth, a box per service (linked to its
+/// page, coloured by state), a solid line from each producer and a dashed one from the parent.
+pub(crate) fn graph(who: &Who, repo: &str, services: &[ServiceView]) -> Response {
+    const W: usize = 170;
+    const H: usize = 28;
+    const GAP_X: usize = 60;
+    const GAP_Y: usize = 12;
+    let depth = depths(services);
+    let mut row_of = vec![0usize; services.len()];
+    let mut rows = std::collections::HashMap::<usize, usize>::new();
+    for (i, d) in depth.iter().enumerate() {
+        let r = rows.entry(*d).or_default();
+        row_of[i] = *r;
+        *r += 1;
+    }
+    let columns = depth.iter().max().map_or(1, |d| d + 1);
+    let max_rows = rows.values().max().copied().unwrap_or(1).max(1);
+    let width = columns * (W + GAP_X);
+    let height = max_rows * (H + GAP_Y) + GAP_Y;
+    let pos = |i: usize| (depth[i] * (W + GAP_X) + 10, row_of[i] * (H + GAP_Y) + GAP_Y);
+    let index: std::collections::HashMap<(&str, &str), usize> = services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ((s.role.as_str(), s.name.as_str()), i))
+        .collect();
+    let mut edges = Vec::new();
+    for (i, s) in services.iter().enumerate() {
+        let find = |r: &crate::client::views::RefView| {
+            index.get(&(r.role.as_str(), r.name.as_str())).copied()
+        };
+        if let Some(p) = s.parent.as_ref().and_then(find) {
+            edges.push((p, i, true));
+        }
+        for p in s.producers.iter().filter_map(find) {
+            edges.push((p, i, false));
+        }
+    }
+    page(
+        StatusCode::OK,
+        layout(
+            &format!("Service graph of {repo}"),
+            Some(who),
+            html! {
+                p { "Producers and parents on the left of the services that need them; dashed: parent." }
+                div.graph {
+                    svg.graph width=(width) height=(height) viewBox={ "0 0 " (width) " " (height) } role="img" aria-label="Service graph" {
+                        @for (from, to, parent) in &edges {
+                            @let (x1, y1) = pos(*from);
+                            @let (x2, y2) = pos(*to);
+                            line class=(if *parent { "edge parent" } else { "edge" })
+                                x1=(x1 + W) y1=(y1 + H / 2) x2=(x2) y2=(y2 + H / 2) {}
+                        }
+                        @for (i, s) in services.iter().enumerate() {
+                            @let (x, y) = pos(i);
+                            a href=(service_path(repo, &s.role, &s.name)) {
+                                rect class={ "node s-" (s.state.as_str()) } x=(x) y=(y) width=(W) height=(H) rx="4" {}
+                                text x=(x + 6) y=(y + 18) { (s.role) "!" (s.name) }
+                            }
+                        }
+                    }
+                }
+                @if services.is_empty() { p { "No services." } }
+                p { a href={ (BASE) "/repos/" (path_part(repo)) } { "Back to " (repo) } }
+            },
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::depths;
+    use crate::client::views::{RefView, ServiceView};
+    use crate::engine::ServiceState;
+
+    fn service(name: &str, parent: Option<&str>, producers: &[&str]) -> ServiceView {
+        let r = |n: &str| RefView {
+            role: "node".into(),
+            name: n.into(),
+        };
+        ServiceView {
+            key: format!("node!{name}"),
+            role: "node".into(),
+            name: name.into(),
+            actor: "node".into(),
+            state: ServiceState::New,
+            data: serde_json::Map::new(),
+            parent: parent.map(r),
+            producers: producers.iter().map(|p| r(p)).collect(),
+            consumers: Vec::new(),
+            actions: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn services_stand_right_of_their_parents_and_producers() {
+        let cases: Vec<(Vec<ServiceView>, Vec<usize>)> = vec![
+            (vec![service("a", None, &[])], vec![0]),
+            (
+                vec![
+                    service("app", Some("vm"), &["db"]),
+                    service("db", Some("vm"), &[]),
+                    service("vm", None, &[]),
+                ],
+                vec![2, 1, 0],
+            ),
+            // Someone outside the list does not count.
+            (vec![service("x", Some("gone"), &["gone2"])], vec![0]),
+            // A cycle ends: every depth stays below the number of services.
+            (
+                vec![service("p", None, &["q"]), service("q", None, &["p"])],
+                vec![1, 1],
+            ),
+        ];
+        for (services, want) in cases {
+            let got = depths(&services);
+            assert_eq!(got.len(), want.len());
+            if services.len() == 2 && services[0].name == "p" {
+                assert!(got.iter().all(|d| *d < 2), "{got:?}");
+            } else {
+                assert_eq!(got, want);
+            }
+        }
+    }
 }
