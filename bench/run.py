@@ -833,7 +833,8 @@ def report(r):
         add("`bash scripts/console-test.sh` with `CONSOLE_RELEASE=1` (`tests/console.rs`, the browser test):")
         add("each page's first load in headless Chromium (a fresh browser context: empty cache) with")
         add("1,000 runs and 1,000 services in the repository; bytes are the HTML, CSS and JS with their")
-        add("headers, the time is the navigation's `loadEventEnd`. Measured " + x["date"] + ".\n")
+        add("headers, the time is the navigation's `loadEventEnd`, the median of three first visits.")
+        add("Measured " + x["date"] + ".\n")
         add("| page | bytes transferred | requests | time to load | target | holds |")
         add("|---|---|---|---|---|---|")
         for p in x["pages"]:
