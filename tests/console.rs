@@ -963,3 +963,44 @@ async fn tokens_are_shown_once_and_revoked_users_revoked_and_the_audit_read_by_a
     }
     assert!(!audit.body.contains("ck_"), "no token in the audit trail");
 }
+
+#[tokio::test]
+async fn a_run_page_shows_the_last_lines_of_a_long_log() {
+    let world = World::start().await;
+    let git = git_repo(world.cockpit.dir.path(), 700, "0");
+    let admin = world.login("octocat").await;
+    let csrf = admin.csrf("/console").await;
+    let git = git.to_str().expect("path").to_string();
+    let steps: [(&str, Vec<(&str, &str)>); 3] = [
+        ("/console/repos", vec![("name", "long"), ("git_url", &git)]),
+        (
+            "/console/repos/long/blueprints",
+            vec![
+                ("name", "web.yaml"),
+                ("content", "node__a:\nactions:\n  - action: install\n"),
+            ],
+        ),
+        ("/console/repos/long/blueprints/web.yaml/execute", vec![]),
+    ];
+    for (path, mut fields) in steps {
+        fields.push(("csrf", &csrf));
+        let done = admin.post(path, &fields).await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{path}: {done:?}");
+    }
+    let started = admin
+        .post("/console/repos/long/runs", &[("csrf", &csrf)])
+        .await;
+    let run = started.location.expect("run page");
+    let page = support::eventually(Duration::from_secs(30), "the run to end", || async {
+        let page = admin.get(&run).await;
+        page.body.contains(">Re-run<").then_some(page)
+    })
+    .await;
+    assert!(
+        page.body.contains("200 earlier lines are not shown"),
+        "{page:?}"
+    );
+    assert!(page.body.contains("] line 700\n") && page.body.contains("] line 201\n"));
+    assert!(!page.body.contains("] line 200\n"));
+    assert!(page.body.len() < 100 * 1024, "{} bytes", page.body.len());
+}

@@ -269,6 +269,20 @@ pub(crate) fn runs(
     )
 }
 
+/// The most log lines a run's page shows (the last ones).
+pub const MAX_LOG_LINES: usize = 500;
+
+/// The most characters of one log line a page shows.
+const MAX_LINE_CHARS: usize = 400;
+
+/// A log line cut to [`MAX_LINE_CHARS`].
+fn clip(line: &str) -> std::borrow::Cow<'_, str> {
+    match line.char_indices().nth(MAX_LINE_CHARS) {
+        Some((at, _)) => format!("{}…", &line[..at]).into(),
+        None => line.into(),
+    }
+}
+
 /// A run: steps and jobs, its log (streamed while it runs), Cancel and Re-run.
 pub(crate) fn run(who: &Who, repo: &str, run: &RunView) -> Response {
     let base = super::run_path(repo, &run.key);
@@ -285,6 +299,9 @@ pub(crate) fn run(who: &Who, repo: &str, run: &RunView) -> Response {
         }
     }
     lines.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // The page stays small whatever the jobs printed: the last lines, the rest through REST.
+    let skipped = lines.len().saturating_sub(MAX_LOG_LINES);
+    let lines = &lines[skipped..];
     page(
         StatusCode::OK,
         layout(
@@ -326,8 +343,11 @@ pub(crate) fn run(who: &Who, repo: &str, run: &RunView) -> Response {
                 @if live {
                     pre #log data-stream={ (base) "/logs" } data-jobs=(serde_json::Value::Object(labels).to_string()) {}
                 } @else {
+                    @if skipped > 0 {
+                        p.message { (skipped) " earlier lines are not shown: GET /ays/repository/" (repo) "/aysrun/" (run.key) "/logs has them all." }
+                    }
                     pre #log {
-                        @for (_, line) in &lines { (line) "\n" }
+                        @for (_, line) in lines { (clip(line)) "\n" }
                     }
                 }
             },
