@@ -293,7 +293,8 @@ impl OAuthProxyConfig {
     /// Whether the proxy may send a login back to `url`: exactly an allowed redirect, or the
     /// console's callback.
     pub fn redirect_allowed(&self, url: &str) -> bool {
-        crate::oauth::token::redirect_allowed(&self.allowed_redirects, url)
+        // Exact string equality, as `oauth::token::redirect_allowed` (the base imports no core).
+        self.allowed_redirects.iter().any(|a| a == url)
             || self.console_callback().is_some_and(|c| c == url)
     }
 }
@@ -1615,6 +1616,39 @@ name = "google"
             .skip(1)
             .filter_map(|block| block.split_once("\n```").map(|(toml, _)| toml.to_string()))
             .collect()
+    }
+
+    /// The README's web console example is accepted beside `config/local.toml`, and the
+    /// console's callback follows from the proxy's URL and is allowed, exactly.
+    #[test]
+    fn the_console_callback_comes_from_the_proxy_url() {
+        let local = include_str!("../config/local.toml");
+        let blocks = readme_toml("## Web console");
+        assert_eq!(blocks.len(), 1);
+        let config = Config::parse(&format!("{local}\n{}", blocks[0]))
+            .unwrap_or_else(|e| panic!("README example refused: {e}"));
+        assert!(
+            config.debug.console_dev_login,
+            "local.toml offers the development login"
+        );
+        let proxy = config.oauth_proxy.expect("[oauth_proxy]");
+        let callback = "https://cockpit.example.com/console/callback";
+        assert_eq!(proxy.console_callback().as_deref(), Some(callback));
+        assert!(proxy.redirect_allowed(callback));
+        for other in [
+            "https://cockpit.example.com/console/callback/",
+            "https://cockpit.example.com/console/callbackx",
+            "https://cockpit.example.com.evil.net/console/callback",
+        ] {
+            assert!(!proxy.redirect_allowed(other), "{other}");
+        }
+        let elsewhere = OAuthProxyConfig {
+            url: "https://sso.example.com/login".into(),
+            signing_key: PathBuf::new(),
+            allowed_redirects: vec!["https://app.example.com/cb".into()],
+        };
+        assert_eq!(elsewhere.console_callback(), None);
+        assert!(elsewhere.redirect_allowed("https://app.example.com/cb"));
     }
 
     /// What the README tells an operator to write for a GitHub or OpenID Connect login is
