@@ -58,8 +58,9 @@ impl World {
                  authorize_url = \"{p}/login/oauth/authorize\"\n\
                  access_token_url = \"{p}/login/oauth/access_token\"\n\
                  user_info_url = \"{p}/user\"\nidentity_claim = \"login\"\n\
+                 groups_claim = \"groups\"\n\
                  user_info_fields = [\"login\"]\n\n\
-                 [login]\nprovider = \"github\"\n\n\
+                 [login]\nprovider = \"github\"\nallowed_groups = [\"myorg\"]\n\n\
                  [access]\nadmin = [\"github:octocat\"]\noperator = [\"github:olive\"]\n\
                  viewer = [\"github:vera\"]\n",
                 support::base_config(dir.path()).replace("port = 0", &format!("port = {port}")),
@@ -100,7 +101,8 @@ impl World {
     /// A browser logged in as `login` (through the proxy and the provider), having asked for
     /// `next`; returns it and where the login ended.
     async fn login_to(&self, login: &str, next: &str) -> (Browser, String) {
-        self.provider.set_user(json!({"login": login, "id": 7}));
+        self.provider
+            .set_user(json!({"login": login, "id": 7, "groups": ["myorg"]}));
         let browser = self.browser();
         let mut url = format!(
             "{}/console/login/start?{}",
@@ -277,6 +279,31 @@ async fn a_login_goes_through_cockpits_oauth_server_and_a_logout_ends_it() {
         .unwrap_or_default();
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
 
+    // Outside `[login].allowed_groups`: refused at the callback, no session.
+    world
+        .provider
+        .set_user(json!({"login": "eve", "id": 9, "groups": ["otherorg"]}));
+    let outsider = world.browser();
+    let mut url = format!("{}/console/login/start?next_url=/console", world.base);
+    let last = loop {
+        let page = outsider.get_url(&url).await;
+        match page.location.clone() {
+            Some(location) if page.status.is_redirection() => {
+                url = reqwest::Url::parse(&url)
+                    .and_then(|u| u.join(&location))
+                    .expect("location")
+                    .to_string();
+            }
+            _ => break page,
+        }
+    };
+    assert_eq!(last.status, StatusCode::FORBIDDEN, "{last:?}");
+    assert!(
+        last.body.contains("only members of myorg may log in"),
+        "{last:?}"
+    );
+    assert_eq!(outsider.get("/console").await.status, StatusCode::SEE_OTHER);
+
     let csrf = admin.csrf("/console").await;
     let out = admin.post("/console/logout", &[("csrf", &csrf)]).await;
     assert_eq!(out.status, StatusCode::SEE_OTHER);
@@ -415,7 +442,7 @@ async fn what_a_role_may_not_do_is_not_offered_and_refused_when_forced() {
         .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
 
-    // Someone with no role sees nothing.
+    // A member with no role sees nothing.
     let stranger = world.login("mallory").await;
     let page = stranger.get("/console").await;
     assert_eq!(page.status, StatusCode::FORBIDDEN);
@@ -794,15 +821,17 @@ async fn the_console_in_chromium() {
     let job = |phase: &str| json!({"phase": phase, "base": base, "git": git, "shots": shots, "pages": []});
     world
         .provider
-        .set_user(json!({"login": "octocat", "id": 1}));
+        .set_user(json!({"login": "octocat", "id": 1, "groups": ["myorg"]}));
     browser_phase(job("admin")).await;
-    world.provider.set_user(json!({"login": "vera", "id": 2}));
+    world
+        .provider
+        .set_user(json!({"login": "vera", "id": 2, "groups": ["myorg"]}));
     browser_phase(job("viewer")).await;
 
     let run = big_repository(&world, &git).await;
     world
         .provider
-        .set_user(json!({"login": "octocat", "id": 1}));
+        .set_user(json!({"login": "octocat", "id": 1, "groups": ["myorg"]}));
     let pages = [
         "/console".to_string(),
         "/console/repos/big".into(),

@@ -729,6 +729,19 @@ async fn callback(c: C, req: Req, query: HashMap<String, String>) -> Response {
             "Login failed",
             "the login provider did not say who you are; ask an admin to check [[oauth_provider]] (identity_claim)",
         ),
+        // As the bot's login: only members of `[login].allowed_groups` (when set) log in. The
+        // new session's cookie is never sent, so nobody holds it.
+        Ok(done) if !crate::oauth::login::allowed(&c.shared.config, &done.user.groups) => {
+            pages::message(
+                StatusCode::FORBIDDEN,
+                None,
+                "Login refused",
+                &format!(
+                    "only members of {} may log in",
+                    crate::oauth::login::allowed_in_words(&c.shared.config)
+                ),
+            )
+        }
         Ok(done) => done.redirect(),
         Err(err) => err.into_response(),
     }
