@@ -669,6 +669,17 @@ def bench_start(results):
                         "max_ms": max(times) * 1000}
 
 
+def bench_console(results):
+    """The web console's first page loads with 1,000 runs and 1,000 services, in headless
+    Chromium: `scripts/console-test.sh` on the release binary (the browser test of
+    tests/console.rs writes target/console-shots/measure.json)."""
+    log("console")
+    subprocess.run(["bash", "scripts/console-test.sh"], cwd=ROOT, check=True,
+                   env={**os.environ, "CONSOLE_RELEASE": "1"})
+    pages = json.loads((ROOT / "target/console-shots/measure.json").read_text())
+    results["console"] = {"pages": pages, "date": today()}
+
+
 # ---------------------------------------------------------------------------------------------
 # Report
 
@@ -827,6 +838,20 @@ def report(r):
         add(f"| start to ready, median of 10 (max) | {x['median_ms']:.0f} ms ({x['max_ms']:.0f} ms) | ≤ 300 ms | {holds(x['median_ms'] <= 300)} |")
         add(f"| first start on an empty data dir | {x['first_ms']:.0f} ms | ≤ 300 ms | {holds(x['first_ms'] <= 300)} |")
         add("")
+    if "console" in r:
+        x = r["console"]
+        add("## Console\n")
+        add("`bash scripts/console-test.sh` with `CONSOLE_RELEASE=1` (`tests/console.rs`, the browser test):")
+        add("each page's first load in headless Chromium (a fresh browser context: empty cache) with")
+        add("1,000 runs and 1,000 services in the repository; bytes are the HTML, CSS and JS with their")
+        add("headers, the time is the navigation's `loadEventEnd`, the median of three first visits.")
+        add("Measured " + x["date"] + ".\n")
+        add("| page | bytes transferred | requests | time to load | target | holds |")
+        add("|---|---|---|---|---|---|")
+        for p in x["pages"]:
+            ok = p["bytes"] < 100 * 1024 and p["load_ms"] < 300
+            add(f"| `{p['path']}` | {p['bytes'] / 1024:.1f} KB | {p['requests']} | {p['load_ms']:.0f} ms | < 100 KB, < 300 ms | {holds(ok)} |")
+        add("")
     if "crash" in r:
         x = r["crash"]
         add("## Crash test\n")
@@ -865,7 +890,7 @@ def report(r):
 
 # The sections of BENCHMARKS.md in order; a row not measured in this run keeps its section.
 ORDER = ["REST", "SMTP", "Telegram", "Actors", "Engine", "Live logs", "Recurring actions", "Start",
-         "Crash test"]
+         "Console", "Crash test"]
 
 
 def sections(text):
@@ -901,7 +926,7 @@ def main():
     results = json.loads(stored.read_text()) if only and stored.exists() else {}
     rows = [("rest", bench_rest), ("smtp", bench_smtp), ("telegram", bench_telegram),
             ("engine", bench_engine), ("stream", bench_stream), ("schedule", bench_schedule),
-            ("start", bench_start), ("crash", bench_crash)]
+            ("start", bench_start), ("console", bench_console), ("crash", bench_crash)]
     unknown = only - {name for name, _ in rows}
     if unknown:
         sys.exit(f"unknown rows {sorted(unknown)}; rows: {[name for name, _ in rows]}")

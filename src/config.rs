@@ -281,6 +281,24 @@ pub struct OAuthProxyConfig {
     pub allowed_redirects: Vec<String>,
 }
 
+impl OAuthProxyConfig {
+    /// The web console's login callback (`https://host/console/callback`), derived from `url`
+    /// when it ends in `/oauth`: the console is an app of this server on the same host, and the
+    /// proxy allows this one redirect besides `allowed_redirects`.
+    pub fn console_callback(&self) -> Option<String> {
+        let base = self.url.trim_end_matches('/').strip_suffix("/oauth")?;
+        Some(format!("{base}/console/callback"))
+    }
+
+    /// Whether the proxy may send a login back to `url`: exactly an allowed redirect, or the
+    /// console's callback.
+    pub fn redirect_allowed(&self, url: &str) -> bool {
+        // Exact string equality, as `oauth::token::redirect_allowed` (the base imports no core).
+        self.allowed_redirects.iter().any(|a| a == url)
+            || self.console_callback().is_some_and(|c| c == url)
+    }
+}
+
 /// `[login]`.
 #[derive(Debug, Clone)]
 pub struct LoginConfig {
@@ -372,6 +390,10 @@ pub struct DebugConfig {
     /// Enables `POST /debug/crash/{actor}` and the bot's `/crash` so operators (and tests) can see
     /// the supervisor restart a failing actor. Never enable it on a public server.
     pub fault_injection: bool,
+    /// DEVELOPMENT ONLY: the web console's login page offers a button that logs in as
+    /// `dev:local`, an admin, with no provider at all (as `[mode].prod = false` does). Never
+    /// enable it on a server anyone else can reach.
+    pub console_dev_login: bool,
 }
 
 /// One thing wrong with a config file, with the key path it is about.
@@ -758,9 +780,10 @@ impl Reader {
             run_missed: self.bool(&s, "run_missed").unwrap_or(true),
             keep_days: self.int(&s, "keep_days", 1, 36_500, 30) as u32,
         };
-        let s = self.section(root, "debug", &["fault_injection"]);
+        let s = self.section(root, "debug", &["fault_injection", "console_dev_login"]);
         let debug = DebugConfig {
             fault_injection: self.bool(&s, "fault_injection").unwrap_or(false),
+            console_dev_login: self.bool(&s, "console_dev_login").unwrap_or(false),
         };
         let s = self.section(root, "log", &["format"]);
         let format = match self.string(&s, "format").as_deref() {
@@ -1593,6 +1616,39 @@ name = "google"
             .skip(1)
             .filter_map(|block| block.split_once("\n```").map(|(toml, _)| toml.to_string()))
             .collect()
+    }
+
+    /// The README's web console example is accepted beside `config/local.toml`, and the
+    /// console's callback follows from the proxy's URL and is allowed, exactly.
+    #[test]
+    fn the_console_callback_comes_from_the_proxy_url() {
+        let local = include_str!("../config/local.toml");
+        let blocks = readme_toml("## Web console");
+        assert_eq!(blocks.len(), 1);
+        let config = Config::parse(&format!("{local}\n{}", blocks[0]))
+            .unwrap_or_else(|e| panic!("README example refused: {e}"));
+        assert!(
+            config.debug.console_dev_login,
+            "local.toml offers the development login"
+        );
+        let proxy = config.oauth_proxy.expect("[oauth_proxy]");
+        let callback = "https://cockpit.example.com/console/callback";
+        assert_eq!(proxy.console_callback().as_deref(), Some(callback));
+        assert!(proxy.redirect_allowed(callback));
+        for other in [
+            "https://cockpit.example.com/console/callback/",
+            "https://cockpit.example.com/console/callbackx",
+            "https://cockpit.example.com.evil.net/console/callback",
+        ] {
+            assert!(!proxy.redirect_allowed(other), "{other}");
+        }
+        let elsewhere = OAuthProxyConfig {
+            url: "https://sso.example.com/login".into(),
+            signing_key: PathBuf::new(),
+            allowed_redirects: vec!["https://app.example.com/cb".into()],
+        };
+        assert_eq!(elsewhere.console_callback(), None);
+        assert!(elsewhere.redirect_allowed("https://app.example.com/cb"));
     }
 
     /// What the README tells an operator to write for a GitHub or OpenID Connect login is

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod auth;
 pub mod ays;
+pub mod console;
 pub mod events;
 pub mod http;
 pub mod login;
@@ -72,6 +73,7 @@ pub fn routes(shared: Shared) -> impl Filter<Extract = (impl Reply,), Error = In
         access::routes(shared.clone()),
         login::routes(shared.clone()),
         oauth_proxy::routes(shared.clone()),
+        console::routes(shared.clone()),
         metrics.map(Reply::into_response).boxed(),
         openapi::routes(),
         crash.map(Reply::into_response).boxed(),

@@ -32,7 +32,7 @@ use crate::actors::oauth_cache::OAuthCacheMsg;
 use crate::actors::{Shared, names};
 use crate::config::OAuthProxyConfig;
 use crate::oauth::provider::{self, LoginSecrets, ProviderError};
-use crate::oauth::token::{LoginClaims, SigningKey, filter_fields, redirect_allowed};
+use crate::oauth::token::{LoginClaims, SigningKey, filter_fields};
 
 /// The purpose of the proxy's pending logins in the OAuth cache.
 pub const PURPOSE: &str = "proxy";
@@ -160,7 +160,7 @@ pub(crate) async fn authorize(query: HashMap<String, String>, shared: Shared) ->
         .get("redirect_url")
         .map(String::as_str)
         .unwrap_or_default();
-    if !redirect_allowed(&config.allowed_redirects, redirect_url) {
+    if !config.redirect_allowed(redirect_url) {
         info!(
             redirect_url,
             "oauth proxy: redirect_url not in the allowlist"
@@ -303,7 +303,7 @@ pub async fn callback(query: HashMap<String, String>, data: Value, shared: Share
         field("pkce_verifier"),
     );
     // Checked again: the allowlist may have changed since the login started (a restart).
-    if !redirect_allowed(&config.allowed_redirects, &redirect_url) {
+    if !config.redirect_allowed(&redirect_url) {
         return error(
             StatusCode::BAD_REQUEST,
             "the app's redirect URL is no longer allowed",
@@ -360,8 +360,21 @@ pub async fn callback(query: HashMap<String, String>, data: Value, shared: Share
         Ok(info) => info,
         Err(why) => return fail(&why),
     };
+    // Who the user is and their groups, by the same rules as the bot's login; a provider that
+    // cannot say (a GitHub without the orgs scope) still logs in to apps that need only info.
+    let who = match provider.kind {
+        crate::config::ProviderKind::OAuth2 => provider::from_claims(provider, &info, None),
+        _ => provider::identify(http, provider, &endpoints, &token, None).await,
+    };
+    let who = match who {
+        Ok(who) => Some(who),
+        Err(why) => {
+            info!(provider = %name, "oauth proxy: no identity for the login token: {why}");
+            None
+        }
+    };
     let now = crate::clock::now_secs();
-    let claims = LoginClaims::new(
+    let mut claims = LoginClaims::new(
         config.url.trim_end_matches('/'),
         &redirect_url,
         &app_state,
@@ -369,6 +382,10 @@ pub async fn callback(query: HashMap<String, String>, data: Value, shared: Share
         filter_fields(&info, &provider.user_info_fields),
         now,
     );
+    if let Some(who) = who {
+        claims.identity = Some(who.identity);
+        claims.groups = who.groups;
+    }
     let jwt = match key.sign(&claims) {
         Ok(jwt) => jwt,
         Err(_) => return fail("cannot sign the login token"),

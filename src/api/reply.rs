@@ -25,7 +25,7 @@ pub(crate) fn one_of<T: Send + 'static>(mut routes: Vec<BoxedFilter<(T,)>>) -> B
 }
 
 /// The status code of an error.
-fn status_of(err: &AysError) -> StatusCode {
+pub(crate) fn status_of(err: &AysError) -> StatusCode {
     match err {
         AysError::NotFound(_) => StatusCode::NOT_FOUND,
         AysError::Conflict(_) => StatusCode::CONFLICT,

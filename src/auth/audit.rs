@@ -19,16 +19,19 @@ pub enum Door {
     Mail,
     /// The command line.
     Cli,
+    /// The web console (`/console`).
+    Console,
 }
 
 impl Door {
-    /// `rest`, `telegram`, `mail`, `cli`.
+    /// `rest`, `telegram`, `mail`, `cli`, `console`.
     pub fn as_str(self) -> &'static str {
         match self {
             Door::Rest => "rest",
             Door::Telegram => "telegram",
             Door::Mail => "mail",
             Door::Cli => "cli",
+            Door::Console => "console",
         }
     }
 }

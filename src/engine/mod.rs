@@ -14,6 +14,7 @@
 
 pub mod apply;
 pub mod blueprint;
+pub mod lines;
 pub mod plan;
 pub mod schedule;
 pub mod service;

@@ -64,6 +64,12 @@ pub struct User {
     pub provider: String,
     /// Their info, reduced to the proxy's `user_info_fields`.
     pub info: Map<String, Value>,
+    /// Who they are (`github:alice`), when the proxy could tell.
+    pub identity: Option<String>,
+    /// Their groups at the provider, for role rules.
+    pub groups: Vec<String>,
+    /// When they logged in (Unix seconds): a revocation after it ends the session.
+    pub logged_in: i64,
 }
 
 /// This request's session as the filters see it.
@@ -121,6 +127,8 @@ struct Inner {
     session_ttl: Duration,
     /// Sessions and used token ids.
     memory: Mutex<Memory>,
+    /// The random key a session's CSRF token is derived with (never leaves the process).
+    csrf_key: [u8; 32],
 }
 
 /// A warp app's handle on the central OAuth2 server; clone freely.
@@ -214,6 +222,7 @@ impl OAuthApp {
                 login_path: login_path.to_string(),
                 session_ttl: DEFAULT_SESSION_TTL,
                 memory: Mutex::new(Memory::default()),
+                csrf_key: random_key(),
             }),
         })
     }
@@ -226,6 +235,7 @@ impl OAuthApp {
             login_path: self.inner.login_path.clone(),
             session_ttl: ttl,
             memory: Mutex::new(Memory::default()),
+            csrf_key: self.inner.csrf_key,
         };
         OAuthApp {
             inner: Arc::new(inner),
@@ -414,6 +424,9 @@ impl OAuthApp {
         let user = User {
             provider: claims.provider,
             info: claims.user_info,
+            identity: claims.identity,
+            groups: claims.groups,
+            logged_in: now,
         };
         // Rotate: the pre-login id dies, the user lives under a new one.
         memory.sessions.remove(id);
@@ -442,6 +455,40 @@ impl OAuthApp {
             see_other(to),
             &format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"),
         )
+    }
+
+    /// Opens a logged-in session for `user` without the proxy (a development login that the
+    /// app offers only when it trusts every caller anyway); the `Set-Cookie` value.
+    pub fn open_session(&self, user: User, secure: bool) -> String {
+        let mut memory = self.memory();
+        let id = self.insert(
+            &mut memory,
+            SessionData {
+                created: Instant::now(),
+                pending: None,
+                user: Some(user),
+            },
+        );
+        let scheme = if secure { "https://" } else { "http://" };
+        self.cookie(&id, scheme)
+    }
+
+    /// The CSRF token of a session: HMAC-SHA256 of its id under a key of this process, so it
+    /// is bound to the session (a new session after login has a new one) and needs no storage.
+    /// `None` for a request without a known session.
+    pub fn csrf_token(&self, session: &Session) -> Option<String> {
+        use hmac::Mac;
+        let id = session.id.as_ref()?;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.inner.csrf_key).ok()?;
+        mac.update(b"csrf:");
+        mac.update(id.as_bytes());
+        Some(hex::encode(mac.finalize().into_bytes()))
+    }
+
+    /// Whether `token` is the CSRF token of `session` (compared in constant time).
+    pub fn csrf_ok(&self, session: &Session, token: &str) -> bool {
+        self.csrf_token(session)
+            .is_some_and(|want| constant_time_eq(want.as_bytes(), token.as_bytes()))
     }
 
     /// Stores a session under a new random id, making room first; returns the id.
@@ -478,6 +525,14 @@ impl OAuthApp {
             self.inner.session_ttl.as_secs()
         )
     }
+}
+
+/// 256 random bits.
+fn random_key() -> [u8; 32] {
+    use rand::RngCore;
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    key
 }
 
 /// Unix seconds now.
@@ -708,6 +763,30 @@ mod tests {
             app.callback(&Session::default(), &HashMap::new()).err(),
             Some(CallbackError::NoLogin)
         );
+    }
+
+    #[test]
+    fn the_csrf_token_is_bound_to_the_session_and_changes_at_login() {
+        let key = SigningKey::from_seed([6; 32]);
+        let app = app(&key);
+        assert_eq!(app.csrf_token(&Session::default()), None);
+        assert!(!app.csrf_ok(&Session::default(), ""));
+        let (session, state) = start(&app, None);
+        let before = app.csrf_token(&session).expect("token");
+        assert!(app.csrf_ok(&session, &before));
+        assert!(!app.csrf_ok(&session, "x"));
+        let done = app
+            .callback(&session, &query(&key, &token(&key, &state, |_| {}), &state))
+            .expect("login");
+        let reply = done.redirect();
+        let id = header(&reply, "set-cookie")
+            .split(';')
+            .next()
+            .and_then(|kv| kv.strip_prefix("oauth_session="))
+            .map(str::to_string);
+        let after = app.lookup(id);
+        assert!(app.csrf_ok(&after, &app.csrf_token(&after).expect("token")));
+        assert!(!app.csrf_ok(&after, &before), "the pre-login token dies");
     }
 
     #[test]

@@ -482,7 +482,7 @@ pub async fn identify(
 
 /// Identity and groups from OIDC claims or OAuth2 user info; groups from `extra` when the
 /// claims lack them.
-fn from_claims(
+pub fn from_claims(
     provider: &ProviderConfig,
     claims: &Value,
     extra: Option<&Value>,

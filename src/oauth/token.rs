@@ -53,6 +53,14 @@ pub struct LoginClaims {
     pub provider: String,
     /// The user's info, reduced to the provider's `user_info_fields`.
     pub user_info: Map<String, Value>,
+    /// Who the provider says the user is (`github:alice`), as the bot's login names them;
+    /// absent when the proxy could not tell (apps that need an identity refuse the login).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// The user's groups at the provider (organizations, `org/team`, the OIDC groups claim):
+    /// what `[access]` gives roles to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 impl LoginClaims {
@@ -74,6 +82,8 @@ impl LoginClaims {
             nonce: app_state.to_string(),
             provider: provider.to_string(),
             user_info,
+            identity: None,
+            groups: Vec::new(),
         }
     }
 }

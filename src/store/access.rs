@@ -393,17 +393,17 @@ impl Store {
             "DELETE FROM api_tokens WHERE identity = ?1",
             params![identity],
         )?;
-        // Only ItsYou.online's JWTs reach the REST API; other identities hold none.
+        // Only ItsYou.online's JWTs reach the REST API; but any identity may hold web console
+        // sessions (logged in through the OAuth server), which end when the identity's
+        // revocation is newer than their login: so every revocation is recorded.
         let jwts = identity.starts_with(JWT_IDENTITY_PREFIX);
-        if jwts {
-            tx.execute(
-                "INSERT INTO revoked_identities (identity, revoked_at_ms, lifted_at_ms)
-                 VALUES (?1, ?2, NULL)
-                 ON CONFLICT (identity) DO UPDATE SET
-                    revoked_at_ms = excluded.revoked_at_ms, lifted_at_ms = NULL",
-                params![identity, audit.at_ms],
-            )?;
-        }
+        tx.execute(
+            "INSERT INTO revoked_identities (identity, revoked_at_ms, lifted_at_ms)
+             VALUES (?1, ?2, NULL)
+             ON CONFLICT (identity) DO UPDATE SET
+                revoked_at_ms = excluded.revoked_at_ms, lifted_at_ms = NULL",
+            params![identity, audit.at_ms],
+        )?;
         if links + tokens == 0 && !jwts {
             insert_audit_tx(&tx, &failed(audit, "nobody of that identity holds access"))?;
         } else {
@@ -411,9 +411,7 @@ impl Store {
         }
         tx.commit()?;
         drop(conn);
-        if jwts {
-            self.ring_revocation_bell();
-        }
+        self.ring_revocation_bell();
         Ok(UserRevoked {
             links,
             tokens,

@@ -34,6 +34,8 @@ struct Grant {
 #[derive(Default)]
 struct State {
     deny: bool,
+    /// The user logged in from now on (octocat when `None`).
+    user: Option<Value>,
     codes: HashMap<String, Grant>,
     tokens: HashMap<String, Value>,
     authorize_calls: Vec<HashMap<String, String>>,
@@ -95,6 +97,11 @@ impl FakeProvider {
     /// From now on, the user refuses: the authorize step answers `error=access_denied`.
     pub fn deny(&self) {
         self.state.lock().expect("state").deny = true;
+    }
+
+    /// From now on, logins are of `user` (a `/user` document: `login`...).
+    pub fn set_user(&self, user: Value) {
+        self.state.lock().expect("state").user = Some(user);
     }
 
     /// The query strings of every authorize request.
@@ -176,7 +183,8 @@ impl FakeProvider {
         }
         state.next += 1;
         let token = format!("gho_token{}", state.next);
-        state.tokens.insert(token.clone(), octocat());
+        let user = state.user.clone().unwrap_or_else(octocat);
+        state.tokens.insert(token.clone(), user);
         state.token_calls.push((StatusCode::OK, form));
         warp::reply::json(&json!({"access_token": token, "token_type": "bearer", "scope": ""}))
             .into_response()
