@@ -122,7 +122,10 @@ pub(crate) struct NewRun {
 }
 
 /// Every `/ays` route.
-pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
+pub fn routes(
+    shared: Shared,
+    feeds: std::sync::Arc<super::runs::Feeds>,
+) -> BoxedFilter<(Response,)> {
     // Authentication runs once per request, before any route (and any body) is looked at.
     let base = warp::any();
     let repo = || base.and(warp::path!(String));
@@ -250,7 +253,7 @@ pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
             .map(Job::Done)
             .boxed(),
     ];
-    all.extend(super::runs::routes(shared.clone()));
+    all.extend(super::runs::routes(shared.clone(), feeds));
     let routes = one_of(all);
     let store = shared.store.clone();
     warp::path("ays")

@@ -66,14 +66,16 @@ pub fn routes(shared: Shared) -> impl Filter<Extract = (impl Reply,), Error = In
         .and(with(shared.clone()))
         .map(crash);
 
+    // The live-log feeds: one per followed run, whichever route (REST or console) follows it.
+    let feeds = std::sync::Arc::new(runs::Feeds::default());
     let mut all = vec![
         health.map(Reply::into_response).boxed(),
         ready.map(Reply::into_response).boxed(),
-        ays::routes(shared.clone()),
+        ays::routes(shared.clone(), feeds.clone()),
         access::routes(shared.clone()),
         login::routes(shared.clone()),
         oauth_proxy::routes(shared.clone()),
-        console::routes(shared.clone()),
+        console::routes(shared.clone(), feeds),
         metrics.map(Reply::into_response).boxed(),
         openapi::routes(),
         crash.map(Reply::into_response).boxed(),

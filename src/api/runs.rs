@@ -33,12 +33,11 @@ use crate::client::{Audit, AysClient};
 use crate::store::RunState;
 
 /// The run-control routes, relative to `/ays/repository`.
-pub fn routes(shared: Shared) -> Vec<BoxedFilter<(Job,)>> {
+pub fn routes(shared: Shared, feeds: Arc<Feeds>) -> Vec<BoxedFilter<(Job,)>> {
     let cancel = warp::path!(String / "aysrun" / String / "cancel")
         .and(warp::post())
         .map(|repo, key| Job::change(move |audit| cancel_run(audit, repo, key)))
         .boxed();
-    let feeds = Arc::new(Feeds::default());
     let logs = warp::path!(String / "aysrun" / String / "logs")
         .and(warp::get())
         .and(warp::query::<HashMap<String, String>>())
@@ -174,7 +173,7 @@ fn write_end(out: &mut Vec<u8>, state: RunState) {
 
 /// The runs being followed: one feed per run, shared by every client that follows it.
 #[derive(Default)]
-pub(crate) struct Feeds {
+pub struct Feeds {
     /// Each followed run's batch sender.
     runs: Mutex<HashMap<RunId, broadcast::Sender<Arc<Batch>>>>,
 }

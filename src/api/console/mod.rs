@@ -66,6 +66,8 @@ struct Console {
     access: Access,
     /// The store, for audit rows and approvals.
     shared: Shared,
+    /// The live-log feeds, shared with the REST route.
+    feeds: Arc<crate::api::runs::Feeds>,
 }
 
 /// The request as the console judges it.
@@ -109,7 +111,7 @@ type Form = HashMap<String, String>;
 impl Console {
     /// The console of this configuration; `None` when neither the OAuth server nor the
     /// development mode can log anyone in.
-    fn new(shared: Shared) -> Option<Console> {
+    fn new(shared: Shared, feeds: Arc<crate::api::runs::Feeds>) -> Option<Console> {
         let config = &shared.config;
         let dev = !config.mode.prod || config.debug.console_dev_login;
         let proxy = config
@@ -159,6 +161,7 @@ impl Console {
             dev,
             access: config.access_rules(),
             shared,
+            feeds,
         })
     }
 
@@ -404,8 +407,8 @@ fn form() -> BoxedFilter<(Form,)> {
 }
 
 /// Every `/console` route (a 404 page for all of them when the console is off).
-pub fn routes(shared: Shared) -> BoxedFilter<(Response,)> {
-    let Some(console) = Console::new(shared) else {
+pub fn routes(shared: Shared, feeds: Arc<crate::api::runs::Feeds>) -> BoxedFilter<(Response,)> {
+    let Some(console) = Console::new(shared, feeds) else {
         return warp::path("console")
             .map(|| {
                 pages::message(
@@ -1217,7 +1220,7 @@ async fn run_logs(repo: String, key: String, c: C, req: Req, last: Option<String
     let rest = ays(&[&repo, "aysrun", &key, "logs"]);
     or_reply!(c.allow(&who, "GET", &rest, &repo));
     let query = HashMap::from([("follow".to_string(), "true".to_string())]);
-    crate::api::runs::run_logs(repo, key, query, last, c.shared.clone()).await
+    crate::api::runs::run_logs(repo, key, query, last, c.shared.clone(), c.feeds.clone()).await
 }
 
 /// `POST /console/repos/{repo}/runs/{key}/{cancel|rerun}`.
