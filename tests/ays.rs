@@ -340,7 +340,17 @@ async fn resources_answer_with_the_right_status_codes() {
     assert_eq!(status, 200);
     assert_eq!(templates[0]["name"], "node");
     assert_eq!(templates[0]["actions"], json!(["install"]));
-    assert_eq!(api.get("/r1/template/node").await.0, 200);
+    assert!(
+        templates[0].get("code").is_none(),
+        "a listing holds no code"
+    );
+    let (status, node) = api.get("/r1/template/node").await;
+    assert_eq!(status, 200);
+    let code = node["code"]["install"].as_str().unwrap_or_default();
+    assert!(
+        !code.is_empty(),
+        "one template shows its actions' code: {node}"
+    );
     assert_eq!(api.get("/r1/template/ghost").await.0, 404);
 
     let (_, list) = api.get("/r1/service/node").await;

@@ -612,6 +612,11 @@ async fn a_blueprint_shows_its_problems_by_line_then_runs_with_a_live_log() {
         ended.body.contains("line 3") && ended.body.contains("Re-run"),
         "{ended:?}"
     );
+    // The timeline draws the job from its start to its end, and the list says how long it took
+    // (three lines 0.2 s apart: over 0.4 s).
+    assert!(ended.body.contains(r#"<rect class="s-ok""#), "{ended:?}");
+    let took = took_seconds(&ended.body);
+    assert!(took >= 0.4, "took {took} s: {ended:?}");
     // The service: its page, its place in the graph, its action run with args.
     let services = admin.get("/console/repos/demo/services").await;
     assert!(services.body.contains("node!a"), "{services:?}");
@@ -656,6 +661,42 @@ async fn a_blueprint_shows_its_problems_by_line_then_runs_with_a_live_log() {
 
     let templates = admin.get("/console/repos/demo/templates").await;
     assert!(templates.body.contains("install"), "{templates:?}");
+    // One template's page shows its actions' code.
+    assert!(
+        templates
+            .body
+            .contains("/console/repos/demo/templates/node"),
+        "{templates:?}"
+    );
+    let template = admin.get("/console/repos/demo/templates/node").await;
+    assert!(
+        template.body.contains("actions/install")
+            && template
+                .body
+                .contains("for i in $(seq 1 3); do echo line $i"),
+        "{template:?}"
+    );
+}
+
+/// The seconds of the first `· 1.2 s` (or `· 640 ms`) a run page's job list shows.
+fn took_seconds(body: &str) -> f64 {
+    for (i, _) in body.match_indices("· ") {
+        let rest = &body[i + "· ".len()..];
+        let number: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        let unit = &rest[number.len()..];
+        if let Ok(value) = number.parse::<f64>() {
+            if unit.starts_with(" s<") || unit.starts_with(" s\n") {
+                return value;
+            }
+            if unit.starts_with(" ms") {
+                return value / 1000.0;
+            }
+        }
+    }
+    panic!("no duration in the page")
 }
 
 #[tokio::test]

@@ -381,6 +381,13 @@ async fn live_logs_arrive_while_the_job_runs_and_resume_after_a_reconnect() {
         .filter_map(|l| l["log"].as_str())
         .collect();
     assert_eq!(logs, ["first line", "second line"], "{run}");
+    // The job's start and end times (it waited for the gate: they differ).
+    let job = &run["steps"][0]["jobs"][0];
+    let (started, ended) = (job["started_ms"].as_i64(), job["ended_ms"].as_i64());
+    assert!(
+        started.zip(ended).is_some_and(|(s, e)| s > 0 && e > s),
+        "{job}"
+    );
 }
 
 #[tokio::test]

@@ -130,6 +130,9 @@ pub struct Template {
     pub actions: Vec<String>,
     /// `config.yaml` as written.
     pub config: Option<String>,
+    /// Each action's code, in `GET …/template/{name}` (not in the list): its text up to 64 KiB,
+    /// or a note saying why not.
+    pub code: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// One log line of a job.
@@ -156,10 +159,14 @@ pub struct Job {
     pub service_name: String,
     /// `role!name`.
     pub service_key: String,
-    /// `new`, `running`, `ok` or `error`.
+    /// `new`, `running`, `ok`, `error` or `cancelled`.
     pub state: String,
     /// Its output.
     pub logs: Vec<LogLine>,
+    /// When its process started (Unix ms), once it has.
+    pub started_ms: Option<i64>,
+    /// When it ended (Unix ms), once it has (none for a job cut short).
+    pub ended_ms: Option<i64>,
 }
 
 /// One step of a run: jobs that run together.

@@ -318,13 +318,12 @@ impl AysClient {
             .map(all)
     }
 
-    /// One actor template.
+    /// One actor template, with its actions' code.
     pub async fn get_template(&self, repo: &str, name: &str) -> Result<TemplateView, AysError> {
-        self.list_templates(repo)
-            .await?
-            .into_iter()
-            .find(|t| t.name == name)
-            .ok_or_else(|| AysError::NotFound(format!("template {name:?} not found")))
+        let name = name.to_string();
+        ask_repo(repo, |reply| RepoMsg::GetTemplate { name, reply })
+            .await
+            .map(Into::into)
     }
 
     /// The runs of a repository, newest first, without their steps.

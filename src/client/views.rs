@@ -2,6 +2,8 @@
 //! renders. Built from the core's records at the boundary, so a store record never doubles as an
 //! HTTP body and the actors do not care how things are shown.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -189,6 +191,9 @@ pub struct TemplateView {
     pub actions: Vec<String>,
     /// `config.yaml` as written, if any.
     pub config: Option<String>,
+    /// Each action's code, in the view of one template (not in listings).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub code: BTreeMap<String, String>,
 }
 
 impl From<TemplateFiles> for TemplateView {
@@ -199,6 +204,7 @@ impl From<TemplateFiles> for TemplateView {
             schema: t.schema,
             actions: t.actions,
             config: t.config,
+            code: t.code,
         }
     }
 }
@@ -231,6 +237,12 @@ pub struct JobView {
     pub state: JobState,
     /// What the job printed.
     pub logs: Vec<LogView>,
+    /// When its process started (Unix ms), once it has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<i64>,
+    /// When it ended (Unix ms), once it has (none for a job cut short).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<i64>,
 }
 
 /// A step of a run: jobs that run in parallel.
@@ -287,6 +299,8 @@ fn job_view(j: JobRecord) -> JobView {
         service_key: j.service_key,
         state: j.state,
         logs: j.logs.into_iter().map(log_view).collect(),
+        started_ms: j.started_ms,
+        ended_ms: j.ended_ms,
     }
 }
 

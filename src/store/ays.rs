@@ -206,6 +206,10 @@ pub struct JobRecord {
     /// The args its action was scheduled with (`/service execute … key=value`), given to the
     /// job over the run's args; `Null` when none.
     pub args: Value,
+    /// When its process started (Unix ms); none until then.
+    pub started_ms: Option<i64>,
+    /// When it ended (Unix ms); none until then, and for a job cut short.
+    pub ended_ms: Option<i64>,
 }
 
 /// A step of a run: jobs that run in parallel.
@@ -605,10 +609,10 @@ impl Store {
 
     /// Records that a job is starting (not synced: see [`Store::set_job_group`]; a machine
     /// crash leaves it `new`, and its run is queued again with it).
-    pub fn start_job(&self, job_key: &str) -> Result<(), StoreError> {
+    pub fn start_job(&self, job_key: &str, now_ms: i64) -> Result<(), StoreError> {
         self.lock_unsynced()?.execute(
-            "UPDATE jobs SET state = ?2 WHERE key = ?1",
-            params![job_key, JobState::Running],
+            "UPDATE jobs SET state = ?2, started_ms = ?3 WHERE key = ?1",
+            params![job_key, JobState::Running, now_ms],
         )?;
         Ok(())
     }
@@ -632,8 +636,8 @@ impl Store {
         Ok(seqs)
     }
 
-    /// [`Store::finish_job`], and the documents of `repo`'s services it changed, in one
-    /// transaction.
+    /// A job's end at `now_ms` ([`Store::finish_job`]), and the documents of `repo`'s services
+    /// it changed, in one transaction.
     pub fn finish_job_and_save(
         &self,
         job_key: &str,
@@ -641,12 +645,13 @@ impl Store {
         logs: &[LogRecord],
         repo: &str,
         services: &[(String, String)],
+        now_ms: i64,
     ) -> Result<Vec<i64>, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute(
-            "UPDATE jobs SET state = ?2 WHERE key = ?1",
-            params![job_key, state],
+            "UPDATE jobs SET state = ?2, ended_ms = ?3 WHERE key = ?1",
+            params![job_key, state, now_ms],
         )?;
         let seqs = append(&tx, job_key, logs)?;
         upsert_services(&tx, repo, services)?;
@@ -788,7 +793,8 @@ impl Store {
             return Ok(None);
         };
         let mut jobs = conn.prepare(
-            "SELECT key, step, action_name, actor_name, service_name, service_key, state, args
+            "SELECT key, step, action_name, actor_name, service_name, service_key, state, args,
+                    started_ms, ended_ms
              FROM jobs WHERE run_key = ?1 ORDER BY step, rowid",
         )?;
         let mut logs =
@@ -808,6 +814,8 @@ impl Store {
                         .get::<_, Option<String>>(7)?
                         .and_then(|a| serde_json::from_str(&a).ok())
                         .unwrap_or(Value::Null),
+                    started_ms: row.get(8)?,
+                    ended_ms: row.get(9)?,
                 },
             ))
         })?;
@@ -1240,6 +1248,8 @@ mod tests {
             state: JobState::New,
             logs: Vec::new(),
             args: Value::Null,
+            started_ms: None,
+            ended_ms: None,
         };
         RunRecord {
             key: key.into(),
@@ -1444,12 +1454,17 @@ mod tests {
             .expect("a b");
         store.append_logs("other-j1", &[line("x")]).expect("x");
         let old = Store::open(dir.path()).expect("second handle");
-        // The database as the migration before this index left it: lines without their run.
+        // The database as the migration before this index left it: lines without their run
+        // (and without what later migrations added).
+        let before = super::super::MIGRATIONS
+            .iter()
+            .position(|m| m.contains("job_logs ADD COLUMN run_key"))
+            .expect("the migration");
         old.lock()
             .execute_batch(&format!(
                 "DROP INDEX job_logs_run; ALTER TABLE job_logs DROP COLUMN run_key;
-                 PRAGMA user_version = {};",
-                super::super::MIGRATIONS.len() - 1
+                 ALTER TABLE jobs DROP COLUMN started_ms; ALTER TABLE jobs DROP COLUMN ended_ms;
+                 PRAGMA user_version = {before};"
             ))
             .expect("downgrade");
         drop((old, store));

@@ -285,6 +285,9 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE job_logs ADD COLUMN run_key TEXT;
     UPDATE job_logs SET run_key = (SELECT run_key FROM jobs WHERE jobs.key = job_logs.job_key);
     CREATE INDEX job_logs_run ON job_logs (run_key, seq);",
+    // lead: when a job started and ended (the console's run timeline, the run's JSON).
+    "ALTER TABLE jobs ADD COLUMN started_ms INTEGER;
+    ALTER TABLE jobs ADD COLUMN ended_ms INTEGER;",
 ];
 
 /// The handle to durable state; cheap to clone, safe to share between actors and threads.
@@ -514,7 +517,9 @@ mod tests {
         store
             .set_job_group("nothing", 7)
             .expect("a job that is not there");
-        store.start_job("nothing").expect("a job that is not there");
+        store
+            .start_job("nothing", 1)
+            .expect("a job that is not there");
         assert_eq!(level(&store), 2);
     }
 

@@ -37,7 +37,13 @@ pub struct TemplateFiles {
     pub actions: Vec<String>,
     /// `config.yaml` as written, if any.
     pub config: Option<String>,
+    /// Each action's code (read for one template only, [`RepoFiles::template_with_code`]):
+    /// its text up to [`MAX_CODE_BYTES`], or a note saying why not.
+    pub code: BTreeMap<String, String>,
 }
+
+/// The most bytes of an action's code a template's view shows.
+pub const MAX_CODE_BYTES: usize = 64 * 1024;
 
 /// The files of one repository.
 #[derive(Debug, Clone)]
@@ -88,6 +94,30 @@ fn read_plain(path: &Path) -> std::io::Result<String> {
         ));
     }
     std::fs::read_to_string(path)
+}
+
+/// An action file as shown: its text, cut at [`MAX_CODE_BYTES`] (on a character boundary), or a
+/// note when it is not text.
+fn code_text(mut bytes: Vec<u8>) -> String {
+    let size = bytes.len();
+    let cut = size > MAX_CODE_BYTES;
+    bytes.truncate(MAX_CODE_BYTES);
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(err) if cut && err.utf8_error().error_len().is_none() => {
+            // Only the cut split a character: keep what comes before it.
+            let valid = err.utf8_error().valid_up_to();
+            let mut bytes = err.into_bytes();
+            bytes.truncate(valid);
+            String::from_utf8(bytes).unwrap_or_default()
+        }
+        Err(_) => return format!("(not text: {size} bytes)"),
+    };
+    if cut {
+        format!("{text}\n… (cut: {size} bytes in all)")
+    } else {
+        text
+    }
 }
 
 /// Writes a file atomically (temp file and rename), so a crash never leaves half a blueprint.
@@ -283,10 +313,29 @@ impl Files {
                 schema,
                 actions,
                 config,
+                code: BTreeMap::new(),
             });
         }
         views.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(views)
+    }
+
+    /// One actor template's files with its actions' code.
+    pub fn template_with_code(&self, name: &str) -> Result<TemplateFiles, AysError> {
+        let mut template = self
+            .template_files()?
+            .into_iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| AysError::NotFound(format!("template {name:?} not found")))?;
+        let dir = self.templates_dir().join(name).join("actions");
+        for action in &template.actions {
+            let text = match std::fs::read(dir.join(action)) {
+                Err(err) => format!("(cannot be read: {err})"),
+                Ok(bytes) => code_text(bytes),
+            };
+            template.code.insert(action.clone(), text);
+        }
+        Ok(template)
     }
 
     /// Reads every actor template; problems are returned beside the good ones.
@@ -341,6 +390,45 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = Files::new(dir.path().to_path_buf());
         (dir, files)
+    }
+
+    #[test]
+    fn an_action_s_code_is_its_text_cut_at_the_cap_or_a_note() {
+        assert_eq!(code_text(b"echo hi\n".to_vec()), "echo hi\n");
+        assert_eq!(code_text(vec![0xff, 0xfe, 0]), "(not text: 3 bytes)");
+        // A long one is cut, on a character boundary (`é` is two bytes, the cap splits one).
+        let mut long = "a".repeat(MAX_CODE_BYTES - 1).into_bytes();
+        long.extend("é and more".as_bytes());
+        let size = long.len();
+        let text = code_text(long);
+        assert!(text.starts_with(&"a".repeat(MAX_CODE_BYTES - 1)));
+        assert!(
+            text.ends_with(&format!("… (cut: {size} bytes in all)")),
+            "{}",
+            &text[text.len() - 40..]
+        );
+        assert!(!text.contains('é'));
+    }
+
+    #[test]
+    fn a_template_with_its_code_is_read_for_one_template_only() {
+        let (dir, files) = files();
+        let actions = dir.path().join("actorTemplates/node/actions");
+        std::fs::create_dir_all(&actions).expect("mkdir");
+        std::fs::write(
+            dir.path().join("actorTemplates/node/schema.yaml"),
+            "x: {type: int}\n",
+        )
+        .expect("schema");
+        std::fs::write(actions.join("install"), "#!/bin/sh\necho up\n").expect("action");
+        let listed = files.template_files().expect("list");
+        assert!(listed[0].code.is_empty(), "listings read no code");
+        let one = files.template_with_code("node").expect("one");
+        assert_eq!(one.code["install"], "#!/bin/sh\necho up\n");
+        assert!(matches!(
+            files.template_with_code("ghost"),
+            Err(AysError::NotFound(_))
+        ));
     }
 
     #[test]

@@ -157,6 +157,13 @@ pub enum RepoMsg {
         /// Gets them.
         reply: Reply<Vec<TemplateFiles>>,
     },
+    /// One actor template, with its actions' code.
+    GetTemplate {
+        /// Its name.
+        name: String,
+        /// Gets it.
+        reply: Reply<TemplateFiles>,
+    },
     /// Runs, newest first.
     ListRuns {
         /// Gets them (without steps).
@@ -483,6 +490,9 @@ impl Actor for Repo {
             }
             RepoMsg::ListTemplates { reply } => {
                 let _ = reply.send(state.files.template_files());
+            }
+            RepoMsg::GetTemplate { name, reply } => {
+                let _ = reply.send(state.files.template_with_code(&name));
             }
             RepoMsg::ListRuns { reply } => {
                 let _ = reply.send(state.shared.store.runs(&state.name).map_err(Into::into));

@@ -222,6 +222,8 @@ impl RepoState {
                             state: JobState::New,
                             logs: Vec::new(),
                             args,
+                            started_ms: None,
+                            ended_ms: None,
                         }
                     })
                     .collect(),
@@ -528,7 +530,9 @@ impl RepoState {
                     max_log_lines: MAX_LOG_LINES,
                 },
             });
-            self.shared.store.start_job(&job_key)?;
+            self.shared
+                .store
+                .start_job(&job_key, crate::clock::now_ms())?;
         }
         self.save(touched.iter(), &[])?;
         Ok(prepared)
@@ -587,10 +591,14 @@ impl RepoState {
         self.after_attempt(&service_key, &action, ok, args, origin)?;
         // The job's end, its last lines and its service's new state: one transaction.
         let docs = self.documents(std::iter::once(&service_key))?;
-        let seqs = self
-            .shared
-            .store
-            .finish_job_and_save(job, state, &logs, &self.name, &docs)?;
+        let seqs = self.shared.store.finish_job_and_save(
+            job,
+            state,
+            &logs,
+            &self.name,
+            &docs,
+            crate::clock::now_ms(),
+        )?;
         self.tell_lines(run, job, seqs, logs);
         if !ok {
             // The reason: the runner's own (timeout, not executable...) or the job's last words.

@@ -535,6 +535,10 @@ pub fn routes(shared: Shared, feeds: Arc<crate::api::runs::Feeds>) -> BoxedFilte
             .and(get())
             .then(templates_page)
             .boxed(),
+        warp::path!("console" / "repos" / String / "templates" / String)
+            .and(get())
+            .then(template_page)
+            .boxed(),
         warp::path!("console" / "repos" / String / "services")
             .and(get())
             .and(warp::query::<HashMap<String, String>>())
@@ -1041,6 +1045,16 @@ async fn templates_page(repo: String, c: C, req: Req) -> Response {
     or_reply!(c.allow(&who, "GET", &ays(&[&repo, "template"]), &repo));
     match AysClient.list_templates(&repo).await {
         Ok(templates) => pages::templates(&who, &repo, &templates),
+        Err(err) => failure(&who, &err),
+    }
+}
+
+/// `GET /console/repos/{repo}/templates/{name}`: one template with its actions' code.
+async fn template_page(repo: String, name: String, c: C, req: Req) -> Response {
+    let who = or_reply!(c.who(&req));
+    or_reply!(c.allow(&who, "GET", &ays(&[&repo, "template", &name]), &repo));
+    match AysClient.get_template(&repo, &name).await {
+        Ok(template) => pages::template(&who, &repo, &template),
         Err(err) => failure(&who, &err),
     }
 }

@@ -9,7 +9,7 @@ use warp::reply::Response;
 use super::{BASE, LinedProblem, Who, path_part};
 use crate::auth::access::Action;
 use crate::client::views::{
-    BlueprintView, RepoView, RunView, ServiceSummary, ServiceView, TemplateView,
+    BlueprintView, JobView, RepoView, RunView, ServiceSummary, ServiceView, TemplateView,
 };
 use crate::store::RunState;
 use crate::store::{ApiTokenRecord, AuditQuery, AuditRow};
@@ -335,7 +335,10 @@ pub(crate) fn run(who: &Who, repo: &str, run: &RunView) -> Response {
                     h3 { "Step " (step.number) }
                     ul.list {
                         @for job in &step.jobs {
-                            li { (job.service_key) " · " (job.action_name) " " (badge(job.state.as_str())) }
+                            li {
+                                (job.service_key) " · " (job.action_name) " " (badge(job.state.as_str()))
+                                @if let Some(took) = took(job) { " · " (took) }
+                            }
                         }
                     }
                 }
@@ -355,10 +358,72 @@ pub(crate) fn run(who: &Who, repo: &str, run: &RunView) -> Response {
     )
 }
 
-/// A run as a timeline: one column per step in order, its jobs stacked in it, coloured by
-/// state, each with its service and action (inline SVG; jobs' start and end times are not kept,
-/// so columns have equal widths and the order is what the picture tells).
+/// How long a job took, when it has both times (`1.2 s`).
+fn took(job: &JobView) -> Option<String> {
+    let ms = job.ended_ms? - job.started_ms?;
+    Some(if ms < 1000 {
+        format!("{ms} ms")
+    } else {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    })
+}
+
+/// The most jobs the timeline draws (the list below has them all).
+const TIMELINE_JOBS: usize = 200;
+
+/// A run as a timeline: one bar per job, from when it started to when it ended (a job still
+/// running reaches the last moment known), coloured by state; a job that has not started has
+/// no bar. Before any job started: the steps as columns.
 fn timeline(run: &RunView) -> Markup {
+    const WIDTH: f64 = 600.0;
+    const LABEL: f64 = 200.0;
+    const ROW: usize = 20;
+    let jobs: Vec<(u32, &JobView)> = run
+        .steps
+        .iter()
+        .flat_map(|step| step.jobs.iter().map(move |job| (step.number, job)))
+        .collect();
+    let start = jobs.iter().filter_map(|(_, j)| j.started_ms).min();
+    let Some(start) = start else {
+        return steps_timeline(run);
+    };
+    let end = jobs
+        .iter()
+        .filter_map(|(_, j)| j.ended_ms.or(j.started_ms))
+        .max()
+        .unwrap_or(start);
+    let span = (end - start).max(1) as f64;
+    let x = |ms: i64| LABEL + (ms - start) as f64 / span * (WIDTH - LABEL - 4.0);
+    let shown = &jobs[..jobs.len().min(TIMELINE_JOBS)];
+    let height = shown.len() * ROW + 24;
+    html! {
+        svg.timeline viewBox={ "0 0 " (WIDTH) " " (height) } role="img" aria-label="Run timeline: each job from its start to its end" {
+            text x="4" y="13" { "0" }
+            text x=(format!("{:.1}", WIDTH - 60.0)) y="13" { (format!("{:.1} s", span / 1000.0)) }
+            @for (i, (step, job)) in shown.iter().enumerate() {
+                g {
+                    title {
+                        "step " (step) ": " (job.service_key) " " (job.action_name) " (" (job.state.as_str()) ")"
+                        @if let Some(took) = took(job) { ", " (took) }
+                    }
+                    text.job x="4" y=(i * ROW + 34) { (step) " · " (job.service_key) " " (job.action_name) }
+                    @if let Some(started) = job.started_ms {
+                        @let stop = job.ended_ms.unwrap_or(end).max(started);
+                        rect class={ "s-" (job.state.as_str()) }
+                            x=(format!("{:.1}", x(started))) y=(i * ROW + 22)
+                            width=(format!("{:.1}", (x(stop) - x(started)).max(2.0))) height=(ROW - 6) rx="2" {}
+                    }
+                }
+            }
+        }
+        @if jobs.len() > shown.len() {
+            p.message { "The timeline shows the first " (shown.len()) " of " (jobs.len()) " jobs." }
+        }
+    }
+}
+
+/// Steps as columns of their jobs (a run whose jobs have not started).
+fn steps_timeline(run: &RunView) -> Markup {
     const WIDTH: f64 = 600.0;
     const ROW: usize = 22;
     let steps = run.steps.len().max(1);
@@ -730,7 +795,10 @@ pub(crate) fn templates(who: &Who, repo: &str, templates: &[TemplateView]) -> Re
                 @if templates.is_empty() { p { "No templates." } }
                 @for t in templates {
                     section.template {
-                        h2 { (t.name) " " small { "role " (t.role) } }
+                        h2 {
+                            a href={ (BASE) "/repos/" (path_part(repo)) "/templates/" (path_part(&t.name)) } { (t.name) }
+                            " " small { "role " (t.role) }
+                        }
                         p { "Actions: " @for a in &t.actions { code { (a) } " " } }
                         details { summary { "schema.yaml" } pre.data { (t.schema) } }
                         @if let Some(config) = &t.config {
@@ -739,6 +807,29 @@ pub(crate) fn templates(who: &Who, repo: &str, templates: &[TemplateView]) -> Re
                     }
                 }
                 p { a href={ (BASE) "/repos/" (path_part(repo)) } { "Back to " (repo) } }
+            },
+        ),
+    )
+}
+
+/// One template: schema, config, and each action's code.
+pub(crate) fn template(who: &Who, repo: &str, t: &TemplateView) -> Response {
+    page(
+        StatusCode::OK,
+        layout(
+            &format!("Template {} of {repo}", t.name),
+            Some(who),
+            html! {
+                p { "Role " code { (t.role) } }
+                details open { summary { "schema.yaml" } pre.data { (t.schema) } }
+                @if let Some(config) = &t.config {
+                    details { summary { "config.yaml" } pre.data { (config) } }
+                }
+                @for action in &t.actions {
+                    h2 { "actions/" (action) }
+                    pre.data { (t.code.get(action).map_or("", String::as_str)) }
+                }
+                p { a href={ (BASE) "/repos/" (path_part(repo)) "/templates" } { "Back to the templates" } }
             },
         ),
     )
