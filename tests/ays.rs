@@ -181,6 +181,38 @@ async fn a_blueprint_runs_in_dependency_order_and_survives_a_restart() {
 }
 
 #[tokio::test]
+async fn the_listing_follows_every_create_and_delete() {
+    let cockpit = Cockpit::start("");
+    let api = Api::new(&cockpit);
+    let names = |repos: &Value| -> Vec<String> {
+        repos
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter_map(|r| r["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(api.get("").await.1, json!([]));
+    assert_eq!(api.post("", json!({"name": "a"})).await.0, 201);
+    assert_eq!(names(&api.get("").await.1), ["a"]);
+    assert_eq!(names(&api.get("").await.1), ["a"], "read again");
+    assert_eq!(api.post("", json!({"name": "b"})).await.0, 201);
+    assert_eq!(names(&api.get("").await.1), ["a", "b"]);
+    let (status, _) = api.call(reqwest::Method::DELETE, "/a", None).await;
+    assert!(status == 200 || status == 204, "{status}");
+    let response = api
+        .http
+        .get(&api.base)
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let repos: Value = response.json().await.expect("json");
+    assert_eq!(names(&repos), ["b"]);
+}
+
+#[tokio::test]
 async fn a_failing_action_marks_job_service_and_run_error_and_calls_back() {
     // A callback receiver: a real HTTP server recording what it is sent.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();

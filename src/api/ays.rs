@@ -276,7 +276,17 @@ pub fn routes(
     responses((status = 200, description = "Every repository", body = Vec<Repo>),
         AuthFailures, RepoFailures))]
 pub(crate) async fn list_repos() -> Response {
-    respond(AysClient.list_repos().await, StatusCode::OK)
+    match AysClient.list_repos_json().await {
+        Ok(json) => {
+            let mut response = Response::new(json.into());
+            response.headers_mut().insert(
+                warp::http::header::CONTENT_TYPE,
+                warp::http::HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Err(err) => respond::<()>(Err(err), StatusCode::OK),
+    }
 }
 
 /// Create a repository, cloning `git_url` into it when given.

@@ -13,6 +13,7 @@
 
 pub mod views;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{ActorRef, RpcReplyPort};
@@ -96,6 +97,26 @@ impl AysClient {
         // A read of what the Ays actor published, not a message: the most frequent call.
         let listing = crate::actors::ays::listing().ok_or_else(restarting)?;
         Ok(listing.iter().map(RepoView::from).collect())
+    }
+
+    /// [`AysClient::list_repos`] as its JSON body, serialised once per listing the `Ays` actor
+    /// publishes (it changes when a repository is created or deleted; it is read on every
+    /// `GET /ays/repository`).
+    pub async fn list_repos_json(&self) -> Result<bytes::Bytes, AysError> {
+        type Cached = Option<(Arc<[crate::actors::ays::RepoInfo]>, bytes::Bytes)>;
+        static CACHE: parking_lot::Mutex<Cached> = parking_lot::const_mutex(None);
+        let listing = crate::actors::ays::listing().ok_or_else(restarting)?;
+        if let Some((cached, json)) = &*CACHE.lock()
+            && Arc::ptr_eq(cached, &listing)
+        {
+            return Ok(json.clone());
+        }
+        let views: Vec<RepoView> = listing.iter().map(RepoView::from).collect();
+        let json = bytes::Bytes::from(
+            serde_json::to_vec(&views).map_err(|err| AysError::Internal(err.to_string()))?,
+        );
+        *CACHE.lock() = Some((listing, json.clone()));
+        Ok(json)
     }
 
     /// Creates a repository, cloning `git_url` into it when given.
