@@ -537,8 +537,43 @@ async fn a_blueprint_shows_its_problems_by_line_then_runs_with_a_live_log() {
         StatusCode::NOT_FOUND
     );
 
-    // An unknown actor passes the format check and is refused at execution, by line.
+    // An unknown actor and a field of the wrong type: Check shows them too, by line, before
+    // anything is saved (against the repository's templates)…
     let unknown = "node__a:\n  port: 2\nnope__b:\nactions:\n  - action: install\n";
+    let checked = |content: &'static str| {
+        let request = admin
+            .http
+            .post(format!("{}/console/repos/demo/check", world.base))
+            .header("origin", &world.base)
+            .header("x-csrf-token", &csrf)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&[("name", "web.yaml"), ("content", content)]));
+        async move {
+            let response = request.send().await.expect("check");
+            assert_eq!(response.status(), StatusCode::OK);
+            let body: Value = response.json().await.expect("json");
+            body["problems"].as_array().expect("list").clone()
+        }
+    };
+    let problems = checked(unknown).await;
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["line"] == json!(3)
+                && p["text"].as_str().unwrap_or("").contains("unknown actor")),
+        "{problems:?}"
+    );
+    let problems = checked("node__a:\n  port: many\n").await;
+    assert!(
+        problems.iter().any(|p| p["line"] == json!(2)),
+        "{problems:?}"
+    );
+    assert_eq!(
+        checked("node__a:\n  port: 2\n").await,
+        Vec::<Value>::new(),
+        "a good one has none"
+    );
+    // …and Execute refuses a saved one with the same problems.
     let saved = admin
         .post(
             "/console/repos/demo/blueprints",

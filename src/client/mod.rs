@@ -228,6 +228,22 @@ impl AysClient {
         .await
     }
 
+    /// Every problem executing blueprint text `content` (as file `name`) would meet against the
+    /// repository's templates and services; none when it would execute. Changes nothing.
+    pub async fn check_blueprint(
+        &self,
+        repo: &str,
+        name: String,
+        content: String,
+    ) -> Result<Vec<String>, AysError> {
+        ask_repo(repo, |reply| RepoMsg::CheckBlueprint {
+            name,
+            content,
+            reply,
+        })
+        .await
+    }
+
     /// Executes a blueprint into services (all or nothing).
     pub async fn execute_blueprint(
         &self,

@@ -99,6 +99,16 @@ pub enum RepoMsg {
         /// Gets the keys of created or changed services.
         reply: Reply<Vec<String>>,
     },
+    /// Every problem executing a blueprint text would meet, changing nothing (the console's
+    /// Check: against the repository's templates and services as they are).
+    CheckBlueprint {
+        /// File name (for the problems' places).
+        name: String,
+        /// The text.
+        content: String,
+        /// Gets the problems (none: it would execute).
+        reply: Reply<Vec<String>>,
+    },
     /// Archives (`_`-prefixes) or restores a blueprint.
     ArchiveBlueprint {
         /// File name.
@@ -437,6 +447,18 @@ impl Actor for Repo {
             RepoMsg::ExecuteBlueprint { name, audit, reply } => {
                 let row = ok_row(audit);
                 let _ = reply.send(state.execute_blueprint(&name, row.as_ref()));
+            }
+            RepoMsg::CheckBlueprint {
+                name,
+                content,
+                reply,
+            } => {
+                let problems = match state.apply_blueprint(&name, &content) {
+                    Ok(_) => Ok(Vec::new()),
+                    Err(AysError::Invalid(problems)) => Ok(problems),
+                    Err(err) => Err(err),
+                };
+                let _ = reply.send(problems);
             }
             RepoMsg::ArchiveBlueprint {
                 name,

@@ -9,6 +9,32 @@ use crate::store::AuditRecord;
 use tracing::info;
 
 impl RepoState {
+    /// What executing blueprint `name` with text `content` would make of the services, or
+    /// every problem (of the templates, of the blueprint against them, a consumer loop).
+    /// Changes nothing.
+    pub(super) fn apply_blueprint(
+        &self,
+        name: &str,
+        content: &str,
+    ) -> Result<engine::Outcome, AysError> {
+        let (templates, mut found) = self.files.templates()?;
+        let outcome = match engine::execute_blueprint(name, content, &templates, &self.services) {
+            Ok(outcome) if found.is_empty() => outcome,
+            Ok(_) => return Err(AysError::Invalid(problems(found))),
+            Err(list) => {
+                found.extend(list);
+                return Err(AysError::Invalid(problems(found)));
+            }
+        };
+        if let Some(cycle) = engine::consumer_cycle(&outcome.services) {
+            return Err(AysError::Invalid(vec![format!(
+                "{name}: services consume each other in a loop, which can never run: {}",
+                cycle.join(" -> ")
+            )]));
+        }
+        Ok(outcome)
+    }
+
     /// Validates a blueprint as a whole against the templates and applies it, or changes
     /// nothing; returns the keys of created or changed services.
     /// `audit`: the command's row, written with the services.
@@ -23,22 +49,7 @@ impl RepoState {
                 "blueprint {name:?} is archived; restore it first"
             )));
         }
-        let (templates, mut found) = self.files.templates()?;
-        let outcome =
-            match engine::execute_blueprint(name, &blueprint.content, &templates, &self.services) {
-                Ok(outcome) if found.is_empty() => outcome,
-                Ok(_) => return Err(AysError::Invalid(problems(found))),
-                Err(list) => {
-                    found.extend(list);
-                    return Err(AysError::Invalid(problems(found)));
-                }
-            };
-        if let Some(cycle) = engine::consumer_cycle(&outcome.services) {
-            return Err(AysError::Invalid(vec![format!(
-                "{name}: services consume each other in a loop, which can never run: {}",
-                cycle.join(" -> ")
-            )]));
-        }
+        let outcome = self.apply_blueprint(name, &blueprint.content)?;
         let changed: Vec<String> = outcome.changed.clone();
         let previous = std::mem::replace(&mut self.services, outcome.services);
         if let Err(err) = self.save_audited(changed.iter(), &[], audit) {

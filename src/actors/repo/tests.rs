@@ -333,6 +333,34 @@ async fn a_crash_before_the_job_group_was_stored_still_kills_the_action_at_the_n
 }
 
 #[tokio::test]
+async fn a_blueprint_is_checked_against_the_templates_without_changing_anything() {
+    let bench = bench(&[("install", "true")], 1).await;
+    let problems = call!(bench.actor, |reply| RepoMsg::CheckBlueprint {
+        name: "new.yaml".into(),
+        content: "node__n0:\n  port: 9\nnope__x:\n".into(),
+        reply
+    })
+    .expect("call")
+    .expect("checked");
+    assert!(
+        problems.iter().any(|p| p.contains("unknown actor")),
+        "{problems:?}"
+    );
+    let problems = call!(bench.actor, |reply| RepoMsg::CheckBlueprint {
+        name: "new.yaml".into(),
+        content: "node__n0:\n  port: 9\nnode__n1:\n".into(),
+        reply
+    })
+    .expect("call")
+    .expect("checked");
+    assert_eq!(problems, Vec::<String>::new());
+    // Nothing was applied: n0 keeps its port, n1 does not exist.
+    let services = bench.shared.store.services("demo").expect("services");
+    assert_eq!(services.len(), 1, "{services:?}");
+    assert!(services[0].1.contains("\"port\":0"), "{services:?}");
+}
+
+#[tokio::test]
 async fn an_event_during_a_run_is_queued_and_runs_after_it() {
     let mut bench = bench(&[("install", "sleep 0.3; echo done"), ("report", "cat")], 1).await;
     // Subscribe the service's `report` action to `email` through its template's config.

@@ -859,7 +859,18 @@ async fn check_blueprint(repo: String, c: C, req: Req, form: Form) -> Response {
         .filter(|n| !n.is_empty())
         .map_or("blueprint.yaml", String::as_str);
     let content = form.get("content").map_or("", String::as_str);
-    let problems = problems_of(name, content);
+    // Its format first; then, when it reads, everything executing it would meet (the
+    // templates' fields and types, links, a consumer loop), against the repository as it is.
+    let mut problems = problems_of(name, content);
+    if problems.is_empty() {
+        match AysClient
+            .check_blueprint(&repo, name.to_string(), content.to_string())
+            .await
+        {
+            Ok(found) => problems = with_lines(name, content, found),
+            Err(err) => return failure(&who, &err),
+        }
+    }
     warp::reply::json(&serde_json::json!({ "problems": problems })).into_response()
 }
 
