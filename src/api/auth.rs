@@ -83,6 +83,26 @@ pub fn request_token<'a>(request: &Credentials<'a>) -> Result<&'a str, Rejected>
     Ok(token)
 }
 
+/// Whether a request comes from this site: `Sec-Fetch-Site: same-origin`, else an `Origin`
+/// naming this `Host` (the REST door's cookie rule and the console's check).
+pub(crate) fn same_origin(
+    sec_fetch_site: Option<&str>,
+    origin: Option<&str>,
+    host: Option<&str>,
+) -> bool {
+    match (sec_fetch_site, origin) {
+        (Some(site), _) => site.trim().eq_ignore_ascii_case("same-origin"),
+        (None, Some(origin)) => {
+            let authority = origin
+                .trim()
+                .strip_prefix("https://")
+                .or_else(|| origin.trim().strip_prefix("http://"));
+            matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h.trim()))
+        }
+        (None, None) => false,
+    }
+}
+
 /// Whether a request that authenticates with the cookie may do what it asks: reads (`GET`,
 /// `HEAD`, `OPTIONS`) always; anything else only with `Sec-Fetch-Site: same-origin`, or an
 /// `Origin` naming this `Host`, and no body type but JSON (a cross-site HTML form can send
@@ -91,18 +111,7 @@ pub fn same_site_proof(request: &Credentials) -> Result<(), &'static str> {
     if matches!(request.method, "GET" | "HEAD" | "OPTIONS") {
         return Ok(());
     }
-    let same_origin = match (request.sec_fetch_site, request.origin) {
-        (Some(site), _) => site.trim().eq_ignore_ascii_case("same-origin"),
-        (None, Some(origin)) => {
-            let authority = origin
-                .trim()
-                .strip_prefix("https://")
-                .or_else(|| origin.trim().strip_prefix("http://"));
-            matches!((authority, request.host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h.trim()))
-        }
-        (None, None) => false,
-    };
-    if !same_origin {
+    if !same_origin(request.sec_fetch_site, request.origin, request.host) {
         return Err(
             "a request that changes state with the jwt cookie must come from this site (Origin or Sec-Fetch-Site); other clients send Authorization: bearer <jwt>",
         );

@@ -316,17 +316,11 @@ const DEV_IDENTITY: &str = "dev:local";
 /// A state change must come from this origin: `Sec-Fetch-Site: same-origin`, else an `Origin`
 /// naming this `Host`.
 fn same_origin(req: &Req) -> Result<(), &'static str> {
-    let ok = match (&req.fetch_site, &req.origin) {
-        (Some(site), _) => site.trim().eq_ignore_ascii_case("same-origin"),
-        (None, Some(origin)) => {
-            let authority = origin
-                .trim()
-                .strip_prefix("https://")
-                .or_else(|| origin.trim().strip_prefix("http://"));
-            matches!((authority, &req.host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h.trim()))
-        }
-        (None, None) => false,
-    };
+    let ok = crate::api::auth::same_origin(
+        req.fetch_site.as_deref(),
+        req.origin.as_deref(),
+        req.host.as_deref(),
+    );
     if ok {
         Ok(())
     } else {
