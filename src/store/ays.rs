@@ -617,27 +617,20 @@ impl Store {
         Ok(())
     }
 
-    /// Records a job's new state and appends its log lines, in one transaction; the lines'
-    /// sequence numbers.
+    /// Records a job's new state and appends its log lines (the tests' short form of
+    /// [`Store::finish_job_and_save`], which the actor calls); the lines' sequence numbers.
+    #[cfg(test)]
     pub fn finish_job(
         &self,
         job_key: &str,
         state: JobState,
         logs: &[LogRecord],
     ) -> Result<Vec<i64>, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "UPDATE jobs SET state = ?2 WHERE key = ?1",
-            params![job_key, state],
-        )?;
-        let seqs = append(&tx, job_key, logs)?;
-        tx.commit()?;
-        Ok(seqs)
+        self.finish_job_and_save(job_key, state, logs, "", &[], crate::clock::now_ms())
     }
 
-    /// A job's end at `now_ms` ([`Store::finish_job`]), and the documents of `repo`'s services
-    /// it changed, in one transaction.
+    /// Records a job's end at `now_ms`: its state, the rest of its log lines and the documents
+    /// of `repo`'s services it changed, in one transaction; the lines' sequence numbers.
     pub fn finish_job_and_save(
         &self,
         job_key: &str,
