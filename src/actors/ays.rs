@@ -155,6 +155,10 @@ pub struct AysState {
     processed: Vec<i64>,
     /// Stored events some repositories (whose actors are down) still owe: how many.
     owed: BTreeMap<i64, usize>,
+    /// The last event a crash had left pending when this actor started. Only those (cast by this
+    /// actor at start, and maybe by their door too) can arrive twice; later ones come once, from
+    /// their door, and need no look in the store.
+    recovered_upto: i64,
 }
 
 /// How long a processed mark may wait to be written with others.
@@ -372,6 +376,7 @@ impl AysState {
         // A recorded event can arrive twice: cast by its door while this actor (re)started and
         // found it pending in the store. Run its actions once.
         if let Some(id) = id
+            && id <= self.recovered_upto
             && (self.processed.contains(&id)
                 || self.owed.contains_key(&id)
                 || matches!(self.shared.store.event_pending(id), Ok(false)))
@@ -539,6 +544,7 @@ impl Actor for Ays {
             cloning: Default::default(),
             processed: Vec::new(),
             owed: BTreeMap::new(),
+            recovered_upto: 0,
         };
         for record in shared.store.repos()? {
             state
@@ -549,6 +555,7 @@ impl Actor for Ays {
         state.publish(); // also when there is no repository yet
         // Events a crash left unprocessed (recorded, acknowledged, never delivered).
         for event in shared.store.pending_events()? {
+            state.recovered_upto = state.recovered_upto.max(event.id);
             let _ = myself.cast(AysMsg::Event {
                 id: Some(event.id),
                 channel: event.channel,

@@ -28,7 +28,7 @@ use mail_parser::{Address, Message, MessageParser, MimeHeaders, PartType};
 use serde_json::{Value, json};
 
 use super::{DeliverError, ReceivedMail};
-use crate::store::{MailRecord, Store};
+use crate::store::{AuditRecord, MailRecord, Store};
 
 /// Where and how mails are kept.
 #[derive(Debug, Clone)]
@@ -186,94 +186,98 @@ pub fn attachment(data: &[u8], index: usize) -> Option<Vec<u8>> {
     Some(part.contents().to_vec())
 }
 
-/// Records mails durably, together: each one written as its file `<root>/<now_ms>-<random>.eml`
-/// (not synced), then all of them, bytes and `email` events, in one SQLite transaction: one sync
-/// for the whole batch. Returns, per mail and in order, its event id and payload, or why it was
-/// not recorded (then nothing of it is left behind, and its sender is told to retry).
-pub fn record_batch(
+/// A mail made ready to be recorded by its sender's own task (MIME parsing, the payload's JSON,
+/// the audit entry), so the one thread that commits does nothing else.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The message as received.
+    pub data: Vec<u8>,
+    /// The name of its file in the mail directory: `<now_ms>-<random>.eml`.
+    pub file: String,
+    /// Its `email` event payload.
+    pub payload: Value,
+    /// The payload as JSON text, as stored.
+    pub json: String,
+    /// Its audit entry: the sender and the recipients, never the message.
+    pub audit: AuditRecord,
+}
+
+/// Works out everything about `mail` that recording needs, without IO.
+pub fn prepare(mail: ReceivedMail, storage: &Storage, now_ms: i64) -> Prepared {
+    let file = format!("{now_ms}-{:016x}.eml", rand::random::<u64>());
+    let payload = describe(&mail, &storage.root.join(&file), storage);
+    let audit = crate::auth::audit::record(
+        crate::auth::audit::Door::Mail,
+        &format!("mail:{}", mail.from),
+        crate::auth::access::Action::MailReceive,
+        &mail.to.join(","),
+        &crate::auth::audit::Outcome::Ok,
+    );
+    Prepared {
+        json: payload.to_string(),
+        data: mail.data,
+        file,
+        payload,
+        audit,
+    }
+}
+
+/// Records prepared mails durably, together: their bytes, `email` events and audit entries in
+/// one SQLite transaction, so one sync for the whole batch. The event ids, in order; on an error
+/// nothing of the batch is recorded (its senders are told to retry).
+pub fn commit(store: &Store, mails: &[Prepared], now_ms: i64) -> Result<Vec<i64>, DeliverError> {
+    let records: Vec<MailRecord<'_>> = mails
+        .iter()
+        .map(|mail| MailRecord {
+            payload: &mail.json,
+            file: &mail.file,
+            data: &mail.data,
+        })
+        .collect();
+    let audit: Vec<AuditRecord> = mails.iter().map(|mail| mail.audit.clone()).collect();
+    store
+        .insert_mails(CHANNEL, &records, &audit, now_ms)
+        .map_err(|err| DeliverError::Record(err.to_string()))
+}
+
+/// Writes a recorded mail's file under `root` (created if missing), not synced: the store holds
+/// the bytes durably, and [`restore`] writes the file again at start if a system crash lost it.
+pub fn write_file(root: &Path, mail: &Prepared) -> io::Result<()> {
+    let path = root.join(&mail.file);
+    match write_new(&path, &mail.data) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            create_private_dir(root)?;
+            write_new(&path, &mail.data)
+        }
+        written => written,
+    }
+    .inspect_err(|_| {
+        let _ = std::fs::remove_file(&path);
+    })
+}
+
+/// The tests' short form of what the recorder does with a batch: prepare, commit, write the
+/// files. Per mail, its event id and payload.
+#[cfg(test)]
+pub(crate) fn record_batch(
     store: &Store,
     storage: &Storage,
     mails: &[&ReceivedMail],
     now_ms: i64,
-) -> Vec<Result<(i64, Value), DeliverError>> {
-    let root = &storage.root;
-    if let Err(err) = create_private_dir(root) {
-        return mails
-            .iter()
-            .map(|_| Err(DeliverError::Record(format!("{}: {err}", root.display()))))
-            .collect();
-    }
-    let mut saved = Vec::with_capacity(mails.len());
-    for mail in mails {
-        let file = format!("{now_ms}-{:016x}.eml", rand::random::<u64>());
-        let raw = root.join(&file);
-        let payload = write_new(&raw, &mail.data)
-            .map(|()| describe(mail, &raw, storage))
-            .map_err(|err| {
-                let _ = std::fs::remove_file(&raw);
-                DeliverError::Record(format!("{}: {err}", raw.display()))
-            });
-        saved.push((file, payload));
-    }
-    let records: Vec<MailRecord<'_>> = saved
+) -> Result<Vec<(i64, Value)>, DeliverError> {
+    let prepared: Vec<Prepared> = mails
         .iter()
-        .zip(mails)
-        .filter_map(|((file, payload), mail)| {
-            let payload = payload.as_ref().ok()?;
-            Some(MailRecord {
-                payload,
-                file,
-                data: &mail.data,
-            })
-        })
+        .map(|mail| prepare((*mail).clone(), storage, now_ms))
         .collect();
-    // The audit trail names the sender and the recipients, never the message.
-    let audit: Vec<_> = records
-        .iter()
-        .map(|record| {
-            let envelope = &record.payload["envelope"];
-            let from = envelope["from"].as_str().unwrap_or_default();
-            let to: Vec<&str> = envelope["to"]
-                .as_array()
-                .map(|to| to.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            crate::auth::audit::record(
-                crate::auth::audit::Door::Mail,
-                &format!("mail:{from}"),
-                crate::auth::access::Action::MailReceive,
-                &to.join(","),
-                &crate::auth::audit::Outcome::Ok,
-            )
-        })
-        .collect();
-    let committed = if records.is_empty() {
-        Ok(Vec::new())
-    } else {
-        store.insert_mails(CHANNEL, &records, &audit, now_ms)
-    };
-    let mut ids = match committed {
-        Ok(ids) => ids.into_iter(),
-        Err(err) => {
-            let why = err.to_string();
-            return saved
-                .into_iter()
-                .map(|(file, payload)| {
-                    let _ = std::fs::remove_file(root.join(file));
-                    payload.and(Err(DeliverError::Record(why.clone())))
-                })
-                .collect();
-        }
-    };
-    saved
+    let ids = commit(store, &prepared, now_ms)?;
+    for mail in &prepared {
+        write_file(&storage.root, mail).map_err(|err| DeliverError::Record(err.to_string()))?;
+    }
+    Ok(ids
         .into_iter()
-        .map(|(_, payload)| {
-            let payload = payload?;
-            let id = ids
-                .next()
-                .ok_or_else(|| DeliverError::Record("an event id is missing".into()))?;
-            Ok((id, payload))
-        })
-        .collect()
+        .zip(prepared)
+        .map(|(id, mail)| (id, mail.payload))
+        .collect())
 }
 
 /// Writes again, from the store, every kept mail whose file is missing or not of its recorded
@@ -434,14 +438,14 @@ AAECAw==
     }
 
     #[test]
-    fn recording_stores_the_event_and_the_bytes_and_nothing_when_the_file_cannot_be_written() {
+    fn recording_stores_the_event_and_the_bytes_and_a_file_that_cannot_be_written_comes_back() {
         let tmp = tempfile::tempdir().expect("tmp");
         let store = Store::open(tmp.path()).expect("store");
         let root = mail_root(tmp.path());
         let (id, payload) = record_batch(&store, &storage(&root), &[&mail(MIXED)], 5)
+            .expect("record")
             .pop()
-            .expect("one outcome")
-            .expect("record");
+            .expect("one outcome");
         let pending = store.pending_events().expect("pending");
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].id, id);
@@ -451,13 +455,31 @@ AAECAw==
         let raw = payload["raw"].as_str().expect("raw");
         assert_eq!(std::fs::read(raw).expect("raw file"), mail(MIXED).data);
 
-        // A mail root that cannot be created (a file is in the way): nothing is recorded.
+        // A mail root that cannot be created (a file is in the way): the mail is recorded all the
+        // same (the store holds it), its file is not, and comes back once the way is clear.
         let blocked = tmp.path().join("blocked");
         std::fs::write(&blocked, "").expect("file");
-        let outcomes = record_batch(&store, &storage(&blocked), &[&mail(MIXED)], 6);
-        assert!(matches!(outcomes.as_slice(), [Err(_)]), "nothing recorded");
-        assert_eq!(store.pending_events().expect("pending").len(), 1);
-        assert_eq!(store.mail_files().expect("files").len(), 1);
+        let prepared = prepare(mail(MIXED), &storage(&blocked), 6);
+        let ids = commit(&store, std::slice::from_ref(&prepared), 6).expect("commit");
+        assert!(write_file(&blocked, &prepared).is_err());
+        assert_eq!(store.pending_events().expect("pending").len(), 2);
+        assert_eq!(
+            store.mail_data(ids[0]).expect("data"),
+            Some(mail(MIXED).data)
+        );
+        std::fs::remove_file(&blocked).expect("clear the way");
+        assert_eq!(restore(&store, &root).expect("restore"), 1, "its file only");
+        assert_eq!(
+            std::fs::read(root.join(&prepared.file)).expect("file"),
+            mail(MIXED).data
+        );
+        std::fs::remove_file(root.join(&prepared.file)).expect("remove");
+        // Both kept mails, when neither file is under the root.
+        assert_eq!(restore(&store, &blocked).expect("restore"), 2);
+        assert_eq!(
+            std::fs::read(blocked.join(&prepared.file)).expect("file"),
+            mail(MIXED).data
+        );
     }
 
     #[test]
@@ -471,11 +493,11 @@ AAECAw==
             &storage(&root),
             &mails.iter().collect::<Vec<_>>(),
             7,
-        );
+        )
+        .expect("recorded");
         let ids: Vec<i64> = outcomes
             .into_iter()
-            .map(|outcome| {
-                let (id, payload) = outcome.expect("recorded");
+            .map(|(id, payload)| {
                 let raw = payload["raw"].as_str().expect("raw path");
                 assert!(std::path::Path::new(raw).is_file(), "{raw}");
                 id
@@ -508,9 +530,9 @@ AAECAw==
         let root = tmp.path().join("mail");
         let store = Store::open(tmp.path()).expect("store");
         let (_, payload) = record_batch(&store, &storage(&root), &[&mail(&text)], 9)
+            .expect("recorded")
             .pop()
-            .expect("one outcome")
-            .expect("recorded");
+            .expect("one outcome");
         assert_eq!(payload["attachments_total"], 5000);
         assert_eq!(payload["attachments"].as_array().map(Vec::len), Some(32));
         assert_eq!(payload["attachments"][31]["name"], "p31");
@@ -535,13 +557,11 @@ AAECAw==
             &storage(&root),
             &mails.iter().collect::<Vec<_>>(),
             7,
-        );
+        )
+        .expect("recorded");
         let raws: Vec<PathBuf> = outcomes
             .into_iter()
-            .map(|o| {
-                let (_, payload) = o.expect("recorded");
-                PathBuf::from(payload["raw"].as_str().expect("raw"))
-            })
+            .map(|(_, payload)| PathBuf::from(payload["raw"].as_str().expect("raw")))
             .collect();
         std::fs::remove_file(&raws[0]).expect("lose");
         std::fs::write(&raws[1], b"Subj").expect("cut");

@@ -58,27 +58,46 @@ impl Drop for ReceiverGuard {
     }
 }
 
-/// A mail waiting to be recorded, with where its outcome goes.
+/// A mail waiting to be recorded, with where its event id goes.
 type Pending = (
-    ReceivedMail,
-    oneshot::Sender<Result<(i64, serde_json::Value), DeliverError>>,
+    message::Prepared,
+    oneshot::Sender<Result<i64, DeliverError>>,
 );
 
 /// Records mails in the store and hands them to the `Ays` actor.
 ///
-/// Recording is group commit: one thread takes every mail waiting at that moment and records them
-/// together ([`message::record_batch`]: one transaction, so one sync, for all of them and their
-/// events), so ten senders cost about one sync, not ten. Each sender still gets its `250` only
-/// after its own mail is durable. The same thread removes old mails ([`retention::sweep`]) at
-/// start and then every hour, and sets the door's [`Backlog`] after each batch and every second.
-/// The thread ends when the receiver (and so this) is dropped.
+/// Each sender's own task prepares its mail ([`message::prepare`]: MIME parsing, the payload's
+/// JSON, the audit entry). Recording is group commit: one thread takes every mail waiting at that
+/// moment and commits them together ([`message::commit`]: one transaction, so one sync, for all
+/// of them and their events), so ten senders cost about one sync, not ten. Each sender gets its
+/// `250` once its own mail is durable. Then a second thread writes the mails' files and hands
+/// their events to the engine, while the first commits the next batch: an action never gets a
+/// mail whose file is not written yet. A file that cannot be written leaves its event pending:
+/// the next start writes it again from the store ([`message::restore`]) and delivers it then.
+///
+/// (Committing unsynced and syncing the WAL on a third thread while the next batch commits was
+/// measured slower: smaller batches, more commits, and the machine is short of CPU, not of
+/// disk; BENCHMARKS.md, SMTP.)
+///
+/// The recording thread also removes old mails ([`retention::sweep`]) at start and then every
+/// hour, and sets the door's [`Backlog`] after each batch and every second. Both threads end
+/// when the receiver (and so this) is dropped.
 struct Recorder {
     /// Feeds the recording thread.
     queue: std::sync::mpsc::Sender<Pending>,
+    /// Where mails are kept, and what their payloads say.
+    storage: Arc<Storage>,
 }
 
 /// At most this many mails share one commit.
 const MAX_BATCH: usize = 64;
+
+/// At most this many committed batches wait for their files and their delivery to the engine;
+/// past it the recording thread waits (and so do the senders).
+const PUBLISH_QUEUE: usize = 16;
+
+/// Mails larger than this are prepared on a blocking thread rather than the sender's task.
+const PREPARE_INLINE_BYTES: usize = 256 * 1024;
 
 /// How often old mails' files are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
@@ -89,13 +108,23 @@ const BACKLOG_EVERY: Duration = Duration::from_secs(1);
 
 impl Recorder {
     fn start(store: Store, storage: Storage, keep_days: u32, backlog: Backlog) -> Recorder {
+        let storage = Arc::new(storage);
         let (queue, waiting) = std::sync::mpsc::channel::<Pending>();
+        let (publish, committed) =
+            std::sync::mpsc::sync_channel::<Vec<(i64, message::Prepared)>>(PUBLISH_QUEUE);
+        let root = storage.root.clone();
+        std::thread::spawn(move || {
+            for batch in committed {
+                publish_batch(&root, batch);
+            }
+        });
+        let sweep_root = storage.root.clone();
         std::thread::spawn(move || {
             let keep_ms = i64::from(keep_days) * retention::DAY_MS;
             let mut swept: Option<std::time::Instant> = None;
             loop {
                 if swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
-                    match retention::sweep(&store, &storage.root, now_ms(), keep_ms) {
+                    match retention::sweep(&store, &sweep_root, now_ms(), keep_ms) {
                         Ok(0) => {}
                         Ok(removed) => info!(removed, "old mails removed"),
                         Err(err) => warn!(%err, "cannot remove old mails"),
@@ -109,20 +138,48 @@ impl Recorder {
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 };
                 let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match waiting.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
+                batch.extend(waiting.try_iter().take(MAX_BATCH - 1));
+                let (mails, senders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                match message::commit(&store, &mails, now_ms()) {
+                    Ok(ids) => {
+                        for (done, id) in senders.into_iter().zip(&ids) {
+                            let _ = done.send(Ok(*id));
+                        }
+                        if publish.send(ids.into_iter().zip(mails).collect()).is_err() {
+                            break;
+                        }
                     }
-                }
-                let mails: Vec<&ReceivedMail> = batch.iter().map(|(mail, _)| mail).collect();
-                let outcomes = message::record_batch(&store, &storage, &mails, now_ms());
-                for ((_, done), outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = done.send(outcome);
+                    Err(err) => {
+                        warn!(%err, mails = senders.len(), "mails not recorded; their senders retry");
+                        for done in senders {
+                            let _ = done.send(Err(DeliverError::Record(err.to_string())));
+                        }
+                    }
                 }
             }
         });
-        Recorder { queue }
+        Recorder { queue, storage }
+    }
+}
+
+/// Writes committed mails' files, then hands their events to the engine.
+fn publish_batch(root: &std::path::Path, batch: Vec<(i64, message::Prepared)>) {
+    for (id, mail) in batch {
+        if let Err(err) = message::write_file(root, &mail) {
+            warn!(
+                event = id,
+                %err,
+                "cannot write a mail's file; its event waits in the store for the next start"
+            );
+            continue;
+        }
+        // If the engine is restarting it finds the event pending when it starts.
+        if !AysClient.event(Some(id), message::CHANNEL, mail.payload) {
+            warn!(
+                event = id,
+                "the AYS engine is not running; the mail event waits in the store"
+            );
+        }
     }
 }
 
@@ -147,22 +204,20 @@ fn measure_backlog(store: &Store, backlog: &Backlog) {
 
 impl Deliver for Recorder {
     fn deliver(&self, mail: ReceivedMail) -> BoxFuture<'static, Result<i64, DeliverError>> {
-        let (done, outcome) = oneshot::channel();
-        let queued = self.queue.send((mail, done));
+        let queue = self.queue.clone();
+        let storage = self.storage.clone();
         Box::pin(async move {
-            queued.map_err(|_| DeliverError::Record("the recorder has stopped".into()))?;
-            let (id, payload) = outcome
-                .await
-                .map_err(|_| DeliverError::Record("the recorder has stopped".into()))??;
-            // Durable from here on. If the engine is restarting it finds the event pending when
-            // it starts.
-            if !AysClient.event(Some(id), message::CHANNEL, payload) {
-                warn!(
-                    event = id,
-                    "the AYS engine is not running; the mail event waits in the store"
-                );
-            }
-            Ok(id)
+            let prepared = if mail.data.len() <= PREPARE_INLINE_BYTES {
+                message::prepare(mail, &storage, now_ms())
+            } else {
+                tokio::task::spawn_blocking(move || message::prepare(mail, &storage, now_ms()))
+                    .await
+                    .map_err(|err| DeliverError::Record(err.to_string()))?
+            };
+            let stopped = || DeliverError::Record("the recorder has stopped".into());
+            let (done, outcome) = oneshot::channel();
+            queue.send((prepared, done)).map_err(|_| stopped())?;
+            outcome.await.map_err(|_| stopped())?
         })
     }
 }

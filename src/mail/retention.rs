@@ -115,9 +115,9 @@ mod tests {
         let day = |n: i64| n * DAY_MS;
         let record = |subject: &str, at: i64| {
             record_batch(&store, &storage, &[&mail(subject, true)], at)
+                .expect("recorded")
                 .pop()
                 .expect("outcome")
-                .expect("recorded")
         };
         let (old_done, _) = record("old, processed", day(1));
         let (_old_pending, _) = record("old, pending", day(2));

@@ -75,19 +75,19 @@ pub(super) fn insert_audit_tx(
     tx: &Transaction<'_>,
     record: &AuditRecord,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO audit (at_ms, door, identity, action, target, outcome, message)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
-            record.at_ms,
-            record.door,
-            record.identity,
-            record.action,
-            record.target,
-            record.outcome,
-            record.message
-        ],
-    )?;
+    )?
+    .execute(params![
+        record.at_ms,
+        record.door,
+        record.identity,
+        record.action,
+        record.target,
+        record.outcome,
+        record.message
+    ])?;
     Ok(())
 }
 

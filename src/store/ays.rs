@@ -1197,12 +1197,18 @@ impl Store {
         Ok(pending == Some(0))
     }
 
-    /// Marks several events processed in one transaction.
+    /// Marks several events processed in one transaction, not synced ([`Store::lock_unsynced`]):
+    /// a mark a system crash loses delivers its event once more at the next start (at least
+    /// once, as for a crash before the marks are written), and the next synced commit of anything
+    /// makes it durable.
     pub fn mark_events_processed(&self, ids: &[i64]) -> Result<(), StoreError> {
-        let mut conn = self.lock();
+        let mut conn = self.lock_unsynced()?;
         let tx = conn.transaction()?;
-        for id in ids {
-            tx.execute("UPDATE events SET processed = 1 WHERE id = ?1", params![id])?;
+        {
+            let mut mark = tx.prepare_cached("UPDATE events SET processed = 1 WHERE id = ?1")?;
+            for id in ids {
+                mark.execute(params![id])?;
+            }
         }
         tx.commit()?;
         Ok(())

@@ -4,15 +4,14 @@
 //! it); the rows go when the mail's retention time is over.
 
 use rusqlite::{OptionalExtension as _, params};
-use serde_json::Value;
 
 use super::{Store, StoreError};
 
 /// A mail to record.
 #[derive(Debug, Clone, Copy)]
 pub struct MailRecord<'a> {
-    /// Its event payload.
-    pub payload: &'a Value,
+    /// Its event payload, as JSON text.
+    pub payload: &'a str,
     /// The name of its file in the mail directory.
     pub file: &'a str,
     /// The message as received.
@@ -53,7 +52,7 @@ impl Store {
                 "INSERT INTO mail_messages (event_id, file, created_ms, data) VALUES (?1, ?2, ?3, ?4)",
             )?;
             for mail in mails {
-                let id = event.insert(params![channel, mail.payload.to_string(), now_ms])?;
+                let id = event.insert(params![channel, mail.payload, now_ms])?;
                 message.execute(params![id, mail.file, now_ms, mail.data])?;
                 ids.push(id);
             }
@@ -119,7 +118,7 @@ mod tests {
     fn mails_are_kept_with_their_events_until_old_and_processed() {
         let tmp = tempfile::tempdir().expect("tmp");
         let store = Store::open(tmp.path()).expect("store");
-        let payload = json!({"subject": "x"});
+        let payload = json!({"subject": "x"}).to_string();
         let ids = store
             .insert_mails(
                 "email",
