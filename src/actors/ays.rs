@@ -78,6 +78,8 @@ pub enum AysMsg {
         channel: String,
         /// The payload: the jobs' args.
         payload: serde_json::Value,
+        /// Done once before the first run it starts, if any (a mail's file written out).
+        before_run: Option<BeforeRun>,
     },
     /// A clone for `CreateRepo` ended (sent to itself by the clone task).
     Cloned {
@@ -135,6 +137,41 @@ struct Event {
     channel: String,
     /// The jobs' args.
     payload: serde_json::Value,
+    /// Done once before the first run it starts.
+    before_run: Option<BeforeRun>,
+}
+
+/// Work an event needs done once before the first run it starts, and only if it starts one: the
+/// mail door writes a mail's file out only when an action is to get it. Every repository the
+/// event goes to shares it; the first to start a run does the work, the others get its outcome.
+#[derive(Clone)]
+pub struct BeforeRun(Arc<BeforeRunInner>);
+
+/// The work and, once done, its outcome.
+struct BeforeRunInner {
+    work: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+    outcome: std::sync::OnceLock<Result<(), String>>,
+}
+
+impl BeforeRun {
+    /// Work to do at most once.
+    pub fn new(work: impl Fn() -> Result<(), String> + Send + Sync + 'static) -> BeforeRun {
+        BeforeRun(Arc::new(BeforeRunInner {
+            work: Box::new(work),
+            outcome: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// Does the work the first time; later calls get the first outcome.
+    pub fn run(&self) -> Result<(), String> {
+        self.0.outcome.get_or_init(|| (self.0.work)()).clone()
+    }
+}
+
+impl std::fmt::Debug for BeforeRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeRun")
+    }
 }
 
 /// The Ays actor's state.
@@ -372,6 +409,7 @@ impl AysState {
         id: Option<i64>,
         channel: String,
         payload: serde_json::Value,
+        before_run: Option<BeforeRun>,
     ) {
         // A recorded event can arrive twice: cast by its door while this actor (re)started and
         // found it pending in the store. Run its actions once.
@@ -391,6 +429,7 @@ impl AysState {
             id,
             channel,
             payload,
+            before_run,
         };
         let mut owed = 0;
         for (name, child) in self.repos.iter_mut() {
@@ -469,6 +508,7 @@ async fn deliver(name: &str, actor: Option<&ActorRef<RepoMsg>>, event: &Event) -
     let result = call!(actor, |reply| RepoMsg::Event {
         channel: event.channel.clone(),
         payload: event.payload.clone(),
+        before_run: event.before_run.clone(),
         reply
     });
     if let Err(err) = &result {
@@ -556,10 +596,12 @@ impl Actor for Ays {
         // Events a crash left unprocessed (recorded, acknowledged, never delivered).
         for event in shared.store.pending_events()? {
             state.recovered_upto = state.recovered_upto.max(event.id);
+            // Their doors' work is done: the start wrote pending mails' files again.
             let _ = myself.cast(AysMsg::Event {
                 id: Some(event.id),
                 channel: event.channel,
                 payload: event.payload,
+                before_run: None,
             });
         }
         Ok(state)
@@ -613,7 +655,8 @@ impl Actor for Ays {
                 id,
                 channel,
                 payload,
-            } => state.event(&myself, id, channel, payload).await,
+                before_run,
+            } => state.event(&myself, id, channel, payload, before_run).await,
             AysMsg::FlushProcessed => state.flush_processed(),
             AysMsg::Restart(name) => {
                 let down = state.repos.get(&name).filter(|c| c.actor.is_none());

@@ -20,6 +20,7 @@ use ractor::{ActorRef, RpcReplyPort};
 use serde_json::Value;
 
 use crate::actors::ays::AysMsg;
+pub use crate::actors::ays::BeforeRun;
 pub use crate::actors::error::AysError;
 use crate::actors::names;
 use crate::actors::repo::RepoMsg;
@@ -476,11 +477,24 @@ impl AysClient {
     /// it (it is then marked processed once delivered). False when the engine is not running
     /// (a recorded event then waits in the store for its next start).
     pub fn event(&self, id: Option<i64>, channel: &str, payload: Value) -> bool {
+        self.event_before_run(id, channel, payload, None)
+    }
+
+    /// [`AysClient::event`], with work done once before the first run the event starts, and only
+    /// if it starts one (the mail door writes the mail's file then).
+    pub fn event_before_run(
+        &self,
+        id: Option<i64>,
+        channel: &str,
+        payload: Value,
+        before_run: Option<BeforeRun>,
+    ) -> bool {
         ActorRef::<AysMsg>::where_is(names::AYS).is_some_and(|ays| {
             ays.cast(AysMsg::Event {
                 id,
                 channel: channel.to_string(),
                 payload,
+                before_run,
             })
             .is_ok()
         })

@@ -240,24 +240,40 @@ pub fn commit(store: &Store, mails: &[Prepared], now_ms: i64) -> Result<Vec<i64>
         .map_err(|err| DeliverError::Record(err.to_string()))
 }
 
-/// Writes a recorded mail's file under `root` (created if missing), not synced: the store holds
-/// the bytes durably, and [`restore`] writes the file again at start if a system crash lost it.
-pub fn write_file(root: &Path, mail: &Prepared) -> io::Result<()> {
-    let path = root.join(&mail.file);
-    match write_new(&path, &mail.data) {
+/// Writes the file of event `event_id`'s mail (`file`, under `root`, created if missing) from the
+/// store's copy, for an action that is to get the mail, and notes that it did so
+/// ([`Store::mark_mail_written`]). Not synced: the store holds the bytes durably, and [`restore`]
+/// writes the file again at start if a system crash lost it. Mails no action subscribes to never
+/// get a file.
+pub fn write_for_action(
+    store: &Store,
+    root: &Path,
+    event_id: i64,
+    file: &str,
+) -> Result<(), String> {
+    let path = root.join(file);
+    let data = store
+        .mail_data(event_id)
+        .map_err(|err| err.to_string())?
+        .ok_or_else(|| format!("mail {event_id} is no longer kept"))?;
+    let written = match write_new(&path, &data) {
         Err(err) if err.kind() == io::ErrorKind::NotFound => {
-            create_private_dir(root)?;
-            write_new(&path, &mail.data)
+            create_private_dir(root).and_then(|()| write_new(&path, &data))
         }
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         written => written,
-    }
-    .inspect_err(|_| {
+    };
+    if let Err(err) = written {
         let _ = std::fs::remove_file(&path);
-    })
+        return Err(format!("{}: {err}", path.display()));
+    }
+    store
+        .mark_mail_written(event_id)
+        .map_err(|err| err.to_string())
 }
 
-/// The tests' short form of what the recorder does with a batch: prepare, commit, write the
-/// files. Per mail, its event id and payload.
+/// The tests' short form of what the recorder and an action's run do with a batch: prepare,
+/// commit, write the files. Per mail, its event id and payload.
 #[cfg(test)]
 pub(crate) fn record_batch(
     store: &Store,
@@ -270,8 +286,8 @@ pub(crate) fn record_batch(
         .map(|mail| prepare((*mail).clone(), storage, now_ms))
         .collect();
     let ids = commit(store, &prepared, now_ms)?;
-    for mail in &prepared {
-        write_file(&storage.root, mail).map_err(|err| DeliverError::Record(err.to_string()))?;
+    for (id, mail) in ids.iter().zip(&prepared) {
+        write_for_action(store, &storage.root, *id, &mail.file).map_err(DeliverError::Record)?;
     }
     Ok(ids
         .into_iter()
@@ -280,11 +296,13 @@ pub(crate) fn record_batch(
         .collect())
 }
 
-/// Writes again, from the store, every kept mail whose file is missing or not of its recorded
-/// size (the files are not synced when written: a system crash can lose them, the store's copy
-/// it cannot); how many. Called at start, before anything can hand a mail to an action.
+/// Writes again, from the store, every kept mail whose file should be there (it was written for
+/// an action, or its event is still pending and may start runs) and is missing or not of its
+/// recorded size (the files are not synced when written: a system crash can lose them, the
+/// store's copy it cannot); how many. Called at start, before anything can hand a mail to an
+/// action.
 pub fn restore(store: &Store, root: &Path) -> io::Result<usize> {
-    let files = store.mail_files().map_err(io::Error::other)?;
+    let files = store.mail_files_wanted().map_err(io::Error::other)?;
     let mut restored = 0;
     for kept in files {
         // Only a name, never a path: the file stays in `root` whatever the row says.
@@ -438,10 +456,11 @@ AAECAw==
     }
 
     #[test]
-    fn recording_stores_the_event_and_the_bytes_and_a_file_that_cannot_be_written_comes_back() {
+    fn a_mail_gets_its_file_only_for_an_action_and_a_start_writes_again_only_those_wanted() {
         let tmp = tempfile::tempdir().expect("tmp");
         let store = Store::open(tmp.path()).expect("store");
         let root = mail_root(tmp.path());
+        // Recorded and written for an action.
         let (id, payload) = record_batch(&store, &storage(&root), &[&mail(MIXED)], 5)
             .expect("record")
             .pop()
@@ -455,31 +474,38 @@ AAECAw==
         let raw = payload["raw"].as_str().expect("raw");
         assert_eq!(std::fs::read(raw).expect("raw file"), mail(MIXED).data);
 
-        // A mail root that cannot be created (a file is in the way): the mail is recorded all the
-        // same (the store holds it), its file is not, and comes back once the way is clear.
+        // Recorded only: no file, until the start finds its event pending.
+        let quiet = prepare(mail("Subject: quiet\n\nx\n"), &storage(&root), 6);
+        let quiet_id = commit(&store, std::slice::from_ref(&quiet), 6).expect("commit")[0];
+        assert!(!root.join(&quiet.file).exists());
+        std::fs::remove_file(raw).expect("a crash lost it");
+        assert_eq!(restore(&store, &root).expect("restore"), 2, "both wanted");
+        assert_eq!(std::fs::read(raw).expect("raw file"), mail(MIXED).data);
+        // Once processed, a mail no action got is not written again; one an action got is.
+        store.mark_events_processed(&[id, quiet_id]).expect("mark");
+        std::fs::remove_file(raw).expect("lost again");
+        std::fs::remove_file(root.join(&quiet.file)).expect("lost");
+        assert_eq!(restore(&store, &root).expect("restore"), 1);
+        assert!(Path::new(raw).is_file());
+        assert!(!root.join(&quiet.file).exists());
+
+        // A mail root that cannot be created (a file is in the way): the action's file is not
+        // written, the mail stays in the store, and the file comes once the way is clear.
         let blocked = tmp.path().join("blocked");
         std::fs::write(&blocked, "").expect("file");
-        let prepared = prepare(mail(MIXED), &storage(&blocked), 6);
-        let ids = commit(&store, std::slice::from_ref(&prepared), 6).expect("commit");
-        assert!(write_file(&blocked, &prepared).is_err());
-        assert_eq!(store.pending_events().expect("pending").len(), 2);
+        assert!(write_for_action(&store, &blocked, quiet_id, &quiet.file).is_err());
         assert_eq!(
-            store.mail_data(ids[0]).expect("data"),
-            Some(mail(MIXED).data)
+            store.mail_data(quiet_id).expect("data"),
+            Some(quiet.data.clone())
         );
         std::fs::remove_file(&blocked).expect("clear the way");
-        assert_eq!(restore(&store, &root).expect("restore"), 1, "its file only");
+        write_for_action(&store, &blocked, quiet_id, &quiet.file).expect("written");
         assert_eq!(
-            std::fs::read(root.join(&prepared.file)).expect("file"),
-            mail(MIXED).data
+            std::fs::read(blocked.join(&quiet.file)).expect("file"),
+            quiet.data
         );
-        std::fs::remove_file(root.join(&prepared.file)).expect("remove");
-        // Both kept mails, when neither file is under the root.
-        assert_eq!(restore(&store, &blocked).expect("restore"), 2);
-        assert_eq!(
-            std::fs::read(blocked.join(&prepared.file)).expect("file"),
-            mail(MIXED).data
-        );
+        // Written twice (two repositories' actions): the same file.
+        write_for_action(&store, &blocked, quiet_id, &quiet.file).expect("again");
     }
 
     #[test]

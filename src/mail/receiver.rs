@@ -27,7 +27,7 @@ use super::message::Storage;
 use super::session::{self, Door, Rules};
 use super::{Deliver, DeliverError, ReceivedMail, listener, message, retention};
 use crate::actors::{Shared, names};
-use crate::client::AysClient;
+use crate::client::{AysClient, BeforeRun};
 use crate::clock::now_ms;
 use crate::store::Store;
 
@@ -70,18 +70,19 @@ type Pending = (
 /// JSON, the audit entry). Recording is group commit: one thread takes every mail waiting at that
 /// moment and commits them together ([`message::commit`]: one transaction, so one sync, for all
 /// of them and their events), so ten senders cost about one sync, not ten. Each sender gets its
-/// `250` once its own mail is durable. Then a second thread writes the mails' files and hands
-/// their events to the engine, while the first commits the next batch: an action never gets a
-/// mail whose file is not written yet. A file that cannot be written leaves its event pending:
-/// the next start writes it again from the store ([`message::restore`]) and delivers it then.
+/// `250` once its own mail is durable. Then, while it commits the next batch, a second thread
+/// hands the events to the engine, each with the work of writing its mail's file
+/// ([`message::write_for_action`]), which the engine does before the first run the event starts:
+/// a mail no action subscribes to never gets a file (the store holds it), and no action gets a
+/// mail whose file is not written yet.
 ///
-/// (Committing unsynced and syncing the WAL on a third thread while the next batch commits was
-/// measured slower: smaller batches, more commits, and the machine is short of CPU, not of
-/// disk; BENCHMARKS.md, SMTP.)
+/// (Committing unsynced and syncing the WAL on another thread while the next batch commits was
+/// measured slower: smaller batches, more commits, on a machine short of CPU rather than of disk;
+/// BENCHMARKS.md, SMTP.)
 ///
 /// The recording thread also removes old mails ([`retention::sweep`]) at start and then every
-/// hour, and sets the door's [`Backlog`] after each batch and every second. Both threads end
-/// when the receiver (and so this) is dropped.
+/// hour, and sets the door's [`Backlog`] after each batch and every second. Both threads end when
+/// the receiver (and so this) is dropped.
 struct Recorder {
     /// Feeds the recording thread.
     queue: std::sync::mpsc::Sender<Pending>,
@@ -92,8 +93,8 @@ struct Recorder {
 /// At most this many mails share one commit.
 const MAX_BATCH: usize = 64;
 
-/// At most this many committed batches wait for their files and their delivery to the engine;
-/// past it the recording thread waits (and so do the senders).
+/// At most this many committed batches wait to be handed to the engine; past it the recording
+/// thread waits (and so do the senders).
 const PUBLISH_QUEUE: usize = 16;
 
 /// Mails larger than this are prepared on a blocking thread rather than the sender's task.
@@ -110,21 +111,23 @@ impl Recorder {
     fn start(store: Store, storage: Storage, keep_days: u32, backlog: Backlog) -> Recorder {
         let storage = Arc::new(storage);
         let (queue, waiting) = std::sync::mpsc::channel::<Pending>();
+        let root = Arc::new(storage.root.clone());
         let (publish, committed) =
             std::sync::mpsc::sync_channel::<Vec<(i64, message::Prepared)>>(PUBLISH_QUEUE);
-        let root = storage.root.clone();
+        let (publisher, publisher_root) = (store.clone(), root.clone());
         std::thread::spawn(move || {
             for batch in committed {
-                publish_batch(&root, batch);
+                for (id, mail) in batch {
+                    hand_over(&publisher, &publisher_root, id, mail);
+                }
             }
         });
-        let sweep_root = storage.root.clone();
         std::thread::spawn(move || {
             let keep_ms = i64::from(keep_days) * retention::DAY_MS;
             let mut swept: Option<std::time::Instant> = None;
             loop {
                 if swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
-                    match retention::sweep(&store, &sweep_root, now_ms(), keep_ms) {
+                    match retention::sweep(&store, &root, now_ms(), keep_ms) {
                         Ok(0) => {}
                         Ok(removed) => info!(removed, "old mails removed"),
                         Err(err) => warn!(%err, "cannot remove old mails"),
@@ -162,24 +165,16 @@ impl Recorder {
     }
 }
 
-/// Writes committed mails' files, then hands their events to the engine.
-fn publish_batch(root: &std::path::Path, batch: Vec<(i64, message::Prepared)>) {
-    for (id, mail) in batch {
-        if let Err(err) = message::write_file(root, &mail) {
-            warn!(
-                event = id,
-                %err,
-                "cannot write a mail's file; its event waits in the store for the next start"
-            );
-            continue;
-        }
-        // If the engine is restarting it finds the event pending when it starts.
-        if !AysClient.event(Some(id), message::CHANNEL, mail.payload) {
-            warn!(
-                event = id,
-                "the AYS engine is not running; the mail event waits in the store"
-            );
-        }
+/// Hands a recorded mail's event to the engine, with the writing of its file for its actions.
+fn hand_over(store: &Store, root: &Arc<std::path::PathBuf>, id: i64, mail: message::Prepared) {
+    let (store, root, file) = (store.clone(), root.clone(), mail.file);
+    let write = BeforeRun::new(move || message::write_for_action(&store, &root, id, &file));
+    // If the engine is restarting it finds the event pending when it starts.
+    if !AysClient.event_before_run(Some(id), message::CHANNEL, mail.payload, Some(write)) {
+        warn!(
+            event = id,
+            "the AYS engine is not running; the mail event waits in the store"
+        );
     }
 }
 

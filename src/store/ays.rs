@@ -1463,6 +1463,7 @@ mod tests {
             .execute_batch(&format!(
                 "DROP INDEX job_logs_run; ALTER TABLE job_logs DROP COLUMN run_key;
                  ALTER TABLE jobs DROP COLUMN started_ms; ALTER TABLE jobs DROP COLUMN ended_ms;
+                 ALTER TABLE mail_messages DROP COLUMN written;
                  PRAGMA user_version = {before};"
             ))
             .expect("downgrade");

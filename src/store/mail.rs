@@ -49,7 +49,8 @@ impl Store {
                 "INSERT INTO events (channel, payload, created_ms, processed) VALUES (?1, ?2, ?3, 0)",
             )?;
             let mut message = tx.prepare_cached(
-                "INSERT INTO mail_messages (event_id, file, created_ms, data) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO mail_messages (event_id, file, created_ms, data, written)
+                 VALUES (?1, ?2, ?3, ?4, 0)",
             )?;
             for mail in mails {
                 let id = event.insert(params![channel, mail.payload, now_ms])?;
@@ -63,9 +64,36 @@ impl Store {
 
     /// Every mail kept, oldest first.
     pub fn mail_files(&self) -> Result<Vec<MailFile>, StoreError> {
+        self.query_mail_files(
+            "SELECT event_id, file, length(data) FROM mail_messages ORDER BY event_id",
+        )
+    }
+
+    /// The kept mails whose file should be there, oldest first: those written for an action
+    /// ([`Store::mark_mail_written`]) and those whose event is still pending (delivered at start,
+    /// they may start runs).
+    pub fn mail_files_wanted(&self) -> Result<Vec<MailFile>, StoreError> {
+        self.query_mail_files(
+            "SELECT event_id, file, length(data) FROM mail_messages
+             WHERE written = 1 OR event_id IN (SELECT id FROM events WHERE processed = 0)
+             ORDER BY event_id",
+        )
+    }
+
+    /// Notes that the file of event `event_id`'s mail was written for an action, so a start
+    /// after a system crash writes it again. Not synced: the action's run is committed (synced)
+    /// after it, and that commit makes this one durable too.
+    pub fn mark_mail_written(&self, event_id: i64) -> Result<(), StoreError> {
+        self.lock_unsynced()?.execute(
+            "UPDATE mail_messages SET written = 1 WHERE event_id = ?1",
+            params![event_id],
+        )?;
+        Ok(())
+    }
+
+    fn query_mail_files(&self, sql: &str) -> Result<Vec<MailFile>, StoreError> {
         let conn = self.lock();
-        let mut stmt = conn
-            .prepare("SELECT event_id, file, length(data) FROM mail_messages ORDER BY event_id")?;
+        let mut stmt = conn.prepare_cached(sql)?;
         let rows = stmt.query_map([], |row| {
             Ok(MailFile {
                 event_id: row.get(0)?,

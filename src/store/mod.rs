@@ -288,6 +288,10 @@ const MIGRATIONS: &[&str] = &[
     // lead: when a job started and ended (the console's run timeline, the run's JSON).
     "ALTER TABLE jobs ADD COLUMN started_ms INTEGER;
     ALTER TABLE jobs ADD COLUMN ended_ms INTEGER;",
+    // lead: a mail's file is written only once an action is to get the mail; the mark says it
+    // was, so the start writes again only those files (and those of pending events). Mails kept
+    // from before had their files written.
+    "ALTER TABLE mail_messages ADD COLUMN written INTEGER NOT NULL DEFAULT 1;",
 ];
 
 /// The handle to durable state; cheap to clone, safe to share between actors and threads.

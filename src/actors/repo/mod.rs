@@ -217,6 +217,8 @@ pub enum RepoMsg {
         channel: String,
         /// The payload.
         payload: Value,
+        /// Done once before the first run it starts.
+        before_run: Option<crate::actors::ays::BeforeRun>,
         /// Gets how many jobs it queued.
         reply: RpcReplyPort<usize>,
     },
@@ -564,9 +566,10 @@ impl Actor for Repo {
             RepoMsg::Event {
                 channel,
                 payload,
+                before_run,
                 reply,
             } => {
-                let queued = state.event(&myself, &channel, payload)?;
+                let queued = state.event(&myself, &channel, payload, before_run.as_ref())?;
                 let _ = reply.send(queued);
             }
             RepoMsg::StartStep { run, step, reply } => {

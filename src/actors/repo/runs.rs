@@ -433,10 +433,15 @@ impl RepoState {
         myself: &ActorRef<RepoMsg>,
         channel: &str,
         payload: Value,
+        before_run: Option<&crate::actors::ays::BeforeRun>,
     ) -> Result<usize, AysError> {
         let jobs = engine::subscribers(&self.services, channel);
         if jobs.is_empty() {
             return Ok(0);
+        }
+        if let Some(Err(why)) = before_run.map(|work| work.run()) {
+            // The run goes ahead: what the work could not prepare the action will miss, loudly.
+            warn!(repo = %self.name, %channel, %why, "an event's preparation failed");
         }
         let count = jobs.len();
         let origin = Origin::Event {

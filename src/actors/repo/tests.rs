@@ -377,13 +377,37 @@ async fn an_event_during_a_run_is_queued_and_runs_after_it() {
     .expect("call")
     .expect("executed");
     let first = bench.create_run().await;
+    // The event's preparation runs once, and only for a channel an action subscribes to.
+    let prepared = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = prepared.clone();
+    let before_run = crate::actors::ays::BeforeRun::new(move || {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    });
+    let ignored = call!(bench.actor, |reply| RepoMsg::Event {
+        channel: "nobody-listens".into(),
+        payload: json!({}),
+        before_run: Some(before_run.clone()),
+        reply
+    })
+    .expect("call");
+    assert_eq!(ignored, 0);
+    assert_eq!(prepared.load(std::sync::atomic::Ordering::SeqCst), 0);
     let queued = call!(bench.actor, |reply| RepoMsg::Event {
         channel: "email".into(),
         payload: json!({"subject": "hi"}),
+        before_run: Some(before_run.clone()),
         reply
     })
     .expect("call");
     assert_eq!(queued, 1);
+    assert_eq!(prepared.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        before_run.run(),
+        Ok(()),
+        "later calls get the first outcome"
+    );
+    assert_eq!(prepared.load(std::sync::atomic::Ordering::SeqCst), 1);
     // The event's run waits, recorded `new`, while the first one runs.
     let runs = call!(bench.actor, |reply| RepoMsg::ListRuns { reply })
         .expect("call")
