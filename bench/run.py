@@ -293,8 +293,8 @@ def postfix_durable(count):
     return rate
 
 
-def bench_smtp(results):
-    log("SMTP")
+def smtp_round():
+    """One round of the four servers, one after the other: their mails/s."""
     env = {**os.environ, "LD_LIBRARY_PATH": str(TOOLS / "usr/lib/postfix")}
     port = free_port()
     sink = subprocess.Popen(
@@ -332,11 +332,34 @@ def bench_smtp(results):
     db.close()
     if recorded != MAILS:
         raise RuntimeError(f"{MAILS} mails sent, {recorded} events recorded")
-    results["smtp"] = {
+    return {
         "sink_per_sec": sink_rate, "aiosmtpd_per_sec": peer_rate,
         "postfix_per_sec": postfix_rate,
         "cockpit_per_sec": cockpit_rate, "recorded": recorded,
     }
+
+
+SMTP_ROUNDS = 1 if QUICK else 3
+
+
+def bench_smtp(results):
+    """SMTP_ROUNDS rounds of the four servers; the row shows the round of the median ratio to
+    Postfix's durable path (this VM's rates move by a third between minutes; every round's
+    ratios are kept)."""
+    log("SMTP")
+    rounds = []
+    for n in range(SMTP_ROUNDS):
+        x = smtp_round()
+        log(f"smtp round {n + 1}: {json.dumps(x)}")
+        rounds.append(x)
+    rounds.sort(key=lambda x: x["cockpit_per_sec"] / x["postfix_per_sec"])
+    median = dict(rounds[len(rounds) // 2])
+    median["rounds"] = [
+        {peer: round(x["cockpit_per_sec"] / x[f"{peer}_per_sec"], 2)
+         for peer in ("sink", "postfix", "aiosmtpd")}
+        for x in rounds
+    ]
+    results["smtp"] = median
 
 
 class FakeBotApi:
@@ -738,8 +761,9 @@ def report(r):
         add(f"1 KB mails) against Postfix's `smtp-sink` (the ceiling: it writes nothing), Postfix itself")
         add("(its durable path: smtpd → cleanup → an fsynced queue file before the `250`, then the `discard`")
         add("transport), `aiosmtpd` with a no-op handler (the Python peer) and Cockpit, where each of the")
-        add(f"{x['recorded']} mails was written and synced as a file and recorded as an `email` event")
-        add("(checked in the database after the run) before its `250`.\n")
+        add(f"{x['recorded']} mails was committed and synced with its `email` event (checked in the")
+        add("database after the run) before its `250`. No action subscribes, so no mail's file is written")
+        add("(a file is written only before the first run a mail starts).\n")
         add("| measurement | figure | reference | ratio | target | holds |")
         add("|---|---|---|---|---|---|")
         ratio = x["cockpit_per_sec"] / x["sink_per_sec"]
@@ -750,6 +774,12 @@ def report(r):
         ratio = x["cockpit_per_sec"] / x["aiosmtpd_per_sec"]
         add(f"| mails/s vs aiosmtpd | {x['cockpit_per_sec']:.0f} | {x['aiosmtpd_per_sec']:.0f} | {ratio:.2f}× | ≥ 3× | {holds(ratio >= 3)} |")
         add("")
+        if "rounds" in x:
+            add(f"{len(x['rounds'])} rounds, each the four servers one after the other; the row is the round")
+            add("of the median ratio to Postfix. Every round's ratios (smtp-sink, Postfix, aiosmtpd): "
+                + "; ".join(f"{r['sink']:.2f}×, {r['postfix']:.2f}×, {r['aiosmtpd']:.2f}×"
+                            for r in x["rounds"]) + ".")
+            add("")
 
     if "telegram" in r:
         x = r["telegram"]
