@@ -13,6 +13,7 @@
 
 pub mod ays;
 pub mod error;
+pub mod event;
 pub mod faults;
 pub mod notice;
 pub mod oauth_cache;

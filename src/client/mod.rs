@@ -20,8 +20,8 @@ use ractor::{ActorRef, RpcReplyPort};
 use serde_json::Value;
 
 use crate::actors::ays::AysMsg;
-pub use crate::actors::ays::BeforeRun;
 pub use crate::actors::error::AysError;
+pub use crate::actors::event::BeforeRun;
 use crate::actors::names;
 use crate::actors::repo::RepoMsg;
 pub use crate::auth::audit::Audit;

@@ -218,7 +218,7 @@ pub enum RepoMsg {
         /// The payload.
         payload: Value,
         /// Done once before the first run it starts.
-        before_run: Option<crate::actors::ays::BeforeRun>,
+        before_run: Option<crate::actors::event::BeforeRun>,
         /// Gets how many jobs it queued.
         reply: RpcReplyPort<usize>,
     },

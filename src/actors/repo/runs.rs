@@ -433,7 +433,7 @@ impl RepoState {
         myself: &ActorRef<RepoMsg>,
         channel: &str,
         payload: Value,
-        before_run: Option<&crate::actors::ays::BeforeRun>,
+        before_run: Option<&crate::actors::event::BeforeRun>,
     ) -> Result<usize, AysError> {
         let jobs = engine::subscribers(&self.services, channel);
         if jobs.is_empty() {

@@ -380,7 +380,7 @@ async fn an_event_during_a_run_is_queued_and_runs_after_it() {
     // The event's preparation runs once, and only for a channel an action subscribes to.
     let prepared = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = prepared.clone();
-    let before_run = crate::actors::ays::BeforeRun::new(move || {
+    let before_run = crate::actors::event::BeforeRun::new(move || {
         count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     });
