@@ -1,11 +1,11 @@
 //! The `MailReceiver` actor: runs the SMTP accept loop ([`crate::mail::listener`]) on the
 //! listener bound at start (`[mail] host:port`), on a task it owns.
 //!
-//! Each accepted mail is recorded (its bytes and its `email` event in the store, one file under
-//! `<storage>/mail/`) before the client gets its `250`; then the event is handed to the AYS
-//! engine through the client, which runs every subscribed action and marks the event processed. If the engine
-//! is not there (restarting) or the process dies first, the event stays pending and the engine
-//! processes it when it starts.
+//! Each accepted mail is recorded (its bytes and its `email` event in the store) before the
+//! client gets its `250`; then the event is handed to the AYS engine through the client, which
+//! writes the mail's file under `<storage>/mail/` before the first subscribed action runs, and
+//! marks the event processed. If the engine is not there (restarting) or the process dies first,
+//! the event stays pending and the engine processes it when it starts.
 //!
 //! As with the API server, the accept loop is tied to the actor's state: stopping the actor
 //! stops accepting and ends the sessions; a failure (whose state is dropped without
@@ -112,13 +112,12 @@ impl Recorder {
         let storage = Arc::new(storage);
         let (queue, waiting) = std::sync::mpsc::channel::<Pending>();
         let root = Arc::new(storage.root.clone());
-        let (publish, committed) =
-            std::sync::mpsc::sync_channel::<Vec<(i64, message::Prepared)>>(PUBLISH_QUEUE);
+        let (publish, committed) = std::sync::mpsc::sync_channel::<Vec<Recorded>>(PUBLISH_QUEUE);
         let (publisher, publisher_root) = (store.clone(), root.clone());
         std::thread::spawn(move || {
             for batch in committed {
-                for (id, mail) in batch {
-                    hand_over(&publisher, &publisher_root, id, mail);
+                for mail in batch {
+                    hand_over(&publisher, &publisher_root, mail);
                 }
             }
         });
@@ -148,7 +147,13 @@ impl Recorder {
                         for (done, id) in senders.into_iter().zip(&ids) {
                             let _ = done.send(Ok(*id));
                         }
-                        if publish.send(ids.into_iter().zip(mails).collect()).is_err() {
+                        // The bytes stay behind: the store has them, the engine needs none.
+                        let recorded = ids.into_iter().zip(mails).map(|(id, mail)| Recorded {
+                            id,
+                            file: mail.file,
+                            payload: mail.payload,
+                        });
+                        if publish.send(recorded.collect()).is_err() {
                             break;
                         }
                     }
@@ -165,9 +170,19 @@ impl Recorder {
     }
 }
 
+/// A recorded mail, as the engine is told of it.
+struct Recorded {
+    /// Its event id.
+    id: i64,
+    /// The name of its file in the mail directory.
+    file: String,
+    /// Its event payload.
+    payload: serde_json::Value,
+}
+
 /// Hands a recorded mail's event to the engine, with the writing of its file for its actions.
-fn hand_over(store: &Store, root: &Arc<std::path::PathBuf>, id: i64, mail: message::Prepared) {
-    let (store, root, file) = (store.clone(), root.clone(), mail.file);
+fn hand_over(store: &Store, root: &Arc<std::path::PathBuf>, mail: Recorded) {
+    let (store, root, file, id) = (store.clone(), root.clone(), mail.file, mail.id);
     let write = BeforeRun::new(move || message::write_for_action(&store, &root, id, &file));
     // If the engine is restarting it finds the event pending when it starts.
     if !AysClient.event_before_run(Some(id), message::CHANNEL, mail.payload, Some(write)) {
