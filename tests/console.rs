@@ -499,25 +499,24 @@ async fn a_blueprint_shows_its_problems_by_line_then_runs_with_a_live_log() {
 
     let bad =
         "node__a:\n  port: 2\nbad key: 1\nactions:\n  - action: install\n    recurring: nope\n";
-    let check = admin
-        .http
-        .post(format!("{}/console/repos/demo/check", world.base))
-        .header("origin", &world.base)
-        .header("x-csrf-token", &csrf)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[("name", "web.yaml"), ("content", bad)]))
-        .send()
-        .await
-        .expect("check");
-    assert_eq!(check.status(), StatusCode::OK);
-    let problems: Value = check.json().await.expect("json");
-    let lines: Vec<Value> = problems["problems"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .map(|p| p["line"].clone())
-        .collect();
-    assert_eq!(lines, vec![json!(3), json!(6)], "{problems}");
+    let checked = |content: &'static str| {
+        let request = admin
+            .http
+            .post(format!("{}/console/repos/demo/check", world.base))
+            .header("origin", &world.base)
+            .header("x-csrf-token", &csrf)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&[("name", "web.yaml"), ("content", content)]));
+        async move {
+            let response = request.send().await.expect("check");
+            assert_eq!(response.status(), StatusCode::OK);
+            let body: Value = response.json().await.expect("json");
+            body["problems"].as_array().expect("list").clone()
+        }
+    };
+    let problems = checked(bad).await;
+    let lines: Vec<Value> = problems.iter().map(|p| p["line"].clone()).collect();
+    assert_eq!(lines, vec![json!(3), json!(6)], "{problems:?}");
 
     // Saving it is refused with the problems shown; nothing is saved.
     let refused = admin
@@ -540,21 +539,6 @@ async fn a_blueprint_shows_its_problems_by_line_then_runs_with_a_live_log() {
     // An unknown actor and a field of the wrong type: Check shows them too, by line, before
     // anything is saved (against the repository's templates)…
     let unknown = "node__a:\n  port: 2\nnope__b:\nactions:\n  - action: install\n";
-    let checked = |content: &'static str| {
-        let request = admin
-            .http
-            .post(format!("{}/console/repos/demo/check", world.base))
-            .header("origin", &world.base)
-            .header("x-csrf-token", &csrf)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form(&[("name", "web.yaml"), ("content", content)]));
-        async move {
-            let response = request.send().await.expect("check");
-            assert_eq!(response.status(), StatusCode::OK);
-            let body: Value = response.json().await.expect("json");
-            body["problems"].as_array().expect("list").clone()
-        }
-    };
     let problems = checked(unknown).await;
     assert!(
         problems

@@ -62,8 +62,9 @@ impl Store {
         Ok(ids)
     }
 
-    /// Every mail kept, oldest first.
-    pub fn mail_files(&self) -> Result<Vec<MailFile>, StoreError> {
+    /// Every mail kept, oldest first (the tests' view; a start wants [`Store::mail_files_wanted`]).
+    #[cfg(test)]
+    pub(crate) fn mail_files(&self) -> Result<Vec<MailFile>, StoreError> {
         self.query_mail_files(
             "SELECT event_id, file, length(data) FROM mail_messages ORDER BY event_id",
         )
