@@ -1,7 +1,7 @@
 //! The access tables: the audit trail, API tokens issued by cockpit (only their SHA-256 hash),
 //! and users (who holds a Telegram link or a token).
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use super::db::{OptionalExtension, Transaction, params};
 
 use super::{Store, StoreError};
 
@@ -100,7 +100,7 @@ fn failed(audit: &AuditRecord, why: &str) -> AuditRecord {
     }
 }
 
-fn token_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiTokenRecord> {
+fn token_row(row: &super::db::Row<'_>) -> super::db::Result<ApiTokenRecord> {
     Ok(ApiTokenRecord {
         id: row.get(0)?,
         identity: row.get(1)?,
@@ -136,7 +136,7 @@ const TOKEN_COLUMNS: &str = "id, identity, name, role, hash, created_ms, expires
 impl Store {
     /// Appends one audit row.
     pub fn insert_audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction()?;
         insert_audit_tx(&tx, record)?;
         tx.commit()?;
@@ -148,9 +148,12 @@ impl Store {
         let conn = self.lock();
         let mut stmt = conn.prepare(
             "SELECT id, at_ms, door, identity, action, target, outcome, message FROM audit
-             WHERE (?1 IS NULL OR identity = ?1) AND (?2 IS NULL OR door = ?2)
-               AND (?3 IS NULL OR action = ?3) AND (?4 IS NULL OR at_ms >= ?4)
-               AND (?5 IS NULL OR at_ms < ?5) AND (?6 IS NULL OR id < ?6)
+             WHERE (CAST(?1 AS TEXT) IS NULL OR identity = ?1)
+               AND (CAST(?2 AS TEXT) IS NULL OR door = ?2)
+               AND (CAST(?3 AS TEXT) IS NULL OR action = ?3)
+               AND (CAST(?4 AS BIGINT) IS NULL OR at_ms >= ?4)
+               AND (CAST(?5 AS BIGINT) IS NULL OR at_ms < ?5)
+               AND (CAST(?6 AS BIGINT) IS NULL OR id < ?6)
              ORDER BY id DESC LIMIT ?7",
         )?;
         let rows = stmt
@@ -195,7 +198,7 @@ impl Store {
         token: &ApiTokenRecord,
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute(
             &format!(
@@ -232,7 +235,7 @@ impl Store {
     pub fn list_tokens(&self, identity: Option<&str>) -> Result<Vec<ApiTokenRecord>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE (?1 IS NULL OR identity = ?1)
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE (CAST(?1 AS TEXT) IS NULL OR identity = ?1)
              ORDER BY created_ms, id"
         ))?;
         let rows = stmt
@@ -255,7 +258,7 @@ impl Store {
 
     /// Deletes a token and writes its audit row in one transaction; whether it existed.
     pub fn revoke_token(&self, id: &str, audit: &AuditRecord) -> Result<bool, StoreError> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction()?;
         let removed = tx.execute("DELETE FROM api_tokens WHERE id = ?1", params![id])?;
         if removed == 0 {
@@ -273,7 +276,7 @@ impl Store {
         approval: &ApprovalRecord,
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO approvals (id, action, target, requested_by, door, created_ms)
@@ -323,7 +326,7 @@ impl Store {
         approver: &str,
         audit: &AuditRecord,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction()?;
         let changed = tx.execute(
             "UPDATE approvals SET approved_by = ?2 WHERE id = ?1 AND approved_by IS NULL",
@@ -357,11 +360,11 @@ impl Store {
                        1 AS links, 0 AS tokens
                   FROM telegram_users
                 UNION ALL
-                SELECT identity, 0, 1 FROM api_tokens)
+                SELECT identity, 0, 1 FROM api_tokens) AS links
              GROUP BY identity ORDER BY identity",
         )?;
         let rows = stmt
-            .query_map([], |row| {
+            .query_map(params![], |row| {
                 Ok((
                     row.get::<_, String>(0)?,
                     row.get::<_, i64>(1)? as usize,
@@ -381,7 +384,7 @@ impl Store {
         identity: &str,
         audit: &AuditRecord,
     ) -> Result<UserRevoked, StoreError> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction()?;
         // The link's identity, or for a login from before providers: ItsYou.online's username.
         let links = tx.execute(
@@ -425,7 +428,7 @@ impl Store {
         let mut stmt =
             conn.prepare("SELECT identity, revoked_at_ms, lifted_at_ms FROM revoked_identities")?;
         let rows = stmt
-            .query_map([], |row| {
+            .query_map(params![], |row| {
                 Ok(Revocation {
                     identity: row.get(0)?,
                     revoked_at_ms: row.get(1)?,

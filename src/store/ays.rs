@@ -1,8 +1,7 @@
 //! The AYS tables: repositories, services (as JSON documents), runs with their jobs and job logs,
 //! and inbound events waiting to be processed.
 
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
-use rusqlite::{OptionalExtension, params};
+use super::db::{self, Column, OptionalExtension, Param, params};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -10,7 +9,10 @@ use super::access::insert_audit_tx;
 use super::{AuditRecord, DurableNotice, Store, StoreError};
 
 /// Writes the audit row of the command a change carries out, in the change's transaction.
-fn audit_tx(tx: &rusqlite::Transaction<'_>, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
+fn audit_tx(
+    tx: &super::db::Transaction<'_>,
+    audit: Option<&AuditRecord>,
+) -> Result<(), StoreError> {
     match audit {
         Some(row) => insert_audit_tx(tx, row),
         None => Ok(()),
@@ -88,18 +90,16 @@ macro_rules! stored_state {
             }
         }
 
-        impl ToSql for $type {
-            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-                Ok(ToSqlOutput::from(self.as_str()))
+        impl Param for $type {
+            fn value(&self) -> db::Value<'_> {
+                db::Value::Text(self.as_str())
             }
         }
 
-        impl FromSql for $type {
-            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-                let name = value.as_str()?;
-                $type::parse(name).ok_or_else(|| {
-                    FromSqlError::Other(format!("unknown {} {name:?}", stringify!($type)).into())
-                })
+        impl Column for $type {
+            fn column(value: db::Value<'_>) -> Result<Self, String> {
+                let name = String::column(value)?;
+                $type::parse(&name).ok_or_else(|| format!("unknown {} {name:?}", stringify!($type)))
             }
         }
     };
@@ -290,7 +290,7 @@ pub struct RunRecord {
 
 /// Appends log lines inside a transaction; their sequence numbers.
 fn append(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &super::db::Transaction<'_>,
     job_key: &str,
     logs: &[LogRecord],
 ) -> Result<Vec<i64>, StoreError> {
@@ -302,19 +302,22 @@ fn append(
         .query_row(params![job_key], |row| row.get(0))
         .optional()?;
     let mut put = tx.prepare_cached(
-        "INSERT INTO job_logs (job_key, run_key, epoch, level, log) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO job_logs (job_key, run_key, epoch, level, log) VALUES (?1, ?2, ?3, ?4, ?5)
+         RETURNING seq",
     )?;
     let mut seqs = Vec::with_capacity(logs.len());
     for line in logs {
-        put.execute(params![job_key, run_key, line.epoch, line.level, line.log])?;
-        seqs.push(tx.last_insert_rowid());
+        seqs.push(put.query_row(
+            params![job_key, run_key, line.epoch, line.level, line.log],
+            |row| row.get(0),
+        )?);
     }
     Ok(seqs)
 }
 
 /// Writes the documents of `repo`'s services (`(key, JSON)`), new or changed.
 fn upsert_services(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &super::db::Transaction<'_>,
     repo: &str,
     docs: &[(String, String)],
 ) -> Result<(), StoreError> {
@@ -348,7 +351,7 @@ pub const MAX_ATTEMPTS: u32 = 3;
 /// `ok`, with its args, origin, callback and creation time (so it keeps its place in the queue);
 /// its key, or `None` when every job had ended `ok`.
 fn queue_again(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &super::db::Transaction<'_>,
     key: &str,
     new_key: &mut dyn FnMut() -> String,
 ) -> Result<Option<String>, StoreError> {
@@ -406,10 +409,11 @@ impl Store {
         repo: &RepoRecord,
         audit: Option<&AuditRecord>,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction()?;
         let n = tx.execute(
-            "INSERT OR IGNORE INTO repos (name, git_url, created_ms) VALUES (?1, ?2, ?3)",
+            "INSERT INTO repos (name, git_url, created_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
             params![repo.name, repo.git_url, repo.created_ms],
         )?;
         if n == 1 {
@@ -423,7 +427,7 @@ impl Store {
     pub fn repos(&self) -> Result<Vec<RepoRecord>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare("SELECT name, git_url, created_ms FROM repos ORDER BY name")?;
-        let rows = stmt.query_map([], |row| {
+        let rows = stmt.query_map(params![], |row| {
             Ok(RepoRecord {
                 name: row.get(0)?,
                 git_url: row.get(1)?,
@@ -454,7 +458,7 @@ impl Store {
     /// Deletes a repository and everything recorded about it (with the `audit` row of the
     /// command, in the same transaction); `false` if it did not exist.
     pub fn delete_repo(&self, name: &str, audit: Option<&AuditRecord>) -> Result<bool, StoreError> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute(
             "DELETE FROM job_logs WHERE job_key IN
@@ -484,7 +488,7 @@ impl Store {
         deletes: &[String],
         audit: Option<&AuditRecord>,
     ) -> Result<(), StoreError> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction()?;
         upsert_services(&tx, repo, upserts)?;
         {
@@ -521,7 +525,7 @@ impl Store {
         args: &Value,
         audit: Option<&AuditRecord>,
     ) -> Result<(), StoreError> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO runs (key, repo, state, created, ended, error, callback_url, origin, args,
@@ -594,7 +598,7 @@ impl Store {
         error: Option<&str>,
         notice: Option<&DurableNotice>,
     ) -> Result<(), StoreError> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute(
             "UPDATE runs SET state = ?2, ended = ?3, error = COALESCE(?4, error) WHERE key = ?1",
@@ -640,7 +644,7 @@ impl Store {
         services: &[(String, String)],
         now_ms: i64,
     ) -> Result<Vec<i64>, StoreError> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute(
             "UPDATE jobs SET state = ?2, ended_ms = ?3 WHERE key = ?1",
@@ -655,7 +659,7 @@ impl Store {
     /// Appends log lines of a running job (live logs); their sequence numbers. Not synced: a
     /// machine crash ends the job before its end is recorded, and its run is queued again.
     pub fn append_logs(&self, job_key: &str, logs: &[LogRecord]) -> Result<Vec<i64>, StoreError> {
-        let mut conn = self.lock_unsynced()?;
+        let conn = self.lock_unsynced()?;
         let tx = conn.transaction()?;
         let seqs = append(&tx, job_key, logs)?;
         tx.commit()?;
@@ -715,7 +719,7 @@ impl Store {
             "SELECT key, repo, state, created, ended, error, callback_url, origin, attempt, again_of,
                     rowid
              FROM runs WHERE repo = ?1 AND (?2 IS NULL OR state = ?2)
-               AND (?3 IS NULL OR created < ?3 OR (created = ?3 AND rowid < ?4))
+               AND (CAST(?3 AS BIGINT) IS NULL OR created < ?3 OR (created = ?3 AND rowid < ?4))
              ORDER BY created DESC, rowid DESC LIMIT ?5",
         )?;
         let (created, rowid) = after.unzip();
@@ -735,7 +739,7 @@ impl Store {
     /// Deletes at most `limit` runs of `repo` that ended before `before` (Unix seconds), with
     /// their jobs and logs; never a run that waits or runs. How many were deleted.
     pub fn prune_runs(&self, repo: &str, before: i64, limit: usize) -> Result<usize, StoreError> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction()?;
         let keys: Vec<String> = {
             let mut stmt = tx.prepare_cached(
@@ -851,7 +855,7 @@ impl Store {
         notice: &dyn Fn(&str, &Origin, &str) -> Option<DurableNotice>,
         new_key: &mut dyn FnMut() -> String,
     ) -> Result<Interrupted, StoreError> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction()?;
         let mut out = Interrupted::default();
         {
@@ -934,11 +938,11 @@ impl Store {
 
     /// How many runs wait to start, across all repositories.
     pub fn queued_run_count(&self) -> Result<u64, StoreError> {
-        let n: i64 =
-            self.lock()
-                .query_row("SELECT COUNT(*) FROM runs WHERE state = 'new'", [], |row| {
-                    row.get(0)
-                })?;
+        let n: i64 = self.lock().query_row(
+            "SELECT COUNT(*) FROM runs WHERE state = 'new'",
+            params![],
+            |row| row.get(0),
+        )?;
         Ok(n as u64)
     }
 
@@ -990,7 +994,7 @@ impl Store {
         notice: Option<&DurableNotice>,
         audit: Option<&AuditRecord>,
     ) -> Result<(), StoreError> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction()?;
         audit_tx(&tx, audit)?;
         if let Some(notice) = notice {
@@ -1036,7 +1040,7 @@ impl Store {
         repo: &str,
         slots: &[((String, String), RecurringSlot)],
     ) -> Result<(), StoreError> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction()?;
         {
             let mut put = tx.prepare_cached(
@@ -1110,7 +1114,7 @@ impl Store {
         repo: &str,
         actions: &[(String, String)],
     ) -> Result<(), StoreError> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction()?;
         {
             let mut del = tx.prepare_cached(
@@ -1141,18 +1145,19 @@ impl Store {
         audit: &[super::AuditRecord],
         now_ms: i64,
     ) -> Result<Vec<i64>, StoreError> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction()?;
         for record in audit {
             super::access::insert_audit_tx(&tx, record)?;
         }
         let mut ids = Vec::with_capacity(events.len());
         for (channel, payload) in events {
-            tx.execute(
-                "INSERT INTO events (channel, payload, created_ms, processed) VALUES (?1, ?2, ?3, 0)",
+            ids.push(tx.query_row(
+                "INSERT INTO events (channel, payload, created_ms, processed) VALUES (?1, ?2, ?3, 0)
+                 RETURNING id",
                 params![channel, payload.to_string(), now_ms],
-            )?;
-            ids.push(tx.last_insert_rowid());
+                |row| row.get(0),
+            )?);
         }
         tx.commit()?;
         Ok(ids)
@@ -1163,7 +1168,7 @@ impl Store {
         let conn = self.lock();
         let mut stmt = conn
             .prepare("SELECT id, channel, payload FROM events WHERE processed = 0 ORDER BY id")?;
-        let rows = stmt.query_map([], |row| {
+        let rows = stmt.query_map(params![], |row| {
             Ok((
                 row.get::<_, i64>(0)?,
                 row.get::<_, String>(1)?,
@@ -1202,7 +1207,7 @@ impl Store {
     /// once, as for a crash before the marks are written), and the next synced commit of anything
     /// makes it durable.
     pub fn mark_events_processed(&self, ids: &[i64]) -> Result<(), StoreError> {
-        let mut conn = self.lock_unsynced()?;
+        let conn = self.lock_unsynced()?;
         let tx = conn.transaction()?;
         {
             let mut mark = tx.prepare_cached("UPDATE events SET processed = 1 WHERE id = ?1")?;
@@ -1215,7 +1220,7 @@ impl Store {
     }
 }
 
-fn run_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+fn run_row(row: &super::db::Row<'_>) -> super::db::Result<RunRecord> {
     let origin: String = row.get(7)?;
     Ok(RunRecord {
         key: row.get(0)?,
@@ -1308,19 +1313,30 @@ mod tests {
         };
         let services = [("node!a".to_string(), "{}".to_string())];
         let refuse = |table: &str| {
-            store
-                .lock()
-                .execute_batch(&format!(
+            let conn = store.lock();
+            conn.execute_batch(&if conn.is_postgres() {
+                format!(
+                    "CREATE OR REPLACE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql
+                       AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$;
+                     CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table}
+                       FOR EACH ROW EXECUTE FUNCTION refuse();"
+                )
+            } else {
+                format!(
                     "CREATE TEMP TRIGGER refuse_{table} BEFORE INSERT ON {table}
                      BEGIN SELECT RAISE(ABORT, 'refused'); END;"
-                ))
-                .expect("trigger");
+                )
+            })
+            .expect("trigger");
         };
         let allow = |table: &str| {
-            store
-                .lock()
-                .execute_batch(&format!("DROP TRIGGER refuse_{table};"))
-                .expect("drop");
+            let conn = store.lock();
+            conn.execute_batch(&if conn.is_postgres() {
+                format!("DROP TRIGGER refuse_{table} ON {table};")
+            } else {
+                format!("DROP TRIGGER refuse_{table};")
+            })
+            .expect("drop");
         };
 
         // The audit row cannot be written: no change is made.
@@ -1459,14 +1475,19 @@ mod tests {
             .iter()
             .position(|m| m.contains("job_logs ADD COLUMN run_key"))
             .expect("the migration");
-        old.lock()
-            .execute_batch(&format!(
-                "DROP INDEX job_logs_run; ALTER TABLE job_logs DROP COLUMN run_key;
-                 ALTER TABLE jobs DROP COLUMN started_ms; ALTER TABLE jobs DROP COLUMN ended_ms;
-                 ALTER TABLE mail_messages DROP COLUMN written;
-                 PRAGMA user_version = {before};"
-            ))
-            .expect("downgrade");
+        let conn = old.lock();
+        let version = if conn.is_postgres() {
+            format!("DELETE FROM cockpit_schema WHERE version > {before};")
+        } else {
+            format!("PRAGMA user_version = {before};")
+        };
+        conn.execute_batch(&format!(
+            "DROP INDEX job_logs_run; ALTER TABLE job_logs DROP COLUMN run_key;
+             ALTER TABLE jobs DROP COLUMN started_ms; ALTER TABLE jobs DROP COLUMN ended_ms;
+             ALTER TABLE mail_messages DROP COLUMN written; {version}"
+        ))
+        .expect("downgrade");
+        drop(conn);
         drop((old, store));
         let store = Store::open(dir.path()).expect("migrate");
         store
@@ -1689,7 +1710,7 @@ mod tests {
             .lock()
             .query_row(
                 "SELECT COUNT(*) FROM jobs WHERE run_key LIKE 'old%'",
-                [],
+                params![],
                 |r| r.get(0),
             )
             .expect("count");

@@ -1,6 +1,6 @@
 //! Telegram chat sessions (what a chat is in the middle of) and small settings.
 
-use rusqlite::{OptionalExtension, params};
+use super::db::{OptionalExtension, params};
 
 use super::{Store, StoreError};
 

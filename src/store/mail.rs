@@ -3,7 +3,7 @@
 //! file under the data directory is written from these bytes (and again at start if a crash lost
 //! it); the rows go when the mail's retention time is over.
 
-use rusqlite::{OptionalExtension as _, params};
+use super::db::{OptionalExtension as _, params};
 
 use super::{Store, StoreError};
 
@@ -38,7 +38,7 @@ impl Store {
         audit: &[super::AuditRecord],
         now_ms: i64,
     ) -> Result<Vec<i64>, StoreError> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction()?;
         for record in audit {
             super::access::insert_audit_tx(&tx, record)?;
@@ -46,14 +46,16 @@ impl Store {
         let mut ids = Vec::with_capacity(mails.len());
         {
             let mut event = tx.prepare_cached(
-                "INSERT INTO events (channel, payload, created_ms, processed) VALUES (?1, ?2, ?3, 0)",
+                "INSERT INTO events (channel, payload, created_ms, processed) VALUES (?1, ?2, ?3, 0)
+                 RETURNING id",
             )?;
             let mut message = tx.prepare_cached(
                 "INSERT INTO mail_messages (event_id, file, created_ms, data, written)
                  VALUES (?1, ?2, ?3, ?4, 0)",
             )?;
             for mail in mails {
-                let id = event.insert(params![channel, mail.payload, now_ms])?;
+                let id: i64 =
+                    event.query_row(params![channel, mail.payload, now_ms], |row| row.get(0))?;
                 message.execute(params![id, mail.file, now_ms, mail.data])?;
                 ids.push(id);
             }
@@ -95,7 +97,7 @@ impl Store {
     fn query_mail_files(&self, sql: &str) -> Result<Vec<MailFile>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(sql)?;
-        let rows = stmt.query_map([], |row| {
+        let rows = stmt.query_map(params![], |row| {
             Ok(MailFile {
                 event_id: row.get(0)?,
                 file: row.get(1)?,
@@ -131,7 +133,7 @@ impl Store {
         let n: i64 = self.lock().query_row(
             "SELECT (SELECT COUNT(*) FROM runs WHERE state = 'new')
                   + (SELECT COUNT(*) FROM events WHERE processed = 0)",
-            [],
+            params![],
             |row| row.get(0),
         )?;
         Ok(n.max(0) as u64)

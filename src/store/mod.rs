@@ -9,6 +9,7 @@
 mod access;
 mod ays;
 mod chat;
+pub(crate) mod db;
 mod mail;
 mod notify;
 mod oauth;
@@ -20,6 +21,10 @@ use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::Connection;
+
+#[cfg(test)]
+use db::OptionalExtension as _;
+use db::{Conn, DbError, params};
 
 pub use access::{
     ApiTokenRecord, ApprovalRecord, AuditQuery, AuditRecord, AuditRow, JWT_IDENTITY_PREFIX,
@@ -70,9 +75,9 @@ pub enum StoreError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// SQLite refused an operation.
+    /// The database refused an operation, or could not be reached.
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Database(#[from] DbError),
     /// A stored row did not decode (written by a newer version, or damaged).
     #[error("stored data is not readable: {0}")]
     Decode(String),
@@ -298,7 +303,7 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Clone)]
 pub struct Store {
     /// The one connection; SQLite serialises writers anyway, and queries here are short.
-    conn: Arc<Mutex<Connection>>,
+    conn: Arc<Mutex<Conn>>,
     /// The database file, for messages.
     path: PathBuf,
     /// How many times this process rang the revocation bell (`auth::revoked` hears its own
@@ -317,6 +322,10 @@ impl Store {
     /// data directory is created `0700` and a new database file `0600` (SQLite gives its `-wal`
     /// and `-shm` files the database file's mode).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        #[cfg(test)]
+        if let Some(store) = test_postgres::open(dir) {
+            return store;
+        }
         create_private_dir(dir)?;
         let path = dir.join("cockpit.db");
         {
@@ -350,17 +359,30 @@ impl Store {
             rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::CannotOpen => {
                 StoreError::Missing { path: path.clone() }
             }
-            other => StoreError::Sqlite(other),
+            other => other.into(),
         })?;
         Store::connect(conn, path)
     }
 
-    fn connect(mut conn: Connection, path: PathBuf) -> Result<Store, StoreError> {
+    fn connect(conn: Connection, path: PathBuf) -> Result<Store, StoreError> {
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        migrate(&mut conn)?;
+        conn.set_prepared_statement_cache_capacity(256);
+        Store::start(Conn::Sqlite(conn), path)
+    }
+
+    /// Connects to the PostgreSQL database at `url` and brings its schema up to date; `dir` is
+    /// the data directory, for the files beside the database (the revocation bell).
+    pub fn open_postgres(dir: &Path, url: &str) -> Result<Store, StoreError> {
+        create_private_dir(dir)?;
+        let conn = Conn::Postgres(db::Postgres::connect(url)?);
+        Store::start(conn, dir.join("cockpit.db"))
+    }
+
+    fn start(conn: Conn, path: PathBuf) -> Result<Store, StoreError> {
+        migrate(&conn)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             path,
@@ -370,7 +392,7 @@ impl Store {
 
     /// Whether the database answers a query (`/ready`).
     pub fn ping(&self) -> Result<(), StoreError> {
-        self.lock().query_row("SELECT 1", [], |_| Ok(()))?;
+        self.lock().query_row("SELECT 1", params![], |_| Ok(()))?;
         Ok(())
     }
 
@@ -381,51 +403,48 @@ impl Store {
 
     /// The schema version of the open database.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        Ok(self
-            .lock()
-            .query_row("PRAGMA user_version", [], |row| row.get(0))?)
+        schema_version(&self.lock())
     }
 
-    /// SQLite's own consistency check of the whole file: `ok`, or what is damaged.
+    /// The engine's own consistency check: `ok`, or what is damaged. SQLite checks the whole
+    /// file; PostgreSQL checks its own pages as it reads them, so its answer is `ok` once the
+    /// server answers.
     pub fn integrity_check(&self) -> Result<String, StoreError> {
-        Ok(self
-            .lock()
-            .query_row("PRAGMA integrity_check", [], |row| row.get(0))?)
+        let conn = self.lock();
+        if conn.is_postgres() {
+            conn.query_row("SELECT 1", params![], |_| Ok(()))?;
+            return Ok("ok".into());
+        }
+        Ok(conn.query_row("PRAGMA integrity_check", params![], |row| row.get(0))?)
     }
 
     /// The connection for a write that must outlive a crash of this process but not of the
-    /// machine: its commit is not synced to the disk (`synchronous = NORMAL` in WAL mode: the
-    /// write is in the WAL, in the OS's cache, the moment it commits; the next synced commit or
-    /// checkpoint makes it durable). For what only matters while this process's children live
-    /// (a running job's state, process group and live log lines: a machine crash ends the job
-    /// too, and its run is queued again anyway). `synchronous = FULL` is back when the guard
-    /// goes, for every other write.
+    /// machine: its commit is not synced to the disk (SQLite: `synchronous = NORMAL` in WAL
+    /// mode, the write is in the WAL, in the OS's cache, the moment it commits; the next synced
+    /// commit or checkpoint makes it durable. PostgreSQL: `synchronous_commit = off`). For what
+    /// only matters while this process's children live (a running job's state, process group
+    /// and live log lines: a machine crash ends the job too, and its run is queued again
+    /// anyway). Synced commits are back when the guard goes, for every other write.
     pub(crate) fn lock_unsynced(&self) -> Result<Unsynced<'_>, StoreError> {
         let conn = self.lock();
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.set_synced(false)?;
         Ok(Unsynced(conn))
     }
 
     /// The connection (a panic elsewhere while holding it does not make the data unusable:
     /// every write is a transaction that rolled back, and `parking_lot` locks do not poison).
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    fn lock(&self) -> MutexGuard<'_, Conn> {
         self.conn.lock()
     }
 }
 
 /// The connection while its commits are not synced ([`Store::lock_unsynced`]).
-pub(crate) struct Unsynced<'a>(MutexGuard<'a, Connection>);
+pub(crate) struct Unsynced<'a>(MutexGuard<'a, Conn>);
 
 impl std::ops::Deref for Unsynced<'_> {
-    type Target = Connection;
-    fn deref(&self) -> &Connection {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
         &self.0
-    }
-}
-
-impl std::ops::DerefMut for Unsynced<'_> {
-    fn deref_mut(&mut self) -> &mut Connection {
-        &mut self.0
     }
 }
 
@@ -433,10 +452,16 @@ impl Drop for Unsynced<'_> {
     fn drop(&mut self) {
         // Setting a pragma does no IO; should it fail, the connection is closed rather than
         // left writing unsynced.
-        if let Err(err) = self.0.pragma_update(None, "synchronous", "FULL") {
+        if let Err(err) = self.0.set_synced(true) {
             tracing::error!(%err, "cannot restore synchronous writes");
             std::process::abort();
         }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> StoreError {
+        StoreError::Database(err.into())
     }
 }
 
@@ -454,19 +479,110 @@ pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
         })
 }
 
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let known = MIGRATIONS.len() as i64;
-    let found: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    if found > known {
-        return Err(StoreError::TooNew { found, known });
+/// The schema version: SQLite's `user_version`; PostgreSQL's `cockpit_schema` table.
+fn schema_version(conn: &Conn) -> Result<i64, StoreError> {
+    if conn.is_postgres() {
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS cockpit_schema (version BIGINT NOT NULL)")?;
+        let found: Option<i64> = conn.query_row(
+            "SELECT MAX(version) FROM cockpit_schema",
+            params![],
+            |row| row.get(0),
+        )?;
+        return Ok(found.unwrap_or(0));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+    Ok(conn.query_row("PRAGMA user_version", params![], |row| row.get(0))?)
+}
+
+/// Brings the schema up to date, one transaction per version. On PostgreSQL, replicas starting
+/// together take turns (an advisory lock held until each version commits).
+fn migrate(conn: &Conn) -> Result<(), StoreError> {
+    let known = MIGRATIONS.len() as i64;
+    if conn.is_postgres() {
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS cockpit_schema (version BIGINT NOT NULL)")?;
+    }
+    loop {
         let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        if tx.is_postgres() {
+            tx.execute_batch("SELECT pg_advisory_xact_lock(7283001)")?;
+        }
+        let found = schema_version(&tx)?;
+        if found > known {
+            return Err(StoreError::TooNew { found, known });
+        }
+        let Some(sql) = MIGRATIONS.get(found as usize) else {
+            return Ok(());
+        };
+        if tx.is_postgres() {
+            tx.execute_batch(&postgres_ddl(sql))?;
+            tx.execute(
+                "INSERT INTO cockpit_schema (version) VALUES (?1)",
+                params![found + 1],
+            )?;
+        } else {
+            tx.execute_batch(sql)?;
+            tx.execute_batch(&format!("PRAGMA user_version = {}", found + 1))?;
+        }
         tx.commit()?;
     }
-    Ok(())
+}
+
+/// A migration's SQLite DDL in PostgreSQL's types: 64-bit integers, identity keys, `bytea`, and
+/// SQLite's implicit `rowid` (the order rows were inserted in, which queries sort by) made an
+/// identity column of every new table.
+fn postgres_ddl(sql: &str) -> String {
+    let mut tables = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(at) = rest.find("CREATE TABLE ") {
+        let open = at + rest[at..].find('(').expect("a CREATE TABLE has columns") + 1;
+        tables.push_str(&rest[..open]);
+        tables.push_str("\n        rowid BIGINT GENERATED BY DEFAULT AS IDENTITY,");
+        rest = &rest[open..];
+    }
+    tables.push_str(rest);
+    tables
+        .replace(
+            "INTEGER PRIMARY KEY AUTOINCREMENT",
+            "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+        )
+        .replace("INTEGER", "BIGINT")
+        .replace("REAL", "DOUBLE PRECISION")
+        .replace("BLOB", "BYTEA")
+}
+
+/// The unit tests on PostgreSQL: with `COCKPIT_TEST_POSTGRES=<url>` set, [`Store::open`] of a
+/// test's directory opens a schema of that database named after the directory (so that a test
+/// reopening its directory finds its data again, and tests running together do not meet).
+#[cfg(test)]
+mod test_postgres {
+    use super::*;
+
+    pub(super) fn open(dir: &Path) -> Option<Result<Store, StoreError>> {
+        let base = std::env::var("COCKPIT_TEST_POSTGRES").ok()?;
+        Some(open_schema(dir, &base))
+    }
+
+    fn open_schema(dir: &Path, base: &str) -> Result<Store, StoreError> {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes());
+        let schema = format!("t_{}", hex::encode(&digest[..12]));
+        let admin = db::Conn::Postgres(db::Postgres::connect(base)?);
+        if let Err(err) = admin.execute_batch(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")) {
+            // Two handles of one test may race to create it; the loser finds it there.
+            let there: Option<String> = admin
+                .query_row(
+                    "SELECT nspname FROM pg_namespace WHERE nspname = ?1",
+                    params![schema],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if there.is_none() {
+                return Err(err.into());
+            }
+        }
+        let join = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{join}options=-c%20search_path%3D{schema}");
+        Store::open_postgres(dir, &url)
+    }
 }
 
 #[cfg(test)]
@@ -493,48 +609,106 @@ mod tests {
     fn unsynced_writes_leave_every_other_write_synced_even_when_they_fail() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
-        let level = |store: &Store| -> i64 {
-            store
-                .lock()
-                .query_row("PRAGMA synchronous", [], |row| row.get(0))
-                .expect("pragma")
+        let synced = |conn: &Conn| -> bool {
+            if conn.is_postgres() {
+                let level: String = conn
+                    .query_row("SHOW synchronous_commit", params![], |row| row.get(0))
+                    .expect("setting");
+                level == "on"
+            } else {
+                let level: i64 = conn
+                    .query_row("PRAGMA synchronous", params![], |row| row.get(0))
+                    .expect("pragma");
+                level == 2 // FULL (NORMAL is 1)
+            }
         };
-        assert_eq!(level(&store), 2, "FULL");
+        let level = |store: &Store| synced(&store.lock());
+        assert!(level(&store));
         {
             let conn = store.lock_unsynced().expect("unsynced");
-            let inside: i64 = conn
-                .query_row("PRAGMA synchronous", [], |row| row.get(0))
-                .expect("pragma");
-            assert_eq!(inside, 1, "NORMAL");
+            assert!(!synced(&conn));
         }
-        assert_eq!(level(&store), 2);
+        assert!(level(&store));
         // A write that fails inside its transaction: rolled back, then synced again.
         {
-            let mut conn = store.lock_unsynced().expect("unsynced");
+            let conn = store.lock_unsynced().expect("unsynced");
             let tx = conn.transaction().expect("tx");
             assert!(
-                tx.execute("INSERT INTO no_such_table VALUES (1)", [])
+                tx.execute("INSERT INTO no_such_table VALUES (1)", params![])
                     .is_err()
             );
         }
-        assert_eq!(level(&store), 2);
+        assert!(level(&store));
         store
             .set_job_group("nothing", 7)
             .expect("a job that is not there");
         store
             .start_job("nothing", 1)
             .expect("a job that is not there");
-        assert_eq!(level(&store), 2);
+        assert!(level(&store));
+    }
+
+    #[test]
+    fn a_lost_postgres_connection_is_made_again_outside_a_transaction() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        if !store.lock().is_postgres() {
+            eprintln!("SQLite: no connection to lose (COCKPIT_TEST_POSTGRES runs this)");
+            return;
+        }
+        store.set_setting("before", "1").expect("write");
+        let kill = |store: &Store| {
+            let conn = store.lock();
+            assert!(
+                conn.execute_batch("SELECT pg_terminate_backend(pg_backend_pid())")
+                    .is_err()
+            );
+        };
+        kill(&store);
+        assert_eq!(store.setting("before").expect("read").as_deref(), Some("1"));
+        // Lost inside a transaction: the rest of it fails, nothing runs outside it.
+        {
+            let conn = store.lock();
+            let tx = conn.transaction().expect("begin");
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES ('half', '1')",
+                params![],
+            )
+            .expect("first half");
+            assert!(
+                tx.execute_batch("SELECT pg_terminate_backend(pg_backend_pid())")
+                    .is_err()
+            );
+            assert!(
+                tx.execute(
+                    "INSERT INTO settings (key, value) VALUES ('other', '1')",
+                    params![],
+                )
+                .is_err()
+            );
+        }
+        assert_eq!(store.setting("half").expect("read"), None);
+        assert_eq!(store.setting("other").expect("read"), None);
+        store.set_setting("after", "1").expect("write again");
+        let synced: String = store
+            .lock()
+            .query_row("SHOW synchronous_commit", params![], |row| row.get(0))
+            .expect("setting");
+        assert_eq!(synced, "on", "a new connection waits for the disk too");
     }
 
     #[test]
     fn a_newer_database_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
-        store
-            .lock()
-            .pragma_update(None, "user_version", 999)
-            .expect("bump");
+        let conn = store.lock();
+        if conn.is_postgres() {
+            conn.execute_batch("INSERT INTO cockpit_schema (version) VALUES (999)")
+        } else {
+            conn.execute_batch("PRAGMA user_version = 999")
+        }
+        .expect("bump");
+        drop(conn);
         drop(store);
         let err = Store::open(dir.path()).expect_err("too new");
         assert!(err.to_string().contains("schema version 999"), "{err}");

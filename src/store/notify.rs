@@ -2,7 +2,7 @@
 //! outbox of notices for HTTP webhooks (written in the transaction that ends the run), the chats
 //! that asked to hear about a repository, and the GitHub delivery ids already taken (replays).
 
-use rusqlite::{OptionalExtension, params};
+use super::db::{OptionalExtension, params};
 
 use super::{Store, StoreError};
 
@@ -38,7 +38,7 @@ pub struct OutboxRow {
 /// Writes a notice's rows inside a transaction, then trims the outbox to its cap (oldest first);
 /// how many were dropped.
 pub(super) fn enqueue(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &super::db::Transaction<'_>,
     notice: &DurableNotice,
 ) -> Result<usize, StoreError> {
     {
@@ -67,7 +67,7 @@ pub(super) fn enqueue(
 impl Store {
     /// Writes a notice to the outbox on its own (when no run ends with it).
     pub fn enqueue_notice(&self, notice: &DurableNotice) -> Result<(), StoreError> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction()?;
         enqueue(&tx, notice)?;
         tx.commit()?;
@@ -97,7 +97,7 @@ impl Store {
     pub fn outbox_next_due(&self) -> Result<Option<i64>, StoreError> {
         Ok(self
             .lock()
-            .query_row("SELECT MIN(next_ms) FROM notify_outbox", [], |row| {
+            .query_row("SELECT MIN(next_ms) FROM notify_outbox", params![], |row| {
                 row.get(0)
             })
             .optional()?
@@ -106,9 +106,11 @@ impl Store {
 
     /// How many notices wait for delivery.
     pub fn outbox_len(&self) -> Result<u64, StoreError> {
-        let n: i64 = self
-            .lock()
-            .query_row("SELECT COUNT(*) FROM notify_outbox", [], |row| row.get(0))?;
+        let n: i64 =
+            self.lock()
+                .query_row("SELECT COUNT(*) FROM notify_outbox", params![], |row| {
+                    row.get(0)
+                })?;
         Ok(n as u64)
     }
 
@@ -135,7 +137,8 @@ impl Store {
         let conn = self.lock();
         let n = if on {
             conn.execute(
-                "INSERT OR IGNORE INTO notify_chats (chat_id, repo) VALUES (?1, ?2)",
+                "INSERT INTO notify_chats (chat_id, repo) VALUES (?1, ?2)
+             ON CONFLICT DO NOTHING",
                 params![chat_id, repo],
             )?
         } else {
@@ -177,29 +180,31 @@ impl Store {
         keep_ms: i64,
         cap: u32,
     ) -> Result<Option<i64>, StoreError> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute(
             "DELETE FROM webhook_deliveries WHERE received_ms < ?1",
             params![now_ms.saturating_sub(keep_ms)],
         )?;
         let fresh = tx.execute(
-            "INSERT OR IGNORE INTO webhook_deliveries (id, received_ms) VALUES (?1, ?2)",
+            "INSERT INTO webhook_deliveries (id, received_ms) VALUES (?1, ?2)
+             ON CONFLICT DO NOTHING",
             params![delivery, now_ms],
         )?;
         if fresh == 0 {
             return Ok(None);
         }
         tx.execute(
-            "DELETE FROM webhook_deliveries WHERE rowid NOT IN
-               (SELECT rowid FROM webhook_deliveries ORDER BY received_ms DESC, rowid DESC LIMIT ?1)",
+            "DELETE FROM webhook_deliveries WHERE id NOT IN
+               (SELECT id FROM webhook_deliveries ORDER BY received_ms DESC, id DESC LIMIT ?1)",
             params![cap],
         )?;
-        tx.execute(
-            "INSERT INTO events (channel, payload, created_ms, processed) VALUES (?1, ?2, ?3, 0)",
+        let id: i64 = tx.query_row(
+            "INSERT INTO events (channel, payload, created_ms, processed) VALUES (?1, ?2, ?3, 0)
+             RETURNING id",
             params![channel, payload.to_string(), now_ms],
+            |row| row.get(0),
         )?;
-        let id = tx.last_insert_rowid();
         tx.commit()?;
         Ok(Some(id))
     }
@@ -283,7 +288,9 @@ mod tests {
         }
         let kept: i64 = store
             .lock()
-            .query_row("SELECT COUNT(*) FROM webhook_deliveries", [], |r| r.get(0))
+            .query_row("SELECT COUNT(*) FROM webhook_deliveries", params![], |r| {
+                r.get(0)
+            })
             .expect("count");
         assert_eq!(kept, 2);
     }

@@ -1,6 +1,6 @@
 //! The OAuth cache tables: pending login states and authorized Telegram users.
 
-use rusqlite::{OptionalExtension, params};
+use super::db::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError};
@@ -80,7 +80,7 @@ impl Store {
         state: &PendingState,
         cap: usize,
     ) -> Result<usize, StoreError> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO oauth_states (state, purpose, data, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
@@ -93,8 +93,8 @@ impl Store {
         )?;
         let cap = i64::try_from(cap).unwrap_or(i64::MAX);
         let evicted = tx.execute(
-            "DELETE FROM oauth_states WHERE rowid IN
-                (SELECT rowid FROM oauth_states ORDER BY rowid DESC LIMIT -1 OFFSET ?1)",
+            "DELETE FROM oauth_states WHERE rowid <=
+                (SELECT rowid FROM oauth_states ORDER BY rowid DESC LIMIT 1 OFFSET ?1)",
             params![cap],
         )?;
         tx.commit()?;
@@ -188,9 +188,11 @@ impl Store {
 
     /// How many states are pending (expired or not).
     pub fn count_states(&self) -> Result<usize, StoreError> {
-        let n: i64 = self
-            .lock()
-            .query_row("SELECT count(*) FROM oauth_states", [], |row| row.get(0))?;
+        let n: i64 =
+            self.lock()
+                .query_row("SELECT count(*) FROM oauth_states", params![], |row| {
+                    row.get(0)
+                })?;
         Ok(n as usize)
     }
 
@@ -205,7 +207,7 @@ impl Store {
         } else {
             user.identity.clone()
         };
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO telegram_users
@@ -338,10 +340,10 @@ impl Store {
 
     /// Empties the OAuth cache: every user must log in again, every pending login is void.
     pub fn clean_oauth_cache(&self) -> Result<CleanReport, StoreError> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction()?;
-        let users = tx.execute("DELETE FROM telegram_users", [])?;
-        let states = tx.execute("DELETE FROM oauth_states", [])?;
+        let users = tx.execute("DELETE FROM telegram_users", params![])?;
+        let states = tx.execute("DELETE FROM oauth_states", params![])?;
         tx.commit()?;
         Ok(CleanReport { users, states })
     }
