@@ -248,6 +248,12 @@ pub struct StorageConfig {
     /// The data directory: the database file and the AYS repositories (relative to the working
     /// directory when not absolute).
     pub path: PathBuf,
+    /// `postgres://user:password@host:port/database`: keep the durable state in PostgreSQL
+    /// instead of `<path>/cockpit.db` (a secret: it carries the password).
+    pub url: Option<Secret>,
+    /// The PostgreSQL schema cockpit's tables live in (created if missing); `None`: the
+    /// database's default (`public`).
+    pub schema: Option<String>,
 }
 
 /// `[mode]`.
@@ -757,10 +763,46 @@ impl Reader {
         let api = self.api(root);
         let bot = self.bot(root);
         let mail = self.mail(root);
-        let s = self.section(root, "storage", &["path"]);
+        let s = self.section(root, "storage", &["path", "url", "schema"]);
         let storage = StorageConfig {
             path: PathBuf::from(self.name_or(&s, "path", "data")),
+            url: self.string(&s, "url").and_then(|url| {
+                let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+                if !postgres {
+                    // The value is not echoed: it may carry a password.
+                    self.problem(
+                        "[storage].url".into(),
+                        "must be a PostgreSQL URL, postgres://user:password@host:port/database \
+                         (leave it out for the SQLite file in [storage].path)",
+                    );
+                }
+                postgres.then(|| Secret::new(url))
+            }),
+            schema: self.string(&s, "schema").and_then(|schema| {
+                let mut chars = schema.chars();
+                let identifier = chars
+                    .next()
+                    .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                    && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                    && schema.len() <= 63;
+                if !identifier {
+                    self.problem(
+                        "[storage].schema".into(),
+                        format!(
+                            "{schema:?} is not a plain PostgreSQL name (a-z, 0-9, _, not starting \
+                             with a digit, at most 63)"
+                        ),
+                    );
+                }
+                identifier.then_some(schema)
+            }),
         };
+        if storage.schema.is_some() && storage.url.is_none() {
+            self.problem(
+                "[storage].schema".into(),
+                "only applies with [storage].url (PostgreSQL)",
+            );
+        }
         let s = self.section(root, "mode", &["prod"]);
         let mode = ModeConfig {
             prod: self.bool(&s, "prod").unwrap_or(true),
@@ -1487,6 +1529,35 @@ mod tests {
                 "[mail].port: expected an integer from 0 to 65535, got 70000",
             ]
         );
+    }
+
+    #[test]
+    fn a_storage_url_is_postgres_and_never_echoed_and_a_schema_is_a_plain_name() {
+        let all = problems(
+            "[mode]\nprod=false\n[storage]\nurl = \"mysql://u:hunter2@db/x\"\nschema = \"a-b\"\n",
+        )
+        .join("\n");
+        assert!(
+            all.contains("[storage].url: must be a PostgreSQL URL"),
+            "{all}"
+        );
+        assert!(!all.contains("hunter2"), "{all}");
+        assert!(all.contains("[storage].schema: \"a-b\" is not a plain PostgreSQL name"));
+        let all = problems("[mode]\nprod=false\n[storage]\nschema = \"cockpit\"\n").join("\n");
+        assert!(
+            all.contains("[storage].schema: only applies with [storage].url"),
+            "{all}"
+        );
+        let config = Config::parse(
+            "[mode]\nprod=false\n[storage]\nurl = \"postgres://u:hunter2@db/x\"\nschema = \"cockpit_2\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            config.storage.url.as_ref().map(Secret::expose),
+            Some("postgres://u:hunter2@db/x")
+        );
+        assert_eq!(config.storage.schema.as_deref(), Some("cockpit_2"));
+        assert!(!format!("{config:?}").contains("hunter2"));
     }
 
     #[test]

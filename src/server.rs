@@ -124,7 +124,7 @@ async fn serve(
             );
         }
     }
-    let store = Store::open(&config.storage.path)?;
+    let store = Store::open_config(&config.storage)?;
     if config.mail.active {
         // Before any actor: the engine hands pending mail events to actions as soon as it starts,
         // and their files must be there (a system crash can lose them; the store keeps a copy).

@@ -449,7 +449,7 @@ async fn what_a_role_may_not_do_is_not_offered_and_refused_when_forced() {
     assert!(!page.body.contains("demo"));
 
     // Each refusal left a `denied` row of the console door.
-    let db = rusqlite_rows(&world.cockpit.data_dir().join("cockpit.db"));
+    let db = audit_rows(&world.cockpit.data_dir());
     assert!(
         db.iter()
             .any(|r| r.contains("console|github:vera|repo.delete|demo|denied")),
@@ -458,25 +458,19 @@ async fn what_a_role_may_not_do_is_not_offered_and_refused_when_forced() {
 }
 
 /// The audit rows as `door|identity|action|target|outcome`.
-fn rusqlite_rows(db: &Path) -> Vec<String> {
-    let conn = rusqlite::Connection::open(db).expect("db");
-    let mut statement = conn
-        .prepare("SELECT door, identity, action, target, outcome FROM audit ORDER BY id")
-        .expect("query");
-    statement
-        .query_map([], |r| {
-            Ok(format!(
-                "{}|{}|{}|{}|{}",
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?
-            ))
-        })
-        .expect("rows")
-        .collect::<Result<_, _>>()
-        .expect("rows")
+fn audit_rows(data_dir: &Path) -> Vec<String> {
+    support::db::rows(
+        data_dir,
+        "SELECT door, identity, action, target, outcome FROM audit ORDER BY id",
+    )
+    .into_iter()
+    .map(|row| {
+        row.into_iter()
+            .map(Option::unwrap_or_default)
+            .collect::<Vec<_>>()
+            .join("|")
+    })
+    .collect()
 }
 
 #[tokio::test]
@@ -841,26 +835,27 @@ async fn big_repository(world: &World, git: &Path) -> String {
         )
         .await;
     assert_eq!(executed.status, StatusCode::SEE_OTHER, "{executed:?}");
-    let db = rusqlite::Connection::open(world.cockpit.data_dir().join("cockpit.db")).expect("db");
-    db.busy_timeout(Duration::from_secs(10)).expect("busy");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("time")
         .as_secs() as i64;
-    db.execute_batch("BEGIN").expect("begin");
-    for i in 0..1000i64 {
-        db.execute(
-            "INSERT INTO runs (key, repo, state, created, ended, origin) \
-             VALUES (?1, 'big', ?2, ?3, ?3, '{\"api\":true}')",
-            rusqlite::params![
-                format!("{:016x}", 0xb16_0000 + i),
-                if i % 10 == 0 { "error" } else { "ok" },
-                now - 86_400 + i * 60
-            ],
-        )
-        .expect("run row");
-    }
-    db.execute_batch("COMMIT").expect("commit");
+    let rows: Vec<String> = (0..1000i64)
+        .map(|i| {
+            let at = now - 86_400 + i * 60;
+            let state = if i % 10 == 0 { "error" } else { "ok" };
+            format!(
+                "('{:016x}', 'big', '{state}', {at}, {at}, '{{\"api\":true}}')",
+                0xb16_0000 + i
+            )
+        })
+        .collect();
+    support::db::execute(
+        &world.cockpit.data_dir(),
+        &format!(
+            "INSERT INTO runs (key, repo, state, created, ended, origin) VALUES {}",
+            rows.join(", ")
+        ),
+    );
     format!("{:016x}", 0xb16_0000 + 999)
 }
 

@@ -157,27 +157,25 @@ impl World {
         (status, page.text().await.expect("page"))
     }
 
-    fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.cockpit.data_dir().join("cockpit.db")).expect("db")
-    }
-
     /// What the store says about `user`: identity, groups, provider.
     fn identity(&self, user: i64) -> Option<(String, Vec<String>)> {
-        let store = cockpit::store::Store::open(&self.cockpit.data_dir()).expect("store");
+        let store = support::db::store(&self.cockpit.data_dir());
         store.telegram_identity(user).expect("identity")
     }
 
     /// Moves `user`'s login and last check back by `hours`, as if that much time had passed.
     fn age(&self, user: i64, hours: i64) {
-        let changed = self
-            .db()
-            .execute(
-                "UPDATE telegram_users SET login_expires_at_ms = login_expires_at_ms - ?2,
-                    checked_at_ms = checked_at_ms - ?2 WHERE user_id = ?1",
-                rusqlite::params![user, hours * HOUR_MS],
-            )
-            .expect("age");
-        assert_eq!(changed, 1);
+        let data = self.cockpit.data_dir();
+        let there = format!("SELECT user_id FROM telegram_users WHERE user_id = {user}");
+        assert_eq!(support::db::rows(&data, &there).len(), 1, "user {user}");
+        let back = hours * HOUR_MS;
+        support::db::execute(
+            &data,
+            &format!(
+                "UPDATE telegram_users SET login_expires_at_ms = login_expires_at_ms - {back},
+                    checked_at_ms = checked_at_ms - {back} WHERE user_id = {user}"
+            ),
+        );
     }
 
     fn assert_clean(&self, secrets: &[&str]) {
@@ -544,14 +542,14 @@ async fn oidc_login_through_a_real_provider_maps_its_groups_to_roles() {
 
     // alice's access token revoked at the provider (as a logout there does): the next check
     // ends her chat's login.
-    let credential: String = world
-        .db()
-        .query_row(
-            "SELECT credential FROM telegram_users WHERE user_id = 5",
-            [],
-            |row| row.get(0),
-        )
-        .expect("credential");
+    let credential = support::db::rows(
+        &world.cockpit.data_dir(),
+        "SELECT credential FROM telegram_users WHERE user_id = 5",
+    )
+    .into_iter()
+    .next()
+    .and_then(|row| row.into_iter().next().flatten())
+    .expect("credential");
     let credential: serde_json::Value = serde_json::from_str(&credential).expect("JSON");
     let access = credential["access_token"].as_str().expect("access token");
     oidc.revoke(REAL_ID, REAL_SECRET, access).await;

@@ -55,20 +55,14 @@ fn simple(subject: &str) -> Message {
         .expect("message")
 }
 
-/// `(id, processed)` of every recorded event, read straight from the database file.
+/// `(id, processed)` of every recorded event, read straight from the database.
 fn events(data_dir: &Path) -> Vec<(i64, bool)> {
-    let Ok(conn) = rusqlite::Connection::open_with_flags(
-        data_dir.join("cockpit.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    ) else {
-        return Vec::new();
-    };
-    let mut stmt = conn
-        .prepare("SELECT id, processed FROM events ORDER BY id")
-        .expect("query");
-    stmt.query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? != 0)))
-        .expect("rows")
-        .map(|row| row.expect("row"))
+    support::db::rows(data_dir, "SELECT id, processed FROM events ORDER BY id")
+        .into_iter()
+        .map(|row| {
+            let id = row[0].as_deref().and_then(|v| v.parse().ok()).expect("id");
+            (id, row[1].as_deref() != Some("0"))
+        })
         .collect()
 }
 

@@ -204,7 +204,7 @@ async fn a_crashed_child_is_restarted_and_one_that_keeps_failing_stops_the_proce
 #[tokio::test]
 async fn clean_cache_works_while_the_server_runs() {
     let cockpit = Cockpit::start("");
-    let store = Store::open(&cockpit.data_dir()).expect("store beside the server");
+    let store = support::db::store(&cockpit.data_dir());
     store
         .upsert_user(
             &AuthorizedUser {

@@ -718,7 +718,7 @@ impl Store {
         let mut stmt = conn.prepare_cached(
             "SELECT key, repo, state, created, ended, error, callback_url, origin, attempt, again_of,
                     rowid
-             FROM runs WHERE repo = ?1 AND (?2 IS NULL OR state = ?2)
+             FROM runs WHERE repo = ?1 AND (CAST(?2 AS TEXT) IS NULL OR state = ?2)
                AND (CAST(?3 AS BIGINT) IS NULL OR created < ?3 OR (created = ?3 AND rowid < ?4))
              ORDER BY created DESC, rowid DESC LIMIT ?5",
         )?;

@@ -37,7 +37,7 @@ pub enum DbError {
     #[error("{0}")]
     Sqlite(#[from] rusqlite::Error),
     /// PostgreSQL refused an operation, or its connection failed.
-    #[error("{0}")]
+    #[error("{}", postgres_message(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// The connection to PostgreSQL could not be set up.
     #[error("cannot connect to PostgreSQL: {0}")]
@@ -53,6 +53,15 @@ pub enum DbError {
         /// What was found.
         message: String,
     },
+}
+
+/// What PostgreSQL said (its code and message; `tokio_postgres::Error` alone prints "db error").
+/// The detail, which may quote row values, is left out.
+fn postgres_message(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => err.to_string(),
+    }
 }
 
 /// `Result<T, DbError>` for queries.
@@ -370,6 +379,8 @@ pub(crate) enum Conn {
 pub(crate) struct Postgres {
     /// Where to connect again when the connection is lost.
     url: String,
+    /// What every new connection runs first (its settings).
+    setup: String,
     client: RefCell<tokio_postgres::Client>,
     /// Whether a transaction is open: a connection lost inside one is not replaced until it
     /// ends (its statements fail; a new connection would run the rest outside it).
@@ -387,10 +398,25 @@ const PREPARED_MAX: usize = 512;
 impl Postgres {
     /// Connects to `url` (TLS is not spoken: use a local socket, a private network or a tunnel),
     /// driving the connection on a thread of its own.
-    pub(crate) fn connect(url: &str) -> Result<Postgres> {
+    pub(crate) fn connect(url: &str, schema: Option<&str>) -> Result<Postgres> {
+        // Whatever the server's default: an acknowledged write waits for the disk.
+        let mut setup = "SET synchronous_commit = on;".to_owned();
+        if let Some(schema) = schema {
+            let admin = Postgres::client_for(url, &setup)?;
+            let create = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
+            if let Err(err) = futures::executor::block_on(admin.batch_execute(&create)) {
+                // Two processes may race to create it; the loser finds it there.
+                let find = "SELECT 1 FROM pg_namespace WHERE nspname = $1";
+                if futures::executor::block_on(admin.query_opt(find, &[&schema]))?.is_none() {
+                    return Err(err.into());
+                }
+            }
+            setup.push_str(&format!("SET search_path TO {schema};"));
+        }
         Ok(Postgres {
             url: url.to_owned(),
-            client: RefCell::new(Postgres::client_for(url)?),
+            client: RefCell::new(Postgres::client_for(url, &setup)?),
+            setup,
             in_transaction: std::cell::Cell::new(false),
             lost: std::cell::Cell::new(false),
             prepared: RefCell::default(),
@@ -401,7 +427,7 @@ impl Postgres {
     /// failover) and no transaction is open.
     fn client(&self) -> Result<std::cell::Ref<'_, tokio_postgres::Client>> {
         if (self.lost.get() || self.client.borrow().is_closed()) && !self.in_transaction.get() {
-            let client = Postgres::client_for(&self.url)?;
+            let client = Postgres::client_for(&self.url, &self.setup)?;
             self.prepared.borrow_mut().clear();
             *self.client.borrow_mut() = client;
             self.lost.set(false);
@@ -411,7 +437,7 @@ impl Postgres {
     }
 
     /// Connects to `url` on a thread of its own that then drives the connection.
-    fn client_for(url: &str) -> Result<tokio_postgres::Client> {
+    fn client_for(url: &str, setup: &str) -> Result<tokio_postgres::Client> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let url = url.to_owned();
         let thread = std::thread::Builder::new()
@@ -447,8 +473,7 @@ impl Postgres {
             .recv()
             .map_err(|_| failed("its thread ended".into()))?
             .map_err(failed)??;
-        // Whatever the server's default: an acknowledged write waits for the disk.
-        futures::executor::block_on(client.batch_execute("SET synchronous_commit = on"))?;
+        futures::executor::block_on(client.batch_execute(setup))?;
         Ok(client)
     }
 

@@ -22,8 +22,6 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-#[cfg(test)]
-use db::OptionalExtension as _;
 use db::{Conn, DbError, params};
 
 pub use access::{
@@ -373,11 +371,34 @@ impl Store {
         Store::start(Conn::Sqlite(conn), path)
     }
 
-    /// Connects to the PostgreSQL database at `url` and brings its schema up to date; `dir` is
-    /// the data directory, for the files beside the database (the revocation bell).
-    pub fn open_postgres(dir: &Path, url: &str) -> Result<Store, StoreError> {
+    /// Opens the store `[storage]` names: PostgreSQL at `url` when given (tables in `schema`,
+    /// created if missing), else `<path>/cockpit.db`.
+    pub fn open_config(storage: &crate::config::StorageConfig) -> Result<Store, StoreError> {
+        match &storage.url {
+            Some(url) => {
+                Store::open_postgres(&storage.path, url.expose(), storage.schema.as_deref())
+            }
+            None => Store::open(&storage.path),
+        }
+    }
+
+    /// Like [`Store::open_config`] for commands that act on existing data: with SQLite, a
+    /// missing file is [`StoreError::Missing`]; a PostgreSQL database is there by definition.
+    pub fn open_existing_config(
+        storage: &crate::config::StorageConfig,
+    ) -> Result<Store, StoreError> {
+        match &storage.url {
+            Some(_) => Store::open_config(storage),
+            None => Store::open_existing(&storage.path),
+        }
+    }
+
+    /// Connects to the PostgreSQL database at `url` (tables in `schema`, created if missing)
+    /// and brings its schema up to date; `dir` is the data directory, for the files beside the
+    /// database (the revocation bell).
+    pub fn open_postgres(dir: &Path, url: &str, schema: Option<&str>) -> Result<Store, StoreError> {
         create_private_dir(dir)?;
-        let conn = Conn::Postgres(db::Postgres::connect(url)?);
+        let conn = Conn::Postgres(db::Postgres::connect(url, schema)?);
         Store::start(conn, dir.join("cockpit.db"))
     }
 
@@ -565,23 +586,7 @@ mod test_postgres {
         use sha2::Digest as _;
         let digest = sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes());
         let schema = format!("t_{}", hex::encode(&digest[..12]));
-        let admin = db::Conn::Postgres(db::Postgres::connect(base)?);
-        if let Err(err) = admin.execute_batch(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")) {
-            // Two handles of one test may race to create it; the loser finds it there.
-            let there: Option<String> = admin
-                .query_row(
-                    "SELECT nspname FROM pg_namespace WHERE nspname = ?1",
-                    params![schema],
-                    |row| row.get(0),
-                )
-                .optional()?;
-            if there.is_none() {
-                return Err(err.into());
-            }
-        }
-        let join = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{join}options=-c%20search_path%3D{schema}");
-        Store::open_postgres(dir, &url)
+        Store::open_postgres(dir, base, Some(&schema))
     }
 }
 

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod db;
 pub mod fake_itsyou;
 pub mod fake_telegram;
 pub mod inprocess;
@@ -43,15 +44,33 @@ pub struct Cockpit {
     pub mail: String,
 }
 
-/// A config for tests: API on a free port, data in `dir`, JWTs verified with the test key.
+/// A config for tests: API on a free port, data in `dir`, JWTs verified with the test key;
+/// the durable state in PostgreSQL when `COCKPIT_TEST_POSTGRES` names a server (a schema of
+/// its own per test directory).
 pub fn base_config(dir: &Path) -> String {
     format!(
         "[oauth]\nclient_id = \"cockpit-test\"\nclient_secret = \"s3cr3t-client-VALUE\"\n\
          organization = \"myorg\"\nredirect_uri = \"http://127.0.0.1/oauth/callback\"\n\
          jwt_key = \"{}\"\n\n[api.ays]\nhost = \"127.0.0.1\"\nport = 0\n\n\
-         [storage]\npath = \"{}\"\n\n",
+         [storage]\npath = \"{}\"\n{}\n",
         test_public_key_toml(),
-        dir.join("data").display()
+        dir.join("data").display(),
+        postgres_storage(dir)
+    )
+}
+
+/// `url` and `schema` keys for `[storage]` when `COCKPIT_TEST_POSTGRES` is set, else nothing.
+pub fn postgres_storage(dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let Ok(url) = std::env::var("COCKPIT_TEST_POSTGRES") else {
+        return String::new();
+    };
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut hasher);
+    format!(
+        "url = \"{url}\"\nschema = \"t_{:016x}_{}\"\n",
+        hasher.finish(),
+        std::process::id()
     )
 }
 
