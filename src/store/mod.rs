@@ -297,11 +297,18 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE mail_messages ADD COLUMN written INTEGER NOT NULL DEFAULT 1;",
 ];
 
+/// How many connections a store keeps to PostgreSQL.
+pub const POSTGRES_CONNECTIONS: usize = 8;
+
 /// The handle to durable state; cheap to clone, safe to share between actors and threads.
 #[derive(Clone)]
 pub struct Store {
-    /// The one connection; SQLite serialises writers anyway, and queries here are short.
-    conn: Arc<Mutex<Conn>>,
+    /// The connections: SQLite's one (it serialises writers anyway, and queries here are
+    /// short), or [`POSTGRES_CONNECTIONS`] to PostgreSQL, whose commits then wait for the disk
+    /// together (one WAL flush for the transactions committing at once) instead of in turn.
+    conns: Arc<[Mutex<Conn>]>,
+    /// Where the next call starts looking for a free connection.
+    next: Arc<std::sync::atomic::AtomicUsize>,
     /// The database file, for messages.
     path: PathBuf,
     /// How many times this process rang the revocation bell (`auth::revoked` hears its own
@@ -368,7 +375,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.set_prepared_statement_cache_capacity(256);
-        Store::start(Conn::Sqlite(conn), path)
+        Store::start(vec![Conn::Sqlite(conn)], path)
     }
 
     /// Opens the store `[storage]` names: PostgreSQL at `url` when given (tables in `schema`,
@@ -398,14 +405,18 @@ impl Store {
     /// database (the revocation bell).
     pub fn open_postgres(dir: &Path, url: &str, schema: Option<&str>) -> Result<Store, StoreError> {
         create_private_dir(dir)?;
-        let conn = Conn::Postgres(db::Postgres::connect(url, schema)?);
-        Store::start(conn, dir.join("cockpit.db"))
+        let conns = (0..POSTGRES_CONNECTIONS)
+            .map(|_| db::Postgres::connect(url, schema).map(Conn::Postgres))
+            .collect::<Result<Vec<_>, _>>()?;
+        Store::start(conns, dir.join("cockpit.db"))
     }
 
-    fn start(conn: Conn, path: PathBuf) -> Result<Store, StoreError> {
-        migrate(&conn)?;
+    /// Brings the schema up to date through the first connection; the store of `conns`.
+    fn start(conns: Vec<Conn>, path: PathBuf) -> Result<Store, StoreError> {
+        migrate(conns.first().expect("at least one connection"))?;
         Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
+            conns: conns.into_iter().map(Mutex::new).collect(),
+            next: Arc::default(),
             path,
             rings: Arc::default(),
         })
@@ -455,7 +466,14 @@ impl Store {
     /// The connection (a panic elsewhere while holding it does not make the data unusable:
     /// every write is a transaction that rolled back, and `parking_lot` locks do not poison).
     fn lock(&self) -> MutexGuard<'_, Conn> {
-        self.conn.lock()
+        let count = self.conns.len();
+        if count == 1 {
+            return self.conns[0].lock();
+        }
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (0..count)
+            .find_map(|i| self.conns[(start + i) % count].try_lock())
+            .unwrap_or_else(|| self.conns[start % count].lock())
     }
 }
 
@@ -662,12 +680,15 @@ mod tests {
             return;
         }
         store.set_setting("before", "1").expect("write");
+        // Every connection of the store ends (each guard taken while the others are held).
         let kill = |store: &Store| {
-            let conn = store.lock();
-            assert!(
-                conn.execute_batch("SELECT pg_terminate_backend(pg_backend_pid())")
-                    .is_err()
-            );
+            let guards: Vec<_> = (0..store.conns.len()).map(|_| store.lock()).collect();
+            for conn in &guards {
+                assert!(
+                    conn.execute_batch("SELECT pg_terminate_backend(pg_backend_pid())")
+                        .is_err()
+                );
+            }
         };
         kill(&store);
         assert_eq!(store.setting("before").expect("read").as_deref(), Some("1"));
@@ -700,6 +721,37 @@ mod tests {
             .query_row("SHOW synchronous_commit", params![], |row| row.get(0))
             .expect("setting");
         assert_eq!(synced, "on", "a new connection waits for the disk too");
+    }
+
+    #[test]
+    fn postgres_transactions_of_different_callers_run_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        if !store.lock().is_postgres() {
+            eprintln!("SQLite: one connection (COCKPIT_TEST_POSTGRES runs this)");
+            return;
+        }
+        assert_eq!(store.conns.len(), POSTGRES_CONNECTIONS);
+        // A transaction left open by one caller does not hold the others up.
+        let conn = store.lock();
+        let open = conn.transaction().expect("begin");
+        open.execute(
+            "INSERT INTO settings (key, value) VALUES ('open', '1')",
+            params![],
+        )
+        .expect("insert");
+        let (done, wait) = std::sync::mpsc::channel();
+        let other = store.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(other.set_setting("other", "1"));
+        });
+        wait.recv_timeout(Duration::from_secs(10))
+            .expect("another caller's write does not wait for the open transaction")
+            .expect("write");
+        drop(open);
+        drop(conn);
+        assert_eq!(store.setting("open").expect("read"), None, "rolled back");
+        assert_eq!(store.setting("other").expect("read").as_deref(), Some("1"));
     }
 
     #[test]
