@@ -438,8 +438,8 @@ impl Postgres {
 
     /// Connects to `url` on a thread of its own that then drives the connection.
     fn client_for(url: &str, setup: &str) -> Result<tokio_postgres::Client> {
+        let config = connection_config(url)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let url = url.to_owned();
         let thread = std::thread::Builder::new()
             .name("postgres".into())
             .spawn(move || {
@@ -454,7 +454,7 @@ impl Postgres {
                     }
                 };
                 runtime.block_on(async move {
-                    match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                    match config.connect(tokio_postgres::NoTls).await {
                         Ok((client, connection)) => {
                             let _ = tx.send(Ok(Ok(client)));
                             if let Err(err) = connection.await {
@@ -540,6 +540,32 @@ impl Postgres {
         self.in_transaction.set(sql == "BEGIN" && result.is_ok());
         result
     }
+}
+
+/// How long connecting may take, unless the URL says (`connect_timeout`).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long sent data may stay unacknowledged before the connection is given up (a server or
+/// network gone silent), unless the URL says (`tcp_user_timeout`): a call then fails instead of
+/// waiting for ever, and the next one connects again.
+const SILENT_PEER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The connection settings of `url`, with cockpit's timeouts where the URL sets none.
+fn connection_config(url: &str) -> Result<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config = url.parse()?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(SILENT_PEER);
+    }
+    config.keepalives(true);
+    if config.get_keepalives_idle() == std::time::Duration::from_secs(2 * 60 * 60) {
+        config.keepalives_idle(SILENT_PEER);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("cockpit");
+    }
+    Ok(config)
 }
 
 /// `?N` placeholders as PostgreSQL's `$N` (outside quoted strings and identifiers).
@@ -739,6 +765,34 @@ impl Statement<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_has_timeouts_unless_the_url_sets_its_own() {
+        let config = connection_config("postgres://u:p@db.example/cockpit").expect("url");
+        assert_eq!(config.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+        assert_eq!(config.get_tcp_user_timeout(), Some(&SILENT_PEER));
+        assert!(config.get_keepalives());
+        assert_eq!(config.get_keepalives_idle(), SILENT_PEER);
+        assert_eq!(config.get_application_name(), Some("cockpit"));
+        let config = connection_config(
+            "postgres://u:p@db.example/cockpit?connect_timeout=2&tcp_user_timeout=9&application_name=x",
+        )
+        .expect("url");
+        assert_eq!(
+            config.get_connect_timeout(),
+            Some(&std::time::Duration::from_secs(2))
+        );
+        assert_eq!(
+            config.get_tcp_user_timeout(),
+            Some(&std::time::Duration::from_secs(9))
+        );
+        assert_eq!(config.get_application_name(), Some("x"));
+        assert!(connection_config("not a url").is_err());
+        let err = connection_config("postgres://u:hunter2@db:port/x")
+            .expect_err("a bad port")
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
 
     #[test]
     fn placeholders_become_dollars_outside_quotes() {
