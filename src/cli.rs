@@ -11,7 +11,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, LogFormat};
-use crate::store::Store;
 
 /// Cockpit: an ops control plane (REST API, Telegram bot, mail) over the AYS engine.
 #[derive(Debug, Parser)]
@@ -142,7 +141,7 @@ fn tokens_command(config: &Config, command: TokensCommand) -> Result<(), String>
     use crate::auth::access::{Principal, Role};
     use crate::auth::audit::{self, Door, Outcome};
     use crate::auth::tokens;
-    let store = Store::open_existing_config(&config.storage).map_err(|e| e.to_string())?;
+    let store = crate::server::open_existing_store(&config.storage).map_err(|e| e.to_string())?;
     let actor = cli_identity();
     match command {
         TokensCommand::Create {
@@ -221,7 +220,7 @@ fn tokens_command(config: &Config, command: TokensCommand) -> Result<(), String>
 /// Runs `cockpit users ...` on an existing database.
 fn users_command(config: &Config, command: UsersCommand) -> Result<(), String> {
     use crate::auth::audit::{self, Door, Outcome};
-    let store = Store::open_existing_config(&config.storage).map_err(|e| e.to_string())?;
+    let store = crate::server::open_existing_store(&config.storage).map_err(|e| e.to_string())?;
     match command {
         UsersCommand::List => {
             for (identity, links, tokens) in store.list_users().map_err(|e| e.to_string())? {
@@ -281,7 +280,7 @@ pub fn main() -> ExitCode {
             };
             let data = absolute(&config.storage.path);
             println!("data directory: {}", data.display());
-            let cleaned = Store::open_existing_config(&config.storage).and_then(|store| {
+            let cleaned = crate::server::open_existing_store(&config.storage).and_then(|store| {
                 let report = store.clean_oauth_cache()?;
                 let row = crate::auth::audit::record(
                     crate::auth::audit::Door::Cli,

@@ -13,7 +13,8 @@ use tracing::{error, info, warn};
 
 use crate::actors::{Listeners, Shared, names};
 use crate::config::Config;
-use crate::store::Store;
+use crate::config::StorageConfig;
+use crate::store::{Store, StoreError};
 use crate::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
 
 /// Why the server stopped other than by a signal.
@@ -124,7 +125,7 @@ async fn serve(
             );
         }
     }
-    let store = Store::open_config(&config.storage)?;
+    let store = open_store(&config.storage)?;
     if config.mail.active {
         // Before any actor: the engine hands pending mail events to actions as soon as it starts,
         // and their files must be there (a system crash can lose them; the store keeps a copy).
@@ -297,5 +298,24 @@ fn root_cause(err: &ractor::SpawnErr) -> String {
     match err {
         ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
         other => other.to_string(),
+    }
+}
+
+/// Opens the store `[storage]` names: PostgreSQL at `url` when given (tables in `schema`,
+/// created if missing), else `<path>/cockpit.db`.
+pub fn open_store(storage: &StorageConfig) -> Result<Store, StoreError> {
+    match &storage.url {
+        Some(url) => Store::open_postgres(&storage.path, url.expose(), storage.schema.as_deref()),
+        None => Store::open(&storage.path),
+    }
+}
+
+/// Like [`open_store`], for commands that act on existing data: with SQLite, a missing file is
+/// [`StoreError::Missing`] (never a new empty database); a PostgreSQL database is there by
+/// definition.
+pub fn open_existing_store(storage: &StorageConfig) -> Result<Store, StoreError> {
+    match &storage.url {
+        Some(_) => open_store(storage),
+        None => Store::open_existing(&storage.path),
     }
 }

@@ -513,21 +513,13 @@ impl Postgres {
         statement: &tokio_postgres::Statement,
         params: &[&dyn Param],
     ) -> Result<Vec<tokio_postgres::Row>> {
-        let values: Vec<Value<'_>> = params.iter().map(|p| p.value()).collect();
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
-            .iter()
-            .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
-            .collect();
-        self.wait(self.client()?.query(statement, &refs))
+        let values = values(params);
+        self.wait(self.client()?.query(statement, &postgres_refs(&values)))
     }
 
     fn execute(&self, statement: &tokio_postgres::Statement, params: &[&dyn Param]) -> Result<u64> {
-        let values: Vec<Value<'_>> = params.iter().map(|p| p.value()).collect();
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
-            .iter()
-            .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
-            .collect();
-        self.wait(self.client()?.execute(statement, &refs))
+        let values = values(params);
+        self.wait(self.client()?.execute(statement, &postgres_refs(&values)))
     }
 
     fn batch(&self, sql: &str) -> Result<()> {
@@ -588,8 +580,19 @@ pub(crate) fn dollar_placeholders(sql: &str) -> String {
     out
 }
 
-fn sqlite_values<'p>(params: &'p [&'p dyn Param]) -> Vec<Value<'p>> {
+/// The values bound to a statement's placeholders.
+fn values<'p>(params: &'p [&'p dyn Param]) -> Vec<Value<'p>> {
     params.iter().map(|p| p.value()).collect()
+}
+
+/// `values` as tokio-postgres takes them.
+fn postgres_refs<'v>(
+    values: &'v [Value<'_>],
+) -> Vec<&'v (dyn tokio_postgres::types::ToSql + Sync)> {
+    values
+        .iter()
+        .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
 }
 
 impl Conn {
@@ -711,7 +714,7 @@ impl Statement<'_> {
     pub(crate) fn execute(&mut self, params: &[&dyn Param]) -> Result<usize> {
         match self {
             Statement::Sqlite(stmt) => {
-                Ok(stmt.execute(rusqlite::params_from_iter(sqlite_values(params)))?)
+                Ok(stmt.execute(rusqlite::params_from_iter(values(params)))?)
             }
             Statement::Postgres(pg, stmt) => Ok(pg.execute(stmt, params)? as usize),
         }
@@ -725,7 +728,7 @@ impl Statement<'_> {
     ) -> Result<T> {
         match self {
             Statement::Sqlite(stmt) => {
-                let mut rows = stmt.query(rusqlite::params_from_iter(sqlite_values(params)))?;
+                let mut rows = stmt.query(rusqlite::params_from_iter(values(params)))?;
                 match rows.next()? {
                     Some(row) => f(&Row::Sqlite(row)),
                     None => Err(DbError::NoRows),
@@ -747,7 +750,7 @@ impl Statement<'_> {
         let mut out = Vec::new();
         match self {
             Statement::Sqlite(stmt) => {
-                let mut rows = stmt.query(rusqlite::params_from_iter(sqlite_values(params)))?;
+                let mut rows = stmt.query(rusqlite::params_from_iter(values(params)))?;
                 while let Some(row) = rows.next()? {
                     out.push(f(&Row::Sqlite(row)));
                 }

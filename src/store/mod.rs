@@ -378,28 +378,6 @@ impl Store {
         Store::start(vec![Conn::Sqlite(conn)], path)
     }
 
-    /// Opens the store `[storage]` names: PostgreSQL at `url` when given (tables in `schema`,
-    /// created if missing), else `<path>/cockpit.db`.
-    pub fn open_config(storage: &crate::config::StorageConfig) -> Result<Store, StoreError> {
-        match &storage.url {
-            Some(url) => {
-                Store::open_postgres(&storage.path, url.expose(), storage.schema.as_deref())
-            }
-            None => Store::open(&storage.path),
-        }
-    }
-
-    /// Like [`Store::open_config`] for commands that act on existing data: with SQLite, a
-    /// missing file is [`StoreError::Missing`]; a PostgreSQL database is there by definition.
-    pub fn open_existing_config(
-        storage: &crate::config::StorageConfig,
-    ) -> Result<Store, StoreError> {
-        match &storage.url {
-            Some(_) => Store::open_config(storage),
-            None => Store::open_existing(&storage.path),
-        }
-    }
-
     /// Connects to the PostgreSQL database at `url` (tables in `schema`, created if missing)
     /// and brings its schema up to date; `dir` is the data directory, for the files beside the
     /// database (the revocation bell).
@@ -671,14 +649,23 @@ mod tests {
         assert!(level(&store));
     }
 
+    /// The store of `dir` if the tests run on PostgreSQL (`COCKPIT_TEST_POSTGRES`), else `None`
+    /// (what the test checks is PostgreSQL's alone).
+    fn postgres_store(dir: &Path) -> Option<Store> {
+        let store = Store::open(dir).expect("open");
+        let postgres = store.lock().is_postgres();
+        if !postgres {
+            eprintln!("on SQLite: this test runs with COCKPIT_TEST_POSTGRES");
+        }
+        postgres.then_some(store)
+    }
+
     #[test]
     fn a_lost_postgres_connection_is_made_again_outside_a_transaction() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
-        if !store.lock().is_postgres() {
-            eprintln!("SQLite: no connection to lose (COCKPIT_TEST_POSTGRES runs this)");
+        let Some(store) = postgres_store(dir.path()) else {
             return;
-        }
+        };
         store.set_setting("before", "1").expect("write");
         // Every connection of the store ends (each guard taken while the others are held).
         let kill = |store: &Store| {
@@ -726,11 +713,9 @@ mod tests {
     #[test]
     fn postgres_transactions_of_different_callers_run_at_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
-        if !store.lock().is_postgres() {
-            eprintln!("SQLite: one connection (COCKPIT_TEST_POSTGRES runs this)");
+        let Some(store) = postgres_store(dir.path()) else {
             return;
-        }
+        };
         assert_eq!(store.conns.len(), POSTGRES_CONNECTIONS);
         // A transaction left open by one caller does not hold the others up.
         let conn = store.lock();

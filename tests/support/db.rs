@@ -26,7 +26,7 @@ pub fn storage(data_dir: &Path) -> StorageConfig {
 
 /// A second handle on that store, as another process would open it.
 pub fn store(data_dir: &Path) -> Store {
-    Store::open_config(&storage(data_dir)).expect("the store beside the server")
+    cockpit::server::open_store(&storage(data_dir)).expect("the store beside the server")
 }
 
 /// The rows of `sql`, every value as text (`None` for NULL); no rows when the database is not
