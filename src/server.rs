@@ -126,6 +126,16 @@ async fn serve(
         }
     }
     let store = open_store(&config.storage)?;
+    // The database's own lock (PostgreSQL; the data directory's lock is SQLite's): a second
+    // server on the same database and schema stops here, naming this one.
+    let _claim = store.claim(&format!(
+        "pid {} on {}, since {}",
+        std::process::id(),
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|host| host.trim().to_owned())
+            .unwrap_or_else(|_| "an unknown host".into()),
+        chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+    ))?;
     if config.mail.active {
         // Before any actor: the engine hands pending mail events to actions as soon as it starts,
         // and their files must be there (a system crash can lose them; the store keeps a copy).

@@ -554,3 +554,40 @@ async fn data_files_are_private() {
         }
     }
 }
+
+#[test]
+fn a_second_server_on_the_same_postgres_schema_exits_naming_the_holder_until_it_is_gone() {
+    if std::env::var_os("COCKPIT_TEST_POSTGRES").is_none() {
+        eprintln!("on SQLite the data directory's lock is the claim (tested above)");
+        return;
+    }
+    let mut first = Cockpit::start("");
+    // Another config and data directory, the same database and schema.
+    let first_storage = support::postgres_storage(first.dir.path());
+    let on_first =
+        |dir: &Path| base_config(dir).replace(&support::postgres_storage(dir), &first_storage);
+    let other = tempfile::tempdir().expect("tempdir");
+    let text = on_first(other.path());
+    let config = other.path().join("config.toml");
+    std::fs::write(&config, &text).expect("write");
+    let mut second = Cockpit::spawn(other, config);
+    let status = second.wait_exit(Duration::from_secs(20)).expect("exits");
+    assert_eq!(status.code(), Some(1), "{}", second.log_text());
+    let logs = second.log_text();
+    assert!(
+        logs.contains(&format!(
+            "the database is in use by another cockpit (pid {} on ",
+            first.child.id()
+        )),
+        "{logs}"
+    );
+    assert!(!logs.contains("cockpit ready"), "{logs}");
+
+    // The holder killed: its connection ends and the database releases the claim.
+    first.signal(libc::SIGKILL);
+    assert!(first.wait_exit(Duration::from_secs(10)).is_some(), "killed");
+    let third = tempfile::tempdir().expect("tempdir");
+    let text = on_first(third.path());
+    let after = Cockpit::start_in(third, &text);
+    assert!(!after.log_text().contains("in use"), "{}", after.log_text());
+}

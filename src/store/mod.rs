@@ -79,6 +79,15 @@ pub enum StoreError {
     /// A stored row did not decode (written by a newer version, or damaged).
     #[error("stored data is not readable: {0}")]
     Decode(String),
+    /// Another server holds the database ([`Store::claim`]).
+    #[error(
+        "the database is in use by another cockpit ({holder}): stop it, or give this one another \
+         [storage].schema"
+    )]
+    Claimed {
+        /// Who holds it, as that server wrote it.
+        holder: String,
+    },
     /// The database is newer than this binary.
     #[error(
         "the database has schema version {found}, newer than this cockpit knows ({known}); upgrade cockpit"
@@ -297,6 +306,65 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE mail_messages ADD COLUMN written INTEGER NOT NULL DEFAULT 1;",
 ];
 
+/// The setting that names the server holding a PostgreSQL store's claim.
+const CLAIM_SETTING: &str = "claimed_by";
+/// How often a held claim is looked at.
+const CLAIM_LOOK_EVERY: Duration = Duration::from_secs(2);
+
+/// A server's hold on its store ([`Store::claim`]); released when dropped.
+#[must_use = "the claim is released when this is dropped"]
+pub struct Claim {
+    /// Set when the claim is dropped (PostgreSQL only).
+    released: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(released) = &self.released {
+            released.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Takes the schema's advisory lock on `conn` unless another session holds it.
+fn take_claim(conn: &Conn) -> Result<bool, StoreError> {
+    Ok(conn.query_row(
+        "SELECT pg_try_advisory_lock(7283002, hashtext(current_schema()))",
+        params![],
+        |row| row.get(0),
+    )?)
+}
+
+/// Looks at the claim every [`CLAIM_LOOK_EVERY`] until it is released: a connection made again
+/// (the old one was lost, and the lock with it) takes the lock again, and if another server
+/// holds it now, this process stops.
+fn keep_claim(conn: &Conn, released: &std::sync::atomic::AtomicBool) {
+    while !released.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(CLAIM_LOOK_EVERY);
+        let held = conn.query_row(
+            "SELECT count(*) FROM pg_locks
+              WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted",
+            params![],
+            |row| row.get::<_, i64>(0),
+        );
+        match held {
+            Ok(0) => match take_claim(conn) {
+                Ok(true) => tracing::warn!("the database connection was lost; claim taken again"),
+                Ok(false) => {
+                    tracing::error!(
+                        "the database connection was lost and another cockpit claimed the \
+                         database meanwhile: stopping, not to run beside it"
+                    );
+                    std::process::exit(1);
+                }
+                Err(err) => tracing::warn!(%err, "cannot take the claim again yet"),
+            },
+            Ok(_) => {}
+            Err(err) => tracing::warn!(%err, "cannot look at the claim (will connect again)"),
+        }
+    }
+}
+
 /// How many connections a store keeps to PostgreSQL.
 pub const POSTGRES_CONNECTIONS: usize = 8;
 
@@ -309,6 +377,8 @@ pub struct Store {
     conns: Arc<[Mutex<Conn>]>,
     /// Where the next call starts looking for a free connection.
     next: Arc<std::sync::atomic::AtomicUsize>,
+    /// PostgreSQL's URL and schema, for a connection of its own ([`Store::claim`]).
+    postgres: Option<Arc<(String, Option<String>)>>,
     /// The database file, for messages.
     path: PathBuf,
     /// How many times this process rang the revocation bell (`auth::revoked` hears its own
@@ -386,7 +456,41 @@ impl Store {
         let conns = (0..POSTGRES_CONNECTIONS)
             .map(|_| db::Postgres::connect(url, schema).map(Conn::Postgres))
             .collect::<Result<Vec<_>, _>>()?;
-        Store::start(conns, dir.join("cockpit.db"))
+        let mut store = Store::start(conns, dir.join("cockpit.db"))?;
+        store.postgres = Some(Arc::new((url.to_owned(), schema.map(str::to_owned))));
+        Ok(store)
+    }
+
+    /// Claims the store for the server `holder` describes (its pid and host), for as long as
+    /// the returned [`Claim`] lives. On PostgreSQL, a session advisory lock on a connection of
+    /// its own, keyed by the schema: the database releases it when that connection ends (the
+    /// process died), so a second server on the same database and schema gets
+    /// [`StoreError::Claimed`] naming the holder, until the first is gone. Should the connection
+    /// be lost while the server runs, the claim is taken again on a new one; if another server
+    /// took it in between, this process stops at once rather than run beside it. On SQLite
+    /// there is nothing to do: the data directory's lock file is the claim.
+    pub fn claim(&self, holder: &str) -> Result<Claim, StoreError> {
+        let Some(postgres) = &self.postgres else {
+            return Ok(Claim { released: None });
+        };
+        let (url, schema) = postgres.as_ref();
+        let conn = Conn::Postgres(db::Postgres::connect(url, schema.as_deref())?);
+        if !take_claim(&conn)? {
+            let holder = self
+                .setting(CLAIM_SETTING)?
+                .unwrap_or_else(|| "unknown".into());
+            return Err(StoreError::Claimed { holder });
+        }
+        self.set_setting(CLAIM_SETTING, holder)?;
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = released.clone();
+        std::thread::Builder::new()
+            .name("store-claim".into())
+            .spawn(move || keep_claim(&conn, &done))
+            .map_err(|e| DbError::Connect(format!("cannot start the claim's thread: {e}")))?;
+        Ok(Claim {
+            released: Some(released),
+        })
     }
 
     /// Brings the schema up to date through the first connection; the store of `conns`.
@@ -395,6 +499,7 @@ impl Store {
         Ok(Store {
             conns: conns.into_iter().map(Mutex::new).collect(),
             next: Arc::default(),
+            postgres: None,
             path,
             rings: Arc::default(),
         })
@@ -589,6 +694,7 @@ mod test_postgres {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use db::OptionalExtension as _;
 
     #[test]
     fn migrations_run_once_and_reopen_cleanly() {
@@ -737,6 +843,52 @@ mod tests {
         drop(conn);
         assert_eq!(store.setting("open").expect("read"), None, "rolled back");
         assert_eq!(store.setting("other").expect("read").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn a_claim_is_refused_to_a_second_holder_and_taken_again_after_its_connection_is_lost() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Some(store) = postgres_store(dir.path()) else {
+            return;
+        };
+        let claim = store.claim("pid 1 on a").expect("claim");
+        let second = Store::open(dir.path()).expect("a second store on the same schema");
+        match second.claim("pid 2 on b") {
+            Err(StoreError::Claimed { holder }) => assert_eq!(holder, "pid 1 on a"),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        // The server ends the claim's session: the claim is taken again on a new connection.
+        let holder = |store: &Store| -> Option<i64> {
+            store
+                .lock()
+                .query_row(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = 7283002
+                       AND objid::bigint = (hashtext(current_schema())::bigint & 4294967295)
+                       AND granted",
+                    params![],
+                    |row| row.get::<_, i32>(0),
+                )
+                .optional()
+                .expect("pg_locks")
+                .map(i64::from)
+        };
+        let before = holder(&store).expect("held");
+        store
+            .lock()
+            .execute_batch(&format!("SELECT pg_terminate_backend({before})"))
+            .expect("terminate");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let again = loop {
+            match holder(&store) {
+                Some(pid) if pid != before => break pid,
+                _ => {
+                    assert!(std::time::Instant::now() < deadline, "not taken again");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        };
+        assert_ne!(again, before);
+        drop(claim);
     }
 
     #[test]
