@@ -60,7 +60,17 @@ pub enum DbError {
 fn postgres_message(err: &tokio_postgres::Error) -> String {
     match err.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => err.to_string(),
+        None => {
+            // "error connecting to server: Connection refused (os error 111)".
+            let mut text = err.to_string();
+            let mut source = std::error::Error::source(err);
+            while let Some(inner) = source {
+                text.push_str(": ");
+                text.push_str(&inner.to_string());
+                source = inner.source();
+            }
+            text
+        }
     }
 }
 
@@ -458,6 +468,7 @@ impl Postgres {
                         Ok((client, connection)) => {
                             let _ = tx.send(Ok(Ok(client)));
                             if let Err(err) = connection.await {
+                                let err = postgres_message(&err);
                                 tracing::error!(%err, "the PostgreSQL connection ended");
                             }
                         }
