@@ -335,12 +335,17 @@ fn take_claim(conn: &Conn) -> Result<bool, StoreError> {
     )?)
 }
 
-/// Looks at the claim every [`CLAIM_LOOK_EVERY`] until it is released: a connection made again
-/// (the old one was lost, and the lock with it) takes the lock again, and if another server
-/// holds it now, this process stops.
-fn keep_claim(conn: &Conn, released: &std::sync::atomic::AtomicBool) {
+/// Looks at the claim every `every` until it is released: a connection made again (the old one
+/// was lost, and the lock with it) takes the lock again, and if another server holds it now,
+/// `lost` runs and the looking ends.
+fn keep_claim(
+    conn: &Conn,
+    released: &std::sync::atomic::AtomicBool,
+    every: Duration,
+    lost: impl FnOnce(),
+) {
     while !released.load(std::sync::atomic::Ordering::Relaxed) {
-        std::thread::sleep(CLAIM_LOOK_EVERY);
+        std::thread::sleep(every);
         let held = conn.query_row(
             "SELECT count(*) FROM pg_locks
               WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted",
@@ -351,11 +356,8 @@ fn keep_claim(conn: &Conn, released: &std::sync::atomic::AtomicBool) {
             Ok(0) => match take_claim(conn) {
                 Ok(true) => tracing::warn!("the database connection was lost; claim taken again"),
                 Ok(false) => {
-                    tracing::error!(
-                        "the database connection was lost and another cockpit claimed the \
-                         database meanwhile: stopping, not to run beside it"
-                    );
-                    std::process::exit(1);
+                    lost();
+                    return;
                 }
                 Err(err) => tracing::warn!(%err, "cannot take the claim again yet"),
             },
@@ -470,6 +472,23 @@ impl Store {
     /// took it in between, this process stops at once rather than run beside it. On SQLite
     /// there is nothing to do: the data directory's lock file is the claim.
     pub fn claim(&self, holder: &str) -> Result<Claim, StoreError> {
+        self.claim_watched(holder, CLAIM_LOOK_EVERY, || {
+            tracing::error!(
+                "the database connection was lost and another cockpit claimed the database \
+                 meanwhile: stopping, not to run beside it"
+            );
+            std::process::exit(1);
+        })
+    }
+
+    /// [`Store::claim`], looked at every `every`; `lost` runs (once) if another holder took
+    /// the claim while this one's connection was gone.
+    fn claim_watched(
+        &self,
+        holder: &str,
+        every: Duration,
+        lost: impl FnOnce() + Send + 'static,
+    ) -> Result<Claim, StoreError> {
         let Some(postgres) = &self.postgres else {
             return Ok(Claim { released: None });
         };
@@ -486,7 +505,7 @@ impl Store {
         let done = released.clone();
         std::thread::Builder::new()
             .name("store-claim".into())
-            .spawn(move || keep_claim(&conn, &done))
+            .spawn(move || keep_claim(&conn, &done, every, lost))
             .map_err(|e| DbError::Connect(format!("cannot start the claim's thread: {e}")))?;
         Ok(Claim {
             released: Some(released),
@@ -888,6 +907,50 @@ mod tests {
             }
         };
         assert_ne!(again, before);
+        drop(claim);
+    }
+
+    #[test]
+    fn a_claim_another_server_took_while_its_connection_was_lost_stops_its_holder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Some(store) = postgres_store(dir.path()) else {
+            return;
+        };
+        let (lost, heard) = std::sync::mpsc::channel();
+        // Looked at every 3 s: the other server takes the claim well before.
+        let claim = store
+            .claim_watched("pid 1 on a", Duration::from_secs(3), move || {
+                let _ = lost.send(());
+            })
+            .expect("claim");
+        let pid: i32 = store
+            .lock()
+            .query_row(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = 7283002
+                   AND objid::bigint = (hashtext(current_schema())::bigint & 4294967295)
+                   AND granted",
+                params![],
+                |row| row.get(0),
+            )
+            .expect("held");
+        store
+            .lock()
+            .execute_batch(&format!("SELECT pg_terminate_backend({pid})"))
+            .expect("terminate");
+        let other = Store::open(dir.path()).expect("another server's store");
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let _taken = loop {
+            match other.claim("pid 2 on b") {
+                Ok(claim) => break claim,
+                Err(StoreError::Claimed { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(err) => panic!("the other server cannot claim: {err}"),
+            }
+        };
+        heard
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the first holder hears that it lost the claim");
         drop(claim);
     }
 
