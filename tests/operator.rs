@@ -20,6 +20,16 @@ fn write_config(dir: &Path, text: &str) -> String {
     path.to_str().expect("utf8").to_string()
 }
 
+/// Waits for `second` to exit 1 with `holder` (what names the server it gave way to) in its
+/// log; its log.
+fn exits_naming(mut second: Cockpit, holder: &str) -> String {
+    let status = second.wait_exit(Duration::from_secs(20)).expect("exits");
+    let logs = second.log_text();
+    assert_eq!(status.code(), Some(1), "{logs}");
+    assert!(logs.contains(holder), "{logs}");
+    logs
+}
+
 #[test]
 fn a_second_start_of_the_same_config_names_the_holder_not_the_port() {
     // The same data directory AND the same port: the lock is what the operator must hear about.
@@ -31,16 +41,10 @@ fn a_second_start_of_the_same_config_names_the_holder_not_the_port() {
     let other = tempfile::tempdir().expect("tempdir");
     let config = other.path().join("config.toml");
     std::fs::write(&config, text).expect("write");
-    let mut second = Cockpit::spawn(other, config);
-    let status = second.wait_exit(Duration::from_secs(20)).expect("exits");
-    assert_eq!(status.code(), Some(1), "{}", second.log_text());
-    let logs = second.log_text();
-    assert!(
-        logs.contains(&format!(
-            "in use by another cockpit (pid {}",
-            first.child.id()
-        )),
-        "{logs}"
+    let second = Cockpit::spawn(other, config);
+    let logs = exits_naming(
+        second,
+        &format!("in use by another cockpit (pid {}", first.child.id()),
     );
     assert!(!logs.contains("cannot listen"), "{logs}");
 }
@@ -53,16 +57,10 @@ fn a_second_start_on_a_locked_data_dir_exits_naming_the_holder() {
     let text = base_config(first.dir.path());
     let config = other.path().join("config.toml");
     std::fs::write(&config, text).expect("write");
-    let mut second = Cockpit::spawn(other, config);
-    let status = second.wait_exit(Duration::from_secs(20)).expect("exits");
-    assert_eq!(status.code(), Some(1), "{}", second.log_text());
-    let logs = second.log_text();
-    assert!(
-        logs.contains(&format!(
-            "in use by another cockpit (pid {}",
-            first.child.id()
-        )),
-        "{logs}"
+    let second = Cockpit::spawn(other, config);
+    let logs = exits_naming(
+        second,
+        &format!("in use by another cockpit (pid {}", first.child.id()),
     );
     assert!(logs.contains("cockpit.lock"), "{logs}");
     assert!(
@@ -570,16 +568,13 @@ fn a_second_server_on_the_same_postgres_schema_exits_naming_the_holder_until_it_
     let text = on_first(other.path());
     let config = other.path().join("config.toml");
     std::fs::write(&config, &text).expect("write");
-    let mut second = Cockpit::spawn(other, config);
-    let status = second.wait_exit(Duration::from_secs(20)).expect("exits");
-    assert_eq!(status.code(), Some(1), "{}", second.log_text());
-    let logs = second.log_text();
-    assert!(
-        logs.contains(&format!(
+    let second = Cockpit::spawn(other, config);
+    let logs = exits_naming(
+        second,
+        &format!(
             "the database is in use by another cockpit (pid {} on ",
             first.child.id()
-        )),
-        "{logs}"
+        ),
     );
     assert!(!logs.contains("cockpit ready"), "{logs}");
 
