@@ -473,6 +473,7 @@ impl Store {
         tx.execute("DELETE FROM recurring WHERE repo = ?1", params![name])?;
         tx.execute("DELETE FROM retries WHERE repo = ?1", params![name])?;
         tx.execute("DELETE FROM services WHERE repo = ?1", params![name])?;
+        tx.execute("DELETE FROM repo_files WHERE repo = ?1", params![name])?;
         let n = tx.execute("DELETE FROM repos WHERE name = ?1", params![name])?;
         audit_tx(&tx, audit)?;
         tx.commit()?;
@@ -1484,7 +1485,7 @@ mod tests {
         conn.execute_batch(&format!(
             "DROP INDEX job_logs_run; ALTER TABLE job_logs DROP COLUMN run_key;
              ALTER TABLE jobs DROP COLUMN started_ms; ALTER TABLE jobs DROP COLUMN ended_ms;
-             ALTER TABLE mail_messages DROP COLUMN written; {version}"
+             ALTER TABLE mail_messages DROP COLUMN written; DROP TABLE repo_files; {version}"
         ))
         .expect("downgrade");
         drop(conn);

@@ -10,6 +10,7 @@ mod access;
 mod ays;
 mod chat;
 pub(crate) mod db;
+mod files;
 mod mail;
 mod notify;
 mod oauth;
@@ -32,6 +33,7 @@ pub use ays::{
     EventRecord, Interrupted, JobRecord, JobState, LogRecord, MAX_ATTEMPTS, Origin, RecurringSlot,
     RepoRecord, RetryRecord, RunPage, RunRecord, RunState, StepRecord,
 };
+pub use files::RepoFile;
 pub use mail::{MailFile, MailRecord};
 pub use notify::{DurableNotice, OutboxRow};
 pub use oauth::{AuthorizedUser, CleanReport, Credential, PendingState};
@@ -304,6 +306,17 @@ const MIGRATIONS: &[&str] = &[
     // was, so the start writes again only those files (and those of pending events). Mails kept
     // from before had their files written.
     "ALTER TABLE mail_messages ADD COLUMN written INTEGER NOT NULL DEFAULT 1;",
+    // replicas: a repository's files (blueprints, templates, actions) in the database, so the
+    // server that takes a PostgreSQL store over has them (kept on PostgreSQL only; a SQLite
+    // store's files are its data directory's).
+    "CREATE TABLE repo_files (
+        repo TEXT NOT NULL,
+        path TEXT NOT NULL,
+        content BLOB NOT NULL,
+        mode INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (repo, path)
+    );",
 ];
 
 /// The setting that names the server holding a PostgreSQL store's claim.
@@ -522,6 +535,12 @@ impl Store {
             path,
             rings: Arc::default(),
         })
+    }
+
+    /// Whether several servers may share this store (PostgreSQL): then what a server keeps on
+    /// its own disk (a repository's files) is kept in the store too.
+    pub fn shared(&self) -> bool {
+        self.postgres.is_some()
     }
 
     /// Whether the database answers a query (`/ready`).

@@ -12,6 +12,7 @@ use tracing::warn;
 
 use crate::actors::error::AysError;
 use crate::engine::{self, Problem, Template};
+use crate::store::RepoFile;
 
 /// A blueprint file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -382,6 +383,151 @@ impl Files {
     }
 }
 
+/// The most bytes of one file kept in a shared store ([`Files::tree`]); a bigger one is left
+/// out, with a warning.
+pub const MAX_KEPT_FILE_BYTES: u64 = 8 * 1024 * 1024;
+/// The most bytes of one repository's files kept in a shared store.
+pub const MAX_KEPT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The directories of a repository whose files are kept in a shared store.
+const KEPT_DIRS: [&str; 2] = ["blueprints", "actorTemplates"];
+
+/// Milliseconds since the epoch of a file's last change.
+fn modified_ms(meta: &std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Files {
+    /// The file at `path` (relative, `/`-separated) as the store keeps it, `None` when it is not
+    /// a plain file (missing, a link, a directory) or is over [`MAX_KEPT_FILE_BYTES`].
+    pub fn kept(&self, path: &str) -> Option<RepoFile> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let full = self.dir.join(path);
+        let meta = std::fs::symlink_metadata(&full).ok()?;
+        if !meta.file_type().is_file() {
+            return None;
+        }
+        if meta.len() > MAX_KEPT_FILE_BYTES {
+            warn!(path = %full.display(), bytes = meta.len(), "file too big to keep in the store; other servers will not have it");
+            return None;
+        }
+        let content = std::fs::read(&full).ok()?;
+        Some(RepoFile {
+            path: path.to_owned(),
+            content,
+            mode: meta.permissions().mode() & 0o777,
+            updated_ms: modified_ms(&meta),
+        })
+    }
+
+    /// The paths of every plain file under the kept directories (links are not followed).
+    pub fn kept_paths(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut pending: Vec<String> = KEPT_DIRS.iter().map(|d| d.to_string()).collect();
+        while let Some(rel) = pending.pop() {
+            let Ok(entries) = std::fs::read_dir(self.dir.join(&rel)) else {
+                continue;
+            };
+            for entry in entries.filter_map(|e| e.ok()) {
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                if name.ends_with(".tmp~") {
+                    continue;
+                }
+                let path = format!("{rel}/{name}");
+                match entry.file_type() {
+                    Ok(kind) if kind.is_dir() => pending.push(path),
+                    Ok(kind) if kind.is_file() => found.push(path),
+                    _ => {}
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
+    /// Every kept file of the repository, up to [`MAX_KEPT_BYTES`] in all.
+    pub fn tree(&self) -> Vec<RepoFile> {
+        let mut total = 0;
+        let mut files = Vec::new();
+        for path in self.kept_paths() {
+            let Some(file) = self.kept(&path) else {
+                continue;
+            };
+            total += file.content.len() as u64;
+            if total > MAX_KEPT_BYTES {
+                warn!(dir = %self.dir.display(), "repository files over {MAX_KEPT_BYTES} bytes: the rest is not kept in the store");
+                break;
+            }
+            files.push(file);
+        }
+        files
+    }
+
+    /// Brings the directory in line with the store's copy `kept` (a server taking a repository
+    /// over, or starting it again): a file the store has is written when missing or different,
+    /// unless the one on disk changed after the store's (edited by hand here: it is kept, and
+    /// returned to be stored); a file the store lacks is removed if it is a blueprint (deleted
+    /// elsewhere) and returned to be stored otherwise (a template placed by hand). With nothing
+    /// kept yet, every file here is returned. Links are neither followed nor replaced.
+    pub fn restore(&self, kept: &[RepoFile]) -> Result<Vec<RepoFile>, AysError> {
+        use std::os::unix::fs::PermissionsExt as _;
+        if kept.is_empty() {
+            return Ok(self.tree());
+        }
+        let mut newer = Vec::new();
+        let known: std::collections::BTreeSet<&str> =
+            kept.iter().map(|f| f.path.as_str()).collect();
+        for file in kept {
+            let rel = Path::new(&file.path);
+            if rel.is_absolute()
+                || rel
+                    .components()
+                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                warn!(path = %file.path, "a stored file with an unsafe path is skipped");
+                continue;
+            }
+            let full = self.dir.join(rel);
+            if let Some(here) = self.kept(&file.path) {
+                if here.content == file.content && here.mode == file.mode {
+                    continue;
+                }
+                if here.updated_ms > file.updated_ms {
+                    newer.push(here);
+                    continue;
+                }
+            } else if std::fs::symlink_metadata(&full).is_ok() {
+                continue; // a link or a directory: not ours to replace
+            }
+            if let Some(parent) = full.parent() {
+                std::fs::create_dir_all(parent).map_err(|err| io_error(parent, err))?;
+            }
+            let tmp = full.with_extension("tmp~");
+            std::fs::write(&tmp, &file.content).map_err(|err| io_error(&tmp, err))?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(file.mode & 0o777))
+                .map_err(|err| io_error(&tmp, err))?;
+            std::fs::rename(&tmp, &full).map_err(|err| io_error(&full, err))?;
+        }
+        for path in self.kept_paths() {
+            if known.contains(path.as_str()) {
+                continue;
+            }
+            if path.starts_with("blueprints/") {
+                let full = self.dir.join(&path);
+                std::fs::remove_file(&full).map_err(|err| io_error(&full, err))?;
+            } else if let Some(file) = self.kept(&path) {
+                newer.push(file);
+            }
+        }
+        Ok(newer)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,6 +601,65 @@ mod tests {
             files.blueprint("a.yaml"),
             Err(AysError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn a_directory_is_restored_from_the_store_s_copy() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let (dir, files) = files();
+        std::fs::create_dir_all(dir.path().join("blueprints")).expect("dir");
+        std::fs::write(dir.path().join("blueprints/stale.yaml"), "a: 1\n").expect("stale");
+        std::fs::create_dir_all(dir.path().join("actorTemplates/own")).expect("dir");
+        std::fs::write(dir.path().join("actorTemplates/own/schema.yaml"), "").expect("own");
+        let later = crate::clock::now_ms() + 60_000;
+        let kept = vec![
+            RepoFile {
+                path: "actorTemplates/node/actions/install".into(),
+                content: b"#!/bin/sh\necho up\n".to_vec(),
+                mode: 0o750,
+                updated_ms: later,
+            },
+            RepoFile {
+                path: "blueprints/a.yaml".into(),
+                content: b"node__a: {}\n".to_vec(),
+                mode: 0o644,
+                updated_ms: later,
+            },
+            RepoFile {
+                path: "../escape".into(),
+                content: b"x".to_vec(),
+                mode: 0o644,
+                updated_ms: later,
+            },
+        ];
+        let newer = files.restore(&kept).expect("restore");
+        let install = dir.path().join("actorTemplates/node/actions/install");
+        assert_eq!(
+            std::fs::read_to_string(&install).expect("written"),
+            "#!/bin/sh\necho up\n"
+        );
+        let mode = std::fs::metadata(&install)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o750, "an action stays executable");
+        assert_eq!(
+            files.blueprint("a.yaml").expect("bp").content,
+            "node__a: {}\n"
+        );
+        assert!(
+            !dir.path().join("blueprints/stale.yaml").exists(),
+            "a blueprint the store no longer has is removed"
+        );
+        assert!(!dir.path().parent().expect("parent").join("escape").exists());
+        let paths: Vec<&str> = newer.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["actorTemplates/own/schema.yaml"],
+            "a template placed by hand goes to the store"
+        );
+        // Nothing kept yet: everything here is to be kept.
+        assert_eq!(files.restore(&[]).expect("first").len(), 3);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::Value;
 use tokio::sync::Semaphore;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::Shared;
 use super::error::AysError;
@@ -349,13 +349,48 @@ impl RepoState {
     /// transaction spans a file), and passes the result on.
     fn audit_files<T>(
         &self,
+        blueprint: &str,
         audit: Option<Audit>,
         result: Result<T, AysError>,
     ) -> Result<T, AysError> {
-        if let (Ok(_), Some(audit)) = (&result, audit) {
+        let value = result?;
+        if self.shared.store.shared() {
+            // Kept in the store before anyone hears it is written: the server that takes this
+            // store over has it.
+            let mut put = Vec::new();
+            let mut removed = Vec::new();
+            for path in [
+                format!("blueprints/{blueprint}"),
+                format!("blueprints/_{blueprint}"),
+            ] {
+                match self.files.kept(&path) {
+                    Some(file) => put.push(file),
+                    None => removed.push(path),
+                }
+            }
+            self.shared
+                .store
+                .save_repo_files(&self.name, &put, &removed)?;
+        }
+        if let Some(audit) = audit {
             audit::write(&self.shared.store, &audit.row(&Outcome::Ok));
         }
-        result
+        Ok(value)
+    }
+
+    /// Brings the repository's directory in line with the store's copy of its files, and the
+    /// store's copy in line with files added here by hand (a shared store only).
+    fn restore_files(&self) -> Result<(), AysError> {
+        if !self.shared.store.shared() {
+            return Ok(());
+        }
+        let kept = self.shared.store.repo_files(&self.name)?;
+        let newer = self.files.restore(&kept)?;
+        if !newer.is_empty() {
+            info!(repo = %self.name, files = newer.len(), "repository files kept in the store");
+            self.shared.store.save_repo_files(&self.name, &newer, &[])?;
+        }
+        Ok(())
     }
 }
 
@@ -400,6 +435,7 @@ impl Actor for Repo {
                 .timeout(Duration::from_secs(10))
                 .build()?,
         };
+        state.restore_files()?;
         state.recover(
             "interrupted: cockpit stopped (or this repository's actor restarted) while the run was in progress",
         )?;
@@ -440,11 +476,11 @@ impl Actor for Repo {
                 reply,
             } => {
                 let result = state.files.put_blueprint(&name, &content, create);
-                let _ = reply.send(state.audit_files(audit, result));
+                let _ = reply.send(state.audit_files(&name, audit, result));
             }
             RepoMsg::DeleteBlueprint { name, audit, reply } => {
                 let result = state.files.delete_blueprint(&name);
-                let _ = reply.send(state.audit_files(audit, result));
+                let _ = reply.send(state.audit_files(&name, audit, result));
             }
             RepoMsg::ExecuteBlueprint { name, audit, reply } => {
                 let row = ok_row(audit);
@@ -469,7 +505,7 @@ impl Actor for Repo {
                 reply,
             } => {
                 let result = state.files.archive(&name, archived);
-                let _ = reply.send(state.audit_files(audit, result));
+                let _ = reply.send(state.audit_files(&name, audit, result));
             }
             RepoMsg::ListServices { role, reply } => {
                 let list = state
