@@ -254,6 +254,10 @@ pub struct StorageConfig {
     /// The PostgreSQL schema cockpit's tables live in (created if missing); `None`: the
     /// database's default (`public`).
     pub schema: Option<String>,
+    /// With `url`: the URL the other replicas reach this server's HTTP door at
+    /// (`http://host:port`), to forward requests to it while it holds the store. `None`:
+    /// `http://<[api.ays] host>:<port>`, the host name when it listens on every address.
+    pub replica_url: Option<url::Url>,
 }
 
 /// `[mode]`.
@@ -763,7 +767,7 @@ impl Reader {
         let api = self.api(root);
         let bot = self.bot(root);
         let mail = self.mail(root);
-        let s = self.section(root, "storage", &["path", "url", "schema"]);
+        let s = self.section(root, "storage", &["path", "url", "schema", "replica_url"]);
         let storage = StorageConfig {
             path: PathBuf::from(self.name_or(&s, "path", "data")),
             url: self.string(&s, "url").and_then(|url| {
@@ -796,7 +800,32 @@ impl Reader {
                 }
                 identifier.then_some(schema)
             }),
+            replica_url: self.string(&s, "replica_url").and_then(|text| {
+                let parsed = url::Url::parse(&text).ok().filter(|u| {
+                    matches!(u.scheme(), "http" | "https")
+                        && u.host_str().is_some()
+                        && u.path() == "/"
+                        && u.query().is_none()
+                        && u.username().is_empty()
+                });
+                if parsed.is_none() {
+                    self.problem(
+                        "[storage].replica_url".into(),
+                        format!(
+                            "{text:?} is not a base URL like http://10.0.0.5:5000 (http or https, \
+                             a host, no path, no credentials)"
+                        ),
+                    );
+                }
+                parsed
+            }),
         };
+        if storage.replica_url.is_some() && storage.url.is_none() {
+            self.problem(
+                "[storage].replica_url".into(),
+                "only applies with [storage].url (PostgreSQL replicas)",
+            );
+        }
         if storage.schema.is_some() && storage.url.is_none() {
             self.problem(
                 "[storage].schema".into(),
@@ -1558,6 +1587,35 @@ mod tests {
         );
         assert_eq!(config.storage.schema.as_deref(), Some("cockpit_2"));
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_replica_url_is_a_base_http_url_and_only_with_postgres() {
+        let pg = "[mode]\nprod=false\n[storage]\nurl = \"postgres://u:p@db/x\"\n";
+        for bad in [
+            "ftp://a:1",
+            "http://a:1/path",
+            "http://user:pw@a:1",
+            "a:1",
+        ] {
+            let all = problems(&format!("{pg}replica_url = \"{bad}\"\n")).join("\n");
+            assert!(
+                all.contains("[storage].replica_url: ") && all.contains("is not a base URL"),
+                "{bad}: {all}"
+            );
+        }
+        let config = Config::parse(&format!("{pg}replica_url = \"http://10.0.0.5:5000\"\n"))
+            .expect("valid");
+        assert_eq!(
+            config.storage.replica_url.map(|u| u.to_string()),
+            Some("http://10.0.0.5:5000/".into())
+        );
+        let all = problems("[mode]\nprod=false\n[storage]\nreplica_url = \"http://a:1\"\n")
+            .join("\n");
+        assert!(
+            all.contains("[storage].replica_url: only applies with [storage].url"),
+            "{all}"
+        );
     }
 
     #[test]

@@ -125,17 +125,43 @@ async fn serve(
             );
         }
     }
+    tokio::pin!(shutdown);
     let store = open_store(&config.storage)?;
     // The database's own lock (PostgreSQL; the data directory's lock is SQLite's): a second
-    // server on the same database and schema stops here, naming this one.
-    let _claim = store.claim(&format!(
+    // server on the same database and schema stands by until this one is gone.
+    let holder = format!(
         "pid {} on {}, since {}",
         std::process::id(),
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|host| host.trim().to_owned())
-            .unwrap_or_else(|_| "an unknown host".into()),
+        hostname().unwrap_or_else(|| "an unknown host".into()),
         chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
-    ))?;
+    );
+    let _claim = match store.claim(&holder) {
+        Ok(claim) => claim,
+        Err(StoreError::Claimed { holder: other }) => {
+            match stand_by(
+                &config,
+                &store,
+                &listeners,
+                &holder,
+                &other,
+                shutdown.as_mut(),
+            )
+            .await?
+            {
+                Some(claim) => claim,
+                None => {
+                    info!("cockpit stopped");
+                    return Ok(());
+                }
+            }
+        }
+        Err(err) => return Err(err.into()),
+    };
+    if store.shared() {
+        let url = replica_url(&config, &listeners);
+        store.set_setting(crate::api::standby::HOLDER_URL_SETTING, url.as_str())?;
+        info!(%url, "this replica holds the database");
+    }
     if config.mail.active {
         // Before any actor: the engine hands pending mail events to actions as soon as it starts,
         // and their files must be there (a system crash can lose them; the store keeps a copy).
@@ -233,7 +259,6 @@ async fn serve(
         }))
     };
     let mut handle = handle;
-    tokio::pin!(shutdown);
     tokio::select! {
         _ = &mut shutdown => {}
         _ = &mut handle => {}
@@ -254,6 +279,126 @@ async fn serve(
             Ok(())
         }
     }
+}
+
+/// This machine's name.
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|host| host.trim().to_owned())
+        .filter(|host| !host.is_empty())
+}
+
+/// The URL other replicas forward requests to this one at: `[storage] replica_url`, else the
+/// HTTP door's address (the host name when it listens on every address).
+fn replica_url(config: &Config, listeners: &Listeners) -> url::Url {
+    if let Some(url) = &config.storage.replica_url {
+        return url.clone();
+    }
+    let port = listeners
+        .addresses()
+        .api
+        .map_or(config.api.port, |addr| addr.port());
+    let host = match config.api.host.parse::<std::net::IpAddr>() {
+        Ok(ip) if ip.is_unspecified() => hostname().unwrap_or_else(|| "localhost".into()),
+        Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+        _ => config.api.host.clone(),
+    };
+    url::Url::parse(&format!("http://{host}:{port}"))
+        .unwrap_or_else(|_| url::Url::parse("http://localhost").expect("a valid URL"))
+}
+
+/// Serves as a standby while another server holds the shared store: HTTP requests are forwarded
+/// to it, SMTP senders are told to try later (`421`), and the claim is tried every second.
+/// Returns the claim once taken, or `None` if `shutdown` came first.
+async fn stand_by(
+    config: &Config,
+    store: &Store,
+    listeners: &Listeners,
+    holder: &str,
+    other: &str,
+    mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<Option<crate::store::Claim>, ServerError> {
+    let url = replica_url(config, listeners);
+    let name = match (url.host_str(), url.port_or_known_default()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        _ => url.to_string(),
+    };
+    let addresses = listeners.addresses();
+    let show = |a: Option<std::net::SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
+    warn!(holder = %other, replica = %name, api = %show(addresses.api), mail = %show(addresses.mail), "standby: another cockpit holds the database; requests are forwarded to it, and this one takes over when it stops");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let start_error = |what: &str, err: &dyn std::fmt::Display| {
+        ServerError::Start(format!("{what} cannot listen: {err}"))
+    };
+    let mut tasks = Vec::new();
+    if config.api.active {
+        let listener = listeners
+            .api()
+            .map_err(|err| start_error("[api.ays]", &err))?;
+        let standby =
+            crate::api::standby::Standby::new(store.clone(), name.clone()).map_err(|err| {
+                ServerError::Start(format!("cannot start the forwarding client: {err}"))
+            })?;
+        let limits = crate::api::http::Limits {
+            max_connections: config.api.max_connections,
+            max_connections_per_ip: config.api.max_connections_per_ip,
+            header_timeout: std::time::Duration::from_millis(config.api.header_timeout_ms),
+        };
+        tasks.push(tokio::spawn(crate::api::http::serve(
+            listener,
+            warp::service(crate::api::standby::routes(standby)),
+            limits,
+            stopped(),
+        )));
+    }
+    if config.mail.active {
+        let listener = listeners
+            .mail()
+            .map_err(|err| start_error("[mail]", &err))?;
+        let hostname = config
+            .mail
+            .domains
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "cockpit".into());
+        let stop = stopped();
+        tasks.push(tokio::spawn(async move {
+            crate::mail::standby::refuse(listener, &hostname, stop).await;
+        }));
+    }
+    let claim = loop {
+        tokio::select! {
+            () = shutdown.as_mut() => break None,
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        let (store, holder) = (store.clone(), holder.to_owned());
+        match tokio::task::spawn_blocking(move || store.claim(&holder)).await {
+            Ok(Ok(claim)) => break Some(claim),
+            Ok(Err(StoreError::Claimed { .. })) => {}
+            Ok(Err(err)) => warn!(%err, "standby: cannot look at the database's claim"),
+            Err(err) => {
+                return Err(ServerError::Start(format!(
+                    "the claim's look failed: {err}"
+                )));
+            }
+        }
+    };
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        // Requests forwarded to a holder that is gone are already failing: not waited for long.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
+    }
+    if claim.is_some() {
+        warn!(replica = %name, "standby: the database's holder is gone; this replica takes over");
+    }
+    Ok(claim)
 }
 
 /// Takes the exclusive lock of the data directory (`<dir>/cockpit.lock`, holding our pid), so

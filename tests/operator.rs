@@ -554,7 +554,7 @@ async fn data_files_are_private() {
 }
 
 #[test]
-fn a_second_server_on_the_same_postgres_schema_exits_naming_the_holder_until_it_is_gone() {
+fn a_second_server_on_the_same_postgres_schema_stands_by_naming_the_holder_until_it_is_gone() {
     if std::env::var_os("COCKPIT_TEST_POSTGRES").is_none() {
         eprintln!("on SQLite the data directory's lock is the claim (tested above)");
         return;
@@ -562,27 +562,26 @@ fn a_second_server_on_the_same_postgres_schema_exits_naming_the_holder_until_it_
     let mut first = Cockpit::start("");
     // Another config and data directory, the same database and schema.
     let first_storage = support::postgres_storage(first.dir.path());
-    let on_first =
-        |dir: &Path| base_config(dir).replace(&support::postgres_storage(dir), &first_storage);
     let other = tempfile::tempdir().expect("tempdir");
-    let text = on_first(other.path());
-    let config = other.path().join("config.toml");
-    std::fs::write(&config, &text).expect("write");
-    let second = Cockpit::spawn(other, config);
-    let logs = exits_naming(
-        second,
-        &format!(
-            "the database is in use by another cockpit (pid {} on ",
-            first.child.id()
-        ),
+    let text = base_config(other.path())
+        .replace(&support::postgres_storage(other.path()), &first_storage);
+    let mut second = Cockpit::start_standby(other, &text);
+    let logs = second.log_text();
+    assert!(
+        logs.contains(&format!("holder=pid {} on ", first.child.id())),
+        "{logs}"
     );
     assert!(!logs.contains("cockpit ready"), "{logs}");
 
-    // The holder killed: its connection ends and the database releases the claim.
+    // The holder killed: its connection ends, the database releases the claim, and the
+    // standby takes it.
     first.signal(libc::SIGKILL);
     assert!(first.wait_exit(Duration::from_secs(10)).is_some(), "killed");
-    let third = tempfile::tempdir().expect("tempdir");
-    let text = on_first(third.path());
-    let after = Cockpit::start_in(third, &text);
-    assert!(!after.log_text().contains("in use"), "{}", after.log_text());
+    assert!(
+        second
+            .wait_for_log("cockpit ready", Duration::from_secs(30))
+            .is_some(),
+        "{}",
+        second.log_text()
+    );
 }

@@ -101,7 +101,7 @@ fn bounded_body(max: u64) -> impl Filter<Extract = (Vec<u8>,), Error = Rejection
 }
 
 /// Reads a streamed body of at most `max` bytes.
-async fn read_bounded<S, B>(body: S, max: u64) -> Result<Vec<u8>, Rejection>
+pub(crate) async fn read_bounded<S, B>(body: S, max: u64) -> Result<Vec<u8>, Rejection>
 where
     S: futures::Stream<Item = Result<B, warp::Error>>,
     B: bytes::Buf,

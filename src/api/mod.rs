@@ -19,6 +19,7 @@ pub mod reply;
 pub mod runs;
 pub mod schemas;
 pub mod server;
+pub mod standby;
 
 use std::convert::Infallible;
 

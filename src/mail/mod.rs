@@ -25,6 +25,7 @@ pub mod receiver;
 pub mod retention;
 pub mod session;
 pub mod smtp;
+pub mod standby;
 
 use std::net::IpAddr;
 

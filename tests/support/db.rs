@@ -21,6 +21,7 @@ pub fn storage(data_dir: &Path) -> StorageConfig {
         path: data_dir.to_path_buf(),
         url: value("url").map(Secret::new),
         schema: value("schema"),
+        replica_url: None,
     }
 }
 

@@ -155,12 +155,27 @@ impl Cockpit {
         cockpit
     }
 
+    /// Starts the binary with this exact config text in `dir` on a PostgreSQL store another
+    /// server holds; waits until it stands by (and knows its addresses).
+    pub fn start_standby(dir: tempfile::TempDir, text: &str) -> Cockpit {
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, text).expect("write config");
+        let mut cockpit = Cockpit::spawn(dir, config);
+        cockpit.wait_addresses("standby: another cockpit holds the database");
+        cockpit
+    }
+
     /// Waits for `cockpit ready` and reads the addresses from it: a text line (`api=...
     /// mail=...`) or a JSON one (`[log] format = "json"`).
     fn wait_ready(&mut self) {
+        self.wait_addresses("cockpit ready");
+    }
+
+    /// Waits for a line with `needle` and reads the addresses (`api=`, `mail=`) from it.
+    fn wait_addresses(&mut self, needle: &str) {
         let line = self
-            .wait_for_log("cockpit ready", Duration::from_secs(30))
-            .unwrap_or_else(|| panic!("no `cockpit ready`; logs:\n{}", self.log_text()));
+            .wait_for_log(needle, Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("no `{needle}`; logs:\n{}", self.log_text()));
         let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         let field = |name: &str| {
             json["fields"][name]

@@ -425,8 +425,13 @@ impl Files {
 
     /// The paths of every plain file under the kept directories (links are not followed).
     pub fn kept_paths(&self) -> Vec<String> {
+        self.paths_under(&KEPT_DIRS)
+    }
+
+    /// The paths of every plain file under the directories `roots` (links are not followed).
+    fn paths_under(&self, roots: &[&str]) -> Vec<String> {
         let mut found = Vec::new();
-        let mut pending: Vec<String> = KEPT_DIRS.iter().map(|d| d.to_string()).collect();
+        let mut pending: Vec<String> = roots.iter().map(|d| d.to_string()).collect();
         while let Some(rel) = pending.pop() {
             let Ok(entries) = std::fs::read_dir(self.dir.join(&rel)) else {
                 continue;
@@ -452,9 +457,18 @@ impl Files {
 
     /// Every kept file of the repository, up to [`MAX_KEPT_BYTES`] in all.
     pub fn tree(&self) -> Vec<RepoFile> {
+        self.files_under(&KEPT_DIRS)
+    }
+
+    /// The templates' files (`actorTemplates/`), up to [`MAX_KEPT_BYTES`] in all.
+    pub fn template_tree(&self) -> Vec<RepoFile> {
+        self.files_under(&["actorTemplates"])
+    }
+
+    fn files_under(&self, roots: &[&str]) -> Vec<RepoFile> {
         let mut total = 0;
         let mut files = Vec::new();
-        for path in self.kept_paths() {
+        for path in self.paths_under(roots) {
             let Some(file) = self.kept(&path) else {
                 continue;
             };

@@ -378,6 +378,47 @@ impl RepoState {
         Ok(value)
     }
 
+    /// Brings the store's copy of the templates in line with this directory (a shared store
+    /// only): templates and actions are placed by hand or by a clone, not through cockpit, so
+    /// they are looked at whenever the engine reads them to execute a blueprint.
+    pub(super) fn keep_templates(&self) -> Result<(), AysError> {
+        if !self.shared.store.shared() {
+            return Ok(());
+        }
+        let stored: BTreeMap<String, (Vec<u8>, u32)> = self
+            .shared
+            .store
+            .repo_files(&self.name)?
+            .into_iter()
+            .filter(|f| f.path.starts_with("actorTemplates/"))
+            .map(|f| (f.path, (f.content, f.mode)))
+            .collect();
+        let here = self.files.template_tree();
+        let present: std::collections::BTreeSet<&str> =
+            here.iter().map(|f| f.path.as_str()).collect();
+        let removed: Vec<String> = stored
+            .keys()
+            .filter(|path| !present.contains(path.as_str()))
+            .cloned()
+            .collect();
+        let put: Vec<_> = here
+            .iter()
+            .filter(|f| {
+                stored
+                    .get(&f.path)
+                    .is_none_or(|(content, mode)| *content != f.content || *mode != f.mode)
+            })
+            .cloned()
+            .collect();
+        if !put.is_empty() || !removed.is_empty() {
+            info!(repo = %self.name, changed = put.len(), removed = removed.len(), "template files kept in the store");
+            self.shared
+                .store
+                .save_repo_files(&self.name, &put, &removed)?;
+        }
+        Ok(())
+    }
+
     /// Brings the repository's directory in line with the store's copy of its files, and the
     /// store's copy in line with files added here by hand (a shared store only).
     fn restore_files(&self) -> Result<(), AysError> {

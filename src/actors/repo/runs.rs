@@ -468,7 +468,7 @@ impl RepoState {
             return Ok(Vec::new());
         };
         let jobs = active.steps.get(step).cloned().unwrap_or_default();
-        let run_args = active.args.clone();
+        let run_args = here(active.args.clone(), &self.data_dir);
         let job_args = active.job_args.clone();
         let mut prepared = Vec::new();
         let mut touched = Vec::new();
@@ -1042,11 +1042,95 @@ fn merge_args(run: &Value, own: Option<&Value>) -> Value {
     }
 }
 
+/// A run's args with the paths another server wrote into them made this server's (`raw`,
+/// `data_dir`, `attachments`, the keys of a mail's payload): an event recorded by one replica
+/// (a mail's file, its attachments' `extract` commands, under the payload's `data_dir`) may run
+/// on another after a takeover, whose data directory is `here` (the mail's file is written
+/// there again from the store at start).
+fn here(args: Value, here: &std::path::Path) -> Value {
+    let Some(there) = args
+        .get("data_dir")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+    else {
+        return args;
+    };
+    let here = here.display().to_string();
+    if there == here || there.is_empty() {
+        return args;
+    }
+    fn walk(value: Value, there: &str, here: &str) -> Value {
+        match value {
+            Value::String(text) => match text.strip_prefix(there) {
+                Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+                    Value::String(format!("{here}{rest}"))
+                }
+                _ => Value::String(text),
+            },
+            Value::Array(items) => {
+                Value::Array(items.into_iter().map(|v| walk(v, there, here)).collect())
+            }
+            Value::Object(map) => Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| (k, walk(v, there, here)))
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+    let Value::Object(mut map) = args else {
+        return args;
+    };
+    for key in ["raw", "data_dir", "attachments"] {
+        if let Some(value) = map.remove(key) {
+            map.insert(key.to_owned(), walk(value, &there, &here));
+        }
+    }
+    Value::Object(map)
+}
+
 /// A runner's line as the store keeps it.
 fn log_record(line: &crate::runner::LogLine) -> LogRecord {
     LogRecord {
         epoch: line.epoch,
         level: line.level.as_str().to_string(),
         log: line.log.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mail_recorded_by_another_server_points_at_this_one_s_files() {
+        let args = json!({
+            "subject": "/data/a/not a path of ours",
+            "raw": "/data/a/mail/1.eml",
+            "data_dir": "/data/a",
+            "attachments": [{"extract": ["/usr/bin/cockpit", "mail-attachment", "/data/a/mail/1.eml", "1"]}],
+            "other": "/data/ab/mail/1.eml",
+        });
+        let moved = here(args.clone(), std::path::Path::new("/srv/b"));
+        assert_eq!(moved["raw"], "/srv/b/mail/1.eml");
+        assert_eq!(moved["data_dir"], "/srv/b");
+        assert_eq!(moved["attachments"][0]["extract"][2], "/srv/b/mail/1.eml");
+        assert_eq!(moved["attachments"][0]["extract"][0], "/usr/bin/cockpit");
+        assert_eq!(
+            moved["subject"], "/data/a/not a path of ours",
+            "only the paths"
+        );
+        assert_eq!(moved["other"], "/data/ab/mail/1.eml");
+        let prefix = here(
+            json!({"data_dir": "/data/a", "raw": "/data/ab/x"}),
+            std::path::Path::new("/srv/b"),
+        );
+        assert_eq!(prefix["raw"], "/data/ab/x", "only whole path parts");
+        // Recorded here, or no data_dir at all: unchanged.
+        assert_eq!(here(args.clone(), std::path::Path::new("/data/a")), args);
+        assert_eq!(
+            here(json!({"n": 1}), std::path::Path::new("/srv/b")),
+            json!({"n": 1})
+        );
     }
 }

@@ -49,6 +49,7 @@ impl RepoState {
                 "blueprint {name:?} is archived; restore it first"
             )));
         }
+        self.keep_templates()?;
         let outcome = self.apply_blueprint(name, &blueprint.content)?;
         let changed: Vec<String> = outcome.changed.clone();
         let previous = std::mem::replace(&mut self.services, outcome.services);

@@ -1,0 +1,347 @@
+//! Two cockpit replicas on one PostgreSQL database (issue 18): one holds the store and runs the
+//! engine, the other stands by, forwards every HTTP request to it, tells SMTP senders to try
+//! later, and takes over when the holder dies, finishing everything the holder acknowledged.
+//! These tests need `COCKPIT_TEST_POSTGRES` (`scripts/postgres-test.sh` sets it); on SQLite
+//! there is one server per data directory and nothing to test here.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::api::{Api, repo_path, template};
+use support::{Cockpit, base_config, eventually};
+
+const MAIL: &str =
+    "[mail]\nactive = true\nhost = \"127.0.0.1\"\nport = 0\ndomain = [\"cockpit.test\"]\n";
+
+/// A holder and a standby on one database and schema (the holder's), each with its own data
+/// directory and ports; `None` on SQLite.
+fn two_replicas(extra: &str) -> Option<(Cockpit, Cockpit)> {
+    std::env::var_os("COCKPIT_TEST_POSTGRES")?;
+    let a_dir = tempfile::tempdir().expect("tempdir");
+    let shared = support::postgres_storage(a_dir.path());
+    let a_text = format!("{}{extra}", base_config(a_dir.path()));
+    let a = Cockpit::start_in(a_dir, &a_text);
+    let b_dir = tempfile::tempdir().expect("tempdir");
+    let b_text = format!("{}{extra}", base_config(b_dir.path()))
+        .replace(&support::postgres_storage(b_dir.path()), &shared);
+    let b = Cockpit::start_standby(b_dir, &b_text);
+    Some((a, b))
+}
+
+/// Reads SSE events (`(event, data)`) until `stop` says so.
+async fn sse_until(
+    response: reqwest::Response,
+    mut stop: impl FnMut(&(String, String)) -> bool,
+) -> Vec<(String, String)> {
+    use futures::StreamExt;
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    loop {
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let (mut event, mut data) = (String::new(), String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = v.trim().to_string();
+                }
+            }
+            if event.is_empty() {
+                continue;
+            }
+            let item = (event, data);
+            let done = stop(&item);
+            events.push(item);
+            if done {
+                return events;
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(30), body.next()).await {
+            Ok(Some(Ok(chunk))) => buffer.push_str(&String::from_utf8_lossy(&chunk)),
+            other => panic!("the stream ended early: {other:?}; got {events:?}"),
+        }
+    }
+}
+
+/// Sends one mail to `address` (`host:port`); the reply code, or the error's text.
+async fn send_mail(address: &str, subject: &str) -> Result<u16, String> {
+    let (host, port) = address.rsplit_once(':').expect("mail address");
+    let (host, port) = (host.to_string(), port.parse::<u16>().expect("port"));
+    let message = lettre::Message::builder()
+        .from("alice@example.org".parse().expect("from"))
+        .to("ops@cockpit.test".parse().expect("to"))
+        .subject(subject)
+        .body(String::from("hello"))
+        .expect("message");
+    let transport = lettre::SmtpTransport::builder_dangerous(&host)
+        .port(port)
+        .build();
+    tokio::task::spawn_blocking(move || {
+        lettre::Transport::send(&transport, &message)
+            .map(|r| u16::from(r.code()))
+            .map_err(|err| err.to_string())
+    })
+    .await
+    .expect("send")
+}
+
+/// A repository `name` made through `api` with one `node` service whose `install` runs
+/// `script`; its directory.
+async fn repository(
+    api: &Api,
+    name: &str,
+    actor: &str,
+    blueprint: &str,
+    actions: &[(&str, &str)],
+) -> std::path::PathBuf {
+    let (status, view) = api.post("", json!({"name": name})).await;
+    assert_eq!(status, 201, "{view}");
+    let dir = repo_path(&view);
+    template(&dir, actor, "", actions);
+    let path = format!("/{name}/blueprint");
+    let (status, body) = api
+        .post(&path, json!({"name": "b.yaml", "content": blueprint}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = api.post(&format!("{path}/b.yaml"), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    dir
+}
+
+/// Every line of a file (none if it is missing).
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_run_made_on_one_replica_is_followed_and_cancelled_on_the_other() {
+    let Some((a, b)) = two_replicas(MAIL) else {
+        eprintln!("needs COCKPIT_TEST_POSTGRES");
+        return;
+    };
+    let (on_a, on_b) = (Api::new(&a), Api::new(&b));
+    let http = reqwest::Client::new();
+    let ready: Value = http
+        .get(format!("{}/ready", b.api))
+        .send()
+        .await
+        .expect("ready")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["role"], "standby", "{ready}");
+    assert_eq!(
+        ready["ready"], true,
+        "a standby serves, forwarding: {ready}"
+    );
+    let metrics = http
+        .get(format!("{}/metrics", b.api))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("role=\"standby\""), "{metrics}");
+
+    let blueprint = "node__a:\nactions:\n  - action: install\n";
+    repository(
+        &on_a,
+        "demo",
+        "node",
+        blueprint,
+        &[("install", "echo line one; sleep 60")],
+    )
+    .await;
+    let (status, run) = on_a.post("/demo/aysrun", json!({})).await;
+    assert_eq!(status, 201, "{run}");
+    let key = run["key"].as_str().expect("key").to_string();
+
+    // Followed through B: its log streams, forwarded from A as it comes.
+    let response = on_b
+        .http
+        .get(format!("{}/demo/aysrun/{key}/logs?follow=true", on_b.base))
+        .bearer_auth(&on_b.token)
+        .send()
+        .await
+        .expect("follow");
+    assert_eq!(response.status(), 200);
+    let follow = tokio::spawn(sse_until(response, |(event, _)| event == "end"));
+    // A token B never saw is checked by A, the holder: a bad one is refused through B too.
+    let (status, _) = Api {
+        token: "not-a-token".into(),
+        ..Api::at(&b.api)
+    }
+    .get("/demo")
+    .await;
+    assert_eq!(status, 401);
+
+    // Cancelled through B.
+    eventually(Duration::from_secs(20), "the run to be running", || async {
+        let (_, shown) = on_b.get(&format!("/demo/aysrun/{key}")).await;
+        (shown["state"] == "running").then_some(())
+    })
+    .await;
+    let (status, cancelled) = on_b
+        .post(&format!("/demo/aysrun/{key}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["state"], "cancelled");
+    let events = tokio::time::timeout(Duration::from_secs(30), follow)
+        .await
+        .expect("the stream ends")
+        .expect("follow");
+    assert!(
+        events
+            .iter()
+            .any(|(e, d)| e == "log" && d.contains("line one")),
+        "{events:?}"
+    );
+    let (_, end) = events.last().expect("end");
+    assert!(end.contains("cancelled"), "{events:?}");
+
+    // SMTP senders are sent to the holder.
+    let refused = send_mail(&b.mail, "to the standby").await;
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("standby")),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn when_the_holder_is_killed_the_standby_finishes_everything_it_acknowledged_never_twice_at_once()
+ {
+    let Some((mut a, mut b)) = two_replicas(MAIL) else {
+        eprintln!("needs COCKPIT_TEST_POSTGRES");
+        return;
+    };
+    let (on_a, on_b) = (Api::new(&a), Api::new(&b));
+    let out = b.dir.path().join("out");
+    std::fs::create_dir_all(&out).expect("out");
+    let (seen, overlaps, lock) = (out.join("seen"), out.join("overlaps"), out.join("lock"));
+    // Each action holds one lock for the whole repository while it works: a copy that finds it
+    // taken runs beside another (two runs at once, or a copy a crash left behind).
+    let work = format!(
+        "input=$(cat | tr -d '\\n'); exec 9>>'{lock}'; flock -n 9 || echo \"$input\" >> '{overlaps}'; \
+         sleep 1; echo \"$ACTION $input\" >> '{seen}'",
+        lock = lock.display(),
+        overlaps = overlaps.display(),
+        seen = seen.display()
+    );
+    // A mail's action opens the mail's file, wherever the mail was received.
+    let check_raw = format!(
+        "raw=$(echo \"$input\" | grep -o '\"raw\":\"[^\"]*\"' | cut -d'\"' -f4); \
+         [ -f \"$raw\" ] || echo \"no file $raw\" >> '{}'",
+        overlaps.display()
+    );
+    let blueprint = "worker__w:\nactions:\n  - action: install\neventfilters:\n  - {channel: jobs, action: onevent}\n  - {channel: email, action: onmail}\n";
+    repository(
+        &on_a,
+        "work",
+        "worker",
+        blueprint,
+        &[
+            ("install", &format!("ACTION=install; {work}")),
+            ("onevent", &format!("ACTION=event; {work}")),
+            ("onmail", &format!("ACTION=mail; {work}; {check_raw}")),
+        ],
+    )
+    .await;
+    let (status, run) = on_a.post("/work/aysrun", json!({})).await;
+    assert_eq!(status, 201, "{run}");
+    let install = run["key"].as_str().expect("key").to_string();
+    eventually(Duration::from_secs(30), "the install run", || async {
+        lines(&seen)
+            .iter()
+            .any(|l| l.starts_with("install"))
+            .then_some(())
+    })
+    .await;
+
+    // Acknowledged by A, some of them through B, while the first ones run: then A dies.
+    let mut events = Vec::new();
+    for n in 0..4 {
+        let api = if n % 2 == 0 { &on_a } else { &on_b };
+        let (status, body) = api
+            .http
+            .post(format!(
+                "{}/ays/event/jobs",
+                api.base.trim_end_matches("/ays/repository")
+            ))
+            .bearer_auth(&api.token)
+            .json(&json!({"n": n}))
+            .send()
+            .await
+            .map(|r| (r.status().as_u16(), r))
+            .expect("event");
+        assert_eq!(status, 202, "{:?}", body.text().await);
+        events.push(format!("\"args\":{{\"n\":{n}}}"));
+    }
+    let subjects: Vec<String> = (0..2).map(|i| format!("mail {i}")).collect();
+    for subject in &subjects {
+        assert_eq!(send_mail(&a.mail, subject).await, Ok(250));
+    }
+    let (status, run) = on_b
+        .post(&format!("/work/aysrun/{install}/rerun"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{run}");
+    a.signal(libc::SIGKILL);
+    assert!(a.wait_exit(Duration::from_secs(10)).is_some(), "killed");
+    // As if A's machine were gone: its mail files are not there for B.
+    let _ = std::fs::remove_dir_all(a.data_dir().join("mail"));
+
+    // B takes the store over and says so.
+    assert!(
+        b.wait_for_log("this replica takes over", Duration::from_secs(30))
+            .is_some(),
+        "{}",
+        b.log_text()
+    );
+    b.wait_for_log("cockpit ready", Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("{}", b.log_text()));
+    let ready: Value = reqwest::get(format!("{}/ready", b.api))
+        .await
+        .expect("ready")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["ready"], true, "{ready}");
+    assert!(ready.get("role").is_none_or(|r| r == "active"), "{ready}");
+
+    // Everything acknowledged runs on B: every event, every mail, the run made through B.
+    let complete = |seen: &[String]| {
+        events.iter().all(|e| {
+            seen.iter()
+                .any(|l| l.starts_with("event") && l.contains(e.as_str()))
+        }) && subjects.iter().all(|s| {
+            seen.iter()
+                .any(|l| l.starts_with("mail") && l.contains(s.as_str()))
+        }) && seen.iter().filter(|l| l.starts_with("install")).count() >= 2
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !complete(&lines(&seen)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not everything acknowledged ran: {:?}\nB's log:\n{}",
+            lines(&seen),
+            b.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let beside = lines(&overlaps);
+    assert!(
+        beside.is_empty(),
+        "two actions at once, or a mail's file missing: {beside:?}"
+    );
+    // The standby's own mail door now accepts.
+    assert_eq!(send_mail(&b.mail, "after").await, Ok(250));
+}
