@@ -157,11 +157,14 @@ async fn serve(
         }
         Err(err) => return Err(err.into()),
     };
-    if store.shared() {
+    let replica = if store.shared() {
         let url = replica_url(&config, &listeners);
         store.set_setting(crate::api::standby::HOLDER_URL_SETTING, url.as_str())?;
         info!(%url, "this replica holds the database");
-    }
+        Some(replica_name(&url))
+    } else {
+        None
+    };
     if config.mail.active {
         // Before any actor: the engine hands pending mail events to actions as soon as it starts,
         // and their files must be there (a system crash can lose them; the store keeps a copy).
@@ -211,6 +214,7 @@ async fn serve(
     };
     let mut shared = Shared::new(config, store, listeners);
     shared.proxy_key = proxy_key;
+    shared.replica = replica.map(Arc::from);
     shared.verifier = verifier;
     shared.revocations = revocations;
     let escalation = Arc::new(Mutex::new(None));
@@ -308,6 +312,15 @@ fn replica_url(config: &Config, listeners: &Listeners) -> url::Url {
         .unwrap_or_else(|_| url::Url::parse("http://localhost").expect("a valid URL"))
 }
 
+/// A replica's name: the `host:port` of its URL (no quote, backslash or newline: a label value
+/// as it is).
+fn replica_name(url: &url::Url) -> String {
+    match (url.host_str(), url.port_or_known_default()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        _ => "unknown".into(),
+    }
+}
+
 /// Serves as a standby while another server holds the shared store: HTTP requests are forwarded
 /// to it, SMTP senders are told to try later (`421`), and the claim is tried every second.
 /// Returns the claim once taken, or `None` if `shutdown` came first.
@@ -319,11 +332,7 @@ async fn stand_by(
     other: &str,
     mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<Option<crate::store::Claim>, ServerError> {
-    let url = replica_url(config, listeners);
-    let name = match (url.host_str(), url.port_or_known_default()) {
-        (Some(host), Some(port)) => format!("{host}:{port}"),
-        _ => url.to_string(),
-    };
+    let name = replica_name(&replica_url(config, listeners));
     let addresses = listeners.addresses();
     let show = |a: Option<std::net::SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
     warn!(holder = %other, replica = %name, api = %show(addresses.api), mail = %show(addresses.mail), "standby: another cockpit holds the database; requests are forwarded to it, and this one takes over when it stops");

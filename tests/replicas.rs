@@ -316,6 +316,13 @@ async fn when_the_holder_is_killed_the_standby_finishes_everything_it_acknowledg
         .expect("json");
     assert_eq!(ready["ready"], true, "{ready}");
     assert!(ready.get("role").is_none_or(|r| r == "active"), "{ready}");
+    let metrics = reqwest::get(format!("{}/metrics", b.api))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("role=\"active\""), "{metrics}");
 
     // Everything acknowledged runs on B: every event, every mail, the run made through B.
     let complete = |seen: &[String]| {

@@ -65,6 +65,9 @@ pub struct Shared {
     /// The central OAuth2 server's signing key, when `[oauth_proxy]` is configured (read or
     /// generated once at start; read-only after).
     pub proxy_key: Option<Arc<crate::oauth::token::SigningKey>>,
+    /// This replica's name (`host:port` of the URL the others reach it at) when the store is
+    /// shared by replicas (PostgreSQL); `/metrics` carries it.
+    pub replica: Option<Arc<str>>,
     /// What happens in the core, for the doors that want to know.
     pub notices: notice::Notices,
     /// Fault injection by actor name.
@@ -142,6 +145,7 @@ impl Shared {
             verifier: None,
             revocations: None,
             proxy_key: None,
+            replica: None,
             notices: notice::Notices::default(),
             faults: faults::Faults::default(),
         }

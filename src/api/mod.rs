@@ -198,8 +198,12 @@ pub(crate) fn ready(shared: Shared) -> WithStatus<Json> {
 #[utoipa::path(get, path = "/metrics", tag = "server",
     responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
 pub(crate) fn metrics(shared: Shared) -> Response {
+    let mut text = shared.telemetry.render();
+    if let Some(replica) = &shared.replica {
+        text.push_str(&standby::replica_metric(replica, "active"));
+    }
     warp::reply::with_header(
-        shared.telemetry.render(),
+        text,
         "content-type",
         crate::telemetry::Telemetry::CONTENT_TYPE,
     )

@@ -189,14 +189,18 @@ fn ready(standby: &Standby) -> Response {
     warp::reply::with_status(warp::reply::json(&body), code).into_response()
 }
 
-fn metrics(standby: &Standby) -> Response {
-    let text = format!(
+/// The `cockpit_replica` gauge: this replica's name and `role` (`active`: it holds the
+/// store; `standby`).
+pub fn replica_metric(replica: &str, role: &str) -> String {
+    format!(
         "# HELP cockpit_replica This replica and its role: active (holds the store) or standby.\n\
          # TYPE cockpit_replica gauge\n\
-         cockpit_replica{{replica=\"{}\",role=\"standby\"}} 1\n\
-         # EOF\n",
-        standby.replica
-    );
+         cockpit_replica{{replica=\"{replica}\",role=\"{role}\"}} 1\n"
+    )
+}
+
+fn metrics(standby: &Standby) -> Response {
+    let text = replica_metric(&standby.replica, "standby");
     warp::reply::with_header(
         text,
         "content-type",
