@@ -208,7 +208,20 @@ pub struct BotConfig {
     /// Whether sends are held to Telegram's rate limits (30 messages/s, 1/s per chat). Only a
     /// Bot API without those limits (a test double, a benchmark) is a reason to turn it off.
     pub throttle: bool,
+    /// Webhook mode: the public HTTPS URL Telegram posts updates to (a load balancer in front
+    /// of the replicas), ending in [`WEBHOOK_PATH`]. `None`: long polling.
+    pub webhook_url: Option<url::Url>,
+    /// With `webhook_url`: the secret Telegram sends with every update
+    /// (`X-Telegram-Bot-Api-Secret-Token`); an update without it is refused.
+    pub webhook_secret: Option<Secret>,
 }
+
+/// The route cockpit takes Telegram's webhook updates on (`[bot] webhook_url` ends with it; a
+/// proxy in front may add a prefix).
+pub const WEBHOOK_PATH: &str = "/telegram/webhook";
+
+/// The ports Telegram delivers webhooks to.
+pub const WEBHOOK_PORTS: [u16; 4] = [443, 80, 88, 8443];
 
 /// `[mail]`.
 #[derive(Debug, Clone)]
@@ -1224,7 +1237,18 @@ impl Reader {
     }
 
     fn bot(&mut self, root: &Table) -> BotConfig {
-        let s = self.section(root, "bot", &["token", "active", "api_url", "throttle"]);
+        let s = self.section(
+            root,
+            "bot",
+            &[
+                "token",
+                "active",
+                "api_url",
+                "throttle",
+                "webhook_url",
+                "webhook_secret",
+            ],
+        );
         let token = self
             .string(&s, "token")
             .filter(|t| !t.is_empty())
@@ -1234,11 +1258,55 @@ impl Reader {
             self.problem("[bot].token".into(), "required when [bot].active is true");
         }
         let api_url = self.string_or(&s, "api_url", "https://api.telegram.org");
+        let webhook_url = self.string(&s, "webhook_url").and_then(|text| {
+            let parsed = url::Url::parse(&text).ok().filter(|u| {
+                u.scheme() == "https"
+                    && u.host_str().is_some()
+                    && u.port_or_known_default()
+                        .is_some_and(|p| WEBHOOK_PORTS.contains(&p))
+                    && u.path().ends_with(WEBHOOK_PATH)
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+                    && u.username().is_empty()
+            });
+            if parsed.is_none() {
+                self.problem(
+                    "[bot].webhook_url".into(),
+                    format!(
+                        "{text:?} is not a webhook URL Telegram accepts that reaches cockpit: \
+                         https, port 443, 80, 88 or 8443, a path ending in {WEBHOOK_PATH}, no query"
+                    ),
+                );
+            }
+            parsed
+        });
+        let webhook_secret = self.string(&s, "webhook_secret").and_then(|secret| {
+            let fine = (1..=256).contains(&secret.len())
+                && secret
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !fine {
+                // Not echoed: it is a secret.
+                self.problem(
+                    "[bot].webhook_secret".into(),
+                    "must be 1 to 256 of A-Z a-z 0-9 _ - (Telegram's rule for secret_token)",
+                );
+            }
+            fine.then_some(Secret(secret))
+        });
+        if webhook_url.is_some() && webhook_secret.is_none() {
+            self.problem(
+                "[bot].webhook_secret".into(),
+                "required with [bot].webhook_url: updates are checked against it",
+            );
+        }
         BotConfig {
             token,
             active,
             api_url: self.url(&s, "api_url", api_url),
             throttle: self.bool(&s, "throttle").unwrap_or(true),
+            webhook_url,
+            webhook_secret,
         }
     }
 
@@ -1590,28 +1658,60 @@ mod tests {
     }
 
     #[test]
+    fn a_webhook_url_is_one_telegram_accepts_and_needs_a_secret_never_echoed() {
+        let bot = "[mode]\nprod=false\n[bot]\nactive = false\ntoken = \"1:x\"\n";
+        for bad in [
+            "http://c.example/telegram/webhook",
+            "https://c.example:9000/telegram/webhook",
+            "https://c.example/other",
+            "https://c.example/telegram/webhook?x=1",
+        ] {
+            let all = problems(&format!(
+                "{bot}webhook_url = \"{bad}\"\nwebhook_secret = \"abc\"\n"
+            ))
+            .join("\n");
+            assert!(all.contains("[bot].webhook_url: "), "{bad}: {all}");
+        }
+        let all = problems(&format!(
+            "{bot}webhook_url = \"https://c.example/telegram/webhook\"\n"
+        ))
+        .join("\n");
+        assert!(all.contains("[bot].webhook_secret: required"), "{all}");
+        let all = problems(&format!(
+            "{bot}webhook_url = \"https://c.example/telegram/webhook\"\nwebhook_secret = \"no spaces here!\"\n"
+        ))
+        .join("\n");
+        assert!(all.contains("[bot].webhook_secret: must be"), "{all}");
+        assert!(!all.contains("no spaces here"), "{all}");
+        let config = Config::parse(&format!(
+            "{bot}webhook_url = \"https://lb.example:8443/cockpit/telegram/webhook\"\nwebhook_secret = \"s3cr3t_-X\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(
+            config.bot.webhook_url.map(|u| u.to_string()),
+            Some("https://lb.example:8443/cockpit/telegram/webhook".into())
+        );
+        assert!(!format!("{:?}", config.bot.webhook_secret).contains("s3cr3t"));
+    }
+
+    #[test]
     fn a_replica_url_is_a_base_http_url_and_only_with_postgres() {
         let pg = "[mode]\nprod=false\n[storage]\nurl = \"postgres://u:p@db/x\"\n";
-        for bad in [
-            "ftp://a:1",
-            "http://a:1/path",
-            "http://user:pw@a:1",
-            "a:1",
-        ] {
+        for bad in ["ftp://a:1", "http://a:1/path", "http://user:pw@a:1", "a:1"] {
             let all = problems(&format!("{pg}replica_url = \"{bad}\"\n")).join("\n");
             assert!(
                 all.contains("[storage].replica_url: ") && all.contains("is not a base URL"),
                 "{bad}: {all}"
             );
         }
-        let config = Config::parse(&format!("{pg}replica_url = \"http://10.0.0.5:5000\"\n"))
-            .expect("valid");
+        let config =
+            Config::parse(&format!("{pg}replica_url = \"http://10.0.0.5:5000\"\n")).expect("valid");
         assert_eq!(
             config.storage.replica_url.map(|u| u.to_string()),
             Some("http://10.0.0.5:5000/".into())
         );
-        let all = problems("[mode]\nprod=false\n[storage]\nreplica_url = \"http://a:1\"\n")
-            .join("\n");
+        let all =
+            problems("[mode]\nprod=false\n[storage]\nreplica_url = \"http://a:1\"\n").join("\n");
         assert!(
             all.contains("[storage].replica_url: only applies with [storage].url"),
             "{all}"

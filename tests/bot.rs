@@ -42,7 +42,11 @@ impl World {
 
     /// The world with `extra` appended to the config.
     async fn start_with(extra: &str) -> World {
-        let telegram = FakeTelegram::start(BOT_TOKEN).await;
+        World::start_on(FakeTelegram::start(BOT_TOKEN).await, "", extra).await
+    }
+
+    /// The world on `telegram`, with `bot` added to `[bot]` and `extra` to the config.
+    async fn start_on(telegram: FakeTelegram, bot: &str, extra: &str) -> World {
         let itsyou = FakeItsYou::start().await;
         let dir = tempfile::tempdir().expect("tempdir");
         // `base_config` opens with `[oauth]`: ItsYou.online's host goes into that section.
@@ -51,7 +55,7 @@ impl World {
             &format!("[oauth]\nitsyouonlinehost = \"{}\"\n", itsyou.url),
             1,
         ) + &format!(
-            "[bot]\ntoken = \"{BOT_TOKEN}\"\napi_url = \"{}\"\n\n[debug]\nfault_injection = true\n{extra}",
+            "[bot]\ntoken = \"{BOT_TOKEN}\"\napi_url = \"{}\"\n{bot}\n[debug]\nfault_injection = true\n{extra}",
             telegram.url
         );
         let cockpit = Cockpit::start_in(dir, &text);
@@ -539,6 +543,119 @@ async fn bot_api_failures_are_retried_and_never_take_the_server_down() {
         .expect("health");
     assert_eq!(health.status(), 200);
     world.assert_no_secrets_logged();
+}
+
+#[tokio::test]
+async fn a_webhook_left_set_is_removed_before_the_long_poll() {
+    let telegram = FakeTelegram::start(BOT_TOKEN).await;
+    // As Telegram does: no plain-HTTP webhook, and no port it does not deliver to.
+    let set = |url: &str| {
+        reqwest::Client::new()
+            .post(format!("{}/bot{BOT_TOKEN}/setWebhook", telegram.url))
+            .json(&json!({"url": url}))
+            .send()
+    };
+    for (url, refusal) in [
+        (
+            "http://old.example/telegram/webhook",
+            "An HTTPS URL must be provided",
+        ),
+        (
+            "https://old.example:9000/telegram/webhook",
+            "only on ports 80, 88, 443 or 8443",
+        ),
+    ] {
+        let answer = set(url).await.expect("setWebhook");
+        assert_eq!(answer.status(), 400);
+        let body = answer.text().await.expect("body");
+        assert!(body.contains(refusal), "{body}");
+    }
+    // A webhook an earlier start in webhook mode left set: getUpdates is refused (409) until
+    // it is deleted.
+    let answer = set("https://old.example/telegram/webhook")
+        .await
+        .expect("set");
+    assert_eq!(answer.status(), 200);
+    let world = World::start_on(telegram, "", "").await;
+    world.say(5, "/help", "I can drive").await;
+    assert_eq!(world.telegram.webhook(), None);
+    // Without webhook mode there is no webhook route.
+    let answer = world
+        .http
+        .post(format!("{}/telegram/webhook", world.cockpit.api))
+        .header("X-Telegram-Bot-Api-Secret-Token", "anything")
+        .json(&json!({"update_id": 1}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(answer.status(), 404);
+}
+
+#[tokio::test]
+async fn in_webhook_mode_updates_come_by_the_webhook_once_each() {
+    let secret = "hook_S3cret-value";
+    let telegram = FakeTelegram::start(BOT_TOKEN).await;
+    let world = World::start_on(
+        telegram,
+        &format!(
+            "webhook_url = \"https://cockpit.test/telegram/webhook\"\nwebhook_secret = \"{secret}\"\n"
+        ),
+        "",
+    )
+    .await;
+    eventually(Duration::from_secs(20), "the webhook set", || async {
+        world.telegram.webhook()
+    })
+    .await;
+    world.telegram.serve_webhook_by(&[&world.cockpit.api]);
+    world.say(5, "/help", "I can drive").await;
+    let delivered = world.telegram.deliveries();
+    assert!(
+        delivered.iter().any(|(_, status)| *status == 200),
+        "{delivered:?}"
+    );
+    // Telegram repeats a delivery it saw no answer to: handed over once, confirmed again.
+    let since = world.telegram.texts_to(5).len();
+    let again = json!({"update_id": 1, "message": {"message_id": 1, "date": 0,
+        "chat": {"id": 5, "type": "private", "first_name": "u"},
+        "from": {"id": 5, "is_bot": false, "first_name": "u"}, "text": "/help"}});
+    let post = |body: Value, secret: &str| {
+        world
+            .http
+            .post(format!("{}/telegram/webhook", world.cockpit.api))
+            .header("X-Telegram-Bot-Api-Secret-Token", secret)
+            .json(&body)
+            .send()
+    };
+    assert_eq!(post(again, secret).await.expect("post").status(), 200);
+    assert_eq!(
+        post(json!({"not": "an update"}), secret)
+            .await
+            .expect("post")
+            .status(),
+        400
+    );
+    assert_eq!(
+        post(json!({"update_id": 99}), "wrong")
+            .await
+            .expect("post")
+            .status(),
+        401
+    );
+    // The chat answers in order: once this is answered, a second answer to the repeated
+    // update would be there.
+    world.say(5, "/repo list", "I don't know you yet").await;
+    let after: Vec<String> = world.telegram.texts_to(5).split_off(since);
+    assert_eq!(
+        after.len(),
+        1,
+        "the repeated update was answered again: {after:?}"
+    );
+    world.assert_no_secrets_logged();
+    assert!(
+        !world.cockpit.log_text().contains(secret),
+        "the webhook secret was logged"
+    );
 }
 
 /// A valid blueprint of about `bytes` bytes, full of MarkdownV2's reserved characters.

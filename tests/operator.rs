@@ -563,8 +563,8 @@ fn a_second_server_on_the_same_postgres_schema_stands_by_naming_the_holder_until
     // Another config and data directory, the same database and schema.
     let first_storage = support::postgres_storage(first.dir.path());
     let other = tempfile::tempdir().expect("tempdir");
-    let text = base_config(other.path())
-        .replace(&support::postgres_storage(other.path()), &first_storage);
+    let text =
+        base_config(other.path()).replace(&support::postgres_storage(other.path()), &first_storage);
     let mut second = Cockpit::start_standby(other, &text);
     let logs = second.log_text();
     assert!(

@@ -11,7 +11,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::api::{Api, repo_path, template};
+use support::fake_itsyou::FakeItsYou;
+use support::fake_telegram::FakeTelegram;
 use support::{Cockpit, base_config, eventually};
+
+const WAIT: Duration = Duration::from_secs(30);
 
 const MAIL: &str =
     "[mail]\nactive = true\nhost = \"127.0.0.1\"\nport = 0\ndomain = [\"cockpit.test\"]\n";
@@ -351,4 +355,123 @@ async fn when_the_holder_is_killed_the_standby_finishes_everything_it_acknowledg
     );
     // The standby's own mail door now accepts.
     assert_eq!(send_mail(&b.mail, "after").await, Ok(250));
+}
+
+const BOT_TOKEN: &str = "434343:BOT-token-SECRET-never-logged";
+const WEBHOOK_SECRET: &str = "webhook-S3cret_value";
+
+/// `[bot]` in webhook mode at the fake Bot API.
+fn bot_config(telegram: &FakeTelegram) -> String {
+    format!(
+        "[bot]\ntoken = \"{BOT_TOKEN}\"\napi_url = \"{}\"\n\
+         webhook_url = \"https://cockpit.test/telegram/webhook\"\n\
+         webhook_secret = \"{WEBHOOK_SECRET}\"\n",
+        telegram.url
+    )
+}
+
+#[tokio::test]
+async fn a_login_started_on_one_replica_by_webhook_completes_on_the_other_after_it_died() {
+    let Ok(_) = std::env::var("COCKPIT_TEST_POSTGRES") else {
+        eprintln!("needs COCKPIT_TEST_POSTGRES");
+        return;
+    };
+    let chat = 7;
+    let telegram = FakeTelegram::start(BOT_TOKEN).await;
+    let itsyou = FakeItsYou::start().await;
+    let with_provider = |dir: &Path| {
+        base_config(dir).replacen(
+            "[oauth]\n",
+            &format!("[oauth]\nitsyouonlinehost = \"{}\"\n", itsyou.url),
+            1,
+        ) + &bot_config(&telegram)
+    };
+    let a_dir = tempfile::tempdir().expect("tempdir");
+    let shared = support::postgres_storage(a_dir.path());
+    let a_text = with_provider(a_dir.path());
+    let mut a = Cockpit::start_in(a_dir, &a_text);
+    let b_dir = tempfile::tempdir().expect("tempdir");
+    let b_text =
+        with_provider(b_dir.path()).replace(&support::postgres_storage(b_dir.path()), &shared);
+    let mut b = Cockpit::start_standby(b_dir, &b_text);
+    eventually(Duration::from_secs(20), "the webhook set by A", || async {
+        telegram
+            .webhook()
+            .filter(|u| u.ends_with("/telegram/webhook"))
+    })
+    .await;
+
+    // Without the secret, or with another, an update is refused, on either replica.
+    let http = reqwest::Client::new();
+    for (api, secret) in [(&a.api, None), (&b.api, Some("wrong"))] {
+        let mut request = http
+            .post(format!("{api}/telegram/webhook"))
+            .json(&json!({"update_id": 1}));
+        if let Some(secret) = secret {
+            request = request.header("X-Telegram-Bot-Api-Secret-Token", secret);
+        }
+        let status = request.send().await.expect("post").status();
+        assert_eq!(status, 401, "{api}");
+    }
+
+    // The login starts through B (forwarded to A, which runs the bot).
+    telegram.serve_webhook_by(&[&b.api]);
+    telegram.send_text(chat, "/start");
+    let link = telegram.wait_text(chat, "/v1/oauth/authorize", WAIT).await;
+    assert!(
+        telegram
+            .deliveries()
+            .iter()
+            .all(|(to, status)| to == &b.api && *status == 200),
+        "{:?}",
+        telegram.deliveries()
+    );
+    let state = link
+        .split_whitespace()
+        .find(|w| w.starts_with("http"))
+        .and_then(|l| reqwest::Url::parse(l).ok())
+        .and_then(|u| {
+            u.query_pairs()
+                .find(|(k, _)| k == "state")
+                .map(|(_, v)| v.into_owned())
+        })
+        .expect("a link with a state");
+
+    // A dies; B takes over, and the login started on A finishes on B.
+    a.signal(libc::SIGKILL);
+    assert!(a.wait_exit(Duration::from_secs(10)).is_some(), "killed");
+    b.wait_for_log("cockpit ready", Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("{}", b.log_text()));
+    let page = http
+        .get(format!("{}/oauth/callback", b.api))
+        .query(&[("code", "member:alice"), ("state", &state)])
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.expect("page");
+    let prefix = "https://t.me/cockpit_test_bot?start=";
+    let at = page.find(prefix).expect("a t.me link on the login page");
+    let code: String = page[at + prefix.len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    // Telegram keeps delivering to the load balancer: both addresses, one of them gone.
+    telegram.serve_webhook_by(&[&a.api, &b.api]);
+    telegram.send_text(chat, &format!("/start {code}"));
+    telegram
+        .wait_text(chat, "You have been authorized", WAIT)
+        .await;
+    assert!(
+        telegram
+            .deliveries()
+            .iter()
+            .any(|(to, status)| to == &b.api && *status == 200),
+        "{:?}",
+        telegram.deliveries()
+    );
+    assert!(
+        !b.log_text().contains(WEBHOOK_SECRET) && !b.log_text().contains("BOT-token-SECRET"),
+        "a secret in the log"
+    );
 }

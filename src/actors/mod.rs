@@ -72,6 +72,27 @@ pub struct Shared {
     pub notices: notice::Notices,
     /// Fault injection by actor name.
     pub faults: faults::Faults,
+    /// Where the HTTP door hands Telegram's webhook updates (set by the bot while it runs in
+    /// webhook mode): one door serves another's route without importing it.
+    pub telegram_hook: Arc<parking_lot::Mutex<Option<UpdateSink>>>,
+}
+
+/// Takes one webhook update (its raw JSON body) and answers once it is handed to its chat.
+pub type UpdateSink = Arc<
+    dyn Fn(bytes::Bytes) -> futures::future::BoxFuture<'static, Result<(), HookError>>
+        + Send
+        + Sync,
+>;
+
+/// Why a webhook update was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// The body is not an update.
+    #[error("not a Telegram update: {0}")]
+    Malformed(String),
+    /// The bot cannot take it now (restarting): the sender tries again.
+    #[error("the bot is not ready; try again")]
+    Unavailable,
 }
 
 /// Aborts a task when dropped: a task tied to an actor's state ends with it, also when the actor
@@ -148,6 +169,7 @@ impl Shared {
             replica: None,
             notices: notice::Notices::default(),
             faults: faults::Faults::default(),
+            telegram_hook: Arc::default(),
         }
     }
 

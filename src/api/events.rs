@@ -87,7 +87,9 @@ pub fn routes(shared: Shared) -> Vec<BoxedFilter<(Response,)>> {
 }
 
 /// The raw body, at most `max` bytes (by `Content-Length`, and as it streams in): `413` beyond.
-fn bounded_body(max: u64) -> impl Filter<Extract = (Vec<u8>,), Error = Rejection> + Clone {
+pub(crate) fn bounded_body(
+    max: u64,
+) -> impl Filter<Extract = (Vec<u8>,), Error = Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
         .and_then(move |length: Option<u64>| async move {
             match length {

@@ -20,6 +20,7 @@ pub mod runs;
 pub mod schemas;
 pub mod server;
 pub mod standby;
+pub mod telegram;
 
 use std::convert::Infallible;
 
@@ -82,6 +83,7 @@ pub fn routes(shared: Shared) -> impl Filter<Extract = (impl Reply,), Error = In
         crash.map(Reply::into_response).boxed(),
     ];
     all.extend(events::routes(shared.clone()));
+    all.push(telegram::routes(shared.clone()));
     reply::one_of(all)
         .recover(recover)
         .with(warp::log::custom(move |info| {

@@ -53,6 +53,7 @@ use warp::{Filter, Reply};
         super::runs::run_logs,
         super::events::raise_event,
         super::events::github_webhook,
+        super::telegram::telegram_webhook,
         super::access::list_tokens,
         super::access::create_token,
         super::access::revoke_token,

@@ -190,6 +190,7 @@ pub const PUBLIC: &[(&str, &str)] = &[
     ("GET", "/oauth/providers"),
     ("GET", "/openapi.json"),
     ("GET", "/ready"),
+    ("POST", "/telegram/webhook"),
     ("POST", "/webhooks/github"),
 ];
 

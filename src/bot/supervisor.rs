@@ -28,6 +28,51 @@ use crate::store::{Origin, RunState};
 /// The store setting that remembers the next update id to fetch.
 const OFFSET_KEY: &str = "telegram_offset";
 
+/// The bot's update sink in [`Shared::telegram_hook`] (webhook mode), removed when dropped.
+struct HookGuard(Arc<parking_lot::Mutex<Option<crate::actors::UpdateSink>>>);
+
+impl HookGuard {
+    /// Installs the sink that hands a webhook update to `bot` and waits for the hand-over, as
+    /// the long poll does; an update whose id is below the recorded offset was handed over
+    /// already (Telegram repeats a delivery it saw no answer to) and is only confirmed.
+    fn install(shared: &Shared, bot: &ActorRef<TelegramMsg>) -> HookGuard {
+        use crate::actors::HookError;
+        let (store, bot) = (shared.store.clone(), bot.clone());
+        let sink: crate::actors::UpdateSink = Arc::new(move |body| {
+            let (store, bot) = (store.clone(), bot.clone());
+            Box::pin(async move {
+                let (id, incoming) =
+                    telegram::webhook_update(&body).map_err(HookError::Malformed)?;
+                let offset: i64 = store
+                    .setting(OFFSET_KEY)
+                    .map_err(|_| HookError::Unavailable)?
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if id < offset {
+                    debug!(update = id, "a webhook update handed over before");
+                    return Ok(());
+                }
+                if let Some(incoming) = incoming {
+                    call!(bot, |reply| TelegramMsg::Deliver { incoming, reply })
+                        .map_err(|_| HookError::Unavailable)?;
+                }
+                if let Err(err) = store.set_setting(OFFSET_KEY, &(id + 1).to_string()) {
+                    warn!(%err, "cannot record the Telegram offset");
+                }
+                Ok(())
+            })
+        });
+        *shared.telegram_hook.lock() = Some(sink);
+        HookGuard(shared.telegram_hook.clone())
+    }
+}
+
+impl Drop for HookGuard {
+    fn drop(&mut self) {
+        self.0.lock().take();
+    }
+}
+
 /// How long a session may stay idle before it stops.
 const SESSION_IDLE: Duration = Duration::from_secs(600);
 
@@ -80,6 +125,8 @@ pub struct TelegramState {
     _poller: AbortOnDrop,
     /// The task that forwards the core's notices here; aborted with the state.
     _notices: AbortOnDrop,
+    /// Webhook mode: the HTTP door's way to this bot, withdrawn when the bot stops.
+    _hook: Option<HookGuard>,
 }
 
 impl TelegramState {
@@ -192,6 +239,15 @@ impl Actor for TelegramBot {
         let store = shared.store.clone();
         let telemetry = shared.telemetry.clone();
         let me = myself.clone();
+        let webhook = shared
+            .config
+            .bot
+            .webhook_url
+            .clone()
+            .zip(shared.config.bot.webhook_secret.clone());
+        let hook = webhook
+            .is_some()
+            .then(|| HookGuard::install(&shared, &myself));
         let poller = tokio::spawn(async move {
             // Login pages link back to the bot by its username.
             if let Some(name) = telegram::username(&poll_client).await
@@ -201,6 +257,17 @@ impl Actor for TelegramBot {
                 warn!(%err, "cannot record the bot's username");
             }
             telegram::register_commands(&poll_client).await;
+            let reachable = |answered: Result<(), String>| match answered {
+                Ok(()) => telemetry.dependency_ok(crate::actors::names::TELEGRAM_BOT),
+                Err(error) => {
+                    telemetry.dependency_failed(crate::actors::names::TELEGRAM_BOT, &error)
+                }
+            };
+            if let Some((url, secret)) = webhook {
+                telegram::set_webhook(&poll_client, url, secret.expose(), reachable).await;
+                return;
+            }
+            telegram::delete_webhook(&poll_client).await;
             telegram::poll(
                 poll_client,
                 start,
@@ -217,12 +284,7 @@ impl Actor for TelegramBot {
                         warn!(%err, "cannot record the Telegram offset");
                     }
                 },
-                |answered| match answered {
-                    Ok(()) => telemetry.dependency_ok(crate::actors::names::TELEGRAM_BOT),
-                    Err(error) => {
-                        telemetry.dependency_failed(crate::actors::names::TELEGRAM_BOT, &error)
-                    }
-                },
+                reachable,
             )
             .await;
         });
@@ -252,7 +314,11 @@ impl Actor for TelegramBot {
             .join(names::TELEGRAM_BOT, myself.clone(), || TelegramMsg::Crash);
         myself.send_interval(Duration::from_secs(30), || TelegramMsg::Sweep);
         myself.send_interval(progress::EVERY, || TelegramMsg::Progress);
-        info!("telegram bot polling");
+        if hook.is_some() {
+            info!("telegram bot taking updates by webhook");
+        } else {
+            info!("telegram bot polling");
+        }
         Ok(TelegramState {
             shared,
             clients,
@@ -260,6 +326,7 @@ impl Actor for TelegramBot {
             chats: Children::default(),
             runs: RunMessages::default(),
             _poller: AbortOnDrop(poller),
+            _hook: hook,
             _notices: AbortOnDrop(listener),
         })
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use teloxide::net::Download;
 use teloxide::payloads::{
     EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters, SendMessageSetters,
+    SetWebhookSetters,
 };
 use teloxide::prelude::Requester;
 use teloxide::types::{
@@ -192,6 +193,56 @@ pub async fn poll<D, F>(
             Err(err) => warn!(%host, error = %cause(&err), "getUpdates failed"),
         }
     }
+}
+
+/// Webhook mode: tells Telegram to post updates to `url` with `secret` (one at a time, in
+/// order: `max_connections` 1, as the long poll takes them), retrying until it takes it.
+/// Telegram refuses a URL that is not HTTPS on port 443, 80, 88 or 8443; that refusal is
+/// logged and retried, as every other.
+pub async fn set_webhook(
+    client: &Bot,
+    url: url::Url,
+    secret: &str,
+    mut reachable: impl FnMut(Result<(), String>),
+) {
+    loop {
+        let set = with_retries(|| {
+            client
+                .set_webhook(url.clone())
+                .secret_token(secret)
+                .max_connections(1)
+                .allowed_updates(vec![AllowedUpdate::Message, AllowedUpdate::CallbackQuery])
+        })
+        .await;
+        match set {
+            Ok(_) => {
+                reachable(Ok(()));
+                return;
+            }
+            Err(err) => {
+                let error = cause(&err);
+                warn!(%error, "setWebhook failed; trying again in 5 s");
+                reachable(Err(format!("setWebhook failed: {error}")));
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
+}
+
+/// Long-poll mode: removes a webhook an earlier webhook-mode start left set (Telegram refuses
+/// `getUpdates` while one is set), keeping the updates it holds.
+pub async fn delete_webhook(client: &Bot) {
+    if let Err(err) = with_retries(|| client.delete_webhook()).await {
+        warn!(error = %cause(&err), "deleteWebhook failed");
+    }
+}
+
+/// A webhook's body as an update: our view of it (`None` for kinds the bot ignores), and its
+/// id; an error when it is not an update.
+pub fn webhook_update(body: &[u8]) -> Result<(i64, Option<Incoming>), String> {
+    let update: teloxide::types::Update =
+        serde_json::from_slice(body).map_err(|err| err.to_string())?;
+    Ok((update.id.0 as i64, incoming(update)))
 }
 
 /// An error with its chain of causes (`network error: ...: connection refused`). teloxide

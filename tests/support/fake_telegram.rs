@@ -66,6 +66,14 @@ struct State {
     /// Benchmarks: when a `getUpdates` first returned updates, and when the last call came.
     first_served: Option<Instant>,
     last_call: Option<Instant>,
+    /// The webhook set by `setWebhook`: its URL and secret token.
+    webhook: Option<(url::Url, Option<String>)>,
+    /// The plain-HTTP addresses that serve the webhook URL's host (the load balancer in front
+    /// of the replicas terminates TLS), taken in turn.
+    backends: Vec<String>,
+    next_backend: usize,
+    /// Each webhook delivery: (backend, HTTP status, or 0 when it did not answer).
+    deliveries: Vec<(String, u16)>,
 }
 
 /// The fake server; clone freely.
@@ -123,7 +131,87 @@ impl FakeTelegram {
             },
         );
         tokio::spawn(warp::serve(files.or(route)).incoming(listener).run());
+        tokio::spawn(fake.clone().deliver_webhooks());
         fake
+    }
+
+    /// The plain-HTTP addresses (`http://127.0.0.1:PORT`) that stand for the webhook URL's host,
+    /// taken in turn, one update at a time and in order (`max_connections` 1), as Telegram
+    /// delivers through a load balancer.
+    pub fn serve_webhook_by(&self, backends: &[&str]) {
+        let mut state = self.state.lock().expect("state");
+        state.backends = backends.iter().map(|b| b.to_string()).collect();
+        drop(state);
+        self.notify.notify_waiters();
+    }
+
+    /// Each webhook delivery so far: (backend, status; 0 when it did not answer).
+    pub fn deliveries(&self) -> Vec<(String, u16)> {
+        self.state.lock().expect("state").deliveries.clone()
+    }
+
+    /// The webhook URL set, if any.
+    pub fn webhook(&self) -> Option<String> {
+        let state = self.state.lock().expect("state");
+        state.webhook.as_ref().map(|(url, _)| url.to_string())
+    }
+
+    /// Posts the oldest pending update to the webhook, if one is set, until it is answered
+    /// `2xx` (then it is confirmed and gone); a failure is retried after a pause, as Telegram
+    /// retries.
+    async fn deliver_webhooks(self) {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        loop {
+            let notified = self.notify.notified();
+            let next = {
+                let mut state = self.state.lock().expect("state");
+                let target = match (
+                    &state.webhook,
+                    state.updates.front(),
+                    state.backends.is_empty(),
+                ) {
+                    (Some((url, secret)), Some(update), false) => {
+                        let backend =
+                            state.backends[state.next_backend % state.backends.len()].clone();
+                        Some((
+                            backend,
+                            url.path().to_string(),
+                            secret.clone(),
+                            update.clone(),
+                        ))
+                    }
+                    _ => None,
+                };
+                if target.is_some() {
+                    state.next_backend += 1;
+                }
+                target
+            };
+            let Some((backend, path, secret, update)) = next else {
+                let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+                continue;
+            };
+            let mut request = http.post(format!("{backend}{path}")).json(&update);
+            if let Some(secret) = secret {
+                request = request.header("X-Telegram-Bot-Api-Secret-Token", secret);
+            }
+            let status = request.send().await.map_or(0, |r| r.status().as_u16());
+            let delivered = (200..300).contains(&status);
+            {
+                let mut state = self.state.lock().expect("state");
+                state.deliveries.push((backend, status));
+                if delivered {
+                    let id = update["update_id"].as_i64();
+                    state.updates.retain(|u| u["update_id"].as_i64() != id);
+                }
+            }
+            if !delivered {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
     }
 
     async fn handle(
@@ -178,6 +266,12 @@ impl FakeTelegram {
             _ => json!({"raw": String::from_utf8_lossy(body)}),
         };
         let method = method.to_ascii_lowercase();
+        if method == "getupdates" && self.state.lock().expect("state").webhook.is_some() {
+            let reply = warp::reply::json(&json!({"ok": false, "error_code": 409,
+                "description": "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first"}));
+            return warp::reply::with_status(reply, warp::http::StatusCode::CONFLICT)
+                .into_response();
+        }
         if method == "getupdates" {
             return warp::reply::json(&json!({"ok": true, "result": self.updates(&params).await}))
                 .into_response();
@@ -567,9 +661,65 @@ impl State {
                 None,
             )),
             "getwebhookinfo" => Ok((
-                json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0}),
+                json!({"url": self.webhook.as_ref().map_or(String::new(), |(u, _)| u.to_string()),
+                       "has_custom_certificate": false,
+                       "pending_update_count": self.updates.len()}),
                 None,
             )),
+            "setwebhook" => {
+                let text = params["url"].as_str().unwrap_or_default();
+                if text.is_empty() {
+                    self.webhook = None;
+                    return Ok((json!(true), None));
+                }
+                let url = url::Url::parse(text)
+                    .map_err(|_| refused("Bad Request: bad webhook: Failed to resolve host: Name or service not known".into()))?;
+                if url.scheme() != "https" {
+                    return Err(refused(
+                        "Bad Request: bad webhook: An HTTPS URL must be provided for webhook"
+                            .into(),
+                    ));
+                }
+                if !url
+                    .port_or_known_default()
+                    .is_some_and(|p| [443, 80, 88, 8443].contains(&p))
+                {
+                    return Err(refused(
+                        "Bad Request: bad webhook: Webhook can be set up only on ports 80, 88, 443 or 8443".into(),
+                    ));
+                }
+                let secret = params["secret_token"].as_str().map(str::to_string);
+                if let Some(secret) = &secret
+                    && !((1..=256).contains(&secret.len())
+                        && secret
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+                {
+                    return Err(refused(
+                        "Bad Request: secret token contains unallowed characters".into(),
+                    ));
+                }
+                let connections = params["max_connections"]
+                    .as_i64()
+                    .or_else(|| {
+                        params["max_connections"]
+                            .as_str()
+                            .and_then(|v| v.parse().ok())
+                    })
+                    .unwrap_or(40);
+                if !(1..=100).contains(&connections) {
+                    return Err(refused(
+                        "Bad Request: bad webhook: max_connections must be between 1 and 100"
+                            .into(),
+                    ));
+                }
+                self.webhook = Some((url, secret));
+                Ok((json!(true), None))
+            }
+            "deletewebhook" => {
+                self.webhook = None;
+                Ok((json!(true), None))
+            }
             "sendmessage" | "senddocument" => {
                 let chat = chat.ok_or_else(|| refused("Bad Request: chat not found".into()))?;
                 let (text, document) = if method == "sendmessage" {
