@@ -117,6 +117,30 @@ async fn repository(
     dir
 }
 
+/// Milliseconds since the epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// When each scheduled run of `clock`'s `tick` ran (ms), leaving out the runs that ran again
+/// a run a crash cut short (`again_of`).
+async fn tick_times(api: &Api, ticks: &Path) -> Vec<i64> {
+    let mut times = Vec::new();
+    for line in lines(ticks) {
+        let Some((run, at)) = line.split_once(' ') else {
+            continue;
+        };
+        let (_, shown) = api.get(&format!("/clock/aysrun/{run}")).await;
+        if shown["again_of"].is_null() {
+            times.push(at.parse().expect("ms"));
+        }
+    }
+    times.sort();
+    times
+}
+
 /// Every line of a file (none if it is missing).
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
@@ -260,6 +284,37 @@ async fn when_the_holder_is_killed_the_standby_finishes_everything_it_acknowledg
         ],
     )
     .await;
+    // A repository whose `tick` runs every 3 s, on whichever replica holds the store.
+    let ticks = out.join("ticks");
+    let (status, view) = on_a.post("", json!({"name": "clock"})).await;
+    assert_eq!(status, 201, "{view}");
+    let clock_dir = repo_path(&view);
+    template(
+        &clock_dir,
+        "clock",
+        "",
+        &[(
+            "tick",
+            &format!(
+                "echo \"$COCKPIT_RUN $(date +%s%3N)\" >> '{}'",
+                ticks.display()
+            ),
+        )],
+    );
+    std::fs::write(
+        clock_dir.join("actorTemplates/clock/config.yaml"),
+        "recurring:\n  - {action: tick, period: 3}\n",
+    )
+    .expect("config.yaml");
+    let (status, body) = on_a
+        .post(
+            "/clock/blueprint",
+            json!({"name": "c.yaml", "content": "clock__c:\n"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(on_a.post("/clock/blueprint/c.yaml", json!({})).await.0, 200);
+
     let (status, run) = on_a.post("/work/aysrun", json!({})).await;
     assert_eq!(status, 201, "{run}");
     let install = run["key"].as_str().expect("key").to_string();
@@ -268,6 +323,11 @@ async fn when_the_holder_is_killed_the_standby_finishes_everything_it_acknowledg
             .iter()
             .any(|l| l.starts_with("install"))
             .then_some(())
+    })
+    .await;
+
+    eventually(Duration::from_secs(20), "a tick on A", || async {
+        (!lines(&ticks).is_empty()).then_some(())
     })
     .await;
 
@@ -298,6 +358,7 @@ async fn when_the_holder_is_killed_the_standby_finishes_everything_it_acknowledg
         .post(&format!("/work/aysrun/{install}/rerun"), json!({}))
         .await;
     assert_eq!(status, 201, "{run}");
+    let killed_ms = now_ms();
     a.signal(libc::SIGKILL);
     assert!(a.wait_exit(Duration::from_secs(10)).is_some(), "killed");
     // As if A's machine were gone: its mail files are not there for B.
@@ -352,6 +413,24 @@ async fn when_the_holder_is_killed_the_standby_finishes_everything_it_acknowledg
     assert!(
         beside.is_empty(),
         "two actions at once, or a mail's file missing: {beside:?}"
+    );
+    // The schedule went on on B, and no slot fired twice: the ticks (not counting a run a
+    // crash cut short and B ran again) fit the slots between the first and the last.
+    eventually(Duration::from_secs(20), "a tick on B", || async {
+        tick_times(&on_b, &ticks)
+            .await
+            .last()
+            .is_some_and(|last| *last > killed_ms + 3_000)
+            .then_some(())
+    })
+    .await;
+    let times = tick_times(&on_b, &ticks).await;
+    let (first, last) = (times[0], times[times.len() - 1]);
+    let slots = (last - first + 1_000) / 3_000 + 1;
+    assert!(
+        times.len() as i64 <= slots,
+        "{} ticks in {slots} slots: {times:?}",
+        times.len()
     );
     // The standby's own mail door now accepts.
     assert_eq!(send_mail(&b.mail, "after").await, Ok(250));
