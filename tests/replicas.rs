@@ -15,6 +15,8 @@ use support::fake_itsyou::FakeItsYou;
 use support::fake_telegram::FakeTelegram;
 use support::{Cockpit, base_config, eventually};
 
+const GITHUB_SECRET: &str = "gh-S3cret-value";
+
 const WAIT: Duration = Duration::from_secs(30);
 
 const MAIL: &str =
@@ -248,7 +250,9 @@ async fn a_run_made_on_one_replica_is_followed_and_cancelled_on_the_other() {
 #[tokio::test]
 async fn when_the_holder_is_killed_the_standby_finishes_everything_it_acknowledged_never_twice_at_once()
  {
-    let Some((mut a, mut b)) = two_replicas(MAIL) else {
+    let Some((mut a, mut b)) = two_replicas(&format!(
+        "{MAIL}\n[webhooks]\ngithub_secret = \"{GITHUB_SECRET}\"\n"
+    )) else {
         eprintln!("needs COCKPIT_TEST_POSTGRES");
         return;
     };
@@ -271,7 +275,7 @@ async fn when_the_holder_is_killed_the_standby_finishes_everything_it_acknowledg
          [ -f \"$raw\" ] || echo \"no file $raw\" >> '{}'",
         overlaps.display()
     );
-    let blueprint = "worker__w:\nactions:\n  - action: install\neventfilters:\n  - {channel: jobs, action: onevent}\n  - {channel: email, action: onmail}\n";
+    let blueprint = "worker__w:\nactions:\n  - action: install\neventfilters:\n  - {channel: jobs, action: onevent}\n  - {channel: github.push, action: onevent}\n  - {channel: email, action: onmail}\n";
     repository(
         &on_a,
         "work",
@@ -350,6 +354,26 @@ async fn when_the_holder_is_killed_the_standby_finishes_everything_it_acknowledg
         assert_eq!(status, 202, "{:?}", body.text().await);
         events.push(format!("\"args\":{{\"n\":{n}}}"));
     }
+    // A GitHub delivery, through B.
+    let body = serde_json::to_vec(&json!({"n": "push"})).expect("body");
+    let delivered = reqwest::Client::new()
+        .post(format!("{}/webhooks/github", b.api))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "d-1")
+        .header(
+            "x-hub-signature-256",
+            format!(
+                "sha256={}",
+                support::webhook_receiver::hmac_hex(GITHUB_SECRET, &body)
+            ),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("deliver");
+    assert_eq!(delivered.status(), 202);
+    events.push("\"delivery\":\"d-1\"".to_string());
     let subjects: Vec<String> = (0..2).map(|i| format!("mail {i}")).collect();
     for subject in &subjects {
         assert_eq!(send_mail(&a.mail, subject).await, Ok(250));
@@ -521,7 +545,8 @@ async fn a_login_started_on_one_replica_by_webhook_completes_on_the_other_after_
     assert!(a.wait_exit(Duration::from_secs(10)).is_some(), "killed");
     b.wait_for_log("cockpit ready", Duration::from_secs(30))
         .unwrap_or_else(|| panic!("{}", b.log_text()));
-    let page = http
+    // A new connection: the standby's server closed its idle ones when B took over.
+    let page = reqwest::Client::new()
         .get(format!("{}/oauth/callback", b.api))
         .query(&[("code", "member:alice"), ("state", &state)])
         .send()
