@@ -10,22 +10,10 @@ use serde_json::{Value, json};
 use support::api::Api;
 use support::fake_itsyou::FakeItsYou;
 use support::fake_telegram::FakeTelegram;
-use support::{Cockpit, base_config, eventually};
+use support::{Cockpit, base_config, eventually, login_code as code_in};
 
 const BOT_TOKEN: &str = "424242:BOT-token-SECRET-never-logged";
 const WAIT: Duration = Duration::from_secs(30);
-
-/// The one-time code in a login page's `https://t.me/<bot>?start=<code>` link.
-fn code_in(page: &str) -> String {
-    let prefix = "https://t.me/cockpit_test_bot?start=";
-    let at = page
-        .find(prefix)
-        .unwrap_or_else(|| panic!("no t.me link in {page}"));
-    page[at + prefix.len()..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric())
-        .collect()
-}
 
 /// The doubles and the real binary wired to them.
 struct World {

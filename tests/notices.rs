@@ -88,12 +88,7 @@ async fn bot_world(extra: &str, chat: i64) -> (FakeTelegram, FakeItsYou, Cockpit
     assert_eq!(page.status(), 200);
     // The login page ends with a one-time link back to the bot; only this chat may redeem it.
     let page = page.text().await.expect("page");
-    let prefix = "https://t.me/cockpit_test_bot?start=";
-    let at = page.find(prefix).expect("a t.me link on the login page");
-    let code: String = page[at + prefix.len()..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric())
-        .collect();
+    let code = support::login_code(&page);
     telegram.send_text(chat, &format!("/start {code}"));
     telegram
         .wait_text(chat, "You have been authorized", WAIT)

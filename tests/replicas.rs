@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use support::api::{Api, repo_path, template};
 use support::fake_itsyou::FakeItsYou;
 use support::fake_telegram::FakeTelegram;
-use support::{Cockpit, base_config, eventually};
+use support::{Cockpit, base_config, eventually, sse_until};
 
 const GITHUB_SECRET: &str = "gh-S3cret-value";
 
@@ -35,43 +35,6 @@ fn two_replicas(extra: &str) -> Option<(Cockpit, Cockpit)> {
         .replace(&support::postgres_storage(b_dir.path()), &shared);
     let b = Cockpit::start_standby(b_dir, &b_text);
     Some((a, b))
-}
-
-/// Reads SSE events (`(event, data)`) until `stop` says so.
-async fn sse_until(
-    response: reqwest::Response,
-    mut stop: impl FnMut(&(String, String)) -> bool,
-) -> Vec<(String, String)> {
-    use futures::StreamExt;
-    let mut body = response.bytes_stream();
-    let mut buffer = String::new();
-    let mut events = Vec::new();
-    loop {
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let (mut event, mut data) = (String::new(), String::new());
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    event = v.trim().to_string();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data = v.trim().to_string();
-                }
-            }
-            if event.is_empty() {
-                continue;
-            }
-            let item = (event, data);
-            let done = stop(&item);
-            events.push(item);
-            if done {
-                return events;
-            }
-        }
-        match tokio::time::timeout(Duration::from_secs(30), body.next()).await {
-            Ok(Some(Ok(chunk))) => buffer.push_str(&String::from_utf8_lossy(&chunk)),
-            other => panic!("the stream ended early: {other:?}; got {events:?}"),
-        }
-    }
 }
 
 /// Sends one mail to `address` (`host:port`); the reply code, or the error's text.
@@ -205,7 +168,7 @@ async fn a_run_made_on_one_replica_is_followed_and_cancelled_on_the_other() {
         .await
         .expect("follow");
     assert_eq!(response.status(), 200);
-    let follow = tokio::spawn(sse_until(response, |(event, _)| event == "end"));
+    let follow = tokio::spawn(sse_until(response, |(_, event, _)| event == "end"));
     // A token B never saw is checked by A, the holder: a bad one is refused through B too.
     let (status, _) = Api {
         token: "not-a-token".into(),
@@ -233,10 +196,10 @@ async fn a_run_made_on_one_replica_is_followed_and_cancelled_on_the_other() {
     assert!(
         events
             .iter()
-            .any(|(e, d)| e == "log" && d.contains("line one")),
+            .any(|(_, e, d)| e == "log" && d.contains("line one")),
         "{events:?}"
     );
-    let (_, end) = events.last().expect("end");
+    let (_, _, end) = events.last().expect("end");
     assert!(end.contains("cancelled"), "{events:?}");
 
     // SMTP senders are sent to the holder.
@@ -554,12 +517,7 @@ async fn a_login_started_on_one_replica_by_webhook_completes_on_the_other_after_
         .expect("callback");
     assert_eq!(page.status(), 200);
     let page = page.text().await.expect("page");
-    let prefix = "https://t.me/cockpit_test_bot?start=";
-    let at = page.find(prefix).expect("a t.me link on the login page");
-    let code: String = page[at + prefix.len()..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric())
-        .collect();
+    let code = support::login_code(&page);
     // Telegram keeps delivering to the load balancer: both addresses, one of them gone.
     telegram.serve_webhook_by(&[&a.api, &b.api]);
     telegram.send_text(chat, &format!("/start {code}"));

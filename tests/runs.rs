@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::api::{Api, repo_path, template};
-use support::{Cockpit, eventually};
+use support::{Cockpit, eventually, sse_until};
 
 /// Whether process `pid` exists (and is not a zombie of ours).
 fn alive(pid: i32) -> bool {
@@ -275,45 +275,6 @@ async fn actions_get_the_data_directory_and_links_out_of_a_repository_are_not_fo
         std::fs::read_to_string(&outside).expect("outside"),
         "node__x:\n  port: 9\n"
     );
-}
-
-/// Reads SSE events (`(id, event, data)`) from a response until `stop` says so.
-async fn sse_until(
-    response: reqwest::Response,
-    mut stop: impl FnMut(&(String, String, String)) -> bool,
-) -> Vec<(String, String, String)> {
-    use futures::StreamExt;
-    let mut body = response.bytes_stream();
-    let mut buffer = String::new();
-    let mut events = Vec::new();
-    loop {
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let (mut id, mut event, mut data) = (String::new(), String::new(), String::new());
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().to_string();
-                } else if let Some(v) = line.strip_prefix("event:") {
-                    event = v.trim().to_string();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data = v.trim().to_string();
-                }
-            }
-            if event.is_empty() {
-                continue; // a keep-alive comment
-            }
-            let item = (id, event, data);
-            let done = stop(&item);
-            events.push(item);
-            if done {
-                return events;
-            }
-        }
-        match tokio::time::timeout(Duration::from_secs(30), body.next()).await {
-            Ok(Some(Ok(chunk))) => buffer.push_str(&String::from_utf8_lossy(&chunk)),
-            other => panic!("the stream ended early: {other:?}; got {events:?}"),
-        }
-    }
 }
 
 #[tokio::test]

@@ -375,3 +375,54 @@ pub async fn smtp_session(stream: &mut tokio::net::TcpStream, from: &str, to: &s
         expect(code).await;
     }
 }
+
+/// Reads SSE events (`(id, event, data)`) from a response until `stop` says so.
+pub async fn sse_until(
+    response: reqwest::Response,
+    mut stop: impl FnMut(&(String, String, String)) -> bool,
+) -> Vec<(String, String, String)> {
+    use futures::StreamExt;
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    loop {
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let (mut id, mut event, mut data) = (String::new(), String::new(), String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = v.trim().to_string();
+                }
+            }
+            if event.is_empty() {
+                continue; // a keep-alive comment
+            }
+            let item = (id, event, data);
+            let done = stop(&item);
+            events.push(item);
+            if done {
+                return events;
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(30), body.next()).await {
+            Ok(Some(Ok(chunk))) => buffer.push_str(&String::from_utf8_lossy(&chunk)),
+            other => panic!("the stream ended early: {other:?}; got {events:?}"),
+        }
+    }
+}
+
+/// The one-time code of the `https://t.me/<bot>?start=<code>` link a login page ends with.
+pub fn login_code(page: &str) -> String {
+    let prefix = "https://t.me/cockpit_test_bot?start=";
+    let at = page
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no t.me link in {page}"));
+    page[at + prefix.len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect()
+}
