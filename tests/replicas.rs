@@ -136,6 +136,21 @@ async fn a_run_made_on_one_replica_is_followed_and_cancelled_on_the_other() {
         ready["ready"], true,
         "a standby serves, forwarding: {ready}"
     );
+    for (api, role) in [(&a.api, "active"), (&b.api, "standby")] {
+        let health: Value = http
+            .get(format!("{api}/health"))
+            .send()
+            .await
+            .expect("health")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(
+            (health["role"].as_str(), health["database"].as_str()),
+            (Some(role), Some("up")),
+            "{health}"
+        );
+    }
     let metrics = http
         .get(format!("{}/metrics", b.api))
         .send()

@@ -136,21 +136,33 @@ pub(crate) fn with<T: Clone + Send + Sync + 'static>(
 }
 
 /// `GET /health`: each component `up`, `degraded` (with its last error and since when) or
-/// `down`; 200 unless a component is down, 503 then.
+/// `down`, and on PostgreSQL whether the database answers; 200 unless a component is down or
+/// the database does not answer, 503 then.
 #[utoipa::path(get, path = "/health", tag = "server",
     responses((status = 200, description = "Every component is up or degraded", body = schemas::Health),
         (status = 503, description = "A component is down", body = schemas::Health)))]
 pub(crate) fn health(shared: Shared) -> WithStatus<Json> {
     use crate::telemetry::ActorStatus;
-    let (status, code) = match shared.telemetry.overall() {
+    let (mut status, mut code) = match shared.telemetry.overall() {
         ActorStatus::Up => ("ok", StatusCode::OK),
         ActorStatus::Degraded => ("degraded", StatusCode::OK),
         ActorStatus::Down => ("down", StatusCode::SERVICE_UNAVAILABLE),
     };
-    let body = serde_json::json!({
-        "status": status,
-        "actors": shared.telemetry.actors(),
-    });
+    let mut body = serde_json::json!({"actors": shared.telemetry.actors()});
+    // A PostgreSQL store is another machine that can be away: a replica that cannot reach it
+    // cannot serve. (A SQLite file is this process's own.)
+    if shared.store.shared() {
+        let database = match shared.store.ping() {
+            Ok(()) => "up".to_string(),
+            Err(err) => {
+                (status, code) = ("down", StatusCode::SERVICE_UNAVAILABLE);
+                err.to_string()
+            }
+        };
+        body["database"] = database.into();
+        body["role"] = "active".into();
+    }
+    body["status"] = status.into();
     warp::reply::with_status(warp::reply::json(&body), code)
 }
 

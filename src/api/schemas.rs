@@ -224,6 +224,10 @@ pub struct Health {
     pub status: String,
     /// Each actor by name.
     pub actors: std::collections::HashMap<String, ActorHealth>,
+    /// On PostgreSQL: `up`, or why the database does not answer.
+    pub database: Option<String>,
+    /// On PostgreSQL: `active` (this replica holds the store; a standby says `standby`).
+    pub role: Option<String>,
 }
 
 /// A request `[access] two_person` holds until a second admin approves it (`202`, within 24

@@ -149,13 +149,19 @@ pub fn routes(standby: Standby) -> impl Filter<Extract = (Response,), Error = In
 }
 
 fn health(standby: &Standby) -> Response {
-    let database = standby.store.ping().is_ok();
+    let database = match standby.store.ping() {
+        Ok(()) => "up".to_string(),
+        Err(err) => err.to_string(),
+    };
+    let up = database == "up";
     let body = serde_json::json!({
-        "status": if database { "ok" } else { "down" },
+        "status": if up { "ok" } else { "down" },
+        "actors": {},
+        "database": database,
         "role": "standby",
         "replica": standby.replica,
     });
-    let code = if database {
+    let code = if up {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
