@@ -45,6 +45,11 @@ async fn send_mail(address: &str, subject: &str) -> Result<u16, String> {
         .from("alice@example.org".parse().expect("from"))
         .to("ops@cockpit.test".parse().expect("to"))
         .subject(subject)
+        // One Message-ID per subject: the same subject sent again is the same mail again.
+        .message_id(Some(format!(
+            "<{}@replicas.test>",
+            subject.replace(' ', ".")
+        )))
         .body(String::from("hello"))
         .expect("message");
     let transport = lettre::SmtpTransport::builder_dangerous(&host)
@@ -434,8 +439,15 @@ async fn when_the_holder_is_killed_the_standby_finishes_everything_it_acknowledg
         "{} ticks in {slots} slots: {times:?}",
         times.len()
     );
-    // The standby's own mail door now accepts.
+    // The standby's own mail door now accepts. A mail A acknowledged, sent again to B (as a
+    // sender does that never saw A's `250`): answered, and recorded once.
     assert_eq!(send_mail(&b.mail, "after").await, Ok(250));
+    assert_eq!(send_mail(&b.mail, &subjects[0]).await, Ok(250));
+    let recorded = support::db::rows(
+        &a.data_dir(),
+        "SELECT COUNT(*) FROM events WHERE channel = 'email' AND payload LIKE '%\"subject\":\"mail 0\"%'",
+    );
+    assert_eq!(recorded[0][0].as_deref(), Some("1"), "{recorded:?}");
 }
 
 const BOT_TOKEN: &str = "434343:BOT-token-SECRET-never-logged";

@@ -200,6 +200,25 @@ pub struct Prepared {
     pub json: String,
     /// Its audit entry: the sender and the recipients, never the message.
     pub audit: AuditRecord,
+    /// What recognises this mail delivered again ([`dedup_key`]).
+    pub dedup: Option<String>,
+}
+
+/// The same mail delivered again (a sender that never saw the first `250`, because the
+/// connection or the server that gave it died, sends it again, perhaps to another replica) has
+/// the same Message-ID, envelope sender and recipients: their SHA-256, hex. `None` without a
+/// Message-ID (nothing tells two such mails apart).
+pub fn dedup_key(message_id: Option<&str>, from: &str, to: &[String]) -> Option<String> {
+    use sha2::Digest as _;
+    let id = message_id.filter(|id| !id.is_empty())?;
+    let mut to = to.to_vec();
+    to.sort();
+    let mut hash = sha2::Sha256::new();
+    for part in [id, from, &to.join(",")] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    Some(hex::encode(hash.finalize()))
 }
 
 /// Works out everything about `mail` that recording needs, without IO.
@@ -213,25 +232,33 @@ pub fn prepare(mail: ReceivedMail, storage: &Storage, now_ms: i64) -> Prepared {
         &mail.to.join(","),
         &crate::auth::audit::Outcome::Ok,
     );
+    let dedup = dedup_key(payload["message_id"].as_str(), &mail.from, &mail.to);
     Prepared {
         json: payload.to_string(),
         data: mail.data,
         file,
         payload,
         audit,
+        dedup,
     }
 }
 
 /// Records prepared mails durably, together: their bytes, `email` events and audit entries in
-/// one SQLite transaction, so one sync for the whole batch. The event ids, in order; on an error
-/// nothing of the batch is recorded (its senders are told to retry).
-pub fn commit(store: &Store, mails: &[Prepared], now_ms: i64) -> Result<Vec<i64>, DeliverError> {
+/// one SQLite transaction, so one sync for the whole batch. Per mail in order, its event id and
+/// whether it is new (not the same mail delivered again); on an error nothing of the batch is
+/// recorded (its senders are told to retry).
+pub fn commit(
+    store: &Store,
+    mails: &[Prepared],
+    now_ms: i64,
+) -> Result<Vec<(i64, bool)>, DeliverError> {
     let records: Vec<MailRecord<'_>> = mails
         .iter()
         .map(|mail| MailRecord {
             payload: &mail.json,
             file: &mail.file,
             data: &mail.data,
+            dedup: mail.dedup.as_deref(),
         })
         .collect();
     let audit: Vec<AuditRecord> = mails.iter().map(|mail| mail.audit.clone()).collect();
@@ -285,7 +312,10 @@ pub(crate) fn record_batch(
         .iter()
         .map(|mail| prepare((*mail).clone(), storage, now_ms))
         .collect();
-    let ids = commit(store, &prepared, now_ms)?;
+    let ids: Vec<i64> = commit(store, &prepared, now_ms)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     for (id, mail) in ids.iter().zip(&prepared) {
         write_for_action(store, &storage.root, *id, &mail.file).map_err(DeliverError::Record)?;
     }
@@ -476,7 +506,7 @@ AAECAw==
 
         // Recorded only: no file, until the start finds its event pending.
         let quiet = prepare(mail("Subject: quiet\n\nx\n"), &storage(&root), 6);
-        let quiet_id = commit(&store, std::slice::from_ref(&quiet), 6).expect("commit")[0];
+        let quiet_id = commit(&store, std::slice::from_ref(&quiet), 6).expect("commit")[0].0;
         assert!(!root.join(&quiet.file).exists());
         std::fs::remove_file(raw).expect("a crash lost it");
         assert_eq!(restore(&store, &root).expect("restore"), 2, "both wanted");
@@ -509,11 +539,57 @@ AAECAw==
     }
 
     #[test]
+    fn the_same_mail_delivered_again_is_answered_and_records_nothing() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = Store::open(tmp.path()).expect("store");
+        let storage = storage(&mail_root(tmp.path()));
+        let first = prepare(mail(MIXED), &storage, 1);
+        assert!(first.dedup.is_some(), "MIXED has a Message-ID");
+        let again = prepare(mail(MIXED), &storage, 2);
+        let other_envelope = prepare(
+            ReceivedMail {
+                to: vec!["someone@cockpit.test".into()],
+                ..mail(MIXED)
+            },
+            &storage,
+            3,
+        );
+        let no_id = prepare(mail("Subject: no id\n\nbody\n"), &storage, 4);
+        assert_eq!(no_id.dedup, None);
+        let no_id_again = prepare(mail("Subject: no id\n\nbody\n"), &storage, 5);
+        let ids = commit(&store, std::slice::from_ref(&first), 1).expect("first");
+        let later = commit(&store, &[again, other_envelope, no_id, no_id_again], 2).expect("later");
+        assert_eq!(
+            later[0],
+            (ids[0].0, false),
+            "the same mail: the first one's event"
+        );
+        assert!(later[1..].iter().all(|(_, new)| *new), "{later:?}");
+        assert_eq!(store.pending_events().expect("pending").len(), 4);
+        // The key hashes the envelope too, its recipients in any order.
+        let to = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            dedup_key(Some("<a@b>"), "x@y", &to(&["1@z", "2@z"])),
+            dedup_key(Some("<a@b>"), "x@y", &to(&["2@z", "1@z"]))
+        );
+        assert_ne!(
+            dedup_key(Some("<a@b>"), "x@y", &to(&["1@z"])),
+            dedup_key(Some("<a@b>"), "", &to(&["1@z"]))
+        );
+    }
+
+    #[test]
     fn a_batch_is_recorded_together_each_mail_with_its_own_event_and_one_file() {
         let tmp = tempfile::tempdir().expect("tmp");
         let store = Store::open(tmp.path()).expect("store");
         let root = mail_root(tmp.path());
-        let mails = [mail(MIXED), mail(MIXED), mail(MIXED)];
+        // Three mails of the same text to three envelopes: three mails.
+        let mails: Vec<ReceivedMail> = (0..3)
+            .map(|i| ReceivedMail {
+                to: vec![format!("ops{i}@cockpit.test")],
+                ..mail(MIXED)
+            })
+            .collect();
         let outcomes = record_batch(
             &store,
             &storage(&root),

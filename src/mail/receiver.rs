@@ -144,15 +144,18 @@ impl Recorder {
                 let (mails, senders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
                 match message::commit(&store, &mails, now_ms()) {
                     Ok(ids) => {
-                        for (done, id) in senders.into_iter().zip(&ids) {
+                        for (done, (id, _)) in senders.into_iter().zip(&ids) {
                             let _ = done.send(Ok(*id));
                         }
-                        // The bytes stay behind: the store has them, the engine needs none.
-                        let recorded = ids.into_iter().zip(mails).map(|(id, mail)| Recorded {
-                            id,
-                            file: mail.file,
-                            payload: mail.payload,
-                        });
+                        // The bytes stay behind: the store has them, the engine needs none. A
+                        // mail delivered again is answered, and starts nothing again.
+                        let recorded = ids.into_iter().zip(mails).filter(|((_, new), _)| *new).map(
+                            |((id, _), mail)| Recorded {
+                                id,
+                                file: mail.file,
+                                payload: mail.payload,
+                            },
+                        );
                         if publish.send(recorded.collect()).is_err() {
                             break;
                         }

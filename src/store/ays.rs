@@ -1485,7 +1485,8 @@ mod tests {
         conn.execute_batch(&format!(
             "DROP INDEX job_logs_run; ALTER TABLE job_logs DROP COLUMN run_key;
              ALTER TABLE jobs DROP COLUMN started_ms; ALTER TABLE jobs DROP COLUMN ended_ms;
-             ALTER TABLE mail_messages DROP COLUMN written; DROP TABLE repo_files; {version}"
+             ALTER TABLE mail_messages DROP COLUMN written; DROP TABLE repo_files;
+             DROP INDEX mail_messages_dedup; ALTER TABLE mail_messages DROP COLUMN dedup; {version}"
         ))
         .expect("downgrade");
         drop(conn);

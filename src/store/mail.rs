@@ -16,6 +16,9 @@ pub struct MailRecord<'a> {
     pub file: &'a str,
     /// The message as received.
     pub data: &'a [u8],
+    /// What recognises the same mail delivered again (its Message-ID and envelope, hashed);
+    /// `None` for a mail without a Message-ID.
+    pub dedup: Option<&'a str>,
 }
 
 /// A recorded mail's file, as the store knows it.
@@ -30,14 +33,16 @@ pub struct MailFile {
 }
 
 impl Store {
-    /// Records mails and their events (on `channel`) in one transaction; the event ids in order.
+    /// Records mails and their events (on `channel`) in one transaction; per mail in order, its
+    /// event id and whether it is new: a mail whose `dedup` key is kept already (the same mail
+    /// delivered again) records nothing and gets the first one's event id.
     pub fn insert_mails(
         &self,
         channel: &str,
         mails: &[MailRecord<'_>],
         audit: &[super::AuditRecord],
         now_ms: i64,
-    ) -> Result<Vec<i64>, StoreError> {
+    ) -> Result<Vec<(i64, bool)>, StoreError> {
         let conn = self.lock();
         let tx = conn.transaction()?;
         for record in audit {
@@ -50,14 +55,25 @@ impl Store {
                  RETURNING id",
             )?;
             let mut message = tx.prepare_cached(
-                "INSERT INTO mail_messages (event_id, file, created_ms, data, written)
-                 VALUES (?1, ?2, ?3, ?4, 0)",
+                "INSERT INTO mail_messages (event_id, file, created_ms, data, written, dedup)
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5)",
             )?;
+            let mut seen =
+                tx.prepare_cached("SELECT event_id FROM mail_messages WHERE dedup = ?1")?;
             for mail in mails {
+                if let Some(key) = mail.dedup
+                    && let Some(id) = seen
+                        .query_map(params![key], |row| row.get::<_, i64>(0))?
+                        .next()
+                        .transpose()?
+                {
+                    ids.push((id, false));
+                    continue;
+                }
                 let id: i64 =
                     event.query_row(params![channel, mail.payload, now_ms], |row| row.get(0))?;
-                message.execute(params![id, mail.file, now_ms, mail.data])?;
-                ids.push(id);
+                message.execute(params![id, mail.file, now_ms, mail.data, mail.dedup])?;
+                ids.push((id, true));
             }
         }
         tx.commit()?;
@@ -158,17 +174,52 @@ mod tests {
                         payload: &payload,
                         file: "1-a.eml",
                         data: b"one",
+                        dedup: Some("k1"),
                     },
                     MailRecord {
                         payload: &payload,
                         file: "1-b.eml",
                         data: b"three",
+                        dedup: None,
                     },
                 ],
                 &[],
                 1,
             )
             .expect("insert");
+        assert!(ids.iter().all(|(_, new)| *new));
+        let ids: Vec<i64> = ids.into_iter().map(|(id, _)| id).collect();
+        // The same mail again, in a batch with another: nothing new for it.
+        let again = store
+            .insert_mails(
+                "email",
+                &[
+                    MailRecord {
+                        payload: &payload,
+                        file: "1-c.eml",
+                        data: b"one",
+                        dedup: Some("k1"),
+                    },
+                    MailRecord {
+                        payload: &payload,
+                        file: "1-d.eml",
+                        data: b"two",
+                        dedup: None,
+                    },
+                ],
+                &[],
+                1,
+            )
+            .expect("again");
+        assert_eq!(again[0], (ids[0], false));
+        assert!(again[1].1);
+        store
+            .forget_mails(i64::MAX)
+            .expect("none processed yet: nothing goes");
+        store
+            .mark_events_processed(&[again[1].0])
+            .expect("processed");
+        assert_eq!(store.forget_mails(2).expect("forget the other"), 1);
         assert_eq!(ids.len(), 2);
         assert_eq!(store.pending_events().expect("pending").len(), 2);
         assert_eq!(store.waiting_work().expect("waiting"), 2);

@@ -317,6 +317,10 @@ const MIGRATIONS: &[&str] = &[
         updated_ms INTEGER NOT NULL,
         PRIMARY KEY (repo, path)
     );",
+    // replicas: a mail a sender delivers again (it never saw the first `250`, the server that
+    // gave it died) is recognised by its Message-ID and envelope, and starts nothing twice.
+    "ALTER TABLE mail_messages ADD COLUMN dedup TEXT;
+    CREATE UNIQUE INDEX mail_messages_dedup ON mail_messages (dedup);",
 ];
 
 /// The setting that names the server holding a PostgreSQL store's claim.
