@@ -198,6 +198,25 @@ async fn a_run_made_on_one_replica_is_followed_and_cancelled_on_the_other() {
     .await;
     assert_eq!(status, 401);
 
+    // A page of this site posting with its cookie through B: the holder sees the name the
+    // browser used (Host), so the same-origin rule holds; another site's page is refused.
+    let host = b.api.trim_start_matches("http://").to_string();
+    for (origin, expected) in [
+        (format!("http://{host}"), 202),
+        ("https://evil.example".into(), 403),
+    ] {
+        let status = http
+            .post(format!("{}/ays/event/jobs", b.api))
+            .header("cookie", format!("jwt={}", on_b.token))
+            .header("origin", origin.as_str())
+            .json(&json!({"from": "a form"}))
+            .send()
+            .await
+            .expect("post")
+            .status();
+        assert_eq!(status, expected, "{origin}");
+    }
+
     // Cancelled through B.
     eventually(Duration::from_secs(20), "the run to be running", || async {
         let (_, shown) = on_b.get(&format!("/demo/aysrun/{key}")).await;

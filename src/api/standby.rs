@@ -30,7 +30,7 @@ pub const MAX_FORWARDED_BODY: u64 = 16 * 1024 * 1024;
 /// How long the holder's URL is remembered before it is read from the store again.
 const HOLDER_TTL: Duration = Duration::from_secs(1);
 
-/// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1), and `host`.
+/// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
@@ -242,7 +242,9 @@ async fn forward(
     }
     let mut outgoing = HeaderMap::new();
     for (name, value) in &headers {
-        if name != "host" && !HOP_BY_HOP.contains(&name.as_str()) {
+        // `Host` too: the holder sees the name the client used (its same-origin rule compares
+        // it with `Origin`).
+        if !HOP_BY_HOP.contains(&name.as_str()) {
             outgoing.append(name.clone(), value.clone());
         }
     }
