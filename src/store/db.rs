@@ -45,6 +45,10 @@ pub enum DbError {
     /// A query that must return a row returned none.
     #[error("query returned no rows")]
     NoRows,
+    /// A transaction was begun inside another (a bug: PostgreSQL would only warn, and the
+    /// inner commit would commit the outer one).
+    #[error("a transaction was begun inside another")]
+    Nested,
     /// A column's value is not what the code reads it as.
     #[error("column {index}: {message}")]
     Column {
@@ -645,6 +649,13 @@ impl Conn {
 
     /// Begins a transaction, rolled back unless [`Transaction::commit`] is called.
     pub(crate) fn transaction(&self) -> Result<Transaction<'_>> {
+        let open = match self {
+            Conn::Sqlite(conn) => !conn.is_autocommit(),
+            Conn::Postgres(pg) => pg.in_transaction.get(),
+        };
+        if open {
+            return Err(DbError::Nested);
+        }
         self.control("BEGIN")?;
         Ok(Transaction {
             conn: self,
@@ -681,7 +692,8 @@ impl Conn {
     }
 }
 
-/// A transaction on a [`Conn`]: every call on it goes through the connection it derefs to.
+/// A transaction on a [`Conn`]: every call on it goes through the connection it derefs to
+/// (whose `transaction` then refuses: [`DbError::Nested`]).
 pub(crate) struct Transaction<'c> {
     conn: &'c Conn,
     done: bool,

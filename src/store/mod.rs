@@ -755,6 +755,26 @@ mod tests {
     }
 
     #[test]
+    fn a_transaction_inside_another_is_refused_and_the_outer_one_goes_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let conn = store.lock();
+        let outer = conn.transaction().expect("outer");
+        outer
+            .execute(
+                "INSERT INTO settings (key, value) VALUES ('nested', 'outer')",
+                params![],
+            )
+            .expect("write");
+        assert!(matches!(outer.transaction(), Err(DbError::Nested)));
+        drop(outer); // rolled back: nothing was committed by the refused inner one
+        let after = conn.transaction().expect("a new one after");
+        after.commit().expect("commit");
+        drop(conn);
+        assert_eq!(store.setting("nested").expect("read"), None);
+    }
+
+    #[test]
     fn unsynced_writes_leave_every_other_write_synced_even_when_they_fail() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
