@@ -464,14 +464,21 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// The log directive that keeps PostgreSQL's statement parameters out of the log.
+const NO_STATEMENT_PARAMETERS: &str = "tokio_postgres=info";
+
 /// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default `info`), as text or as one
 /// JSON object per line (`[log] format`).
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
+    // PostgreSQL's client logs every statement's parameters at DEBUG (tokens' hashes, the
+    // providers' tokens of Telegram users, the replicas' key): never below INFO, whatever
+    // `RUST_LOG` asks for.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        .add_directive(NO_STATEMENT_PARAMETERS.parse().expect("a valid directive"));
     let debug = filter
         .max_level_hint()
         .is_some_and(|level| level >= tracing::level_filters::LevelFilter::DEBUG);

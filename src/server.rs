@@ -157,13 +157,21 @@ async fn serve(
         }
         Err(err) => return Err(err.into()),
     };
-    let replica = if store.shared() {
+    let (replica, replica_key) = if store.shared() {
         let url = replica_url(&config, &listeners);
+        let key = match store.setting(crate::api::standby::REPLICA_KEY_SETTING)? {
+            Some(key) => key,
+            None => {
+                let key = hex::encode(rand::random::<[u8; 32]>());
+                store.set_setting(crate::api::standby::REPLICA_KEY_SETTING, &key)?;
+                key
+            }
+        };
         store.set_setting(crate::api::standby::HOLDER_URL_SETTING, url.as_str())?;
         info!(%url, "this replica holds the database");
-        Some(replica_name(&url))
+        (Some(replica_name(&url)), Some(key))
     } else {
-        None
+        (None, None)
     };
     if config.mail.active {
         // Before any actor: the engine hands pending mail events to actions as soon as it starts,
@@ -215,6 +223,7 @@ async fn serve(
     let mut shared = Shared::new(config, store, listeners);
     shared.proxy_key = proxy_key;
     shared.replica = replica.map(Arc::from);
+    shared.replica_key = replica_key.map(Arc::from);
     shared.verifier = verifier;
     shared.revocations = revocations;
     let escalation = Arc::new(Mutex::new(None));
@@ -351,14 +360,17 @@ async fn stand_by(
         let listener = listeners
             .api()
             .map_err(|err| start_error("[api.ays]", &err))?;
-        let standby =
-            crate::api::standby::Standby::new(store.clone(), name.clone()).map_err(|err| {
+        // Below the holder's cap on one address's connections (the same configuration).
+        let max_forwards = config.api.max_connections_per_ip.saturating_sub(8);
+        let standby = crate::api::standby::Standby::new(store.clone(), name.clone(), max_forwards)
+            .map_err(|err| {
                 ServerError::Start(format!("cannot start the forwarding client: {err}"))
             })?;
         let limits = crate::api::http::Limits {
             max_connections: config.api.max_connections,
             max_connections_per_ip: config.api.max_connections_per_ip,
             header_timeout: std::time::Duration::from_millis(config.api.header_timeout_ms),
+            replica_key: None,
         };
         tasks.push(tokio::spawn(crate::api::http::serve(
             listener,

@@ -122,7 +122,7 @@ fn lines(path: &Path) -> Vec<String> {
 
 #[tokio::test]
 async fn a_run_made_on_one_replica_is_followed_and_cancelled_on_the_other() {
-    let Some((a, b)) = two_replicas(MAIL) else {
+    let Some((mut a, b)) = two_replicas(MAIL) else {
         eprintln!("needs COCKPIT_TEST_POSTGRES");
         return;
     };
@@ -216,6 +216,56 @@ async fn a_run_made_on_one_replica_is_followed_and_cancelled_on_the_other() {
             .status();
         assert_eq!(status, expected, "{origin}");
     }
+
+    // The holder counts a forwarded request against the client B saw (its peer shares), only
+    // when B proves it is a replica: a client's own X-Forwarded-For is not believed.
+    assert!(
+        a.wait_for_log("peer=127.0.0.1:0", Duration::from_secs(10))
+            .is_some(),
+        "no forwarded request counted for its client: {}",
+        a.log_text()
+    );
+    let replica_key = support::db::rows(
+        &a.data_dir(),
+        "SELECT value FROM settings WHERE key = 'replica_key'",
+    )[0][0]
+        .clone()
+        .expect("the replicas' key");
+    for (proof, client) in [
+        ("not-the-key", "203.0.113.9"),
+        (replica_key.as_str(), "198.51.100.7"),
+    ] {
+        let status = http
+            .get(format!("{}/ays/repository", a.api))
+            .bearer_auth(&on_a.token)
+            .header("x-cockpit-replica", proof)
+            .header("x-forwarded-for", client)
+            .send()
+            .await
+            .expect("get")
+            .status();
+        assert_eq!(status, 200);
+    }
+    assert!(
+        a.wait_for_log("peer=198.51.100.7:0", Duration::from_secs(10))
+            .is_some(),
+        "{}",
+        a.log_text()
+    );
+    assert!(
+        !a.log_text().contains("203.0.113.9"),
+        "a client's claim was believed"
+    );
+    let logged: Vec<String> = a
+        .log_text()
+        .lines()
+        .filter(|l| l.contains(&replica_key))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        logged.is_empty(),
+        "the replicas' key was logged: {logged:?}"
+    );
 
     // Cancelled through B.
     eventually(Duration::from_secs(20), "the run to be running", || async {

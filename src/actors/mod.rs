@@ -68,6 +68,9 @@ pub struct Shared {
     /// This replica's name (`host:port` of the URL the others reach it at) when the store is
     /// shared by replicas (PostgreSQL); `/metrics` carries it.
     pub replica: Option<Arc<str>>,
+    /// The replicas' shared key (from the store): a standby proves with it that it forwarded a
+    /// request, and for whom (`api::http::REPLICA_HEADER`).
+    pub replica_key: Option<Arc<str>>,
     /// What happens in the core, for the doors that want to know.
     pub notices: notice::Notices,
     /// Fault injection by actor name.
@@ -167,6 +170,7 @@ impl Shared {
             revocations: None,
             proxy_key: None,
             replica: None,
+            replica_key: None,
             notices: notice::Notices::default(),
             faults: faults::Faults::default(),
             telegram_hook: Arc::default(),

@@ -44,7 +44,7 @@ use warp::reply::Response;
 pub struct Peer(pub SocketAddr);
 
 /// The bounds of the connection layer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Open connections at most; at the cap the oldest is dropped for a new one.
     pub max_connections: usize,
@@ -52,6 +52,39 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// How long a connection may take to send a request head (first, or next on keep-alive).
     pub header_timeout: Duration,
+    /// The replicas' shared key (PostgreSQL replicas): a request carrying it in
+    /// [`REPLICA_HEADER`] was forwarded by a standby, and its peer is the `X-Forwarded-For`
+    /// the standby wrote (rate limits and the verifiers' shares then count the client, not
+    /// the standby).
+    pub replica_key: Option<Arc<str>>,
+}
+
+/// The header a standby proves itself with when it forwards a request.
+pub const REPLICA_HEADER: &str = "x-cockpit-replica";
+
+/// The client a standby forwarded `request` for, when the request proves it comes from a
+/// standby (`key`, compared in constant time); the header is removed either way.
+fn forwarded_for(request: &mut Request<Incoming>, key: Option<&str>) -> Option<IpAddr> {
+    let proof = request.headers_mut().remove(REPLICA_HEADER)?;
+    let key = key?;
+    let proof = proof.as_bytes();
+    let same = proof.len() == key.len()
+        && proof
+            .iter()
+            .zip(key.as_bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same {
+        return None;
+    }
+    request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|ip| ip.trim().parse().ok())
 }
 
 /// The open connections: who holds them and how to drop the oldest.
@@ -164,18 +197,19 @@ pub async fn serve<S>(
             ip: peer.ip(),
         };
         let service = service.clone();
+        let (replica_key, header_timeout) = (limits.replica_key.clone(), limits.header_timeout);
         let mut stop_rx = stop_rx.clone();
         let alive = alive_tx.clone();
         tokio::spawn(async move {
             let _release = release;
             let _alive = alive;
             let handler = hyper::service::service_fn(move |request| {
-                answer(service.clone(), Peer(peer), request)
+                answer(service.clone(), Peer(peer), replica_key.clone(), request)
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout);
+                .header_read_timeout(header_timeout);
             let connection = builder.serve_connection(TokioIo::new(stream), handler);
             let mut connection = std::pin::pin!(connection);
             let mut drop_rx = drop_rx;
@@ -205,11 +239,16 @@ pub async fn serve<S>(
 async fn answer<S>(
     mut service: S,
     peer: Peer,
+    replica_key: Option<Arc<str>>,
     mut request: Request<Incoming>,
 ) -> Result<Response, Infallible>
 where
     S: Service<Request<Incoming>, Response = Response, Error = Infallible>,
 {
+    let peer = match forwarded_for(&mut request, replica_key.as_deref()) {
+        Some(client) => Peer(SocketAddr::new(client, 0)),
+        None => peer,
+    };
     // hyper remembers the request was `HEAD` and sends the headers without the body.
     if request.method() == Method::HEAD {
         *request.method_mut() = Method::GET;
@@ -251,6 +290,7 @@ mod tests {
             max_connections,
             max_connections_per_ip,
             header_timeout: Duration::from_secs(1),
+            replica_key: None,
         }
     }
 

@@ -69,6 +69,7 @@ impl Actor for ApiServer {
             max_connections: config.max_connections,
             max_connections_per_ip: config.max_connections_per_ip,
             header_timeout: Duration::from_millis(config.header_timeout_ms),
+            replica_key: shared.replica_key.clone(),
         };
         let task = tokio::spawn(api::http::serve(
             listener,

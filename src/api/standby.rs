@@ -23,6 +23,11 @@ use crate::store::Store;
 /// The setting where the holder of a shared store writes the URL its HTTP door is reached at.
 pub const HOLDER_URL_SETTING: &str = "claimed_url";
 
+/// The setting holding the replicas' shared key (written by the first holder): a standby
+/// sends it with what it forwards, so the holder counts the client, not the standby, as the
+/// peer ([`super::http::REPLICA_HEADER`]).
+pub const REPLICA_KEY_SETTING: &str = "replica_key";
+
 /// The largest request body a standby forwards (`413` beyond; the holder has its own, lower,
 /// limits per route).
 pub const MAX_FORWARDED_BODY: u64 = 16 * 1024 * 1024;
@@ -43,8 +48,9 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
-/// The holder's URL as read from the store (`None`: not written yet), and when.
-type Looked = (Instant, Option<String>);
+/// The holder's URL and the replicas' key as read from the store (`None`: not written yet),
+/// and when.
+type Looked = (Instant, Option<(String, String)>);
 
 /// A standby's view of the holder.
 #[derive(Clone)]
@@ -55,11 +61,19 @@ pub struct Standby {
     replica: String,
     /// The holder's URL as last read, and when.
     holder: Arc<Mutex<Option<Looked>>>,
+    /// Requests being forwarded at most (each holds a connection to the holder, which takes
+    /// `[api.ays] max_connections_per_ip` from one address): beyond, `503`.
+    forwards: Arc<tokio::sync::Semaphore>,
 }
 
 impl Standby {
-    /// A standby on `store`, named `replica`.
-    pub fn new(store: Store, replica: String) -> Result<Standby, reqwest::Error> {
+    /// A standby on `store`, named `replica`, forwarding at most `max_forwards` requests at
+    /// once.
+    pub fn new(
+        store: Store,
+        replica: String,
+        max_forwards: usize,
+    ) -> Result<Standby, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             // No total timeout: a followed log streams for as long as its run lasts. The
@@ -72,20 +86,22 @@ impl Standby {
             client,
             replica,
             holder: Arc::default(),
+            forwards: Arc::new(tokio::sync::Semaphore::new(max_forwards.max(1))),
         })
     }
 
-    /// The holder's URL (read from the store at most once a second).
-    fn holder_url(&self) -> Option<String> {
+    /// The holder's URL and the replicas' key (read from the store at most once a second).
+    fn holder(&self) -> Option<(String, String)> {
         let mut cached = self.holder.lock();
-        if let Some((at, url)) = cached.as_ref()
+        if let Some((at, holder)) = cached.as_ref()
             && at.elapsed() < HOLDER_TTL
         {
-            return url.clone();
+            return holder.clone();
         }
-        let url = self.store.setting(HOLDER_URL_SETTING).ok().flatten();
-        *cached = Some((Instant::now(), url.clone()));
-        url
+        let read = |key| self.store.setting(key).ok().flatten();
+        let holder = read(HOLDER_URL_SETTING).zip(read(REPLICA_KEY_SETTING));
+        *cached = Some((Instant::now(), holder.clone()));
+        holder
     }
 }
 
@@ -109,7 +125,7 @@ pub fn routes(standby: Standby) -> impl Filter<Extract = (Response,), Error = In
             .and(warp::path::full())
             .and(warp::query::raw().or(warp::any().map(String::new)).unify())
             .and(warp::header::headers_cloned())
-            .and(warp::addr::remote())
+            .and(warp::ext::optional::<super::http::Peer>())
             .and(warp::body::stream())
             .and(with)
             .then(
@@ -176,7 +192,7 @@ fn ready(standby: &Standby) -> Response {
         Ok(()) => "up".to_string(),
         Err(err) => err.to_string(),
     };
-    let holder = standby.holder_url();
+    let holder = standby.holder().map(|(url, _)| url);
     let ready = database == "up" && holder.is_some();
     let body = serde_json::json!({
         "ready": ready,
@@ -222,7 +238,7 @@ async fn forward(
     path: &str,
     query: &str,
     headers: HeaderMap,
-    peer: Option<std::net::SocketAddr>,
+    peer: Option<super::http::Peer>,
     body: Vec<u8>,
 ) -> Response {
     let unavailable = |why: String| {
@@ -232,7 +248,10 @@ async fn forward(
             .insert("retry-after", HeaderValue::from_static("1"));
         response
     };
-    let Some(holder) = standby.holder_url() else {
+    let Ok(permit) = standby.forwards.clone().try_acquire_owned() else {
+        return unavailable("this standby forwards as many requests as it may; retry".into());
+    };
+    let Some((holder, key)) = standby.holder() else {
         return unavailable("this replica is a standby and the active one is not known yet".into());
     };
     let mut url = format!("{}{path}", holder.trim_end_matches('/'));
@@ -243,15 +262,20 @@ async fn forward(
     let mut outgoing = HeaderMap::new();
     for (name, value) in &headers {
         // `Host` too: the holder sees the name the client used (its same-origin rule compares
-        // it with `Origin`).
-        if !HOP_BY_HOP.contains(&name.as_str()) {
+        // it with `Origin`). A client's own replica proof is not passed on.
+        if !HOP_BY_HOP.contains(&name.as_str()) && name != super::http::REPLICA_HEADER {
             outgoing.append(name.clone(), value.clone());
         }
     }
-    if let Some(peer) = peer
-        && let Ok(value) = HeaderValue::from_str(&peer.ip().to_string())
+    // Who the holder should count this request against: the peer this standby saw.
+    if let Some(super::http::Peer(peer)) = peer
+        && let (Ok(ip), Ok(key)) = (
+            HeaderValue::from_str(&peer.ip().to_string()),
+            HeaderValue::from_str(&key),
+        )
     {
-        outgoing.append("x-forwarded-for", value);
+        outgoing.append("x-forwarded-for", ip);
+        outgoing.insert(super::http::REPLICA_HEADER, key);
     }
     let request = standby
         .client
@@ -279,6 +303,7 @@ async fn forward(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     tokio::spawn(async move {
         use futures::StreamExt as _;
+        let _permit = permit;
         let mut stream = answer.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(std::io::Error::other);
