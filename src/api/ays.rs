@@ -420,6 +420,7 @@ pub(crate) async fn delete_blueprint(audit: Option<Audit>, repo: String, name: S
     security(("jwt" = []), ("jwt_cookie" = [])),
     responses((status = 200, description = "Executed", body = Executed),
         (status = 400, description = "The blueprint is not valid YAML", body = Error),
+        (status = 409, description = "The blueprint is archived: restore it first", body = Error),
         (status = 422, description = "Every problem of the blueprint", body = Problems),
         AuthFailures, RepoFailures))]
 pub(crate) async fn execute_blueprint(

@@ -48,8 +48,16 @@ struct Refused(StatusCode, &'static str);
 
 impl warp::reject::Reject for Refused {}
 
-/// Whether webhook mode is on and `secret` is its secret.
+/// Whether webhook mode is on and `secret` is its secret (a request without one is refused
+/// `401` whether the mode is on or not).
 fn check(shared: &Shared, secret: Option<&str>) -> Result<(), (StatusCode, &'static str)> {
+    const REFUSED: (StatusCode, &str) = (
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong X-Telegram-Bot-Api-Secret-Token",
+    );
+    let Some(secret) = secret else {
+        return Err(REFUSED);
+    };
     let bot = &shared.config.bot;
     let Some(expected) = bot
         .webhook_secret
@@ -58,11 +66,8 @@ fn check(shared: &Shared, secret: Option<&str>) -> Result<(), (StatusCode, &'sta
     else {
         return Err((StatusCode::NOT_FOUND, "not found"));
     };
-    if !secret.is_some_and(|given| same(given.as_bytes(), expected.expose().as_bytes())) {
-        return Err((
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong X-Telegram-Bot-Api-Secret-Token",
-        ));
+    if !same(secret.as_bytes(), expected.expose().as_bytes()) {
+        return Err(REFUSED);
     }
     Ok(())
 }
@@ -78,7 +83,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     request_body(content = Object, description = "A Telegram `Update`", content_type = "application/json"),
     responses((status = 200, description = "Handed to its chat (or handed over before)", body = Object),
         (status = 400, description = "Not a Telegram update", body = Error),
-        (status = 401, description = "Missing or wrong secret token", body = Error),
+        (status = 401, description = "Missing or wrong secret token (missing: also when webhook mode is off)", body = Error),
         (status = 404, description = "Webhook mode is off (`[bot] webhook_url` not set)", body = Error),
         (status = 413, description = "The body is over 1 MiB", body = Error),
         (status = 503, description = "The bot is not ready; Telegram delivers the update again", body = Error)))]
