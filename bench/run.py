@@ -982,6 +982,12 @@ def report(r):
             add(f"| p99 latency of those POSTs | {b['standby_events_p99_ms']:.2f} ms | {p['events_p99_ms']:.2f} ms | — |")
             add(f"| no-op jobs/s (the run created and followed through it) | {b['standby_jobs_per_sec']:.0f} | {p['jobs_per_sec']:.0f} | {b['standby_jobs_per_sec'] / p['jobs_per_sec']:.2f}× |")
             add("")
+            spread = lambda key: (min(r[key] for r in x["rounds"]["postgres"]),
+                                  max(r[key] for r in x["rounds"]["postgres"]))
+            lo, hi = spread("jobs_per_sec")
+            slo, shi = spread("standby_jobs_per_sec")
+            add(f"The job rates of the rounds spread from {lo:.0f} to {hi:.0f}/s on the holder and from")
+            add(f"{slo:.0f} to {shi:.0f}/s through the standby: the jobs row's ratio is within that noise.\n")
             add("Why. A second replica adds availability, not throughput: the engine runs once, on the")
             add("holder, so jobs run at the holder's rate whichever replica the run was asked of; a")
             add("request sent to the standby is forwarded (one more HTTP hop and a copy of the body and")
