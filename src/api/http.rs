@@ -67,14 +67,10 @@ pub const REPLICA_HEADER: &str = "x-cockpit-replica";
 fn forwarded_for(request: &mut Request<Incoming>, key: Option<&str>) -> Option<IpAddr> {
     let proof = request.headers_mut().remove(REPLICA_HEADER)?;
     let key = key?;
-    let proof = proof.as_bytes();
-    let same = proof.len() == key.len()
-        && proof
-            .iter()
-            .zip(key.as_bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if !same {
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        proof.as_bytes(),
+        key.as_bytes(),
+    )) {
         return None;
     }
     request

@@ -241,13 +241,7 @@ async fn forward(
     peer: Option<super::http::Peer>,
     body: Vec<u8>,
 ) -> Response {
-    let unavailable = |why: String| {
-        let mut response = super::error(StatusCode::SERVICE_UNAVAILABLE, why).into_response();
-        response
-            .headers_mut()
-            .insert("retry-after", HeaderValue::from_static("1"));
-        response
-    };
+    let unavailable = |why: String| super::retry_later(StatusCode::SERVICE_UNAVAILABLE, why);
     let Ok(permit) = standby.forwards.clone().try_acquire_owned() else {
         return unavailable("this standby forwards as many requests as it may; retry".into());
     };

@@ -21,11 +21,17 @@ pub struct RepoFile {
 impl Store {
     /// Every file kept for repository `repo`, by path.
     pub fn repo_files(&self, repo: &str) -> Result<Vec<RepoFile>, StoreError> {
+        self.repo_files_under(repo, "")
+    }
+
+    /// The files kept for repository `repo` whose path starts with `prefix`, by path.
+    pub fn repo_files_under(&self, repo: &str, prefix: &str) -> Result<Vec<RepoFile>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
-            "SELECT path, content, mode, updated_ms FROM repo_files WHERE repo = ?1 ORDER BY path",
+            "SELECT path, content, mode, updated_ms FROM repo_files
+             WHERE repo = ?1 AND substr(path, 1, length(?2)) = ?2 ORDER BY path",
         )?;
-        let rows = stmt.query_map(params![repo], |row| {
+        let rows = stmt.query_map(params![repo, prefix], |row| {
             Ok(RepoFile {
                 path: row.get(0)?,
                 content: row.get(1)?,
@@ -107,6 +113,14 @@ mod tests {
             vec![file("blueprints/x.yaml", "three", 2)]
         );
         assert_eq!(store.repo_files("b").expect("read b").len(), 1);
+        assert_eq!(
+            store
+                .repo_files_under("a", "blueprints/")
+                .expect("under")
+                .len(),
+            1
+        );
+        assert!(store.repo_files_under("a", "b/").expect("under").is_empty());
         store.delete_repo("a", None).expect("delete");
         assert!(store.repo_files("a").expect("read").is_empty());
         assert_eq!(store.repo_files("b").expect("read b").len(), 1);

@@ -388,9 +388,8 @@ impl RepoState {
         let stored: BTreeMap<String, (Vec<u8>, u32)> = self
             .shared
             .store
-            .repo_files(&self.name)?
+            .repo_files_under(&self.name, "actorTemplates/")?
             .into_iter()
-            .filter(|f| f.path.starts_with("actorTemplates/"))
             .map(|f| (f.path, (f.content, f.mode)))
             .collect();
         let here = self.files.template_tree();
