@@ -159,14 +159,7 @@ async fn serve(
     };
     let (replica, replica_key) = if store.shared() {
         let url = replica_url(&config, &listeners);
-        let key = match store.setting(crate::api::standby::REPLICA_KEY_SETTING)? {
-            Some(key) => key,
-            None => {
-                let key = hex::encode(rand::random::<[u8; 32]>());
-                store.set_setting(crate::api::standby::REPLICA_KEY_SETTING, &key)?;
-                key
-            }
-        };
+        let key = store.secret_setting(crate::api::standby::REPLICA_KEY_SETTING)?;
         store.set_setting(crate::api::standby::HOLDER_URL_SETTING, url.as_str())?;
         info!(%url, "this replica holds the database");
         (Some(replica_name(&url)), Some(key))

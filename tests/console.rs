@@ -90,6 +90,8 @@ impl World {
         Browser {
             http: reqwest::Client::builder()
                 .cookie_store(true)
+                // A new connection each time: a test restarts the server under the browser.
+                .pool_max_idle_per_host(0)
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -310,6 +312,37 @@ async fn a_login_goes_through_cockpits_oauth_server_and_a_logout_ends_it() {
     assert_eq!(out.location.as_deref(), Some("/console/login"));
     let after = admin.get("/console").await;
     assert_eq!(after.status, StatusCode::SEE_OTHER, "logged out: {after:?}");
+}
+
+#[tokio::test]
+async fn a_session_and_its_csrf_token_outlive_a_kill_and_restart() {
+    let world = World::start().await;
+    let admin = world.login("octocat").await;
+    let csrf = admin.csrf("/console").await;
+    let World {
+        cockpit,
+        provider,
+        base,
+    } = world;
+    let world = World {
+        cockpit: cockpit.kill_and_restart(),
+        provider,
+        base,
+    };
+    // The same browser, after the restart: still logged in, and its form's token still good.
+    let home = admin.get("/console").await;
+    assert_eq!(home.status, StatusCode::OK, "{home:?}");
+    assert!(home.body.contains("github:octocat · admin"), "{home:?}");
+    let made = admin
+        .post("/console/repos", &[("name", "after"), ("csrf", &csrf)])
+        .await;
+    assert_eq!(made.status, StatusCode::SEE_OTHER, "{made:?}");
+    assert_eq!(made.location.as_deref(), Some("/console/repos/after"));
+    // A logout still ends it for good.
+    let out = admin.post("/console/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert_eq!(admin.get("/console").await.status, StatusCode::SEE_OTHER);
+    drop(world);
 }
 
 #[tokio::test]

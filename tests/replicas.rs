@@ -547,6 +547,7 @@ async fn a_login_started_on_one_replica_by_webhook_completes_on_the_other_after_
             &format!("[oauth]\nitsyouonlinehost = \"{}\"\n", itsyou.url),
             1,
         ) + &bot_config(&telegram)
+            + "[debug]\nconsole_dev_login = true\n"
     };
     let a_dir = tempfile::tempdir().expect("tempdir");
     let shared = support::postgres_storage(a_dir.path());
@@ -599,6 +600,42 @@ async fn a_login_started_on_one_replica_by_webhook_completes_on_the_other_after_
         })
         .expect("a link with a state");
 
+    // A console session opened on A, with its form's CSRF token.
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .pool_max_idle_per_host(0)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let console = |api: &str| {
+        let api = api.to_string();
+        let browser = browser.clone();
+        async move {
+            let page = browser
+                .get(format!("{api}/console"))
+                .send()
+                .await
+                .expect("console");
+            (page.status(), page.text().await.expect("page"))
+        }
+    };
+    let dev = browser
+        .post(format!("{}/console/login/dev", a.api))
+        .header("origin", &a.api)
+        .form(&[("next_url", "/console")])
+        .send()
+        .await
+        .expect("dev login");
+    assert_eq!(dev.status(), 303);
+    let (status, home) = console(&a.api).await;
+    assert_eq!(status, 200, "{home}");
+    let csrf = home
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF field")
+        .to_string();
+
     // A dies; B takes over, and the login started on A finishes on B.
     a.signal(libc::SIGKILL);
     assert!(a.wait_exit(Duration::from_secs(10)).is_some(), "killed");
@@ -631,5 +668,22 @@ async fn a_login_started_on_one_replica_by_webhook_completes_on_the_other_after_
     assert!(
         !b.log_text().contains(WEBHOOK_SECRET) && !b.log_text().contains("BOT-token-SECRET"),
         "a secret in the log"
+    );
+
+    // The console session opened on A goes on on B, and its form's token too.
+    let (status, home) = console(&b.api).await;
+    assert_eq!(status, 200, "{home}");
+    assert!(home.contains("dev:local"), "{home}");
+    let made = browser
+        .post(format!("{}/console/repos", b.api))
+        .header("origin", &b.api)
+        .form(&[("name", "after-takeover"), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(made.status(), 303);
+    assert_eq!(
+        made.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some("/console/repos/after-takeover")
     );
 }

@@ -14,23 +14,23 @@
 //! and its state equals the returned `state` (the pending login is consumed whatever follows);
 //! the token's EdDSA signature with `verify_key`, `iss` = the proxy `url`, `aud` = the callback URL
 //! the login was started with, `exp` (see [`crate::oauth::token::verify`]); `nonce` = the state;
-//! `jti` never seen before. Sessions live in memory (an app restart logs users out); the cookie is
+//! `jti` never seen before. Sessions live where the app says ([`super::sessions`]: in memory by
+//! default, so an app restart logs users out; the console's in cockpit's store); the cookie is
 //! `HttpOnly; SameSite=Lax; Path=/`, plus `Secure` when the callback URL is https; the session id
 //! changes at login so an id planted before login is worthless after it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use parking_lot::Mutex;
-use std::time::{Duration, Instant};
-
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
+use super::sessions::{MemorySessions, Pending, SessionData, SessionStore, Unavailable};
 use super::token::{self, KeyError, TokenError, VerifyKey};
 
 /// The session cookie's name.
@@ -43,7 +43,7 @@ pub const PENDING_LOGIN_TTL: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 
 /// At most this many sessions are kept; past it the oldest go first (a flood of anonymous
-/// `login` calls cannot grow memory without bound).
+/// `login` calls cannot grow memory or a table without bound).
 pub const MAX_SESSIONS: usize = 100_000;
 
 /// The seed's `oauth_proxy` client: which central server to use and how to check what it signs.
@@ -58,7 +58,7 @@ pub struct ProxyClientConfig {
 }
 
 /// A logged-in user as the proxy vouched for them.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct User {
     /// The provider that logged them in.
     pub provider: String,
@@ -81,40 +81,6 @@ pub struct Session {
     pub user: Option<User>,
 }
 
-/// A login started in a session and not finished yet.
-#[derive(Debug, Clone)]
-struct Pending {
-    /// The state sent to the proxy; must come back as `state` and as the token's `nonce`.
-    state: String,
-    /// The callback URL given to the proxy: the token's expected `aud`.
-    callback_url: String,
-    /// Where to send the user after login (a local path).
-    next_url: String,
-    /// When it was started.
-    started: Instant,
-}
-
-/// One server-side session.
-#[derive(Debug, Clone)]
-struct SessionData {
-    /// When it was created; it ends `session_ttl` later.
-    created: Instant,
-    /// The login in progress, if any.
-    pending: Option<Pending>,
-    /// The logged-in user, if any.
-    user: Option<User>,
-}
-
-/// The mutable part of the client: sessions and the token ids already used.
-#[derive(Default)]
-struct Memory {
-    /// Sessions by id.
-    sessions: HashMap<String, SessionData>,
-    /// `jti`s accepted so far, with the Unix second after which they can be forgotten (the token
-    /// is expired by then and would be refused anyway).
-    used_jti: HashMap<String, i64>,
-}
-
 /// Everything an [`OAuthApp`] shares between requests.
 struct Inner {
     /// The proxy settings.
@@ -125,9 +91,10 @@ struct Inner {
     login_path: String,
     /// How long a session lives.
     session_ttl: Duration,
-    /// Sessions and used token ids.
-    memory: Mutex<Memory>,
-    /// The random key a session's CSRF token is derived with (never leaves the process).
+    /// Where sessions and used token ids are kept.
+    sessions: Arc<dyn SessionStore>,
+    /// The random key a session's CSRF token is derived with (in the process, or in the store
+    /// beside the sessions it protects; never in a reply or the log).
     csrf_key: [u8; 32],
 }
 
@@ -156,6 +123,9 @@ pub enum CallbackError {
     /// The token was already used.
     #[error("this login token was already used")]
     Replayed,
+    /// The sessions could not be read or written; the browser may try again.
+    #[error("logins are unavailable for a moment; try again")]
+    Unavailable,
 }
 
 impl CallbackError {
@@ -163,6 +133,7 @@ impl CallbackError {
     pub fn into_response(self) -> Response {
         let status = match self {
             CallbackError::Token(_) | CallbackError::Replayed => StatusCode::UNAUTHORIZED,
+            CallbackError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         };
         page(status, "Login failed", &self.to_string())
@@ -221,7 +192,7 @@ impl OAuthApp {
                 key,
                 login_path: login_path.to_string(),
                 session_ttl: DEFAULT_SESSION_TTL,
-                memory: Mutex::new(Memory::default()),
+                sessions: Arc::new(MemorySessions::default()),
                 csrf_key: random_key(),
             }),
         })
@@ -234,8 +205,25 @@ impl OAuthApp {
             key: self.inner.key.clone(),
             login_path: self.inner.login_path.clone(),
             session_ttl: ttl,
-            memory: Mutex::new(Memory::default()),
+            sessions: self.inner.sessions.clone(),
             csrf_key: self.inner.csrf_key,
+        };
+        OAuthApp {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The same client keeping its sessions in `sessions`, its CSRF tokens derived with
+    /// `csrf_key` (which must live as long as the sessions do: a key that changes at restart
+    /// refuses every form of a session that outlived it). Call before cloning.
+    pub fn with_sessions(self, sessions: Arc<dyn SessionStore>, csrf_key: [u8; 32]) -> OAuthApp {
+        let inner = Inner {
+            config: self.inner.config.clone(),
+            key: self.inner.key.clone(),
+            login_path: self.inner.login_path.clone(),
+            session_ttl: self.inner.session_ttl,
+            sessions,
+            csrf_key,
         };
         OAuthApp {
             inner: Arc::new(inner),
@@ -245,10 +233,6 @@ impl OAuthApp {
     /// The providers the app offers.
     pub fn providers(&self) -> &[String] {
         &self.inner.config.providers
-    }
-
-    fn memory(&self) -> parking_lot::MutexGuard<'_, Memory> {
-        self.inner.memory.lock()
     }
 
     /// The session of the request (anonymous when the cookie is missing, unknown or expired).
@@ -263,18 +247,18 @@ impl OAuthApp {
         let Some(id) = id else {
             return Session::default();
         };
-        let ttl = self.inner.session_ttl;
-        let mut memory = self.memory();
-        match memory.sessions.get(&id) {
-            Some(data) if data.created.elapsed() < ttl => Session {
-                user: data.user.clone(),
+        match self.inner.sessions.get(&id, now_ms()) {
+            Ok(Some(data)) => Session {
+                user: data.user,
                 id: Some(id),
             },
-            Some(_) => {
-                memory.sessions.remove(&id);
+            Ok(None) => Session::default(),
+            Err(err) => {
+                // Anonymous for this request: a protected page sends to the login, which says
+                // the sessions are unavailable.
+                tracing::warn!(%err, "reading a session failed");
                 Session::default()
             }
-            None => Session::default(),
         }
     }
 
@@ -326,6 +310,7 @@ impl OAuthApp {
             );
         }
         let state = token::random_id();
+        let now = now_ms();
         let pending = Pending {
             state: state.clone(),
             callback_url: callback_url.to_string(),
@@ -333,33 +318,25 @@ impl OAuthApp {
                 .and_then(token::local_path)
                 .unwrap_or("/")
                 .to_string(),
-            started: Instant::now(),
+            expires_ms: now.saturating_add(millis(PENDING_LOGIN_TTL)),
         };
-        let (id, created) = {
-            let mut memory = self.memory();
-            let existing = session
-                .id
-                .as_ref()
-                .filter(|id| memory.sessions.contains_key(*id));
-            match existing {
-                Some(id) => {
-                    if let Some(data) = memory.sessions.get_mut(id) {
-                        data.pending = Some(pending);
-                    }
-                    (id.clone(), false)
-                }
-                None => {
-                    let id = self.insert(
-                        &mut memory,
-                        SessionData {
-                            created: Instant::now(),
-                            pending: Some(pending),
-                            user: None,
-                        },
-                    );
-                    (id, true)
-                }
-            }
+        let kept = match &session.id {
+            Some(id) => self.inner.sessions.set_pending(id, &pending),
+            None => Ok(false),
+        };
+        let started = kept.and_then(|kept| match (kept, &session.id) {
+            (true, Some(id)) => Ok((id.clone(), false)),
+            _ => self
+                .insert(SessionData {
+                    expires_ms: self.expiry(now),
+                    pending: Some(pending),
+                    user: None,
+                })
+                .map(|id| (id, true)),
+        });
+        let (id, created) = match started {
+            Ok(started) => started,
+            Err(err) => return unavailable(&err),
         };
         let location = format!(
             "{}/authorize?{}",
@@ -387,13 +364,12 @@ impl OAuthApp {
         query: &HashMap<String, String>,
     ) -> Result<LoggedIn, CallbackError> {
         let now = unix_now();
-        let mut memory = self.memory();
+        let sessions = &self.inner.sessions;
         let id = session.id.as_ref().ok_or(CallbackError::NoLogin)?;
-        let pending = memory
-            .sessions
-            .get_mut(id)
-            .and_then(|data| data.pending.take())
-            .filter(|p| p.started.elapsed() < PENDING_LOGIN_TTL)
+        let pending = sessions
+            .take_pending(id)
+            .map_err(|err| refused(&err))?
+            .filter(|p| p.expires_ms > now_ms())
             .ok_or(CallbackError::NoLogin)?;
         let state = query.get("state").map(String::as_str).unwrap_or_default();
         if !constant_time_eq(state.as_bytes(), pending.state.as_bytes()) {
@@ -414,13 +390,12 @@ impl OAuthApp {
         if !constant_time_eq(claims.nonce.as_bytes(), pending.state.as_bytes()) {
             return Err(CallbackError::Token(TokenError::Invalid));
         }
-        memory.used_jti.retain(|_, until| *until > now);
-        if memory.used_jti.contains_key(&claims.jti) {
+        let first = sessions
+            .first_use(&claims.jti, claims.exp + token::LEEWAY_SECS, now)
+            .map_err(|err| refused(&err))?;
+        if !first {
             return Err(CallbackError::Replayed);
         }
-        memory
-            .used_jti
-            .insert(claims.jti.clone(), claims.exp + token::LEEWAY_SECS);
         let user = User {
             provider: claims.provider,
             info: claims.user_info,
@@ -429,15 +404,14 @@ impl OAuthApp {
             logged_in: now,
         };
         // Rotate: the pre-login id dies, the user lives under a new one.
-        memory.sessions.remove(id);
-        let new_id = self.insert(
-            &mut memory,
-            SessionData {
-                created: Instant::now(),
+        sessions.remove(id).map_err(|err| refused(&err))?;
+        let new_id = self
+            .insert(SessionData {
+                expires_ms: self.expiry(now_ms()),
                 pending: None,
                 user: Some(user.clone()),
-            },
-        );
+            })
+            .map_err(|err| refused(&err))?;
         Ok(LoggedIn {
             user,
             next_url: pending.next_url,
@@ -447,8 +421,11 @@ impl OAuthApp {
 
     /// Ends the session and clears the cookie; 303 to `to` (a local path, else `/`).
     pub fn logout(&self, session: &Session, to: &str) -> Response {
-        if let Some(id) = &session.id {
-            self.memory().sessions.remove(id);
+        if let Some(id) = &session.id
+            && let Err(err) = self.inner.sessions.remove(id)
+        {
+            // The cookie is cleared all the same; the row ends with its time.
+            tracing::warn!(%err, "ending a session failed");
         }
         let to = token::local_path(to).unwrap_or("/");
         with_cookie(
@@ -459,18 +436,14 @@ impl OAuthApp {
 
     /// Opens a logged-in session for `user` without the proxy (a development login that the
     /// app offers only when it trusts every caller anyway); the `Set-Cookie` value.
-    pub fn open_session(&self, user: User, secure: bool) -> String {
-        let mut memory = self.memory();
-        let id = self.insert(
-            &mut memory,
-            SessionData {
-                created: Instant::now(),
-                pending: None,
-                user: Some(user),
-            },
-        );
+    pub fn open_session(&self, user: User, secure: bool) -> Result<String, Unavailable> {
+        let id = self.insert(SessionData {
+            expires_ms: self.expiry(now_ms()),
+            pending: None,
+            user: Some(user),
+        })?;
         let scheme = if secure { "https://" } else { "http://" };
-        self.cookie(&id, scheme)
+        Ok(self.cookie(&id, scheme))
     }
 
     /// The CSRF token of a session: HMAC-SHA256 of its id under a key of this process, so it
@@ -491,26 +464,18 @@ impl OAuthApp {
             .is_some_and(|want| constant_time_eq(want.as_bytes(), token.as_bytes()))
     }
 
-    /// Stores a session under a new random id, making room first; returns the id.
-    fn insert(&self, memory: &mut Memory, data: SessionData) -> String {
-        if memory.sessions.len() >= MAX_SESSIONS {
-            let ttl = self.inner.session_ttl;
-            memory.sessions.retain(|_, s| s.created.elapsed() < ttl);
-        }
-        while memory.sessions.len() >= MAX_SESSIONS {
-            let oldest = memory
-                .sessions
-                .iter()
-                .min_by_key(|(_, s)| s.created)
-                .map(|(id, _)| id.clone());
-            match oldest {
-                Some(id) => memory.sessions.remove(&id),
-                None => break,
-            };
-        }
+    /// Stores a session under a new random id (the store makes room first); returns the id.
+    fn insert(&self, data: SessionData) -> Result<String, Unavailable> {
         let id = format!("{}{}", token::random_id(), token::random_id());
-        memory.sessions.insert(id.clone(), data);
-        id
+        self.inner
+            .sessions
+            .insert(&id, &data, MAX_SESSIONS, now_ms())?;
+        Ok(id)
+    }
+
+    /// When a session made at `now` (Unix milliseconds) ends.
+    fn expiry(&self, now: i64) -> i64 {
+        now.saturating_add(millis(self.inner.session_ttl))
     }
 
     /// The `Set-Cookie` value for a session id; `Secure` when the app is served over https.
@@ -538,6 +503,37 @@ fn random_key() -> [u8; 32] {
 /// Unix seconds now.
 fn unix_now() -> i64 {
     crate::clock::now_secs()
+}
+
+/// Unix milliseconds now.
+fn now_ms() -> i64 {
+    crate::clock::now_ms()
+}
+
+/// A duration in milliseconds, as the stored times count.
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The callback's refusal when the sessions are unavailable (the cause goes to the log).
+fn refused(err: &Unavailable) -> CallbackError {
+    tracing::warn!(%err, "a login callback could not use the sessions");
+    CallbackError::Unavailable
+}
+
+/// The page when the sessions are unavailable: 503, try again (the cause goes to the log).
+fn unavailable(err: &Unavailable) -> Response {
+    tracing::warn!(%err, "a login could not use the sessions");
+    let mut reply = page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Try again",
+        "Logins are unavailable for a moment; try again shortly.",
+    );
+    reply.headers_mut().insert(
+        warp::http::header::RETRY_AFTER,
+        warp::http::HeaderValue::from_static("5"),
+    );
+    reply
 }
 
 /// Equality that takes the same time wherever the first difference is.
@@ -803,6 +799,90 @@ mod tests {
             app.callback(&session, &query(&key, &again, &state)).err(),
             Some(CallbackError::Replayed)
         );
+    }
+
+    /// Sessions whose store is down.
+    struct Down;
+
+    impl SessionStore for Down {
+        fn get(&self, _: &str, _: i64) -> Result<Option<SessionData>, Unavailable> {
+            Err(Unavailable("down".into()))
+        }
+        fn insert(&self, _: &str, _: &SessionData, _: usize, _: i64) -> Result<(), Unavailable> {
+            Err(Unavailable("down".into()))
+        }
+        fn set_pending(&self, _: &str, _: &Pending) -> Result<bool, Unavailable> {
+            Err(Unavailable("down".into()))
+        }
+        fn take_pending(&self, _: &str) -> Result<Option<Pending>, Unavailable> {
+            Err(Unavailable("down".into()))
+        }
+        fn remove(&self, _: &str) -> Result<(), Unavailable> {
+            Err(Unavailable("down".into()))
+        }
+        fn first_use(&self, _: &str, _: i64, _: i64) -> Result<bool, Unavailable> {
+            Err(Unavailable("down".into()))
+        }
+    }
+
+    #[test]
+    fn a_session_store_that_is_down_answers_try_again_and_lets_nobody_in() {
+        let key = SigningKey::from_seed([7; 32]);
+        let app = app(&key).with_sessions(Arc::new(Down), [9; 32]);
+        let reply = app.login(&Session::default(), "github", CALLBACK, None);
+        assert_eq!(reply.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(header(&reply, "retry-after"), "5");
+        assert!(header(&reply, "set-cookie").is_empty());
+        let session = app.lookup(Some("some-id".into()));
+        assert!(session.user.is_none() && session.id.is_none());
+        let with_id = Session {
+            id: Some("some-id".into()),
+            user: None,
+        };
+        assert_eq!(
+            app.callback(&with_id, &HashMap::new()).err(),
+            Some(CallbackError::Unavailable)
+        );
+        assert!(app.open_session(token_user(), true).is_err());
+        let out = app.logout(&with_id, "/");
+        assert_eq!(out.status(), StatusCode::SEE_OTHER, "the cookie is cleared");
+    }
+
+    fn token_user() -> User {
+        User {
+            provider: "github".into(),
+            info: Map::new(),
+            identity: Some("github:octocat".into()),
+            groups: Vec::new(),
+            logged_in: 1,
+        }
+    }
+
+    #[test]
+    fn a_session_ends_with_its_time() {
+        let key = SigningKey::from_seed([8; 32]);
+        let app = app(&key).with_session_ttl(Duration::from_secs(60));
+        let cookie = app.open_session(token_user(), true).expect("open");
+        assert!(
+            cookie.contains("Max-Age=60") && cookie.contains("Secure"),
+            "{cookie}"
+        );
+        let id = cookie
+            .split(';')
+            .next()
+            .and_then(|kv| kv.strip_prefix("oauth_session="))
+            .map(str::to_string);
+        assert!(app.lookup(id.clone()).user.is_some());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            // The clock follows tokio's paused time.
+            tokio::time::advance(Duration::from_secs(61)).await;
+            assert!(app.lookup(id).user.is_none(), "ended");
+        });
     }
 
     #[test]

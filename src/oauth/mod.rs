@@ -11,6 +11,7 @@
 //!   completion, the one-time code that binds it to the person, expiry and membership checks.
 //! - [`client`]: the app side, warp filters and functions mirroring the seed's `oauth_proxy` tool:
 //!   `login_required`, `login`, `callback`, server-side sessions and `logout`.
+//! - [`sessions`]: where a client keeps its sessions and used token ids: memory, or the store.
 //!
 //! The proxy's HTTP endpoints live in `api::oauth_proxy`; the pending logins in the `OAuthCache`.
 
@@ -18,4 +19,5 @@ pub mod client;
 pub mod key;
 pub mod login;
 pub mod provider;
+pub mod sessions;
 pub mod token;

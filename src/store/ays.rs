@@ -1486,7 +1486,8 @@ mod tests {
             "DROP INDEX job_logs_run; ALTER TABLE job_logs DROP COLUMN run_key;
              ALTER TABLE jobs DROP COLUMN started_ms; ALTER TABLE jobs DROP COLUMN ended_ms;
              ALTER TABLE mail_messages DROP COLUMN written; DROP TABLE repo_files;
-             DROP INDEX mail_messages_dedup; ALTER TABLE mail_messages DROP COLUMN dedup; {version}"
+             DROP INDEX mail_messages_dedup; ALTER TABLE mail_messages DROP COLUMN dedup;
+             DROP TABLE app_sessions; DROP TABLE app_used_tokens; {version}"
         ))
         .expect("downgrade");
         drop(conn);

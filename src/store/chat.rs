@@ -52,6 +52,22 @@ impl Store {
             .optional()?)
     }
 
+    /// A secret setting (256 random bits, hex), made on first use: the same value for every
+    /// server on this store from then on.
+    pub fn secret_setting(&self, key: &str) -> Result<String, StoreError> {
+        let fresh = hex::encode(rand::random::<[u8; 32]>());
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+            params![key, fresh],
+        )?;
+        Ok(conn.query_row(
+            "SELECT value FROM settings WHERE key = ?1",
+            params![key],
+            |row| row.get(0),
+        )?)
+    }
+
     /// Writes a setting.
     pub fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.lock().execute(
@@ -85,5 +101,17 @@ mod tests {
         );
         store.set_chat_pending(1, None).expect("clear");
         assert_eq!(store.chat_pending(1).expect("get"), None);
+    }
+
+    #[test]
+    fn a_secret_setting_is_made_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let first = store.secret_setting("k").expect("secret");
+        assert_eq!(first.len(), 64);
+        assert_ne!(first, store.secret_setting("j").expect("other"));
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen");
+        assert_eq!(store.secret_setting("k").expect("again"), first);
     }
 }

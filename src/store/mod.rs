@@ -36,7 +36,7 @@ pub use ays::{
 pub use files::RepoFile;
 pub use mail::{MailFile, MailRecord};
 pub use notify::{DurableNotice, OutboxRow};
-pub use oauth::{AuthorizedUser, CleanReport, Credential, PendingState};
+pub use oauth::{AppSessionRow, AuthorizedUser, CleanReport, Credential, PendingState};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -321,6 +321,23 @@ const MIGRATIONS: &[&str] = &[
     // gave it died) is recognised by its Message-ID and envelope, and starts nothing twice.
     "ALTER TABLE mail_messages ADD COLUMN dedup TEXT;
     CREATE UNIQUE INDEX mail_messages_dedup ON mail_messages (dedup);",
+    // replicas: the server-side sessions of `oauth::client` apps (the web console's), keyed by
+    // the SHA-256 of the cookie's id, and the login token ids they accepted, so a restart or a
+    // takeover logs nobody out and a token is still used once.
+    "CREATE TABLE app_sessions (
+        app TEXT NOT NULL,
+        id TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        user_json TEXT,
+        pending TEXT,
+        PRIMARY KEY (app, id)
+    );
+    CREATE INDEX app_sessions_expiry ON app_sessions (expires_ms);
+    CREATE TABLE app_used_tokens (
+        jti TEXT PRIMARY KEY,
+        until_s INTEGER NOT NULL
+    );
+    CREATE INDEX app_used_tokens_expiry ON app_used_tokens (until_s);",
 ];
 
 /// The setting that names the server holding a PostgreSQL store's claim.

@@ -66,7 +66,153 @@ pub struct CleanReport {
     pub states: usize,
 }
 
+/// A server-side session of an `oauth::client` app, as stored (its user and pending login as
+/// JSON; the key is the caller's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSessionRow {
+    /// When it ends (Unix milliseconds).
+    pub expires_ms: i64,
+    /// The logged-in user, if any.
+    pub user: Option<String>,
+    /// The login in progress, if any.
+    pub pending: Option<String>,
+}
+
 impl Store {
+    /// The session `id` of `app`, unless it is unknown or ended at `now_ms` (an ended one is
+    /// deleted).
+    pub fn app_session(
+        &self,
+        app: &str,
+        id: &str,
+        now_ms: i64,
+    ) -> Result<Option<AppSessionRow>, StoreError> {
+        let conn = self.lock();
+        let row = conn
+            .query_row(
+                "SELECT expires_ms, user_json, pending FROM app_sessions WHERE app = ?1 AND id = ?2",
+                params![app, id],
+                |row| {
+                    Ok(AppSessionRow {
+                        expires_ms: row.get(0)?,
+                        user: row.get(1)?,
+                        pending: row.get(2)?,
+                    })
+                },
+            )
+            .optional()?;
+        match row {
+            Some(row) if row.expires_ms <= now_ms => {
+                conn.execute(
+                    "DELETE FROM app_sessions WHERE app = ?1 AND id = ?2",
+                    params![app, id],
+                )?;
+                Ok(None)
+            }
+            row => Ok(row),
+        }
+    }
+
+    /// Keeps a new session of `app`. Past `cap` sessions of the app, the ended ones (at
+    /// `now_ms`) are deleted, then the oldest: anyone can start a login, so a flood makes room
+    /// rather than growing the table.
+    pub fn insert_app_session(
+        &self,
+        app: &str,
+        id: &str,
+        row: &AppSessionRow,
+        cap: usize,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM app_sessions WHERE expires_ms <= ?1",
+            params![now_ms],
+        )?;
+        tx.execute(
+            "INSERT INTO app_sessions (app, id, expires_ms, user_json, pending)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (app, id) DO UPDATE SET expires_ms = excluded.expires_ms,
+                 user_json = excluded.user_json, pending = excluded.pending",
+            params![app, id, row.expires_ms, row.user, row.pending],
+        )?;
+        let cap = i64::try_from(cap.max(1)).unwrap_or(i64::MAX);
+        tx.execute(
+            "DELETE FROM app_sessions WHERE app = ?1 AND rowid <=
+                (SELECT rowid FROM app_sessions WHERE app = ?1 ORDER BY rowid DESC LIMIT 1 OFFSET ?2)",
+            params![app, cap],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Sets the login in progress of a session; `false` when there is no such session.
+    pub fn set_app_session_pending(
+        &self,
+        app: &str,
+        id: &str,
+        pending: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let changed = self.lock().execute(
+            "UPDATE app_sessions SET pending = ?3 WHERE app = ?1 AND id = ?2",
+            params![app, id, pending],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// Takes the login in progress out of a session (single use).
+    pub fn take_app_session_pending(
+        &self,
+        app: &str,
+        id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let conn = self.lock();
+        let tx = conn.transaction()?;
+        let pending: Option<String> = tx
+            .query_row(
+                "SELECT pending FROM app_sessions WHERE app = ?1 AND id = ?2",
+                params![app, id],
+                |row| row.get(0),
+            )
+            .optional()?
+            .flatten();
+        if pending.is_some() {
+            tx.execute(
+                "UPDATE app_sessions SET pending = NULL WHERE app = ?1 AND id = ?2",
+                params![app, id],
+            )?;
+        }
+        tx.commit()?;
+        Ok(pending)
+    }
+
+    /// Ends a session.
+    pub fn remove_app_session(&self, app: &str, id: &str) -> Result<(), StoreError> {
+        self.lock().execute(
+            "DELETE FROM app_sessions WHERE app = ?1 AND id = ?2",
+            params![app, id],
+        )?;
+        Ok(())
+    }
+
+    /// Records that the login token `jti` was used, unless it was before: `true` the first time.
+    /// It is kept until `until_s`; the ids whose time ended by `now_s` are deleted first.
+    pub fn use_login_token(&self, jti: &str, until_s: i64, now_s: i64) -> Result<bool, StoreError> {
+        let conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM app_used_tokens WHERE until_s <= ?1",
+            params![now_s],
+        )?;
+        let added = tx.execute(
+            "INSERT INTO app_used_tokens (jti, until_s) VALUES (?1, ?2) ON CONFLICT (jti) DO NOTHING",
+            params![jti, until_s],
+        )?;
+        tx.commit()?;
+        Ok(added > 0)
+    }
+
     /// Records a pending login state.
     pub fn insert_state(&self, state: &PendingState) -> Result<(), StoreError> {
         self.insert_state_capped(state, usize::MAX).map(|_| ())

@@ -34,6 +34,7 @@ use crate::auth::approvals;
 use crate::auth::audit::{self, Audit, Door, Outcome};
 use crate::client::{AysClient, AysError, RunRequest};
 use crate::oauth::client::{OAuthApp, ProxyClientConfig, Session, User};
+use crate::oauth::sessions::StoreSessions;
 use crate::oauth::token;
 use crate::store::{Origin, RunState};
 
@@ -45,6 +46,10 @@ pub const RUNS_PAGE: usize = 50;
 
 /// The console's path prefix.
 const BASE: &str = "/console";
+
+/// The setting holding the key the console's CSRF tokens are derived with (made on first start;
+/// it lives as long as the sessions it protects, in the same store).
+const CSRF_KEY_SETTING: &str = "console_csrf_key";
 
 /// The embedded stylesheet.
 const CSS: &str = include_str!("console.css");
@@ -153,6 +158,26 @@ impl Console {
                 (app, None)
             }
             None => return None,
+        };
+        // Sessions in the store: a restart, or the replica that takes over, logs nobody out.
+        let app = match shared.store.secret_setting(CSRF_KEY_SETTING) {
+            Ok(key) => {
+                let mut csrf_key = [0u8; 32];
+                match hex::decode_to_slice(&key, &mut csrf_key) {
+                    Ok(()) => app.with_sessions(
+                        Arc::new(StoreSessions::new(shared.store.clone(), "console")),
+                        csrf_key,
+                    ),
+                    Err(err) => {
+                        tracing::warn!(%err, "the console's CSRF key does not read; sessions in memory");
+                        app
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(%err, "the console's CSRF key could not be read; sessions in memory");
+                app
+            }
         };
         Some(Console {
             app,
@@ -711,7 +736,18 @@ async fn login_dev(c: C, req: Req, form: Form) -> Response {
         groups: Vec::new(),
         logged_in: crate::clock::now_secs(),
     };
-    let cookie = c.app.open_session(user, false);
+    let cookie = match c.app.open_session(user, false) {
+        Ok(cookie) => cookie,
+        Err(err) => {
+            tracing::warn!(%err, "the development login could not open a session");
+            return pages::message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                "Try again",
+                "Logins are unavailable for a moment; try again shortly.",
+            );
+        }
+    };
     let mut reply = see_other(&next);
     if let Ok(value) = warp::http::HeaderValue::from_str(&cookie) {
         reply
