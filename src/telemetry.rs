@@ -54,6 +54,15 @@ const BUCKETS: [f64; 10] = [
 /// target and down to 10 µs (a restart is one actor spawn: a few µs), so that `bench/run.py`
 /// can read its p50 and p99 from them (with 0.1 ms as the first bound every p50 read 0.05 ms,
 /// the middle of that bucket).
+/// Buckets of `cockpit_mail_commit_seconds`: a synced commit takes from a fraction of a
+/// millisecond (a fast disk) to tens (a busy one).
+const COMMIT_BUCKETS: [f64; 10] = [
+    0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.0025, 0.005, 0.01, 0.025, 0.1,
+];
+
+/// Buckets of `cockpit_mail_commit_mails` (at most 64 mails share a commit).
+const BATCH_BUCKETS: [f64; 7] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+
 const RESTART_BUCKETS: [f64; 15] = [
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.05,
     0.1, 0.25, 1.0,
@@ -310,6 +319,10 @@ struct Metrics {
     counts: Vec<Counter>,
     /// `cockpit_chat_session_restart_seconds`.
     chat_session_restart: Histogram,
+    /// `cockpit_mail_commit_seconds`.
+    mail_commit: Histogram,
+    /// `cockpit_mail_commit_mails`.
+    mail_batch: Histogram,
 }
 
 impl Default for Metrics {
@@ -359,6 +372,18 @@ impl Default for Metrics {
             "Time to restart a chat session after a panic",
             chat_session_restart.clone(),
         );
+        let mail_commit = Histogram::new(COMMIT_BUCKETS);
+        registry.register(
+            "cockpit_mail_commit_seconds",
+            "Time to commit and sync one batch of received mails (their 250 waits for it)",
+            mail_commit.clone(),
+        );
+        let mail_batch = Histogram::new(BATCH_BUCKETS);
+        registry.register(
+            "cockpit_mail_commit_mails",
+            "Received mails per commit (group commit)",
+            mail_batch.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -367,6 +392,8 @@ impl Default for Metrics {
             up,
             counts,
             chat_session_restart,
+            mail_commit,
+            mail_batch,
         }
     }
 }
@@ -497,6 +524,12 @@ impl Telemetry {
         self.metrics
             .chat_session_restart
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one commit of received mails: how long it took (synced) and how many it held.
+    pub fn mail_committed(&self, elapsed: Duration, mails: usize) {
+        self.metrics.mail_commit.observe(elapsed.as_secs_f64());
+        self.metrics.mail_batch.observe(mails as f64);
     }
 
     /// The Prometheus text exposition (version 0.0.4) of every family.

@@ -292,6 +292,10 @@ async fn refused_recipients_sizes_and_garbage_get_their_codes_and_nothing_is_rec
         "cockpit_mail_refused_too_many_recipients_total 1",
         "cockpit_mail_refused_too_large_total 1",
         "cockpit_mail_refused_syntax_total 1",
+        // One mail committed (the other was refused before DATA): one commit holding it.
+        "cockpit_mail_commit_mails_sum 1",
+        "cockpit_mail_commit_mails_count 1",
+        "cockpit_mail_commit_seconds_count 1",
     ] {
         assert!(metrics.contains(counter), "{counter} in\n{metrics}");
     }

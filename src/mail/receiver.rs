@@ -30,6 +30,7 @@ use crate::actors::{Shared, names};
 use crate::client::{AysClient, BeforeRun};
 use crate::clock::now_ms;
 use crate::store::Store;
+use crate::telemetry::Telemetry;
 
 /// Messages of the mail receiver.
 pub enum MailReceiverMsg {
@@ -108,7 +109,13 @@ const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 const BACKLOG_EVERY: Duration = Duration::from_secs(1);
 
 impl Recorder {
-    fn start(store: Store, storage: Storage, keep_days: u32, backlog: Backlog) -> Recorder {
+    fn start(
+        store: Store,
+        storage: Storage,
+        keep_days: u32,
+        backlog: Backlog,
+        telemetry: Arc<Telemetry>,
+    ) -> Recorder {
         let storage = Arc::new(storage);
         let (queue, waiting) = std::sync::mpsc::channel::<Pending>();
         let root = Arc::new(storage.root.clone());
@@ -142,7 +149,10 @@ impl Recorder {
                 let mut batch = vec![first];
                 batch.extend(waiting.try_iter().take(MAX_BATCH - 1));
                 let (mails, senders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                match message::commit(&store, &mails, now_ms()) {
+                let started = std::time::Instant::now();
+                let committed = message::commit(&store, &mails, now_ms());
+                telemetry.mail_committed(started.elapsed(), mails.len());
+                match committed {
                     Ok(ids) => {
                         for (done, (id, _)) in senders.into_iter().zip(&ids) {
                             let _ = done.send(Ok(*id));
@@ -262,6 +272,7 @@ impl Actor for MailReceiver {
                 Storage::new(&shared.config.storage.path, mail.max_attachments as usize),
                 mail.keep_days,
                 rules.backlog.clone(),
+                shared.telemetry.clone(),
             )),
             telemetry: shared.telemetry.clone(),
             rules,
