@@ -231,6 +231,24 @@ fn metrics(standby: &Standby) -> Response {
     .into_response()
 }
 
+/// The header names a message's `Connection` header lists: they belong to that connection too
+/// (RFC 9110 §7.6.1), lower case.
+fn connection_headers(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(warp::http::header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+/// Whether `name` is not passed on: a hop-by-hop header, or one `Connection` named.
+fn hop_by_hop(name: &warp::http::HeaderName, connection: &[String]) -> bool {
+    HOP_BY_HOP.contains(&name.as_str()) || connection.iter().any(|c| c == name.as_str())
+}
+
 /// Sends the request to the holder and streams its answer back.
 async fn forward(
     standby: &Standby,
@@ -254,10 +272,11 @@ async fn forward(
         url.push_str(query);
     }
     let mut outgoing = HeaderMap::new();
+    let connection = connection_headers(&headers);
     for (name, value) in &headers {
         // `Host` too: the holder sees the name the client used (its same-origin rule compares
         // it with `Origin`). A client's own replica proof is not passed on.
-        if !HOP_BY_HOP.contains(&name.as_str()) && name != super::http::REPLICA_HEADER {
+        if !hop_by_hop(name, &connection) && name != super::http::REPLICA_HEADER {
             outgoing.append(name.clone(), value.clone());
         }
     }
@@ -287,8 +306,9 @@ async fn forward(
     };
     let status = answer.status();
     let mut reply_headers = HeaderMap::new();
+    let connection = connection_headers(answer.headers());
     for (name, value) in answer.headers() {
-        if !HOP_BY_HOP.contains(&name.as_str()) && name != "content-length" {
+        if !hop_by_hop(name, &connection) && name != "content-length" {
             reply_headers.append(name.clone(), value.clone());
         }
     }
@@ -701,8 +721,9 @@ mod tests {
     }
 
     /// The hop-by-hop headers a client sends in the tests below, with a value each.
-    const HOP_BY_HOP_SENT: [(&str, &str); 6] = [
-        ("connection", "keep-alive"),
+    const HOP_BY_HOP_SENT: [(&str, &str); 7] = [
+        ("connection", "keep-alive, x-hop"),
+        ("x-hop", "named by Connection"),
         ("keep-alive", "timeout=5"),
         ("te", "trailers"),
         ("trailer", "x-checksum"),
