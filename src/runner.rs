@@ -24,7 +24,7 @@
 //! - **Time**: [`LogLine::epoch`] is seconds since the Unix epoch as an `f64` (the original AYS unit,
 //!   with sub-second precision).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -678,31 +678,69 @@ struct GroupGuard {
     pgid: Option<i32>,
 }
 
+/// The process groups of the actions running in this process, each led by a child not reaped
+/// yet (so no id here can belong to an unrelated group): what [`kill_every_action`] kills.
+static LIVE_GROUPS: std::sync::Mutex<BTreeSet<i32>> = std::sync::Mutex::new(BTreeSet::new());
+
+fn live_groups() -> std::sync::MutexGuard<'static, BTreeSet<i32>> {
+    LIVE_GROUPS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Sends `SIGKILL` to the process group of every action running in this process; how many.
+/// For a process about to exit because it may no longer run them (a replica that lost its
+/// claim on the store: another takes over and runs them again).
+pub fn kill_every_action() -> usize {
+    kill_actions_where(|_| true)
+}
+
+/// [`kill_every_action`] for the groups `which` picks.
+fn kill_actions_where(which: impl Fn(i32) -> bool) -> usize {
+    let mut live = live_groups();
+    let groups: Vec<i32> = live.iter().copied().filter(|pgid| which(*pgid)).collect();
+    for pgid in &groups {
+        kill_group(*pgid);
+        live.remove(pgid);
+    }
+    groups.len()
+}
+
+/// `SIGKILL` to process group `pgid`.
+fn kill_group(pgid: i32) {
+    #[cfg(unix)]
+    if pgid > 1 {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pgid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
 impl GroupGuard {
     /// Arms a guard for the group led by `child`.
     fn new(child: &Child) -> GroupGuard {
-        GroupGuard {
-            pgid: child.id().and_then(|pid| i32::try_from(pid).ok()),
+        let pgid = child.id().and_then(|pid| i32::try_from(pid).ok());
+        if let Some(pgid) = pgid {
+            live_groups().insert(pgid);
         }
+        GroupGuard { pgid }
     }
 
     /// Forgets the group: the child was reaped, so its id may be reused from now on.
     fn disarm(&mut self) {
-        self.pgid = None;
+        if let Some(pgid) = self.pgid.take() {
+            live_groups().remove(&pgid);
+        }
     }
 
     /// Sends `SIGKILL` to the whole group, once. The child stays unreaped until waited for.
     fn kill(&mut self) {
-        #[cfg(unix)]
-        if let Some(pgid) = self.pgid.filter(|pgid| *pgid > 1) {
+        if let Some(pgid) = self.pgid.take() {
             // The group that our still-unreaped child leads, so no unrelated group is hit.
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pgid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            kill_group(pgid);
+            live_groups().remove(&pgid);
         }
-        // Once killed, a later `kill` (e.g. from `Drop`) has nothing left to do.
-        self.pgid = None;
     }
 }
 
@@ -838,6 +876,61 @@ mod tests {
         assert_eq!(outcome.state, ActionState::Error);
         assert_eq!(outcome.error.as_deref(), Some("timed out after 300ms"));
         assert_eq!(lines(&outcome, LogLevel::Stdout), ["started"]);
+    }
+
+    #[tokio::test]
+    async fn every_running_action_can_be_killed_at_once_and_a_finished_one_is_forgotten() {
+        let dir = tempdir();
+        let sleeper = job(
+            script(
+                dir.path(),
+                "action",
+                "sleep 30 &\necho $! > grandchild\nwait",
+            ),
+            dir.path(),
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let running = tokio::spawn(run_action_reporting(sleeper, move |pgid| {
+            let _ = tx.send(pgid);
+        }));
+        let pgid = rx.await.expect("the group");
+        assert!(live_groups().contains(&pgid), "a running action is known");
+        let written = dir.path().join("grandchild");
+        let mut pid = String::new();
+        for _ in 0..500 {
+            pid = std::fs::read_to_string(&written).unwrap_or_default();
+            if pid.ends_with('\n') {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let pid = pid.trim().to_string();
+        assert!(pid.parse::<u32>().is_ok(), "no grandchild pid: {pid:?}");
+        // Only this test's group: the other tests of this process run actions too.
+        assert_eq!(kill_actions_where(|g| g == pgid), 1);
+        let outcome = tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .expect("killed, not left running")
+            .expect("joined");
+        assert_eq!(outcome.state, ActionState::Error);
+        assert!(!live_groups().contains(&pgid));
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(") ").next().and_then(|r| r.chars().next());
+        assert!(
+            matches!(state, None | Some('Z' | 'X')),
+            "the grandchild {pid} survived: {stat}"
+        );
+
+        // An action that ended by itself leaves nothing behind to kill.
+        let dir = tempdir();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let done = run_action_reporting(job(script(dir.path(), "a", "true"), dir.path()), |g| {
+            let _ = tx.send(g);
+        })
+        .await;
+        assert_eq!(done.state, ActionState::Ok);
+        let pgid = rx.await.expect("the group");
+        assert!(!live_groups().contains(&pgid));
     }
 
     #[tokio::test]

@@ -135,7 +135,7 @@ async fn serve(
         hostname().unwrap_or_else(|| "an unknown host".into()),
         chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
     );
-    let _claim = match store.claim(&holder) {
+    let _claim = match store.claim(&holder, claim_lost) {
         Ok(claim) => claim,
         Err(StoreError::Claimed { holder: other }) => {
             match stand_by(
@@ -323,6 +323,27 @@ fn replica_name(url: &url::Url) -> String {
     }
 }
 
+/// What a holder does when it lost its claim on a PostgreSQL store (another server runs
+/// everything from now on): kill the actions it runs (their runs are run again there), then end
+/// at once. A supervisor (systemd) starts it again; it then stands by.
+fn claim_lost(why: crate::store::ClaimLost) {
+    let killed = crate::runner::kill_every_action();
+    match why {
+        crate::store::ClaimLost::TakenByAnother => tracing::error!(
+            killed,
+            "the database connection was lost and another cockpit claimed the database \
+             meanwhile: actions killed, stopping, not to run beside it"
+        ),
+        crate::store::ClaimLost::Unconfirmed => tracing::error!(
+            killed,
+            lease_secs = crate::store::CLAIM_LEASE.as_secs(),
+            "the database has not confirmed this server's claim for its lease: another cockpit \
+             may take it over, so actions are killed and this server stops"
+        ),
+    }
+    std::process::exit(1);
+}
+
 /// Serves as a standby while another server holds the shared store: HTTP requests are forwarded
 /// to it, SMTP senders are told to try later (`421`), and the claim is tried every second.
 /// Returns the claim once taken, or `None` if `shutdown` came first.
@@ -393,7 +414,7 @@ async fn stand_by(
             () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
         }
         let (store, holder) = (store.clone(), holder.to_owned());
-        match tokio::task::spawn_blocking(move || store.claim(&holder)).await {
+        match tokio::task::spawn_blocking(move || store.claim(&holder, claim_lost)).await {
             Ok(Ok(claim)) => break Some(claim),
             Ok(Err(StoreError::Claimed { .. })) => {}
             Ok(Err(err)) => warn!(%err, "standby: cannot look at the database's claim"),

@@ -687,3 +687,169 @@ async fn a_login_started_on_one_replica_by_webhook_completes_on_the_other_after_
         Some("/console/repos/after-takeover")
     );
 }
+
+/// A TCP relay to PostgreSQL that can go silent, as a network does: then nothing passes either
+/// way, while both sides' kernels keep acknowledging what they are sent (so neither end's TCP
+/// timeouts fire). When a client closes its side, the relay closes the database's.
+struct Relay {
+    /// Where clients connect.
+    addr: std::net::SocketAddr,
+    /// Set: nothing passes.
+    silent: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    async fn start(upstream: String) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let silent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let quiet = silent.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                let (a, b) = (quiet.clone(), quiet.clone());
+                tokio::spawn(async move {
+                    // The database's side ends with the client's.
+                    Relay::pass(client_read, server_write, a).await;
+                });
+                tokio::spawn(Relay::pass(server_read, client_write, b));
+            }
+        });
+        Relay { addr, silent }
+    }
+
+    /// Copies `from` to `to` until `from` ends, dropping what comes while silent.
+    async fn pass(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        silent: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if !silent.load(std::sync::atomic::Ordering::Relaxed)
+                        && to.write_all(&buf[..n]).await.is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to.shutdown().await;
+    }
+
+    fn go_silent(&self) {
+        self.silent
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+// Multi-threaded: the relay's tasks run while the test waits (blocking) for the servers' logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_cut_off_from_the_database_kills_its_actions_and_stops_before_the_standby_runs_them()
+ {
+    let Ok(url) = std::env::var("COCKPIT_TEST_POSTGRES") else {
+        eprintln!("needs COCKPIT_TEST_POSTGRES");
+        return;
+    };
+    let direct = reqwest::Url::parse(&url).expect("url");
+    let upstream = format!(
+        "{}:{}",
+        direct.host_str().expect("host"),
+        direct.port().unwrap_or(5432)
+    );
+    let relay = Relay::start(upstream).await;
+    let mut relayed = direct.clone();
+    relayed.set_port(Some(relay.addr.port())).expect("port");
+
+    // A reaches the database through the relay, B directly; one schema.
+    let a_dir = tempfile::tempdir().expect("tempdir");
+    let shared = support::postgres_storage(a_dir.path());
+    let a_text = base_config(a_dir.path()).replace(&url, relayed.as_str().trim_end_matches('/'));
+    assert_ne!(
+        a_text,
+        base_config(a_dir.path()),
+        "A goes through the relay"
+    );
+    let mut a = Cockpit::start_in(a_dir, &a_text);
+    let b_dir = tempfile::tempdir().expect("tempdir");
+    let b_text =
+        base_config(b_dir.path()).replace(&support::postgres_storage(b_dir.path()), &shared);
+    let mut b = Cockpit::start_standby(b_dir, &b_text);
+
+    let out = tempfile::tempdir().expect("out");
+    let path = |name: &str| out.path().join(name);
+    // The first copy of the action holds the repository's lock and works for a minute; a copy
+    // that finds the lock taken runs beside another.
+    let install = format!(
+        "exec 9>>'{lock}'; flock -n 9 || echo overlap >> '{overlaps}'; \
+         echo $$ >> '{started}'; \
+         if [ ! -f '{first}' ]; then touch '{first}'; sleep 60; fi; echo done >> '{finished}'",
+        lock = path("lock").display(),
+        overlaps = path("overlaps").display(),
+        started = path("started").display(),
+        first = path("first").display(),
+        finished = path("finished").display(),
+    );
+    let on_a = Api::new(&a);
+    repository(
+        &on_a,
+        "work",
+        "worker",
+        "worker__w:\nactions:\n  - action: install\n",
+        &[("install", &install)],
+    )
+    .await;
+    let (status, run) = on_a.post("/work/aysrun", json!({})).await;
+    assert_eq!(status, 201, "{run}");
+    let pid = eventually(
+        Duration::from_secs(30),
+        "the action running on A",
+        || async { lines(&path("started")).first().cloned() },
+    )
+    .await;
+
+    // The network between A and the database goes silent. A cannot confirm its claim: within
+    // its lease it kills its action and stops.
+    relay.go_silent();
+    let status = a
+        .wait_exit(Duration::from_secs(40))
+        .unwrap_or_else(|| panic!("A did not stop: {}", a.log_text()));
+    assert_eq!(status.code(), Some(1), "{}", a.log_text());
+    assert!(
+        a.log_text()
+            .contains("has not confirmed this server's claim"),
+        "{}",
+        a.log_text()
+    );
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit(") ").next().and_then(|r| r.chars().next());
+    assert!(
+        matches!(state, None | Some('Z' | 'X')),
+        "A's action {pid} outlived A: {stat}"
+    );
+
+    // A's connections closed, the database lets the claim go: B takes over and runs the run
+    // A's death cut short, alone.
+    b.wait_for_log("cockpit ready", Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("B did not take over: {}", b.log_text()));
+    eventually(Duration::from_secs(60), "the run again on B", || async {
+        (!lines(&path("finished")).is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(lines(&path("started")).len(), 2);
+    assert!(
+        lines(&path("overlaps")).is_empty(),
+        "two copies at once: {:?}",
+        lines(&path("overlaps"))
+    );
+}

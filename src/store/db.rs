@@ -413,8 +413,14 @@ impl Postgres {
     /// Connects to `url` (TLS is not spoken: use a local socket, a private network or a tunnel),
     /// driving the connection on a thread of its own.
     pub(crate) fn connect(url: &str, schema: Option<&str>) -> Result<Postgres> {
+        Postgres::connect_with(url, schema, "")
+    }
+
+    /// [`Postgres::connect`], with `extra` statements run on every connection made (its
+    /// session's settings).
+    pub(crate) fn connect_with(url: &str, schema: Option<&str>, extra: &str) -> Result<Postgres> {
         // Whatever the server's default: an acknowledged write waits for the disk.
-        let mut setup = "SET synchronous_commit = on;".to_owned();
+        let mut setup = format!("SET synchronous_commit = on;{extra}");
         if let Some(schema) = schema {
             let admin = Postgres::client_for(url, &setup)?;
             let create = format!("CREATE SCHEMA IF NOT EXISTS {schema}");

@@ -344,6 +344,16 @@ const MIGRATIONS: &[&str] = &[
 const CLAIM_SETTING: &str = "claimed_by";
 /// How often a held claim is looked at.
 const CLAIM_LOOK_EVERY: Duration = Duration::from_secs(2);
+/// How long a holder may go without confirming its claim before it stops (its actions killed,
+/// the process ended): well under the ~25 s of silence after which the database drops the
+/// claim's session ([`CLAIM_SESSION`]), so no standby takes over while it still runs.
+pub const CLAIM_LEASE: Duration = Duration::from_secs(15);
+/// The claim's session asks the database to drop it after about 25 s of silence from this
+/// server (10 s idle, then 3 keepalive probes 5 s apart; 25 s for unacknowledged data), so a
+/// holder whose machine or network is gone loses the claim in under half a minute, not after
+/// the server's default TCP timeouts (hours), and never before [`CLAIM_LEASE`].
+const CLAIM_SESSION: &str = "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; \
+     SET tcp_keepalives_count = 3; SET tcp_user_timeout = 25000;";
 
 /// A server's hold on its store ([`Store::claim`]); released when dropped.
 #[must_use = "the claim is released when this is dropped"]
@@ -369,36 +379,105 @@ fn take_claim(conn: &Conn) -> Result<bool, StoreError> {
     )?)
 }
 
-/// Looks at the claim every `every` until it is released: a connection made again (the old one
-/// was lost, and the lock with it) takes the lock again, and if another server holds it now,
-/// `lost` runs and the looking ends.
-fn keep_claim(
-    conn: &Conn,
-    released: &std::sync::atomic::AtomicBool,
-    every: Duration,
-    lost: impl FnOnce(),
-) {
-    while !released.load(std::sync::atomic::Ordering::Relaxed) {
-        std::thread::sleep(every);
-        let held = conn.query_row(
-            "SELECT count(*) FROM pg_locks
-              WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted",
-            params![],
-            |row| row.get::<_, i64>(0),
-        );
-        match held {
-            Ok(0) => match take_claim(conn) {
-                Ok(true) => tracing::warn!("the database connection was lost; claim taken again"),
-                Ok(false) => {
-                    lost();
-                    return;
-                }
-                Err(err) => tracing::warn!(%err, "cannot take the claim again yet"),
-            },
-            Ok(_) => {}
-            Err(err) => tracing::warn!(%err, "cannot look at the claim (will connect again)"),
+/// Why a server lost its claim on a PostgreSQL store: it must stop at once, and first kill
+/// what it runs, since another server runs it all again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimLost {
+    /// Its connection was lost and another server took the claim meanwhile.
+    TakenByAnother,
+    /// It could not confirm the claim for [`CLAIM_LEASE`]: the database may drop its session
+    /// (and the claim with it) soon, and a standby take over.
+    Unconfirmed,
+}
+
+/// What one look at the claim found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Look {
+    /// Held (or taken again on a new connection).
+    Held,
+    /// Another session holds it.
+    Other,
+    /// The database did not answer.
+    Failed,
+}
+
+/// Looks at the claim on `conn`, taking it again on a connection made again.
+fn look_at_claim(conn: &Conn) -> Look {
+    let held = conn.query_row(
+        "SELECT count(*) FROM pg_locks
+          WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted",
+        params![],
+        |row| row.get::<_, i64>(0),
+    );
+    match held {
+        Ok(0) => match take_claim(conn) {
+            Ok(true) => {
+                tracing::warn!("the database connection was lost; claim taken again");
+                Look::Held
+            }
+            Ok(false) => Look::Other,
+            Err(err) => {
+                tracing::warn!(%err, "cannot take the claim again yet");
+                Look::Failed
+            }
+        },
+        Ok(_) => Look::Held,
+        Err(err) => {
+            tracing::warn!(%err, "cannot look at the claim (will connect again)");
+            Look::Failed
         }
     }
+}
+
+/// The claim's guard, run on two threads until the claim is released: one looks every
+/// `every`; the other (which a look stuck on a silent network cannot hold up) fires `lost` with
+/// [`ClaimLost::Unconfirmed`] when no look has confirmed the claim for `lease`. A look that
+/// finds another holder fires it with [`ClaimLost::TakenByAnother`]. `lost` runs once.
+fn keep_claim(
+    look: impl FnMut() -> Look + Send + 'static,
+    released: Arc<std::sync::atomic::AtomicBool>,
+    every: Duration,
+    lease: Duration,
+    lost: impl FnOnce(ClaimLost) + Send + 'static,
+) -> std::io::Result<()> {
+    use std::sync::atomic::Ordering;
+    type Lost = Box<dyn FnOnce(ClaimLost) + Send>;
+    let lost: Arc<Mutex<Option<Lost>>> = Arc::new(Mutex::new(Some(Box::new(lost))));
+    let fire = move |why: ClaimLost| {
+        if let Some(lost) = lost.lock().take() {
+            lost(why);
+        }
+    };
+    let confirmed = Arc::new(Mutex::new(std::time::Instant::now()));
+    let (watched, stop, alarm) = (confirmed.clone(), released.clone(), fire.clone());
+    std::thread::Builder::new()
+        .name("store-claim-lease".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(every.min(lease / 4));
+                if watched.lock().elapsed() > lease && !stop.load(Ordering::Relaxed) {
+                    alarm(ClaimLost::Unconfirmed);
+                    return;
+                }
+            }
+        })?;
+    let mut look = look;
+    std::thread::Builder::new()
+        .name("store-claim".into())
+        .spawn(move || {
+            while !released.load(Ordering::Relaxed) {
+                std::thread::sleep(every);
+                match look() {
+                    Look::Held => *confirmed.lock() = std::time::Instant::now(),
+                    Look::Other => {
+                        fire(ClaimLost::TakenByAnother);
+                        return;
+                    }
+                    Look::Failed => {}
+                }
+            }
+        })?;
+    Ok(())
 }
 
 /// How many connections a store keeps to PostgreSQL.
@@ -505,29 +584,37 @@ impl Store {
     /// be lost while the server runs, the claim is taken again on a new one; if another server
     /// took it in between, this process stops at once rather than run beside it. On SQLite
     /// there is nothing to do: the data directory's lock file is the claim.
-    pub fn claim(&self, holder: &str) -> Result<Claim, StoreError> {
-        self.claim_watched(holder, CLAIM_LOOK_EVERY, || {
-            tracing::error!(
-                "the database connection was lost and another cockpit claimed the database \
-                 meanwhile: stopping, not to run beside it"
-            );
-            std::process::exit(1);
-        })
+    ///
+    /// A holder must also stop when it cannot confirm its claim for [`CLAIM_LEASE`] (a network
+    /// that went silent): the claim's connection asks the database to drop its session after
+    /// [`CLAIM_SESSION`]'s keepalives (about 25 s of silence), so the holder has stopped before
+    /// a standby can take the claim. `lost` runs (once, on a thread of the claim) in both
+    /// cases; it must stop what the server runs and end the process.
+    pub fn claim(
+        &self,
+        holder: &str,
+        lost: impl FnOnce(ClaimLost) + Send + 'static,
+    ) -> Result<Claim, StoreError> {
+        self.claim_watched(holder, CLAIM_LOOK_EVERY, CLAIM_LEASE, lost)
     }
 
-    /// [`Store::claim`], looked at every `every`; `lost` runs (once) if another holder took
-    /// the claim while this one's connection was gone.
+    /// [`Store::claim`], looked at every `every`, with a lease of `lease`.
     fn claim_watched(
         &self,
         holder: &str,
         every: Duration,
-        lost: impl FnOnce() + Send + 'static,
+        lease: Duration,
+        lost: impl FnOnce(ClaimLost) + Send + 'static,
     ) -> Result<Claim, StoreError> {
         let Some(postgres) = &self.postgres else {
             return Ok(Claim { released: None });
         };
         let (url, schema) = postgres.as_ref();
-        let conn = Conn::Postgres(db::Postgres::connect(url, schema.as_deref())?);
+        let conn = Conn::Postgres(db::Postgres::connect_with(
+            url,
+            schema.as_deref(),
+            CLAIM_SESSION,
+        )?);
         if !take_claim(&conn)? {
             let holder = self
                 .setting(CLAIM_SETTING)?
@@ -536,11 +623,14 @@ impl Store {
         }
         self.set_setting(CLAIM_SETTING, holder)?;
         let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let done = released.clone();
-        std::thread::Builder::new()
-            .name("store-claim".into())
-            .spawn(move || keep_claim(&conn, &done, every, lost))
-            .map_err(|e| DbError::Connect(format!("cannot start the claim's thread: {e}")))?;
+        keep_claim(
+            move || look_at_claim(&conn),
+            released.clone(),
+            every,
+            lease,
+            lost,
+        )
+        .map_err(|e| DbError::Connect(format!("cannot start the claim's threads: {e}")))?;
         Ok(Claim {
             released: Some(released),
         })
@@ -930,9 +1020,9 @@ mod tests {
         let Some(store) = postgres_store(dir.path()) else {
             return;
         };
-        let claim = store.claim("pid 1 on a").expect("claim");
+        let claim = store.claim("pid 1 on a", |_| {}).expect("claim");
         let second = Store::open(dir.path()).expect("a second store on the same schema");
-        match second.claim("pid 2 on b") {
+        match second.claim("pid 2 on b", |_| {}) {
             Err(StoreError::Claimed { holder }) => assert_eq!(holder, "pid 1 on a"),
             other => panic!("{:?}", other.map(|_| ())),
         }
@@ -979,9 +1069,14 @@ mod tests {
         let (lost, heard) = std::sync::mpsc::channel();
         // Looked at every 3 s: the other server takes the claim well before.
         let claim = store
-            .claim_watched("pid 1 on a", Duration::from_secs(3), move || {
-                let _ = lost.send(());
-            })
+            .claim_watched(
+                "pid 1 on a",
+                Duration::from_secs(3),
+                Duration::from_secs(60),
+                move |why| {
+                    let _ = lost.send(why);
+                },
+            )
             .expect("claim");
         let pid: i32 = store
             .lock()
@@ -1000,7 +1095,7 @@ mod tests {
         let other = Store::open(dir.path()).expect("another server's store");
         let deadline = std::time::Instant::now() + Duration::from_secs(2);
         let _taken = loop {
-            match other.claim("pid 2 on b") {
+            match other.claim("pid 2 on b", |_| {}) {
                 Ok(claim) => break claim,
                 Err(StoreError::Claimed { .. }) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(10));
@@ -1008,10 +1103,102 @@ mod tests {
                 Err(err) => panic!("the other server cannot claim: {err}"),
             }
         };
-        heard
+        let why = heard
             .recv_timeout(Duration::from_secs(10))
             .expect("the first holder hears that it lost the claim");
+        assert_eq!(why, ClaimLost::TakenByAnother);
         drop(claim);
+    }
+
+    #[test]
+    fn the_claims_session_asks_the_database_to_drop_it_after_25_s_of_silence() {
+        let Ok(url) = std::env::var("COCKPIT_TEST_POSTGRES") else {
+            eprintln!("on SQLite: this test runs with COCKPIT_TEST_POSTGRES");
+            return;
+        };
+        let conn =
+            Conn::Postgres(db::Postgres::connect_with(&url, None, CLAIM_SESSION).expect("connect"));
+        let show = |name: &str| -> String {
+            conn.query_row(&format!("SHOW {name}"), params![], |row| row.get(0))
+                .expect("show")
+        };
+        assert_eq!(show("tcp_keepalives_idle"), "10");
+        assert_eq!(show("tcp_keepalives_interval"), "5");
+        assert_eq!(show("tcp_keepalives_count"), "3");
+        assert_eq!(show("tcp_user_timeout"), "25000");
+        assert!(Duration::from_secs(10 + 3 * 5) > CLAIM_LEASE + Duration::from_secs(5));
+    }
+
+    /// Runs the claim's guard on `look`; what it fires, in order.
+    fn guard(
+        look: impl FnMut() -> Look + Send + 'static,
+        lease: Duration,
+    ) -> (
+        Arc<std::sync::atomic::AtomicBool>,
+        std::sync::mpsc::Receiver<ClaimLost>,
+    ) {
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        keep_claim(
+            look,
+            released.clone(),
+            Duration::from_millis(10),
+            lease,
+            move |why| {
+                let _ = tx.send(why);
+            },
+        )
+        .expect("threads");
+        (released, rx)
+    }
+
+    #[test]
+    fn a_claim_nobody_can_confirm_for_its_lease_is_lost_once() {
+        let lease = Duration::from_millis(200);
+        let started = std::time::Instant::now();
+        let (_released, lost) = guard(|| Look::Failed, lease);
+        let why = lost
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the lease ends");
+        assert_eq!(why, ClaimLost::Unconfirmed);
+        assert!(started.elapsed() >= lease, "not before the lease");
+        assert!(
+            lost.recv_timeout(Duration::from_millis(500)).is_err(),
+            "lost runs once"
+        );
+    }
+
+    #[test]
+    fn a_confirmed_claim_is_kept_and_a_taken_one_is_lost_at_once() {
+        let lease = Duration::from_millis(100);
+        let (released, kept) = guard(|| Look::Held, lease);
+        assert!(
+            kept.recv_timeout(lease * 8).is_err(),
+            "confirmed every 10 ms: kept"
+        );
+        released.store(true, std::sync::atomic::Ordering::Relaxed);
+
+        let looks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = looks.clone();
+        let (_released, taken) = guard(
+            move || match counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+                0..3 => Look::Held,
+                _ => Look::Other,
+            },
+            Duration::from_secs(60),
+        );
+        let why = taken
+            .recv_timeout(Duration::from_secs(10))
+            .expect("another holder is seen");
+        assert_eq!(why, ClaimLost::TakenByAnother);
+
+        // A released claim fires nothing, whatever its looks would say.
+        let (released, rx) = guard(|| Look::Failed, lease);
+        released.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            rx.recv_timeout(lease * 5).is_err(),
+            "released: nothing fires"
+        );
     }
 
     #[test]
