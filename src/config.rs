@@ -194,7 +194,14 @@ pub struct ApiConfig {
     /// How long a connection may take to send a request head, first or next on keep-alive
     /// (so also how long an idle keep-alive connection stays open), in milliseconds.
     pub header_timeout_ms: u64,
+    /// The load balancers and reverse proxies in front (addresses or networks): a request from
+    /// one is counted against the client its `X-Forwarded-For` names, and one of them may hold
+    /// any number of connections (within `max_connections`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
+
+/// At most this many `[api.ays] trusted_proxies` entries.
+pub const MAX_TRUSTED_PROXIES: usize = 64;
 
 /// `[bot]`.
 #[derive(Debug, Clone)]
@@ -1218,8 +1225,31 @@ impl Reader {
                 "max_connections",
                 "max_connections_per_ip",
                 "header_timeout_ms",
+                "trusted_proxies",
             ],
         );
+        let mut trusted_proxies = Vec::new();
+        for (i, entry) in self.strings(&s, "trusted_proxies").iter().enumerate() {
+            let parsed = entry.trim().parse::<ipnet::IpNet>().or_else(|_| {
+                entry
+                    .trim()
+                    .parse::<std::net::IpAddr>()
+                    .map(ipnet::IpNet::from)
+            });
+            match parsed {
+                Ok(net) => trusted_proxies.push(net),
+                Err(_) => self.problem(
+                    format!("[api.ays].trusted_proxies[{i}]"),
+                    format!("{entry:?} is not an IP address or network (10.0.0.5, 10.0.0.0/24)"),
+                ),
+            }
+        }
+        if trusted_proxies.len() > MAX_TRUSTED_PROXIES {
+            self.problem(
+                "[api.ays].trusted_proxies".into(),
+                format!("at most {MAX_TRUSTED_PROXIES} entries (use networks)"),
+            );
+        }
         if let Some(Value::Table(api)) = root.get("api") {
             for key in api.keys().filter(|k| *k != "ays") {
                 self.problem(format!("[api].{key}"), "unknown key (known keys: ays)");
@@ -1233,6 +1263,7 @@ impl Reader {
             max_connections_per_ip: self.int(&s, "max_connections_per_ip", 1, 1_000_000, 64)
                 as usize,
             header_timeout_ms: self.int(&s, "header_timeout_ms", 1, 3_600_000, 10_000) as u64,
+            trusted_proxies,
         }
     }
 
@@ -1577,6 +1608,34 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(err) => err.problems.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        let config = Config::parse(
+            "[mode]\nprod=false\n[api.ays]\ntrusted_proxies = [\"10.0.0.5\", \"10.1.0.0/24\", \"::1\"]\n",
+        )
+        .expect("config");
+        let shown: Vec<String> = config
+            .api
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(shown, ["10.0.0.5/32", "10.1.0.0/24", "::1/128"]);
+        let all = problems(
+            "[mode]\nprod=false\n[api.ays]\ntrusted_proxies = [\"lb.example\", \"10.0.0.0/33\"]\n",
+        )
+        .join("\n");
+        assert!(all.contains("[api.ays].trusted_proxies[0]"), "{all}");
+        assert!(all.contains("[api.ays].trusted_proxies[1]"), "{all}");
+        let many: Vec<String> = (0..65).map(|n| format!("\"10.0.{n}.1\"")).collect();
+        let all = problems(&format!(
+            "[mode]\nprod=false\n[api.ays]\ntrusted_proxies = [{}]\n",
+            many.join(", ")
+        ))
+        .join("\n");
+        assert!(all.contains("at most 64"), "{all}");
     }
 
     #[test]

@@ -385,6 +385,8 @@ async fn stand_by(
             max_connections_per_ip: config.api.max_connections_per_ip,
             header_timeout: std::time::Duration::from_millis(config.api.header_timeout_ms),
             replica_key: None,
+            // The client the balancer names is the one the holder counts (and is told of).
+            trusted_proxies: config.api.trusted_proxies.clone().into(),
         };
         tasks.push(tokio::spawn(crate::api::http::serve(
             listener,

@@ -544,3 +544,82 @@ async fn the_api_viewer_is_served_from_the_binary() {
         }
     }
 }
+
+/// `GET /oauth/callback` from loopback address `from`, with this `X-Forwarded-For`; the status.
+async fn callback_from(from: IpAddr, to: SocketAddr, forwarded: Option<&str>) -> u16 {
+    let mut stream = connect_from(from, to).await.expect("connect");
+    let header = forwarded
+        .map(|f| format!("X-Forwarded-For: {f}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "GET /oauth/callback?state=nope HTTP/1.1\r\nHost: t\r\n{header}Connection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
+        .await
+        .expect("answered")
+        .expect("read");
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"))
+}
+
+#[tokio::test]
+async fn behind_a_trusted_balancer_each_client_has_its_own_limits_and_no_one_else_names_a_client() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = support::base_config(dir.path()).replacen(
+        "port = 0\n",
+        "port = 0\ntrusted_proxies = [\"127.0.0.1\"]\nmax_connections_per_ip = 4\n",
+        1,
+    );
+    let cockpit = Cockpit::start_in(dir, &text);
+    let to = addr_of(&cockpit);
+    let balancer = attacker(1);
+
+    // `/oauth/callback` takes 20 requests at once per client, then 429.
+    for _ in 0..20 {
+        assert_ne!(callback_from(balancer, to, Some("203.0.113.7")).await, 429);
+    }
+    assert_eq!(callback_from(balancer, to, Some("203.0.113.7")).await, 429);
+    // What the client wrote itself, left of the balancer's entry, changes nothing.
+    assert_eq!(
+        callback_from(balancer, to, Some("198.51.100.1, 203.0.113.7")).await,
+        429
+    );
+    // Another client behind the same balancer has its own limit.
+    assert_ne!(callback_from(balancer, to, Some("203.0.113.8")).await, 429);
+    assert!(
+        cockpit.log_text().contains("peer=203.0.113.8"),
+        "the request's log line names the client"
+    );
+
+    // A peer that is no trusted proxy is itself, whatever it writes.
+    let other = attacker(3);
+    let mut statuses = Vec::new();
+    for n in 0..21 {
+        statuses.push(callback_from(other, to, Some(&format!("198.51.100.{n}"))).await);
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+
+    // The balancer holds more connections than one address may (4), a client does not.
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        held.push(connect_from(balancer, to).await.expect("connect"));
+    }
+    assert_ne!(callback_from(balancer, to, Some("203.0.113.9")).await, 429);
+    let mut capped = Vec::new();
+    for _ in 0..4 {
+        capped.push(connect_from(attacker(4), to).await.expect("connect"));
+    }
+    let mut fifth = connect_from(attacker(4), to).await.expect("connect");
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(5), fifth.read(&mut byte)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "a fifth connection from one client is closed at once: {closed:?}"
+    );
+    drop((held, capped));
+}

@@ -57,6 +57,16 @@ pub struct Limits {
     /// the standby wrote (rate limits and the verifiers' shares then count the client, not
     /// the standby).
     pub replica_key: Option<Arc<str>>,
+    /// The load balancers in front (`[api.ays] trusted_proxies`): a request from one is the
+    /// client's its `X-Forwarded-For` names, and one may hold any number of connections.
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
+}
+
+impl Limits {
+    /// Whether `ip` is a trusted proxy's.
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
 }
 
 /// The header a standby proves itself with when it forwards a request.
@@ -81,6 +91,32 @@ fn forwarded_for(request: &mut Request<Incoming>, key: Option<&str>) -> Option<I
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.rsplit(',').next())
         .and_then(|ip| ip.trim().parse().ok())
+}
+
+/// The client a trusted proxy (`peer`) forwarded `request` for: the rightmost address of its
+/// `X-Forwarded-For` that is not a trusted proxy's (each proxy appends the address it saw, so
+/// what a client wrote itself stays to the left of it). `None` when `peer` is not trusted or
+/// the header names nobody usable (the proxy itself is then the peer).
+fn behind_proxy(headers: &warp::http::HeaderMap, peer: IpAddr, limits: &Limits) -> Option<IpAddr> {
+    if !limits.trusts(peer) {
+        return None;
+    }
+    let values: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    for entry in values.iter().rev().flat_map(|v| v.rsplit(',')) {
+        let entry = entry.trim();
+        let ip = entry
+            .parse::<IpAddr>()
+            .or_else(|_| entry.parse::<SocketAddr>().map(|a| a.ip()))
+            .ok()?;
+        if !limits.trusts(ip) {
+            return Some(ip);
+        }
+    }
+    None
 }
 
 /// The open connections: who holds them and how to drop the oldest.
@@ -108,7 +144,7 @@ enum Admission {
 impl Registry {
     fn admit(&mut self, ip: IpAddr, limits: &Limits) -> Admission {
         let held = self.per_ip.get(&ip).copied().unwrap_or(0);
-        if held >= limits.max_connections_per_ip {
+        if held >= limits.max_connections_per_ip && !limits.trusts(ip) {
             return Admission::PeerFull;
         }
         if self.open.len() >= limits.max_connections.max(1)
@@ -193,14 +229,14 @@ pub async fn serve<S>(
             ip: peer.ip(),
         };
         let service = service.clone();
-        let (replica_key, header_timeout) = (limits.replica_key.clone(), limits.header_timeout);
+        let (limits_here, header_timeout) = (limits.clone(), limits.header_timeout);
         let mut stop_rx = stop_rx.clone();
         let alive = alive_tx.clone();
         tokio::spawn(async move {
             let _release = release;
             let _alive = alive;
             let handler = hyper::service::service_fn(move |request| {
-                answer(service.clone(), Peer(peer), replica_key.clone(), request)
+                answer(service.clone(), Peer(peer), limits_here.clone(), request)
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
@@ -235,13 +271,15 @@ pub async fn serve<S>(
 async fn answer<S>(
     mut service: S,
     peer: Peer,
-    replica_key: Option<Arc<str>>,
+    limits: Limits,
     mut request: Request<Incoming>,
 ) -> Result<Response, Infallible>
 where
     S: Service<Request<Incoming>, Response = Response, Error = Infallible>,
 {
-    let peer = match forwarded_for(&mut request, replica_key.as_deref()) {
+    let client = forwarded_for(&mut request, limits.replica_key.as_deref())
+        .or_else(|| behind_proxy(request.headers(), peer.0.ip(), &limits));
+    let peer = match client {
         Some(client) => Peer(SocketAddr::new(client, 0)),
         None => peer,
     };
@@ -287,6 +325,7 @@ mod tests {
             max_connections_per_ip,
             header_timeout: Duration::from_secs(1),
             replica_key: None,
+            trusted_proxies: Vec::new().into(),
         }
     }
 
@@ -324,5 +363,77 @@ mod tests {
         assert!(kept.try_recv().is_err(), "only the oldest goes");
         registry.release(second, ip(2));
         assert_eq!(registry.per_ip.get(&ip(2)), None, "no entry left at zero");
+    }
+
+    /// Limits trusting `proxies`.
+    fn behind(proxies: &[&str]) -> Limits {
+        Limits {
+            trusted_proxies: proxies
+                .iter()
+                .map(|p| p.parse().expect("a network"))
+                .collect::<Vec<ipnet::IpNet>>()
+                .into(),
+            ..limits(100, 2)
+        }
+    }
+
+    #[test]
+    fn a_trusted_proxy_names_the_client_and_a_client_cannot_name_itself() {
+        let limits = behind(&["10.0.0.0/24", "192.0.2.9/32"]);
+        let client = |peer: &str, forwarded: &[&str]| {
+            let mut headers = warp::http::HeaderMap::new();
+            for value in forwarded {
+                headers.append(
+                    "x-forwarded-for",
+                    HeaderValue::from_str(value).expect("value"),
+                );
+            }
+            behind_proxy(&headers, peer.parse().expect("ip"), &limits).map(|ip| ip.to_string())
+        };
+        // The balancer appends the address it saw.
+        assert_eq!(
+            client("10.0.0.5", &["203.0.113.7"]).as_deref(),
+            Some("203.0.113.7")
+        );
+        // What the client wrote itself is to the left: it does not count.
+        assert_eq!(
+            client("10.0.0.5", &["198.51.100.1, 203.0.113.7"]).as_deref(),
+            Some("203.0.113.7")
+        );
+        // Two trusted hops (a second balancer, two header lines): the first untrusted from the
+        // right, so the client behind both.
+        assert_eq!(
+            client("10.0.0.5", &["203.0.113.7", "192.0.2.9"]).as_deref(),
+            Some("203.0.113.7")
+        );
+        assert_eq!(
+            client("10.0.0.5", &["[2001:db8::1]:4711"]).as_deref(),
+            Some("2001:db8::1")
+        );
+        // Not a trusted proxy: its header is the client's own word.
+        assert_eq!(client("203.0.113.50", &["198.51.100.1"]), None);
+        // Nobody usable named: the proxy itself is the peer.
+        assert_eq!(client("10.0.0.5", &[]), None);
+        assert_eq!(client("10.0.0.5", &["unknown"]), None);
+        assert_eq!(client("10.0.0.5", &["10.0.0.7"]), None);
+    }
+
+    #[test]
+    fn a_trusted_proxy_is_not_held_to_the_per_peer_cap() {
+        let mut registry = Registry::default();
+        let limits = behind(&["127.0.0.9/32"]);
+        for n in 0..5 {
+            assert!(
+                matches!(registry.admit(ip(9), &limits), Admission::Admitted { .. }),
+                "the balancer's connection {n}"
+            );
+        }
+        for _ in 0..2 {
+            let _ = registry.admit(ip(2), &limits);
+        }
+        assert!(matches!(
+            registry.admit(ip(2), &limits),
+            Admission::PeerFull
+        ));
     }
 }

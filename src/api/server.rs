@@ -70,6 +70,7 @@ impl Actor for ApiServer {
             max_connections_per_ip: config.max_connections_per_ip,
             header_timeout: Duration::from_millis(config.header_timeout_ms),
             replica_key: shared.replica_key.clone(),
+            trusted_proxies: config.trusted_proxies.clone().into(),
         };
         let task = tokio::spawn(api::http::serve(
             listener,

@@ -491,6 +491,7 @@ mod tests {
                     max_connections_per_ip: 64,
                     header_timeout: Duration::from_secs(10),
                     replica_key: None,
+                    trusted_proxies: Vec::new().into(),
                 };
                 tokio::spawn(connection::serve(
                     listener,
