@@ -9,4 +9,4 @@ cd "$(dirname "$0")/.."
 bash scripts/postgres.sh reset
 url=$(COCKPIT_PG_FAST=1 bash scripts/postgres.sh start)
 trap 'bash scripts/postgres.sh stop' EXIT
-COCKPIT_TEST_POSTGRES="$url" bash scripts/test.sh
+COCKPIT_TEST_POSTGRES="$url" COCKPIT_TEST_POSTGRES_CA=$(bash scripts/postgres.sh ca) bash scripts/test.sh

@@ -8,12 +8,15 @@
 #   bash scripts/postgres.sh url       # print the URL only
 #   bash scripts/postgres.sh stop      # stop the cluster (fine when it is not running)
 #   bash scripts/postgres.sh reset     # stop it and remove its data directory
+#   bash scripts/postgres.sh ca        # print the path of the test CA's certificate (made by start)
 #
 # start and url print one line on stdout, postgres://cockpit:cockpit@127.0.0.1:55432/cockpit;
 # everything else goes to stderr. The role `cockpit` (password `cockpit`, CREATEDB: the tests make
 # a database each) owns the database `cockpit` and logs in over TCP with a password (SCRAM). The
 # superuser `postgres` is trusted on the unix socket only, which lives in the data directory
-# (mode 0700: reachable by its owner and root only).
+# (mode 0700: reachable by its owner and root only). The server also speaks TLS, with a
+# certificate for 127.0.0.1 and localhost signed by a test CA made once (its certificate, public,
+# is copied beside the data directory: `ca`), so that verified TLS connections are tested.
 #
 #   COCKPIT_PG_PORT=55432                        the port
 #   COCKPIT_PG_DIR=/tmp/cockpit-postgres-$port   the data directory; also holds the socket and
@@ -48,6 +51,7 @@ log=$dir/postgres.log
 wait_secs=${COCKPIT_PG_WAIT:-60}
 [[ $wait_secs =~ ^[0-9]+$ ]] || die "COCKPIT_PG_WAIT=$wait_secs is not a number of seconds"
 url="postgres://cockpit:cockpit@127.0.0.1:$port/cockpit"
+ca=$dir.ca.pem
 if [ "${COCKPIT_PG_FAST:-}" = 1 ]; then durability=off; else durability=on; fi
 script=$(readlink -f "${BASH_SOURCE[0]}")
 root=false
@@ -173,6 +177,32 @@ write_conf() {
   as_pg mv "$file.tmp" "$file"
 }
 
+# The test CA and the server's certificate and key, made once in the data directory; the CA's
+# certificate copied to $ca on every start.
+tls_files() {
+  local tmp f
+  if ! as_pg test -f "$dir/server.key" || ! as_pg test -f "$dir/server.crt" ||
+    ! as_pg test -f "$dir/test-ca.pem"; then
+    command -v openssl >/dev/null || die "openssl is missing (apt-get install openssl)"
+    tmp=$(mktemp -d)
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=cockpit test CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -keyout "$tmp/ca.key" -out "$tmp/ca.pem" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+      -keyout "$tmp/server.key" -out "$tmp/server.csr" 2>/dev/null
+    printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=critical,CA:FALSE" \
+      "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" >"$tmp/ext"
+    openssl x509 -req -in "$tmp/server.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" \
+      -CAcreateserial -days 3650 -extfile "$tmp/ext" -out "$tmp/server.crt" 2>/dev/null
+    for f in server.key server.crt; do as_pg tee "$dir/$f" <"$tmp/$f" >/dev/null; done
+    as_pg tee "$dir/test-ca.pem" <"$tmp/ca.pem" >/dev/null
+    as_pg chmod 600 "$dir/server.key"
+    rm -rf "$tmp"
+  fi
+  as_pg cat "$dir/test-ca.pem" >"$ca.tmp"
+  mv "$ca.tmp" "$ca"
+}
+
 configure() {
   local includes="include = 'cockpit.conf'
 include = 'cockpit-durability.conf'"
@@ -180,13 +210,17 @@ include = 'cockpit-durability.conf'"
     printf '\n# scripts/postgres.sh (re)writes these two on every start.\n%s\n' "$includes" |
     as_pg tee -a "$dir/postgresql.conf" >/dev/null
   restart=false reload=false
+  tls_files
   # Settings a restart applies.
   if write_conf cockpit.conf "# Written by scripts/postgres.sh on every start: edit the script, not this file.
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$dir'
 max_connections = 200
-password_encryption = 'scram-sha-256'"; then restart=true; fi
+password_encryption = 'scram-sha-256'
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'"; then restart=true; fi
   # Settings a reload applies.
   if write_conf cockpit-durability.conf "# Written by scripts/postgres.sh on every start: COCKPIT_PG_FAST=1 turns these off.
 fsync = $durability
@@ -297,6 +331,7 @@ reset() {
 case ${1:-start} in
 start) start ;;
 url) echo "$url" >&3 ;;
+ca) echo "$ca" >&3 ;;
 stop) lock && stop ;;
 reset) reset ;;
 *) die "usage: scripts/postgres.sh [start|url|stop|reset]" ;;

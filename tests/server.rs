@@ -331,3 +331,54 @@ fn the_store_keeps_every_committed_fact_through_kill_dash_9() {
     let store = Store::open(dir.path()).expect("open");
     assert_eq!(store.integrity_check().expect("check"), "ok");
 }
+
+#[tokio::test]
+async fn on_postgresql_over_verified_tls_the_server_runs_and_a_wrong_ca_stops_it_clearly() {
+    let (Ok(url), Ok(ca)) = (
+        std::env::var("COCKPIT_TEST_POSTGRES"),
+        std::env::var("COCKPIT_TEST_POSTGRES_CA"),
+    ) else {
+        eprintln!("needs COCKPIT_TEST_POSTGRES and COCKPIT_TEST_POSTGRES_CA");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = support::base_config(dir.path());
+    let text = plain.replace(
+        &format!("url = \"{url}\""),
+        &format!("url = \"{url}?sslmode=verify-full&sslrootcert={ca}\""),
+    );
+    assert_ne!(text, plain, "the URL asks for TLS");
+    let cockpit = Cockpit::start_in(dir, &text);
+    let status = reqwest::get(format!("{}/health", cockpit.api))
+        .await
+        .expect("health")
+        .status();
+    assert_eq!(status, 200);
+    drop(cockpit);
+
+    // A CA that did not sign the server's certificate: the server refuses to start, and says why.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = dir.path().join("other-ca.pem");
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=another CA", "-keyout"])
+        .arg(dir.path().join("other.key"))
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{made:?}");
+    let text = support::base_config(dir.path()).replace(
+        &format!("url = \"{url}\""),
+        &format!(
+            "url = \"{url}?sslmode=verify-full&sslrootcert={}\"",
+            other.display()
+        ),
+    );
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, text).expect("config");
+    let (code, _, stderr) = run(&["start", "-c", config.to_str().expect("path")]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+    assert!(!stderr.contains(":cockpit@"), "the password stays out: {stderr}");
+}

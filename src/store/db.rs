@@ -410,7 +410,7 @@ pub(crate) struct Postgres {
 const PREPARED_MAX: usize = 512;
 
 impl Postgres {
-    /// Connects to `url` (TLS is not spoken: use a local socket, a private network or a tunnel),
+    /// Connects to `url` (TLS when its `sslmode` asks: [`transport_of`]),
     /// driving the connection on a thread of its own.
     pub(crate) fn connect(url: &str, schema: Option<&str>) -> Result<Postgres> {
         Postgres::connect_with(url, schema, "")
@@ -458,7 +458,7 @@ impl Postgres {
 
     /// Connects to `url` on a thread of its own that then drives the connection.
     fn client_for(url: &str, setup: &str) -> Result<tokio_postgres::Client> {
-        let config = connection_config(url)?;
+        let (config, transport) = connection_config(url)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("postgres".into())
@@ -474,17 +474,11 @@ impl Postgres {
                     }
                 };
                 runtime.block_on(async move {
-                    match config.connect(tokio_postgres::NoTls).await {
-                        Ok((client, connection)) => {
-                            let _ = tx.send(Ok(Ok(client)));
-                            if let Err(err) = connection.await {
-                                let err = postgres_message(&err);
-                                tracing::error!(%err, "the PostgreSQL connection ended");
-                            }
+                    match transport {
+                        Transport::Plain => {
+                            drive(config.connect(tokio_postgres::NoTls).await, tx).await;
                         }
-                        Err(err) => {
-                            let _ = tx.send(Ok(Err(err)));
-                        }
+                        Transport::Tls(tls) => drive(config.connect(tls).await, tx).await,
                     }
                 });
             });
@@ -555,6 +549,135 @@ impl Postgres {
     }
 }
 
+/// Hands the connected client over (or the error), then drives its connection until it ends.
+async fn drive<S, T>(
+    connected: std::result::Result<
+        (tokio_postgres::Client, tokio_postgres::Connection<S, T>),
+        tokio_postgres::Error,
+    >,
+    tx: std::sync::mpsc::SyncSender<
+        std::result::Result<
+            std::result::Result<tokio_postgres::Client, tokio_postgres::Error>,
+            String,
+        >,
+    >,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match connected {
+        Ok((client, connection)) => {
+            let _ = tx.send(Ok(Ok(client)));
+            if let Err(err) = connection.await {
+                let err = postgres_message(&err);
+                tracing::error!(%err, "the PostgreSQL connection ended");
+            }
+        }
+        Err(err) => {
+            let _ = tx.send(Ok(Err(err)));
+        }
+    }
+}
+
+/// How a connection to PostgreSQL travels.
+enum Transport {
+    /// In the clear (a local socket, a private network, a tunnel): `sslmode` absent,
+    /// `disable`, `allow` or `prefer`.
+    Plain,
+    /// TLS, the server's certificate verified (its chain and its name) against `sslrootcert`,
+    /// or Mozilla's roots without it: `sslmode` `require`, `verify-ca` or `verify-full`.
+    Tls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+/// The URL without the parameters `tokio-postgres` does not know (`sslrootcert`) and with
+/// libpq's `verify-ca`/`verify-full` as its `require`; the transport they ask for.
+fn transport_of(url: &str) -> Result<(String, Transport)> {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        // Not a URL (a key=value string): tokio-postgres says what is wrong with it.
+        return Ok((url.to_owned(), Transport::Plain));
+    };
+    let (mut mode, mut root) = (None, None);
+    let mut kept = Vec::new();
+    for (key, value) in parsed.query_pairs() {
+        match key.as_ref() {
+            "sslmode" => mode = Some(value.into_owned()),
+            "sslrootcert" => root = Some(value.into_owned()),
+            _ => kept.push((key.into_owned(), value.into_owned())),
+        }
+    }
+    let tls = match mode.as_deref() {
+        None | Some("disable" | "allow" | "prefer") => false,
+        Some("require" | "verify-ca" | "verify-full") => true,
+        Some(other) => {
+            return Err(DbError::Connect(format!(
+                "sslmode={other} is not one of disable, allow, prefer, require, verify-ca, \
+                 verify-full"
+            )));
+        }
+    };
+    if !tls {
+        if root.is_some() {
+            return Err(DbError::Connect(
+                "sslrootcert is set but sslmode does not ask for TLS: add sslmode=verify-full"
+                    .into(),
+            ));
+        }
+        if let Some(mode) = mode {
+            kept.push((
+                "sslmode".into(),
+                if mode == "allow" {
+                    "prefer".into()
+                } else {
+                    mode
+                },
+            ));
+        }
+    }
+    {
+        let mut query = parsed.query_pairs_mut();
+        query.clear();
+        for (key, value) in &kept {
+            query.append_pair(key, value);
+        }
+    }
+    if kept.is_empty() {
+        parsed.set_query(None);
+    }
+    if !tls {
+        // Without a TLS connector, `prefer` never starts TLS: the clear, as asked.
+        return Ok((parsed.to_string(), Transport::Plain));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    match &root {
+        Some(path) => {
+            use rustls::pki_types::pem::PemObject as _;
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<std::result::Result<Vec<_>, _>>())
+                .map_err(|err| DbError::Connect(format!("sslrootcert {path}: {err}")))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(DbError::Connect(format!(
+                    "sslrootcert {path}: no certificate in it"
+                )));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| DbError::Connect(format!("TLS: {err}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut url = parsed.to_string();
+    url.push(if parsed.query().is_some() { '&' } else { '?' });
+    url.push_str("sslmode=require");
+    Ok((
+        url,
+        Transport::Tls(tokio_postgres_rustls::MakeRustlsConnect::new(config)),
+    ))
+}
+
 /// How long connecting may take, unless the URL says (`connect_timeout`).
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long sent data may stay unacknowledged before the connection is given up (a server or
@@ -563,7 +686,8 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 const SILENT_PEER: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The connection settings of `url`, with cockpit's timeouts where the URL sets none.
-fn connection_config(url: &str) -> Result<tokio_postgres::Config> {
+fn connection_config(url: &str) -> Result<(tokio_postgres::Config, Transport)> {
+    let (url, transport) = transport_of(url)?;
     let mut config: tokio_postgres::Config = url.parse()?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
@@ -578,7 +702,7 @@ fn connection_config(url: &str) -> Result<tokio_postgres::Config> {
     if config.get_application_name().is_none() {
         config.application_name("cockpit");
     }
-    Ok(config)
+    Ok((config, transport))
 }
 
 /// `?N` placeholders as PostgreSQL's `$N` (outside quoted strings and identifiers).
@@ -800,13 +924,13 @@ mod tests {
 
     #[test]
     fn a_connection_has_timeouts_unless_the_url_sets_its_own() {
-        let config = connection_config("postgres://u:p@db.example/cockpit").expect("url");
+        let (config, _) = connection_config("postgres://u:p@db.example/cockpit").expect("url");
         assert_eq!(config.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
         assert_eq!(config.get_tcp_user_timeout(), Some(&SILENT_PEER));
         assert!(config.get_keepalives());
         assert_eq!(config.get_keepalives_idle(), SILENT_PEER);
         assert_eq!(config.get_application_name(), Some("cockpit"));
-        let config = connection_config(
+        let (config, _) = connection_config(
             "postgres://u:p@db.example/cockpit?connect_timeout=2&tcp_user_timeout=9&application_name=x",
         )
         .expect("url");
@@ -820,10 +944,84 @@ mod tests {
         );
         assert_eq!(config.get_application_name(), Some("x"));
         assert!(connection_config("not a url").is_err());
-        let err = connection_config("postgres://u:hunter2@db:port/x")
-            .expect_err("a bad port")
-            .to_string();
+        let err = match connection_config("postgres://u:hunter2@db:port/x") {
+            Err(err) => err.to_string(),
+            Ok(_) => panic!("a bad port accepted"),
+        };
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn tls_is_spoken_when_the_url_asks_and_libpqs_parameters_are_understood() {
+        let plain = |url: &str| match transport_of(url) {
+            Ok((url, Transport::Plain)) => url,
+            Ok((_, Transport::Tls(_))) => panic!("TLS for {url}"),
+            Err(err) => panic!("{url}: {err}"),
+        };
+        let tls = |url: &str| match transport_of(url) {
+            Ok((url, Transport::Tls(_))) => url,
+            Ok((_, Transport::Plain)) => panic!("the clear for {url}"),
+            Err(err) => panic!("{url}: {err}"),
+        };
+        let error = |url: &str| match transport_of(url) {
+            Err(err) => err.to_string(),
+            Ok(_) => panic!("accepted: {url}"),
+        };
+        assert_eq!(plain("postgres://u:p@db/x"), "postgres://u:p@db/x");
+        assert_eq!(
+            plain("postgres://u:p@db/x?sslmode=allow&application_name=a"),
+            "postgres://u:p@db/x?application_name=a&sslmode=prefer"
+        );
+        assert_eq!(
+            tls("postgres://u:p@db/x?sslmode=verify-full"),
+            "postgres://u:p@db/x?sslmode=require"
+        );
+        assert_eq!(
+            tls("postgres://u:p@db/x?sslmode=require&connect_timeout=3"),
+            "postgres://u:p@db/x?connect_timeout=3&sslmode=require"
+        );
+        assert!(error("postgres://u:p@db/x?sslmode=bogus").contains("sslmode=bogus"));
+        assert!(error("postgres://u:p@db/x?sslrootcert=/a.pem").contains("sslmode=verify-full"));
+        let missing = error("postgres://u:hunter2@db/x?sslmode=verify-full&sslrootcert=/nope.pem");
+        assert!(
+            missing.contains("/nope.pem") && !missing.contains("hunter2"),
+            "{missing}"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("write");
+        let url = format!(
+            "postgres://u:p@db/x?sslmode=verify-full&sslrootcert={}",
+            empty.display()
+        );
+        assert!(error(&url).contains("no certificate"), "{}", error(&url));
+    }
+
+    #[test]
+    fn a_tls_connection_verifies_the_servers_certificate() {
+        let (Ok(url), Ok(ca)) = (
+            std::env::var("COCKPIT_TEST_POSTGRES"),
+            std::env::var("COCKPIT_TEST_POSTGRES_CA"),
+        ) else {
+            eprintln!("needs COCKPIT_TEST_POSTGRES and COCKPIT_TEST_POSTGRES_CA");
+            return;
+        };
+        let ssl = |url: &str| -> Result<bool> {
+            let conn = Conn::Postgres(Postgres::connect(url, None)?);
+            conn.query_row(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                params![],
+                |row| row.get(0),
+            )
+        };
+        assert!(!ssl(&url).expect("in the clear"), "no TLS unless asked");
+        let verified = format!("{url}?sslmode=verify-full&sslrootcert={ca}");
+        assert!(ssl(&verified).expect("TLS"), "TLS when asked");
+        // Without the CA that signed it, the server's certificate is refused.
+        let err = ssl(&format!("{url}?sslmode=require"))
+            .expect_err("an unknown issuer")
+            .to_string();
+        assert!(err.to_lowercase().contains("certificate"), "{err}");
     }
 
     #[test]
