@@ -360,7 +360,9 @@ async fn on_postgresql_over_verified_tls_the_server_runs_and_a_wrong_ca_stops_it
     let dir = tempfile::tempdir().expect("tempdir");
     let other = dir.path().join("other-ca.pem");
     let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
         .args(["-subj", "/CN=another CA", "-keyout"])
         .arg(dir.path().join("other.key"))
         .arg("-out")
@@ -380,5 +382,8 @@ async fn on_postgresql_over_verified_tls_the_server_runs_and_a_wrong_ca_stops_it
     let (code, _, stderr) = run(&["start", "-c", config.to_str().expect("path")]);
     assert_ne!(code, 0, "{stderr}");
     assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
-    assert!(!stderr.contains(":cockpit@"), "the password stays out: {stderr}");
+    assert!(
+        !stderr.contains(":cockpit@"),
+        "the password stays out: {stderr}"
+    );
 }

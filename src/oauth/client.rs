@@ -23,13 +23,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
+pub use super::sessions::User;
 use super::sessions::{MemorySessions, Pending, SessionData, SessionStore, Unavailable};
 use super::token::{self, KeyError, TokenError, VerifyKey};
 
@@ -55,21 +54,6 @@ pub struct ProxyClientConfig {
     pub verify_key: String,
     /// The provider names this app offers (`github`).
     pub providers: Vec<String>,
-}
-
-/// A logged-in user as the proxy vouched for them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct User {
-    /// The provider that logged them in.
-    pub provider: String,
-    /// Their info, reduced to the proxy's `user_info_fields`.
-    pub info: Map<String, Value>,
-    /// Who they are (`github:alice`), when the proxy could tell.
-    pub identity: Option<String>,
-    /// Their groups at the provider, for role rules.
-    pub groups: Vec<String>,
-    /// When they logged in (Unix seconds): a revocation after it ends the session.
-    pub logged_in: i64,
 }
 
 /// This request's session as the filters see it.
@@ -593,6 +577,7 @@ mod tests {
     use super::*;
     use crate::oauth::token::{LoginClaims, SigningKey};
     use oauth2::url::Url;
+    use serde_json::{Map, Value};
 
     const PROXY: &str = "https://proxy.example.com/oauth";
     const CALLBACK: &str = "https://app.example.com/test/callback";

@@ -14,10 +14,25 @@ use std::collections::HashMap;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::client::User;
 use crate::store::{AppSessionRow, Store};
+
+/// A logged-in user as the proxy vouched for them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    /// The provider that logged them in.
+    pub provider: String,
+    /// Their info, reduced to the proxy's `user_info_fields`.
+    pub info: Map<String, Value>,
+    /// Who they are (`github:alice`), when the proxy could tell.
+    pub identity: Option<String>,
+    /// Their groups at the provider, for role rules.
+    pub groups: Vec<String>,
+    /// When they logged in (Unix seconds): a revocation after it ends the session.
+    pub logged_in: i64,
+}
 
 /// A login started in a session and not finished yet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
