@@ -504,10 +504,12 @@ pub fn open_store(storage: &StorageConfig) -> Result<Store, StoreError> {
 
 /// Like [`open_store`], for commands that act on existing data: with SQLite, a missing file is
 /// [`StoreError::Missing`] (never a new empty database); a PostgreSQL database is there by
-/// definition.
+/// definition, and a command needs one connection to it.
 pub fn open_existing_store(storage: &StorageConfig) -> Result<Store, StoreError> {
     match &storage.url {
-        Some(_) => open_store(storage),
+        Some(url) => {
+            Store::open_postgres_with(&storage.path, url.expose(), storage.schema.as_deref(), 1)
+        }
         None => Store::open_existing(&storage.path),
     }
 }

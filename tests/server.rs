@@ -387,3 +387,21 @@ async fn on_postgresql_over_verified_tls_the_server_runs_and_a_wrong_ca_stops_it
         "the password stays out: {stderr}"
     );
 }
+
+#[test]
+fn on_postgresql_a_command_holds_one_connection_and_a_server_its_share() {
+    if std::env::var("COCKPIT_TEST_POSTGRES").is_err() {
+        eprintln!("needs COCKPIT_TEST_POSTGRES");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = cockpit::config::Config::parse(&support::base_config(dir.path())).expect("config");
+    let server = cockpit::server::open_store(&config.storage).expect("the server's store");
+    assert_eq!(server.connections(), cockpit::store::POSTGRES_CONNECTIONS);
+    let command = cockpit::server::open_existing_store(&config.storage).expect("a command's store");
+    assert_eq!(command.connections(), 1);
+    assert_eq!(
+        command.schema_version().expect("version"),
+        server.schema_version().expect("version")
+    );
+}

@@ -567,8 +567,19 @@ impl Store {
     /// and brings its schema up to date; `dir` is the data directory, for the files beside the
     /// database (the revocation bell).
     pub fn open_postgres(dir: &Path, url: &str, schema: Option<&str>) -> Result<Store, StoreError> {
+        Store::open_postgres_with(dir, url, schema, POSTGRES_CONNECTIONS)
+    }
+
+    /// [`Store::open_postgres`] with `connections` connections (at least one): a command that
+    /// makes a few calls and ends needs one, not a server's share of the database's limit.
+    pub fn open_postgres_with(
+        dir: &Path,
+        url: &str,
+        schema: Option<&str>,
+        connections: usize,
+    ) -> Result<Store, StoreError> {
         create_private_dir(dir)?;
-        let conns = (0..POSTGRES_CONNECTIONS)
+        let conns = (0..connections.max(1))
             .map(|_| db::Postgres::connect(url, schema).map(Conn::Postgres))
             .collect::<Result<Vec<_>, _>>()?;
         let mut store = Store::start(conns, dir.join("cockpit.db"))?;
@@ -663,6 +674,11 @@ impl Store {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How many connections to the database this store holds.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
     }
 
     /// The schema version of the open database.
