@@ -66,6 +66,7 @@ pub struct Session {
 }
 
 /// Everything an [`OAuthApp`] shares between requests.
+#[derive(Clone)]
 struct Inner {
     /// The proxy settings.
     config: ProxyClientConfig,
@@ -184,31 +185,23 @@ impl OAuthApp {
 
     /// The same client with another session lifetime (default 12 hours). Call before cloning.
     pub fn with_session_ttl(self, ttl: Duration) -> OAuthApp {
-        let inner = Inner {
-            config: self.inner.config.clone(),
-            key: self.inner.key.clone(),
-            login_path: self.inner.login_path.clone(),
-            session_ttl: ttl,
-            sessions: self.inner.sessions.clone(),
-            csrf_key: self.inner.csrf_key,
-        };
-        OAuthApp {
-            inner: Arc::new(inner),
-        }
+        self.changed(|inner| inner.session_ttl = ttl)
     }
 
     /// The same client keeping its sessions in `sessions`, its CSRF tokens derived with
     /// `csrf_key` (which must live as long as the sessions do: a key that changes at restart
     /// refuses every form of a session that outlived it). Call before cloning.
     pub fn with_sessions(self, sessions: Arc<dyn SessionStore>, csrf_key: [u8; 32]) -> OAuthApp {
-        let inner = Inner {
-            config: self.inner.config.clone(),
-            key: self.inner.key.clone(),
-            login_path: self.inner.login_path.clone(),
-            session_ttl: self.inner.session_ttl,
-            sessions,
-            csrf_key,
-        };
+        self.changed(|inner| {
+            inner.sessions = sessions;
+            inner.csrf_key = csrf_key;
+        })
+    }
+
+    /// A copy of this client's settings, changed by `change`.
+    fn changed(self, change: impl FnOnce(&mut Inner)) -> OAuthApp {
+        let mut inner = Inner::clone(&self.inner);
+        change(&mut inner);
         OAuthApp {
             inner: Arc::new(inner),
         }

@@ -605,9 +605,13 @@ fn transport_of(url: &str) -> Result<(String, Transport)> {
             _ => kept.push((key.into_owned(), value.into_owned())),
         }
     }
-    let tls = match mode.as_deref() {
-        None | Some("disable" | "allow" | "prefer") => false,
-        Some("require" | "verify-ca" | "verify-full") => true,
+    // What tokio-postgres takes: `prefer` for libpq's `allow`, `require` for its `verify-*`
+    // (which this connection always does).
+    let mode = match mode.as_deref() {
+        None => None,
+        Some("disable") => Some("disable"),
+        Some("allow" | "prefer") => Some("prefer"),
+        Some("require" | "verify-ca" | "verify-full") => Some("require"),
         Some(other) => {
             return Err(DbError::Connect(format!(
                 "sslmode={other} is not one of disable, allow, prefer, require, verify-ca, \
@@ -615,33 +619,18 @@ fn transport_of(url: &str) -> Result<(String, Transport)> {
             )));
         }
     };
-    if !tls {
-        if root.is_some() {
-            return Err(DbError::Connect(
-                "sslrootcert is set but sslmode does not ask for TLS: add sslmode=verify-full"
-                    .into(),
-            ));
-        }
-        if let Some(mode) = mode {
-            kept.push((
-                "sslmode".into(),
-                if mode == "allow" {
-                    "prefer".into()
-                } else {
-                    mode
-                },
-            ));
-        }
+    let tls = mode == Some("require");
+    if root.is_some() && !tls {
+        return Err(DbError::Connect(
+            "sslrootcert is set but sslmode does not ask for TLS: add sslmode=verify-full".into(),
+        ));
     }
-    {
-        let mut query = parsed.query_pairs_mut();
-        query.clear();
-        for (key, value) in &kept {
-            query.append_pair(key, value);
-        }
+    if let Some(mode) = mode {
+        kept.push(("sslmode".into(), mode.into()));
     }
-    if kept.is_empty() {
-        parsed.set_query(None);
+    parsed.set_query(None);
+    if !kept.is_empty() {
+        parsed.query_pairs_mut().extend_pairs(&kept);
     }
     if !tls {
         // Without a TLS connector, `prefer` never starts TLS: the clear, as asked.
@@ -669,11 +658,8 @@ fn transport_of(url: &str) -> Result<(String, Transport)> {
         .map_err(|err| DbError::Connect(format!("TLS: {err}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let mut url = parsed.to_string();
-    url.push(if parsed.query().is_some() { '&' } else { '?' });
-    url.push_str("sslmode=require");
     Ok((
-        url,
+        parsed.to_string(),
         Transport::Tls(tokio_postgres_rustls::MakeRustlsConnect::new(config)),
     ))
 }

@@ -434,7 +434,7 @@ fn look_at_claim(conn: &Conn) -> Look {
 /// [`ClaimLost::Unconfirmed`] when no look has confirmed the claim for `lease`. A look that
 /// finds another holder fires it with [`ClaimLost::TakenByAnother`]. `lost` runs once.
 fn keep_claim(
-    look: impl FnMut() -> Look + Send + 'static,
+    mut look: impl FnMut() -> Look + Send + 'static,
     released: Arc<std::sync::atomic::AtomicBool>,
     every: Duration,
     lease: Duration,
@@ -461,7 +461,6 @@ fn keep_claim(
                 }
             }
         })?;
-    let mut look = look;
     std::thread::Builder::new()
         .name("store-claim".into())
         .spawn(move || {

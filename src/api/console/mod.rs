@@ -51,6 +51,16 @@ const BASE: &str = "/console";
 /// it lives as long as the sessions it protects, in the same store).
 const CSRF_KEY_SETTING: &str = "console_csrf_key";
 
+/// The console's CSRF key, from the store (made there on first use).
+fn stored_csrf_key(store: &crate::store::Store) -> Result<[u8; 32], String> {
+    let text = store
+        .secret_setting(CSRF_KEY_SETTING)
+        .map_err(|err| err.to_string())?;
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(&text, &mut key).map_err(|err| err.to_string())?;
+    Ok(key)
+}
+
 /// The embedded stylesheet.
 const CSS: &str = include_str!("console.css");
 
@@ -160,20 +170,11 @@ impl Console {
             None => return None,
         };
         // Sessions in the store: a restart, or the replica that takes over, logs nobody out.
-        let app = match shared.store.secret_setting(CSRF_KEY_SETTING) {
-            Ok(key) => {
-                let mut csrf_key = [0u8; 32];
-                match hex::decode_to_slice(&key, &mut csrf_key) {
-                    Ok(()) => app.with_sessions(
-                        Arc::new(StoreSessions::new(shared.store.clone(), "console")),
-                        csrf_key,
-                    ),
-                    Err(err) => {
-                        tracing::warn!(%err, "the console's CSRF key does not read; sessions in memory");
-                        app
-                    }
-                }
-            }
+        let app = match stored_csrf_key(&shared.store) {
+            Ok(csrf_key) => app.with_sessions(
+                Arc::new(StoreSessions::new(shared.store.clone(), "console")),
+                csrf_key,
+            ),
             Err(err) => {
                 tracing::warn!(%err, "the console's CSRF key could not be read; sessions in memory");
                 app
